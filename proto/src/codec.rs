@@ -1,0 +1,232 @@
+//! Bytes to frames and back: a 4-byte big-endian length, then a MessagePack map.
+//!
+//! Framing is `tokio_util`'s `LengthDelimitedCodec`, which refuses a length above the maximum as soon
+//! as it has read the prefix, so a peer announcing 4 GiB costs the reader four bytes, not four gigabytes.
+//! The same limit applies when encoding: an oversized frame is an error, never a truncation.
+
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{BufMut, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+use crate::frame::{BrokerFrame, ClientFrame};
+
+/// The default largest frame, length prefix excluded: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+
+const PREFIX_LEN: usize = 4;
+
+/// Why bytes could not become a frame, or a frame could not become bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame larger than the {max}-byte limit")]
+    FrameTooLarge { max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+    #[error("cannot encode frame: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// Decodes frames of type `D` and encodes frames of type `E`.
+#[derive(Debug)]
+pub struct FrameCodec<D, E> {
+    framing: LengthDelimitedCodec,
+    max_frame: usize,
+    _frames: PhantomData<fn(E) -> D>,
+}
+
+/// The broker's side: reads client frames, writes broker frames.
+pub type BrokerCodec = FrameCodec<ClientFrame, BrokerFrame>;
+/// The client's side: reads broker frames, writes client frames.
+pub type ClientCodec = FrameCodec<BrokerFrame, ClientFrame>;
+
+impl<D, E> FrameCodec<D, E> {
+    /// A codec refusing frames whose body is longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        let framing = LengthDelimitedCodec::builder()
+            .length_field_length(PREFIX_LEN)
+            .big_endian()
+            .max_frame_length(max_frame)
+            .new_codec();
+        Self {
+            framing,
+            max_frame,
+            _frames: PhantomData,
+        }
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl<D, E> Default for FrameCodec<D, E> {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl<D: DeserializeOwned, E> Decoder for FrameCodec<D, E> {
+    type Item = D;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<D>, CodecError> {
+        let body = match self.framing.decode(src) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(None),
+            Err(e) if is_too_large(&e) => {
+                return Err(CodecError::FrameTooLarge {
+                    max: self.max_frame,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(rmp_serde::from_slice(&body)?))
+    }
+}
+
+impl<D, E: Serialize> Encoder<E> for FrameCodec<D, E> {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: E, dst: &mut BytesMut) -> Result<(), CodecError> {
+        encode_into(&frame, self.max_frame, dst)
+    }
+}
+
+impl<D, E: Serialize> Encoder<&E> for FrameCodec<D, E> {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &E, dst: &mut BytesMut) -> Result<(), CodecError> {
+        encode_into(frame, self.max_frame, dst)
+    }
+}
+
+/// Writes the length prefix and the named MessagePack body straight into `dst`, with no staging copy.
+fn encode_into<E: Serialize>(frame: &E, max: usize, dst: &mut BytesMut) -> Result<(), CodecError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    let mut writer = dst.writer();
+    if let Err(e) = rmp_serde::encode::write_named(&mut writer, frame) {
+        writer.into_inner().truncate(start);
+        return Err(e.into());
+    }
+    let dst = writer.into_inner();
+    let body_len = dst.len() - start - PREFIX_LEN;
+    if body_len > max {
+        dst.truncate(start);
+        return Err(CodecError::FrameTooLarge { max });
+    }
+    // body_len <= max, and max is a usize that LengthDelimitedCodec already bounds to u32 prefixes.
+    let prefix = u32::try_from(body_len).map_err(|_| CodecError::FrameTooLarge { max })?;
+    dst[start..start + PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
+    Ok(())
+}
+
+/// Encodes one frame to a standalone buffer (prefix included): for tests, tools and other languages'
+/// test vectors.
+pub fn encode_frame<E: Serialize>(frame: &E, max: usize) -> Result<BytesMut, CodecError> {
+    let mut dst = BytesMut::new();
+    encode_into(frame, max, &mut dst)?;
+    Ok(dst)
+}
+
+fn is_too_large(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::ErrorCode;
+
+    #[test]
+    fn round_trips_through_the_codec() {
+        let mut codec = ClientCodec::new(1024);
+        let mut buf = BytesMut::new();
+        let hello = ClientFrame::Hello {
+            version: 1,
+            client_id: "alice".into(),
+            token: None,
+            keepalive_secs: 30,
+        };
+        codec.encode(hello.clone(), &mut buf).unwrap();
+        let mut broker = BrokerCodec::new(1024);
+        assert_eq!(broker.decode(&mut buf).unwrap(), Some(hello));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_bytes() {
+        let bytes = encode_frame(&ClientFrame::Ping, 1024).unwrap();
+        let mut codec = BrokerCodec::new(1024);
+        let mut buf = BytesMut::from(&bytes[..3]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&bytes[3..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(ClientFrame::Ping));
+    }
+
+    #[test]
+    fn a_huge_length_prefix_is_refused_at_once() {
+        let mut codec = BrokerCodec::new(1024);
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::FrameTooLarge { max: 1024 })
+        ));
+    }
+
+    #[test]
+    fn encoding_an_oversized_frame_fails_and_leaves_the_buffer_alone() {
+        let mut codec = ClientCodec::new(16);
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let send = ClientFrame::Send {
+            id: 1,
+            to: "bob".into(),
+            body: vec![0u8; 64].into(),
+        };
+        assert!(matches!(
+            codec.encode(send, &mut buf),
+            Err(CodecError::FrameTooLarge { max: 16 })
+        ));
+        assert_eq!(&buf[..], b"keep");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let mut codec = BrokerCodec::new(1024);
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_codes_read_as_unknown() {
+        #[derive(serde::Serialize)]
+        struct Raw<'a> {
+            r#type: &'a str,
+            code: &'a str,
+            text: &'a str,
+        }
+        let raw = Raw {
+            r#type: "error",
+            code: "from-the-future",
+            text: "",
+        };
+        let bytes = rmp_serde::to_vec_named(&raw).unwrap();
+        let frame: BrokerFrame = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            frame,
+            BrokerFrame::Error {
+                code: ErrorCode::Unknown,
+                text: String::new()
+            }
+        );
+    }
+}

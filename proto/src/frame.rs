@@ -1,0 +1,246 @@
+//! What a frame says.
+//!
+//! Every frame is a MessagePack map with a `type` key naming the frame kind in snake case, plus the
+//! kind's own fields. [`ClientFrame`]s travel from a client to the broker, [`BrokerFrame`]s back.
+//! Message bodies are MessagePack `bin`. Enumerated codes (`reason`, `code`, `status`) are kebab-case
+//! strings; a peer meeting a value it does not know reads it as `unknown` rather than failing, so the
+//! broker can add codes without breaking older clients.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks. `Hello` and `Hi` carry it; a mismatch ends the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames a client sends to the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// The first frame of every connection.
+    Hello {
+        version: u32,
+        /// Checked by the broker against the client id rules; kept a plain string here so that a bad
+        /// id earns a precise `Error` rather than a generic decoding failure.
+        client_id: String,
+        /// Credential for brokers that require one; `nil` when absent.
+        token: Option<String>,
+        /// How often the client intends to show a sign of life, in seconds; the broker may clamp it.
+        keepalive_secs: u32,
+    },
+    /// Hand a message to the broker for `to`.
+    Send {
+        /// Chosen by the sender, unique among its own sends; echoed in `Accepted`, `Rejected` and
+        /// `Receipt`.
+        id: u64,
+        to: String,
+        body: Bytes,
+    },
+    /// The delivery (`Deliver.message_id` or `Receipt.receipt_id`) has been handled and may be forgotten.
+    Ack { id: u64 },
+    /// Keepalive probe; the broker answers `Pong`.
+    Ping,
+    /// The client is leaving; the broker closes the connection.
+    Bye,
+}
+
+/// Frames the broker sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BrokerFrame {
+    /// The answer to a good `Hello`.
+    Hi {
+        version: u32,
+        /// The keepalive the broker will enforce: silence for 1.5 times this closes the connection.
+        keepalive_secs: u32,
+        /// The client's address as the broker sees it (`ip:port`).
+        address: String,
+        /// Entries waiting in the client's mailbox at the time of the handshake.
+        pending: u64,
+    },
+    /// The message is stored durably; from now on the broker answers for it.
+    Accepted {
+        /// The sender's `Send.id`.
+        id: u64,
+        /// The broker's id for the message, the one the recipient sees in `Deliver`.
+        message_id: u64,
+    },
+    /// The message was not taken; nothing was stored.
+    Rejected {
+        id: u64,
+        reason: RejectReason,
+        text: String,
+    },
+    /// A message for this client. Acknowledge it with `Ack { id: message_id }`.
+    Deliver {
+        message_id: u64,
+        from: String,
+        /// When the broker accepted the message, in milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        body: Bytes,
+    },
+    /// News about a message this client sent. Acknowledge it with `Ack { id: receipt_id }`.
+    Receipt {
+        /// The mailbox entry holding this receipt.
+        receipt_id: u64,
+        /// The sender's `Send.id`.
+        id: u64,
+        /// The broker's id for the message.
+        message_id: u64,
+        /// The recipient the message was sent to.
+        to: String,
+        status: ReceiptStatus,
+    },
+    /// The answer to `Ping`.
+    Pong,
+    /// Something is wrong with the connection. Unless the code says otherwise the broker closes the
+    /// connection after sending it.
+    Error { code: ErrorCode, text: String },
+}
+
+/// Why a `Send` was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectReason {
+    /// `to` is not a valid client id.
+    InvalidRecipient,
+    /// The body is larger than the broker accepts.
+    TooLarge,
+    /// The broker could not store the message (disk failure, shutting down). Nothing was stored.
+    Unavailable,
+    /// A code this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// What happened to a message, as told to its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReceiptStatus {
+    /// The recipient acknowledged the message.
+    Delivered,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Machine-readable reason in an `Error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The bytes received are not a valid frame.
+    BadFrame,
+    /// A length prefix announced more than the broker's maximum frame size.
+    FrameTooLarge,
+    /// The first frame was not `Hello`.
+    HelloRequired,
+    /// No `Hello` arrived within the handshake timeout.
+    HandshakeTimeout,
+    /// `Hello.version` is not one the broker speaks.
+    UnsupportedVersion,
+    /// `Hello.client_id` breaks the client id rules.
+    InvalidClientId,
+    /// A frame that makes no sense at this point (a second `Hello`, say).
+    UnexpectedFrame,
+    /// Another connection logged in with the same client id and took this one's place.
+    SessionTakenOver,
+    /// Nothing arrived for 1.5 times the keepalive.
+    KeepaliveTimeout,
+    /// The broker is shutting down.
+    ShuttingDown,
+    /// The broker failed internally; the connection is closed, nothing stored is lost.
+    Internal,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Wire names of the code enums, for logs and CLI output; `tests` checks them against serde's.
+macro_rules! wire_names {
+    ($t:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $t {
+            /// The name this value has on the wire.
+            pub fn as_str(&self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_names!(RejectReason {
+    InvalidRecipient => "invalid-recipient",
+    TooLarge => "too-large",
+    Unavailable => "unavailable",
+    Unknown => "unknown",
+});
+wire_names!(ReceiptStatus { Delivered => "delivered", Unknown => "unknown" });
+wire_names!(ErrorCode {
+    BadFrame => "bad-frame",
+    FrameTooLarge => "frame-too-large",
+    HelloRequired => "hello-required",
+    HandshakeTimeout => "handshake-timeout",
+    UnsupportedVersion => "unsupported-version",
+    InvalidClientId => "invalid-client-id",
+    UnexpectedFrame => "unexpected-frame",
+    SessionTakenOver => "session-taken-over",
+    KeepaliveTimeout => "keepalive-timeout",
+    ShuttingDown => "shutting-down",
+    Internal => "internal",
+    Unknown => "unknown",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serde_name<T: Serialize>(value: &T) -> String {
+        let bytes = rmp_serde::to_vec_named(value).unwrap();
+        rmp_serde::from_slice::<String>(&bytes).unwrap()
+    }
+
+    #[test]
+    fn display_names_are_the_wire_names() {
+        use ErrorCode::*;
+        for code in [
+            BadFrame,
+            FrameTooLarge,
+            HelloRequired,
+            HandshakeTimeout,
+            UnsupportedVersion,
+            InvalidClientId,
+            UnexpectedFrame,
+            SessionTakenOver,
+            KeepaliveTimeout,
+            ShuttingDown,
+            Internal,
+        ] {
+            assert_eq!(code.as_str(), serde_name(&code));
+        }
+        for reason in [
+            RejectReason::InvalidRecipient,
+            RejectReason::TooLarge,
+            RejectReason::Unavailable,
+        ] {
+            assert_eq!(reason.as_str(), serde_name(&reason));
+        }
+        assert_eq!(
+            ReceiptStatus::Delivered.as_str(),
+            serde_name(&ReceiptStatus::Delivered)
+        );
+    }
+
+    #[test]
+    fn bodies_travel_as_bin() {
+        let send = ClientFrame::Send {
+            id: 7,
+            to: "bob".into(),
+            body: Bytes::from_static(b"\x00\xffhi"),
+        };
+        let bytes = rmp_serde::to_vec_named(&send).unwrap();
+        // 0xc4 0x04: MessagePack bin 8 of four bytes.
+        assert!(bytes.windows(6).any(|w| w == b"\xc4\x04\x00\xffhi"));
+        assert_eq!(rmp_serde::from_slice::<ClientFrame>(&bytes).unwrap(), send);
+    }
+}

@@ -1,0 +1,17 @@
+//! The Switchboard wire protocol, shared by the broker and every client.
+//!
+//! A connection carries frames: a 4-byte big-endian length followed by that many bytes of MessagePack,
+//! encoded with field names (maps, not arrays) so that any language's MessagePack library can read them.
+//! [`frame`] defines what a frame says, [`codec`] turns bytes into frames and back, and [`client_id`]
+//! holds the one rule both sides must agree on about names. `PROTOCOL.md` at the repository root is the
+//! specification; its test vectors are checked against this crate by `tests/vectors.rs`.
+
+pub mod client_id;
+pub mod codec;
+pub mod frame;
+
+pub use client_id::{ClientId, InvalidClientId};
+pub use codec::{encode_frame, BrokerCodec, ClientCodec, CodecError, FrameCodec, DEFAULT_MAX_FRAME};
+pub use frame::{
+    BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason, PROTOCOL_VERSION,
+};
