@@ -111,10 +111,7 @@ mod tests {
             ClientId::new("x".repeat(129)),
             Err(InvalidClientId::TooLong(129))
         );
-        assert_eq!(
-            ClientId::new("a b"),
-            Err(InvalidClientId::BadCharacter(1))
-        );
+        assert_eq!(ClientId::new("a b"), Err(InvalidClientId::BadCharacter(1)));
         assert_eq!(
             ClientId::new("a\u{7}"),
             Err(InvalidClientId::BadCharacter(1))

@@ -11,7 +11,9 @@ pub mod codec;
 pub mod frame;
 
 pub use client_id::{ClientId, InvalidClientId};
-pub use codec::{encode_frame, BrokerCodec, ClientCodec, CodecError, FrameCodec, DEFAULT_MAX_FRAME};
+pub use codec::{
+    encode_frame, BrokerCodec, ClientCodec, CodecError, FrameCodec, DEFAULT_MAX_FRAME,
+};
 pub use frame::{
     BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason, PROTOCOL_VERSION,
 };

@@ -1,0 +1,176 @@
+//! The Registry: who is connected, from where, since when.
+//!
+//! A session registers once its `Hello` checks out. An id belongs to one connection at a time: when the
+//! same id connects again, the newer connection takes over and the older one is told to leave
+//! (`session-taken-over`). The Registry is also how shutdown reaches every connected client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use actix::prelude::*;
+use switchboard_proto::{ClientId, ErrorCode};
+
+/// Tells a session to send `Error { code, text }` and close.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Kick {
+    pub code: ErrorCode,
+    pub text: String,
+}
+
+/// A session's claim to an id.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Register {
+    pub client: ClientId,
+    pub conn_id: u64,
+    pub peer: SocketAddr,
+    pub session: Recipient<Kick>,
+}
+
+/// The session `conn_id` has ended. Ignored if a newer session holds the id by now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub client: ClientId,
+    pub conn_id: u64,
+}
+
+/// What the Registry knows about a connected client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub conn_id: u64,
+    pub peer: SocketAddr,
+    pub since: SystemTime,
+}
+
+/// Looks up one client.
+#[derive(Message)]
+#[rtype(result = "Option<Connection>")]
+pub struct Lookup(pub ClientId);
+
+/// How many clients are connected.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Count;
+
+/// Kicks every connected client with `shutting-down`; answers how many were told.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct KickAll;
+
+struct Registered {
+    info: Connection,
+    session: Recipient<Kick>,
+}
+
+/// Resolves once no client is connected (used by shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AwaitEmpty;
+
+#[derive(Default)]
+pub struct Registry {
+    clients: HashMap<ClientId, Registered>,
+    empty_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Registry {
+    fn notify_if_empty(&mut self) {
+        if self.clients.is_empty() {
+            for tx in self.empty_waiters.drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Register> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        let entry = Registered {
+            info: Connection {
+                conn_id: msg.conn_id,
+                peer: msg.peer,
+                since: SystemTime::now(),
+            },
+            session: msg.session,
+        };
+        if let Some(old) = self.clients.insert(msg.client.clone(), entry) {
+            tracing::info!(client = %msg.client, old_peer = %old.info.peer, new_peer = %msg.peer, "session taken over");
+            let kick = Kick {
+                code: ErrorCode::SessionTakenOver,
+                text: format!("client id {} connected again from {}", msg.client, msg.peer),
+            };
+            // A control message, at most one per takeover: `do_send` so that a session whose mailbox is
+            // full of deliveries still learns it must go. If it is already gone, nothing is lost.
+            old.session.do_send(kick);
+        }
+    }
+}
+
+impl Handler<Unregister> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+        if self
+            .clients
+            .get(&msg.client)
+            .is_some_and(|r| r.info.conn_id == msg.conn_id)
+        {
+            self.clients.remove(&msg.client);
+            self.notify_if_empty();
+        }
+    }
+}
+
+impl Handler<Lookup> for Registry {
+    type Result = Option<Connection>;
+
+    fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
+        self.clients.get(&msg.0).map(|r| r.info.clone())
+    }
+}
+
+impl Handler<Count> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
+        self.clients.len()
+    }
+}
+
+impl Handler<KickAll> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: KickAll, _: &mut Context<Self>) -> usize {
+        let kick = Kick {
+            code: ErrorCode::ShuttingDown,
+            text: "the broker is shutting down".into(),
+        };
+        // One control message per session (see `Register`).
+        for registered in self.clients.values() {
+            registered.session.do_send(kick.clone());
+        }
+        self.clients.len()
+    }
+}
+
+impl Handler<AwaitEmpty> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: AwaitEmpty, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.empty_waiters.push(tx);
+        self.notify_if_empty();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! The broker as a whole: opens the store, starts the actors, accepts connections, shuts down.
+//!
+//! [`Broker::start`] is a library function that binds the listener and returns at once with the bound
+//! address, so tests bind port 0 and run the real broker. Sessions run on worker arbiters (one thread
+//! each) so that connection handling uses every core; the Registry and the Router run on the arbiter that
+//! called `start`. Shutdown is designed, not bolted on: stop accepting, tell every client, wait for the
+//! sessions to close, let the Router commit everything queued, then close the store.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::registry::{self, Registry};
+use crate::router::{self, Router, RouterConfig};
+use crate::session::{Session, SessionDeps};
+use crate::settings::{Settings, StoreKind};
+use crate::store::{MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread};
+
+/// Requests the store thread may have queued before senders wait.
+const STORE_QUEUE_DEPTH: usize = 1_024;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("invalid settings: {0}")]
+    Settings(String),
+}
+
+/// A running broker.
+pub struct Broker {
+    local_addr: SocketAddr,
+    registry: Addr<Registry>,
+    router: Addr<Router>,
+    settings: Arc<Settings>,
+    stop_accepting: oneshot::Sender<()>,
+    accept_loop: tokio::task::JoinHandle<()>,
+    workers: Vec<Arbiter>,
+    store_thread: StoreThread,
+}
+
+impl Broker {
+    /// Opens the store, binds `settings.listen` and starts serving. Must run inside an actix system.
+    pub async fn start(settings: Settings) -> Result<Broker, BrokerError> {
+        settings
+            .validate()
+            .map_err(|e| BrokerError::Settings(e.to_string()))?;
+        let settings = Arc::new(settings);
+        let store = open_store(&settings).await?;
+        let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
+        let last_id = store.last_id().await?;
+
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: settings.listen.clone(),
+            source,
+        })?;
+
+        let registry = Registry::default().start();
+        let router = Router::new(
+            store,
+            RouterConfig {
+                window: settings.limits.window,
+                page_size: settings.limits.page_size,
+            },
+            last_id,
+        )
+        .start();
+        let workers: Vec<Arbiter> = (0..settings.worker_threads())
+            .map(|_| Arbiter::new())
+            .collect();
+        let deps = SessionDeps {
+            registry: registry.clone(),
+            router: router.clone(),
+            settings: settings.clone(),
+        };
+        let (stop_accepting, stopped) = oneshot::channel();
+        let handles = workers.iter().map(Arbiter::handle).collect();
+        let accept_loop = actix_rt::spawn(accept(listener, handles, deps, stopped));
+        tracing::info!(address = %local_addr, store = ?settings.store, last_id, "listening on {local_addr}");
+        Ok(Broker {
+            local_addr,
+            registry,
+            router,
+            settings,
+            stop_accepting,
+            accept_loop,
+            workers,
+            store_thread,
+        })
+    }
+
+    /// The address the listener is bound to (with the real port when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The Registry, to ask who is connected.
+    pub fn registry(&self) -> &Addr<Registry> {
+        &self.registry
+    }
+
+    /// Stops accepting, tells every client `shutting-down`, waits (up to the grace period) for the
+    /// sessions to close and for every queued write to be committed, then closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop_accepting.send(());
+        let _ = self.accept_loop.await;
+        let grace = self.settings.shutdown_grace();
+        let told = self.registry.send(registry::KickAll).await.unwrap_or(0);
+        tracing::info!(clients = told, "shutting down");
+        if tokio::time::timeout(grace, self.registry.send(registry::AwaitEmpty))
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not close within the grace period");
+        }
+        for worker in &self.workers {
+            worker.stop();
+        }
+        match tokio::time::timeout(grace, self.router.send(router::Drain)).await {
+            Ok(_) => tracing::info!("store writes committed"),
+            Err(_) => tracing::error!("store writes still pending after the grace period"),
+        }
+        // The Router holds the last store handle; stopping it lets the store thread finish and close.
+        let _ = self.router.send(router::Stop).await;
+        drop(self.router);
+        let store_thread = self.store_thread;
+        if tokio::task::spawn_blocking(move || store_thread.join())
+            .await
+            .is_err()
+        {
+            tracing::error!("store thread panicked");
+        }
+        tracing::info!("broker stopped");
+    }
+}
+
+async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreError> {
+    match settings.store {
+        StoreKind::Memory => Ok(Box::new(MemoryStore::new())),
+        StoreKind::Sqlite => {
+            let dir = settings.data_dir.clone();
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                .await
+                .map_err(|_| StoreError::Stopped)?
+                .map(|s| Box::new(s) as Box<dyn MailboxStore>)
+        }
+    }
+}
+
+/// Accepts connections until told to stop, handing each to the next worker in turn.
+async fn accept(
+    listener: TcpListener,
+    workers: Vec<ArbiterHandle>,
+    deps: SessionDeps,
+    mut stop: oneshot::Receiver<()>,
+) {
+    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    let mut next_worker = 0usize;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Typically EMFILE: the connection stays in the backlog; back off briefly.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = hand_to_worker(stream, peer, conn_id, &workers, &mut next_worker, &deps)
+        {
+            tracing::warn!(%peer, %error, "cannot start session");
+        }
+    }
+}
+
+fn hand_to_worker(
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    workers: &[ArbiterHandle],
+    next_worker: &mut usize,
+    deps: &SessionDeps,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    // A tokio socket belongs to the runtime that registered it; move it as a std socket.
+    let stream = stream.into_std()?;
+    let deps = deps.clone();
+    let worker = &workers[*next_worker % workers.len()];
+    *next_worker = next_worker.wrapping_add(1);
+    let spawned = worker.spawn_fn(move || match TcpStream::from_std(stream) {
+        Ok(stream) => Session::start(stream, peer, conn_id, deps),
+        Err(error) => tracing::warn!(%peer, %error, "cannot register connection"),
+    });
+    if spawned {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("worker thread has stopped"))
+    }
+}

@@ -1,0 +1,430 @@
+//! A Session: one actor per TCP connection, from handshake to close.
+//!
+//! The session turns frames into requests to the Registry and the Router and their answers back into
+//! frames. It owns the connection's timers (handshake deadline, keepalive) and its ordering promise:
+//! `Accepted`/`Rejected` go out in the order the `Send`s came in, whatever order the Router answers in.
+//! Reading stops (backpressure) while `max_unaccepted_sends` sends await the store, and actix's
+//! `FramedWrite` stops the actor while the socket's write buffer is above its high-water mark, so a
+//! client that does not read cannot make the broker buffer without bound.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use switchboard_proto::{
+    BrokerCodec, BrokerFrame, ClientFrame, ClientId, CodecError, ErrorCode, ReceiptStatus,
+    RejectReason, PROTOCOL_VERSION,
+};
+use tokio::io::WriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+use tracing::Span;
+
+use crate::registry::{self, Kick, Registry};
+use crate::router::{self, Deliver, Router};
+use crate::settings::Settings;
+use crate::store::{Entry, EntryKind};
+
+type Writer = FramedWrite<BrokerFrame, WriteHalf<TcpStream>, BrokerCodec>;
+
+/// How long a closing session waits for its last frame to reach a peer that may not be reading.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Headroom in the session's mailbox above the delivery window, for kicks and stray messages.
+const MAILBOX_HEADROOM: usize = 16;
+
+/// The answer to one `Send`, kept in arrival order until it can be written.
+struct SendSlot {
+    client_msg_id: u64,
+    outcome: Option<Result<u64, RejectReason>>,
+}
+
+pub struct Session {
+    conn_id: u64,
+    peer: SocketAddr,
+    /// Set once `Hello` checks out: the id this connection is registered under.
+    client: Option<ClientId>,
+    /// An `Error` has been written; nothing more is read or delivered.
+    closing: bool,
+    writer: Writer,
+    registry: Addr<Registry>,
+    router: Addr<Router>,
+    settings: Arc<Settings>,
+    span: Span,
+    keepalive: Duration,
+    last_heard: Instant,
+    /// Answers owed to `Send`s, oldest first; `first_seq` is the sequence number of the front slot.
+    owed: VecDeque<SendSlot>,
+    first_seq: u64,
+}
+
+/// Everything a session needs from the broker around it.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub registry: Addr<Registry>,
+    pub router: Addr<Router>,
+    pub settings: Arc<Settings>,
+}
+
+impl Session {
+    /// Starts the session actor for an accepted connection on the current arbiter.
+    pub fn start(stream: TcpStream, peer: SocketAddr, conn_id: u64, deps: SessionDeps) {
+        let span =
+            tracing::info_span!("session", conn = conn_id, %peer, client = tracing::field::Empty);
+        let max_frame = deps.settings.limits.max_frame_bytes;
+        let window = deps.settings.limits.window;
+        Session::create(move |ctx| {
+            ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
+            let (read, write) = tokio::io::split(stream);
+            ctx.add_stream(FramedRead::new(read, BrokerCodec::new(max_frame)));
+            Session {
+                conn_id,
+                peer,
+                client: None,
+                closing: false,
+                writer: FramedWrite::new(write, BrokerCodec::new(max_frame), ctx),
+                registry: deps.registry,
+                router: deps.router,
+                keepalive: deps.settings.agreed_keepalive(0),
+                settings: deps.settings,
+                span,
+                last_heard: Instant::now(),
+                owed: VecDeque::new(),
+                first_seq: 0,
+            }
+        });
+    }
+
+    /// Writes `Error { code, text }` and closes once it is flushed (or after a grace period).
+    fn fail(&mut self, code: ErrorCode, text: impl Into<String>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let text = text.into();
+        tracing::info!(parent: &self.span, %code, reason = %text, "closing connection");
+        self.closing = true;
+        // The write wakes the writer, which then sees the close, flushes and stops the actor.
+        self.writer.write(BrokerFrame::Error { code, text });
+        self.writer.close();
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        match (&self.client, frame) {
+            (
+                None,
+                ClientFrame::Hello {
+                    version,
+                    client_id,
+                    keepalive_secs,
+                    ..
+                },
+            ) => self.on_hello(version, client_id, keepalive_secs, ctx),
+            (None, _) => self.fail(
+                ErrorCode::HelloRequired,
+                "the first frame must be hello",
+                ctx,
+            ),
+            (Some(_), ClientFrame::Hello { .. }) => self.fail(
+                ErrorCode::UnexpectedFrame,
+                "hello was already received",
+                ctx,
+            ),
+            (Some(from), ClientFrame::Send { id, to, body }) => {
+                let from = from.clone();
+                self.on_send(from, id, to, body, ctx)
+            }
+            (Some(client), ClientFrame::Ack { id }) => {
+                let ack = router::Ack {
+                    client: client.clone(),
+                    conn_id: self.conn_id,
+                    id,
+                };
+                if let Err(SendError::Full(ack)) = self.router.try_send(ack) {
+                    // The Router is backed up: hold this session back until the ack is in, never drop it.
+                    ctx.wait(self.router.send(ack).into_actor(self).map(|res, act, _| {
+                        if let Err(error) = res {
+                            tracing::error!(parent: &act.span, %error, "router unreachable; ack not recorded");
+                        }
+                    }));
+                }
+            }
+            (Some(_), ClientFrame::Ping) => self.writer.write(BrokerFrame::Pong),
+            (Some(_), ClientFrame::Bye) => {
+                tracing::debug!(parent: &self.span, "client said bye");
+                ctx.stop();
+            }
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        version: u32,
+        client_id: String,
+        keepalive_secs: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        if version != PROTOCOL_VERSION {
+            return self.fail(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {version} is not supported; this broker speaks {PROTOCOL_VERSION}"),
+                ctx,
+            );
+        }
+        let client = match ClientId::new(client_id) {
+            Ok(client) => client,
+            Err(e) => return self.fail(ErrorCode::InvalidClientId, e.to_string(), ctx),
+        };
+        self.span.record("client", client.as_str());
+        self.keepalive = self.settings.agreed_keepalive(keepalive_secs);
+        self.client = Some(client.clone());
+        let register = self.registry.send(registry::Register {
+            client: client.clone(),
+            conn_id: self.conn_id,
+            peer: self.peer,
+            session: ctx.address().recipient(),
+        });
+        let attach = self.router.send(router::Attach {
+            client,
+            conn_id: self.conn_id,
+            session: ctx.address().recipient(),
+        });
+        // `wait`, not `spawn`: no delivery may be written before `Hi`.
+        ctx.wait(
+            async move {
+                register.await.map_err(|e| e.to_string())?;
+                attach.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| match result {
+                Ok(pending) => {
+                    tracing::info!(parent: &act.span, pending, keepalive = act.keepalive.as_secs(), "client connected");
+                    act.writer.write(BrokerFrame::Hi {
+                        version: PROTOCOL_VERSION,
+                        keepalive_secs: u32::try_from(act.keepalive.as_secs()).unwrap_or(u32::MAX),
+                        address: act.peer.to_string(),
+                        pending,
+                    });
+                }
+                Err(error) => {
+                    tracing::error!(parent: &act.span, %error, "cannot attach session");
+                    act.fail(ErrorCode::Internal, "the broker cannot open this mailbox now", ctx);
+                }
+            }),
+        );
+    }
+
+    fn on_send(
+        &mut self,
+        from: ClientId,
+        id: u64,
+        to: String,
+        body: bytes::Bytes,
+        ctx: &mut Context<Self>,
+    ) {
+        let seq = self.first_seq + self.owed.len() as u64;
+        self.owed.push_back(SendSlot {
+            client_msg_id: id,
+            outcome: None,
+        });
+        let to = match ClientId::new(to) {
+            Ok(to) => to,
+            Err(e) => {
+                self.settle(
+                    seq,
+                    Err(RejectReason::InvalidRecipient),
+                    Some(e.to_string()),
+                );
+                return;
+            }
+        };
+        let submit = router::Submit {
+            from,
+            client_msg_id: id,
+            to,
+            body,
+        };
+        let answer = self
+            .router
+            .send(submit)
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let outcome = res.unwrap_or(Err(RejectReason::Unavailable));
+                act.settle(seq, outcome, None);
+            });
+        if self.owed.len() >= self.settings.limits.max_unaccepted_sends {
+            ctx.wait(answer); // Too many sends in the air: stop reading until this one is answered.
+        } else {
+            ctx.spawn(answer);
+        }
+    }
+
+    /// Records the outcome of send `seq` and writes every answer that is now due, in order.
+    fn settle(&mut self, seq: u64, outcome: Result<u64, RejectReason>, text: Option<String>) {
+        let Some(slot) = seq
+            .checked_sub(self.first_seq)
+            .and_then(|i| self.owed.get_mut(i as usize))
+        else {
+            return;
+        };
+        slot.outcome = Some(outcome);
+        let mut text = text;
+        while self.owed.front().is_some_and(|s| s.outcome.is_some()) {
+            let Some(SendSlot {
+                client_msg_id: id,
+                outcome: Some(outcome),
+            }) = self.owed.pop_front()
+            else {
+                break;
+            };
+            self.first_seq += 1;
+            let frame = match outcome {
+                Ok(message_id) => BrokerFrame::Accepted { id, message_id },
+                Err(reason) => BrokerFrame::Rejected {
+                    id,
+                    reason,
+                    text: text
+                        .take()
+                        .unwrap_or_else(|| reject_text(reason).to_string()),
+                },
+            };
+            self.writer.write(frame);
+        }
+    }
+
+    fn check_alive(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.keepalive.mul_f32(1.5);
+        if self.last_heard.elapsed() > limit {
+            self.fail(
+                ErrorCode::KeepaliveTimeout,
+                format!("nothing received for {} ms", limit.as_millis()),
+                ctx,
+            );
+        }
+    }
+}
+
+fn reject_text(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::InvalidRecipient => "the recipient is not a valid client id",
+        RejectReason::TooLarge => "the message is larger than the broker accepts",
+        RejectReason::Unavailable => "the broker could not store the message; nothing was stored",
+        RejectReason::Unknown => "rejected",
+    }
+}
+
+fn entry_frame(entry: Entry) -> BrokerFrame {
+    match entry.kind {
+        EntryKind::Message => BrokerFrame::Deliver {
+            message_id: entry.id,
+            from: entry.peer,
+            sent_at_ms: entry.sent_at_ms,
+            body: entry.body,
+        },
+        EntryKind::Receipt => BrokerFrame::Receipt {
+            receipt_id: entry.id,
+            id: entry.client_msg_id,
+            message_id: entry.message_id,
+            to: entry.peer,
+            status: ReceiptStatus::Delivered,
+        },
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, "connection accepted");
+        ctx.run_later(self.settings.handshake_timeout(), |act, ctx| {
+            if act.client.is_none() {
+                act.fail(
+                    ErrorCode::HandshakeTimeout,
+                    "no hello within the handshake timeout",
+                    ctx,
+                );
+            }
+        });
+        // Check liveness often enough to honour even the shortest keepalive promptly.
+        let tick = Duration::from_millis(250).max(self.settings.agreed_keepalive(0) / 4);
+        ctx.run_interval(tick, |act, ctx| {
+            if act.client.is_some() {
+                act.check_alive(ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let Some(client) = self.client.take() else {
+            tracing::debug!(parent: &self.span, "connection closed");
+            return;
+        };
+        tracing::info!(parent: &self.span, "client disconnected");
+        // Exactly one of each per session, so `do_send` cannot grow a mailbox without bound, and unlike
+        // `try_send` it cannot lose them when the Router or Registry is momentarily busy.
+        self.router.do_send(router::Detach {
+            client: client.clone(),
+            conn_id: self.conn_id,
+        });
+        self.registry.do_send(registry::Unregister {
+            client,
+            conn_id: self.conn_id,
+        });
+    }
+}
+
+impl StreamHandler<Result<ClientFrame, CodecError>> for Session {
+    fn handle(&mut self, item: Result<ClientFrame, CodecError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(CodecError::FrameTooLarge { max }) => self.fail(
+                ErrorCode::FrameTooLarge,
+                format!("frame larger than the {max}-byte limit"),
+                ctx,
+            ),
+            Err(CodecError::Io(error)) => {
+                tracing::debug!(parent: &self.span, %error, "read failed");
+                ctx.stop();
+            }
+            Err(error) => self.fail(ErrorCode::BadFrame, error.to_string(), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The peer closed its side. Anything unacknowledged stays in the mailbox.
+        if !self.closing {
+            ctx.stop();
+        }
+    }
+}
+
+impl WriteHandler<CodecError> for Session {
+    fn error(&mut self, error: CodecError, _: &mut Context<Self>) -> Running {
+        tracing::debug!(parent: &self.span, %error, "write failed");
+        Running::Stop
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+        if !self.closing {
+            self.writer.write(entry_frame(msg.0));
+        }
+    }
+}
+
+impl Handler<Kick> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
+        self.fail(msg.code, msg.text, ctx);
+    }
+}
