@@ -1,5 +1,6 @@
 //! `switchboard-broker`: loads the settings, starts the broker, and shuts it down on SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,7 +59,8 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match settings.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -48,6 +48,9 @@ pub struct Session {
     client: Option<ClientId>,
     /// An `Error` has been written; nothing more is read or delivered.
     closing: bool,
+    /// The broker is shutting down and said so: no more deliveries or sends, but acknowledgements for
+    /// what was already delivered are still recorded until the client hangs up.
+    draining: bool,
     writer: Writer,
     registry: Addr<Registry>,
     router: Addr<Router>,
@@ -84,6 +87,7 @@ impl Session {
                 peer,
                 client: None,
                 closing: false,
+                draining: false,
                 writer: FramedWrite::new(write, BrokerCodec::new(max_frame), ctx),
                 registry: deps.registry,
                 router: deps.router,
@@ -111,9 +115,37 @@ impl Session {
         ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 
+    /// Shutdown: tell the client, keep recording its acks until it hangs up or the grace period ends.
+    fn drain(&mut self, text: String, ctx: &mut Context<Self>) {
+        if self.client.is_none() {
+            return self.fail(ErrorCode::ShuttingDown, text, ctx);
+        }
+        if self.closing || self.draining {
+            return;
+        }
+        tracing::info!(parent: &self.span, "telling client the broker is shutting down");
+        self.draining = true;
+        self.writer.write(BrokerFrame::Error {
+            code: ErrorCode::ShuttingDown,
+            text,
+        });
+        ctx.run_later(self.settings.shutdown_grace(), |_, ctx| ctx.stop());
+    }
+
     fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         if self.closing {
             return;
+        }
+        if self.draining {
+            if let ClientFrame::Send { id, .. } = frame {
+                let seq = self.first_seq + self.owed.len() as u64;
+                self.owed.push_back(SendSlot {
+                    client_msg_id: id,
+                    outcome: None,
+                });
+                let text = "the broker is shutting down; nothing was stored".to_string();
+                return self.settle(seq, Err(RejectReason::Unavailable), Some(text));
+            }
         }
         match (&self.client, frame) {
             (
@@ -415,7 +447,8 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        if !self.closing {
+        // While closing or draining the entry simply stays in the mailbox for the next connection.
+        if !self.closing && !self.draining {
             self.writer.write(entry_frame(msg.0));
         }
     }
@@ -425,6 +458,10 @@ impl Handler<Kick> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
-        self.fail(msg.code, msg.text, ctx);
+        if msg.code == ErrorCode::ShuttingDown {
+            self.drain(msg.text, ctx);
+        } else {
+            self.fail(msg.code, msg.text, ctx);
+        }
     }
 }

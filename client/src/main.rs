@@ -1,1 +1,49 @@
-fn main() {}
+//! `switchboard`: send, listen for and poll Switchboard messages from the command line.
+//!
+//! Output is for scripts: `send` prints the broker's message id, `listen` and `poll` print one JSON
+//! line per message or receipt (see `cli/output.rs`). Errors print one line, `error: …`, on stderr and
+//! exit 1; usage errors exit 2.
+
+mod cli;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.validate();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// Prints `error: <message>` as a single line and returns the failure status.
+fn fail(message: &str) -> ExitCode {
+    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("error: {one_line}");
+    ExitCode::FAILURE
+}
+
+/// Logs go to stderr, at `warn` unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

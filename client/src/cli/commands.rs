@@ -1,0 +1,187 @@
+//! `send`, `listen` and `poll`.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use bytes::Bytes;
+use switchboard_client::{Client, ClientError, ClientOptions, Event, Events, Message, Receipt};
+use tokio::time::Instant;
+
+use super::output::{message_line, receipt_line};
+
+/// Sends one message and prints its broker id; with `wait_delivered`, then waits for the receipt and
+/// prints its status.
+pub async fn send(
+    mut opts: ClientOptions,
+    to: &str,
+    text: Option<String>,
+    wait_delivered: bool,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let body = match text {
+        Some(text) => Bytes::from(text),
+        None => read_stdin().await?,
+    };
+    let deadline = Deadline::after(timeout);
+    if let Some(timeout) = timeout {
+        opts.connect_timeout = opts.connect_timeout.min(timeout);
+    }
+    // Events stay unread: whatever arrives for this id waits for `listen` or `poll`, unacknowledged.
+    let (client, _events) = connect(opts).await?;
+    if wait_delivered {
+        let tracked = deadline
+            .bound(
+                "the broker to accept the message",
+                client.send_and_track(to, body),
+            )
+            .await??;
+        print_line(&tracked.sent.message_id.to_string())?;
+        let receipt = deadline.bound("delivery", tracked.receipt).await??;
+        print_line(receipt.status.as_str())?;
+    } else {
+        let sent = deadline
+            .bound("the broker to accept the message", client.send(to, body))
+            .await??;
+        print_line(&sent.message_id.to_string())?;
+    }
+    client.close().await?;
+    Ok(())
+}
+
+/// Prints and acknowledges everything that arrives until interrupted or disconnected.
+pub async fn listen(opts: ClientOptions) -> anyhow::Result<()> {
+    let (client, mut events) = connect(opts).await?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                tracing::trace!(?event, "event");
+                handle(&client, event).await?;
+            }
+            stopped = &mut stop => {
+                stopped?;
+                tracing::debug!("interrupted; saying bye");
+                client.close().await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Prints and acknowledges the entries that were waiting at the handshake, then leaves.
+pub async fn poll(opts: ClientOptions, timeout: Option<Duration>) -> anyhow::Result<()> {
+    let deadline = Deadline::after(timeout);
+    let (client, mut events) = connect(opts).await?;
+    let pending = client.welcome().pending;
+    for handled in 0..pending {
+        let what = format!("entry {} of {pending}", handled + 1);
+        let event = deadline.bound(&what, events.next()).await?;
+        handle(&client, event).await?;
+    }
+    client.close().await?;
+    Ok(())
+}
+
+/// Connects, naming the server if the handshake times out.
+async fn connect(opts: ClientOptions) -> anyhow::Result<(Client, Events)> {
+    let server = opts.server.clone();
+    Client::connect(opts).await.map_err(|e| match e {
+        ClientError::Timeout => anyhow!("timed out connecting to {server}"),
+        e => e.into(),
+    })
+}
+
+/// Prints a message or receipt and acknowledges it; an end of the connection is an error.
+async fn handle(client: &Client, event: Option<Event>) -> anyhow::Result<()> {
+    match event {
+        Some(Event::Message(message)) => print_message(client, &message).await,
+        Some(Event::Receipt(receipt)) => print_receipt(client, &receipt).await,
+        Some(Event::Closed(reason)) => Err(anyhow!("{reason}")),
+        None => Err(anyhow!("the connection to the broker is closed")),
+    }
+}
+
+/// Acknowledges only once the line is out, so a message is never lost to a full disk or a closed pipe.
+async fn print_message(client: &Client, message: &Message) -> anyhow::Result<()> {
+    print_line(&message_line(message)?)?;
+    client.ack(message.message_id).await?;
+    Ok(())
+}
+
+async fn print_receipt(client: &Client, receipt: &Receipt) -> anyhow::Result<()> {
+    print_line(&receipt_line(receipt)?)?;
+    client.ack(receipt.receipt_id).await?;
+    Ok(())
+}
+
+/// Writes one line to stdout and flushes it, so a reader sees each line as it happens.
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| anyhow!("cannot write to stdout: {e}"))
+}
+
+/// All of stdin, read on the blocking pool (the workspace's tokio has no `io-std`).
+async fn read_stdin() -> anyhow::Result<Bytes> {
+    let read = tokio::task::spawn_blocking(|| {
+        let mut body = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut body).map(|_| body)
+    })
+    .await
+    .map_err(|e| anyhow!("cannot read the message from stdin: {e}"))?;
+    let body = read.map_err(|e| anyhow!("cannot read the message from stdin: {e}"))?;
+    Ok(body.into())
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there is one.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| anyhow!("cannot listen for SIGTERM: {e}"))?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.map_err(|e| anyhow!("cannot listen for Ctrl-C: {e}")),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| anyhow!("cannot listen for Ctrl-C: {e}"))
+    }
+}
+
+/// An optional point in time that bounds a whole command.
+struct Deadline {
+    at: Option<(Instant, Duration)>,
+}
+
+impl Deadline {
+    fn after(timeout: Option<Duration>) -> Self {
+        Self {
+            at: timeout.map(|t| (Instant::now() + t, t)),
+        }
+    }
+
+    /// Runs `fut`, failing with `timed out after … waiting for <what>` at the deadline.
+    async fn bound<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> anyhow::Result<T> {
+        match self.at {
+            None => Ok(fut.await),
+            Some((at, total)) => tokio::time::timeout_at(at, fut).await.map_err(|_| {
+                anyhow!(
+                    "timed out after {} waiting for {what}",
+                    humantime::format_duration(total)
+                )
+            }),
+        }
+    }
+}

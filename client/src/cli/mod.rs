@@ -1,0 +1,165 @@
+//! The `switchboard` command line: arguments, and one function per command.
+//!
+//! Every command connects once, does its job and leaves with `Bye`. Errors come back as `anyhow`
+//! errors whose top-level message is complete on its own; `main` prints it as one line.
+
+mod commands;
+pub mod output;
+
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use switchboard_client::ClientOptions;
+
+/// Send and receive Switchboard messages.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    /// The broker's address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SWITCHBOARD_SERVER",
+        default_value = "127.0.0.1:7878",
+        global = true
+    )]
+    server: String,
+    /// The client id to connect as (required).
+    #[arg(long, value_name = "ID", env = "SWITCHBOARD_ID", global = true)]
+    id: Option<String>,
+    /// A credential for brokers that require one.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SWITCHBOARD_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send one message; prints the broker's message id once it is stored.
+    Send(SendArgs),
+    /// Stay connected; print each message and receipt as a JSON line, then acknowledge it.
+    Listen,
+    /// Print and acknowledge what is waiting in the mailbox, then exit.
+    Poll(PollArgs),
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// The recipient's client id.
+    #[arg(long, value_name = "ID")]
+    to: String,
+    /// The message; read from standard input when absent.
+    text: Option<String>,
+    /// After the id, wait for the receipt and print its status (`delivered`).
+    #[arg(long)]
+    wait_delivered: bool,
+    /// Give up after this long (seconds, or a duration such as `1m30s`; 0 waits forever).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct PollArgs {
+    /// Give up after this long (seconds, or a duration such as `1m30s`; 0 waits forever).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
+    timeout: Duration,
+}
+
+impl Cli {
+    /// Checks what clap cannot express (a required global flag); exits with a usage error, status 2.
+    pub fn validate(&self) {
+        if self.id.is_none() {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "the following required argument was not provided: --id <ID> (or SWITCHBOARD_ID)",
+                )
+                .exit();
+        }
+    }
+
+    fn options(&self) -> ClientOptions {
+        let mut opts = ClientOptions::new(self.server.clone(), self.id.clone().unwrap_or_default());
+        opts.token = self.token.clone();
+        opts
+    }
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let opts = cli.options();
+    match cli.command {
+        Command::Send(args) => {
+            commands::send(
+                opts,
+                &args.to,
+                args.text,
+                args.wait_delivered,
+                limit(args.timeout),
+            )
+            .await
+        }
+        Command::Listen => commands::listen(opts).await,
+        Command::Poll(args) => commands::poll(opts, limit(args.timeout)).await,
+    }
+}
+
+/// A timeout of zero means no limit.
+fn limit(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then_some(timeout)
+}
+
+/// Plain seconds (`10`, `2.5`) or a humantime duration (`1m30s`).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{text}: {e}"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; expected seconds or a duration such as 1m30s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn timeouts_are_seconds_or_durations() {
+        assert_eq!(parse_timeout("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_timeout("2.5"), Ok(Duration::from_millis(2_500)));
+        assert_eq!(parse_timeout("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("soon").is_err());
+        assert_eq!(limit(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "--server",
+            "10.0.0.1:1",
+            "send",
+            "--id",
+            "alice",
+            "--to",
+            "bob",
+            "hi",
+        ])
+        .unwrap();
+        assert_eq!(cli.server, "10.0.0.1:1");
+        assert_eq!(cli.id.as_deref(), Some("alice"));
+        assert!(matches!(cli.command, Command::Send(SendArgs { ref to, .. }) if to == "bob"));
+    }
+}

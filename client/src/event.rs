@@ -1,0 +1,127 @@
+//! What the broker tells a client without being asked: messages, receipts, and the end of the
+//! connection.
+//!
+//! Events come out of [`Events`] in the order the broker sent them, which within a mailbox is entry id
+//! order. The channel behind it is bounded: a program that stops reading events stops the connection
+//! from reading the socket too, so memory stays bounded and the broker's window does the rest.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use switchboard_proto::{ErrorCode, ReceiptStatus};
+use tokio::sync::mpsc;
+
+/// One thing that happened on the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message for this client. Acknowledge it with [`Client::ack`](crate::Client::ack) and its
+    /// `message_id` once handled, or it is delivered again on the next connection.
+    Message(Message),
+    /// News about a message this client sent with [`Client::send`](crate::Client::send), or on an
+    /// earlier connection. Acknowledge it with its `receipt_id`.
+    Receipt(Receipt),
+    /// The connection has ended; this is always the last event.
+    Closed(CloseReason),
+}
+
+/// A message delivered to this client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The broker's id for the message; the id to acknowledge.
+    pub message_id: u64,
+    /// The sender's client id.
+    pub from: String,
+    /// When the broker accepted the message (millisecond precision).
+    pub sent_at: SystemTime,
+    /// The message exactly as the sender sent it.
+    pub body: Bytes,
+}
+
+/// What happened to a message this client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The mailbox entry holding the receipt; the id to acknowledge.
+    pub receipt_id: u64,
+    /// The client message id, as in [`Sent::id`](crate::Sent::id).
+    pub id: u64,
+    /// The broker's id for the message, as in [`Sent::message_id`](crate::Sent::message_id).
+    pub message_id: u64,
+    /// The recipient the message was sent to.
+    pub to: String,
+    /// What happened to it.
+    pub status: ReceiptStatus,
+}
+
+/// Why the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// This side ended it: [`Client::close`](crate::Client::close) was called, or every `Client`
+    /// handle was dropped.
+    Local,
+    /// The broker sent an `Error` frame and closed the connection.
+    Broker { code: ErrorCode, text: String },
+    /// The broker closed the connection without saying why.
+    Disconnected,
+    /// Reading or writing the socket failed, or the broker sent bytes that are not a frame.
+    Failed(String),
+}
+
+impl CloseReason {
+    /// Whether the connection ended because this side asked it to.
+    pub fn is_local(&self) -> bool {
+        matches!(self, CloseReason::Local)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("connection closed by the client"),
+            CloseReason::Broker { code, text } => {
+                write!(f, "connection closed by the broker: {code}: {text}")
+            }
+            CloseReason::Disconnected => f.write_str("connection closed by the broker"),
+            CloseReason::Failed(why) => write!(f, "connection failed: {why}"),
+        }
+    }
+}
+
+/// The receiving end of a connection's events; see [`Event`].
+///
+/// After [`Event::Closed`], [`Events::next`] returns `None`. Dropping `Events` does not close the
+/// connection, but whatever arrives afterwards is dropped unacknowledged and comes back next time.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event, or `None` once the connection has ended and its last event was read.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Milliseconds since the Unix epoch as a time; the epoch itself for a value the platform cannot
+/// represent, rather than a panic.
+pub(crate) fn time_from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
+}

@@ -1,0 +1,66 @@
+//! How to reach the broker and who to be once there.
+
+use std::time::Duration;
+
+use switchboard_proto::DEFAULT_MAX_FRAME;
+
+/// Everything [`Client::connect`](crate::Client::connect) needs. Build it with [`ClientOptions::new`]
+/// and change the public fields as needed.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The broker's address, `host:port`. Every address the name resolves to is tried in turn.
+    pub server: String,
+    /// The client id to connect as; checked against the client id rules before connecting.
+    pub id: String,
+    /// The keepalive to ask for in `Hello`, rounded down to whole seconds, at least 1. The broker may
+    /// clamp it; the agreed value is in [`Welcome::keepalive`](crate::Welcome::keepalive).
+    pub keepalive: Duration,
+    /// A credential for brokers that require one. Protocol version 1 defines none.
+    pub token: Option<String>,
+    /// The largest frame body read or written. Should be at least the broker's `max_frame_bytes`,
+    /// or a large delivery ends the connection.
+    pub max_frame: usize,
+    /// The bound on opening the TCP connection and receiving `Hi`, together.
+    pub connect_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// The default keepalive: 30 seconds.
+    pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+    /// The default bound on connecting and the handshake: 10 seconds.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Options for connecting to `server` as `id`, with every other field at its default.
+    pub fn new(server: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            id: id.into(),
+            keepalive: Self::DEFAULT_KEEPALIVE,
+            token: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// The keepalive as `Hello` carries it: whole seconds, at least 1.
+    pub(crate) fn keepalive_secs(&self) -> u32 {
+        u32::try_from(self.keepalive.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_is_whole_seconds_and_never_zero() {
+        let mut opts = ClientOptions::new("x:1", "a");
+        assert_eq!(opts.keepalive_secs(), 30);
+        opts.keepalive = Duration::from_millis(400);
+        assert_eq!(opts.keepalive_secs(), 1);
+        opts.keepalive = Duration::from_secs(u64::MAX);
+        assert_eq!(opts.keepalive_secs(), u32::MAX);
+    }
+}

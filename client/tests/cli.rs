@@ -1,0 +1,292 @@
+//! The `switchboard` binary against a scripted broker: output, acknowledgements, exit codes.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+
+use bytes::Bytes;
+use switchboard_proto::{BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use support::*;
+
+fn switchboard(addr: SocketAddr, id: Option<&str>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("--server").arg(addr.to_string());
+    if let Some(id) = id {
+        cmd.args(["--id", id]);
+    }
+    cmd.env_remove("SWITCHBOARD_ID")
+        .env_remove("SWITCHBOARD_SERVER")
+        .env_remove("SWITCHBOARD_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn spawn(mut cmd: Command) -> Child {
+    cmd.spawn().expect("spawn switchboard")
+}
+
+async fn finish(child: Child) -> Output {
+    within("the command to exit", child.wait_with_output())
+        .await
+        .expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads the client's frames up to and including `Bye`, skipping pings.
+async fn until_bye(peer: &mut Peer) -> Vec<ClientFrame> {
+    let mut frames = Vec::new();
+    loop {
+        match peer.recv_skipping_pings().await {
+            Some(ClientFrame::Bye) => return frames,
+            Some(frame) => frames.push(frame),
+            None => panic!("closed without bye after {frames:?}"),
+        }
+    }
+}
+
+/// Answers the next `Send` with `Accepted`; returns its client message id and body.
+async fn accept_send(peer: &mut Peer, message_id: u64) -> (u64, Bytes) {
+    match peer.recv_skipping_pings().await {
+        Some(ClientFrame::Send { id, body, .. }) => {
+            peer.send(BrokerFrame::Accepted { id, message_id }).await;
+            (id, body)
+        }
+        other => panic!("expected a send, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_closed_port_is_one_error_line_and_exit_1() {
+    let addr = closed_port();
+    let mut cmd = switchboard(addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "hi"]);
+    let out = finish(spawn(cmd)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("error: cannot connect to {addr}: connection refused\n")
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_id_is_a_usage_error() {
+    let mut cmd = switchboard(closed_port(), None);
+    cmd.args(["send", "--to", "bob", "hi"]);
+    let out = finish(spawn(cmd)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn send_prints_the_message_id_once_accepted_and_says_bye() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "hello bob"]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let (_, body) = accept_send(&mut peer, 42).await;
+    assert_eq!(&body[..], b"hello bob");
+    assert!(until_bye(&mut peer).await.is_empty());
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+}
+
+#[tokio::test]
+async fn send_from_stdin_waits_for_delivery() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "--wait-delivered", "--timeout", "10"])
+        .stdin(Stdio::piped());
+    let mut child = spawn(cmd);
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(&[0xff, 0xfe, 0x00, b'x'])
+        .await
+        .expect("write stdin");
+    drop(stdin);
+
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let (id, body) = accept_send(&mut peer, 42).await;
+    assert_eq!(&body[..], [0xff, 0xfe, 0x00, b'x']);
+    peer.send(BrokerFrame::Receipt {
+        receipt_id: 43,
+        id,
+        message_id: 42,
+        to: "bob".into(),
+        status: ReceiptStatus::Delivered,
+    })
+    .await;
+    assert_eq!(until_bye(&mut peer).await, [ClientFrame::Ack { id: 43 }]);
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\ndelivered\n");
+}
+
+#[tokio::test]
+async fn a_rejected_send_names_the_reason() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "not valid", "hi"]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let Some(ClientFrame::Send { id, .. }) = peer.recv_skipping_pings().await else {
+        panic!("expected a send");
+    };
+    peer.send(BrokerFrame::Rejected {
+        id,
+        reason: RejectReason::InvalidRecipient,
+        text: "client id contains a space".into(),
+    })
+    .await;
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("invalid-recipient"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn send_gives_up_at_the_timeout() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "--timeout", "300ms", "hi"]);
+    let child = spawn(cmd);
+    let (_peer, _) = broker.welcome(30, 0).await; // never answers the send
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: timed out after 300ms"), "{err}");
+}
+
+#[tokio::test]
+async fn poll_prints_and_acks_what_was_pending_then_leaves() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("poll");
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 2).await;
+    peer.send(BrokerFrame::Deliver {
+        message_id: 42,
+        from: "alice".into(),
+        sent_at_ms: 1_700_000_000_123,
+        body: Bytes::from_static(b"hello bob"),
+    })
+    .await;
+    peer.send(BrokerFrame::Receipt {
+        receipt_id: 44,
+        id: 1_700_000_000_000_001,
+        message_id: 43,
+        to: "carol".into(),
+        status: ReceiptStatus::Delivered,
+    })
+    .await;
+    assert_eq!(
+        until_bye(&mut peer).await,
+        [ClientFrame::Ack { id: 42 }, ClientFrame::Ack { id: 44 }]
+    );
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        concat!(
+            r#"{"type":"message","id":42,"from":"alice","sent_at":"2023-11-14T22:13:20.123Z","body":"hello bob"}"#,
+            "\n",
+            r#"{"type":"receipt","id":1700000000000001,"message_id":43,"to":"carol","status":"delivered"}"#,
+            "\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn poll_with_nothing_pending_prints_nothing() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("poll");
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    assert!(until_bye(&mut peer).await.is_empty());
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn listen_prints_each_message_then_acks_and_leaves_on_sigint() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("listen");
+    let mut child = spawn(cmd);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    for n in 0..2u64 {
+        peer.send(BrokerFrame::Deliver {
+            message_id: 10 + n,
+            from: "alice".into(),
+            sent_at_ms: 0,
+            body: Bytes::from(format!("live {n}")),
+        })
+        .await;
+        let line = within("a line", lines.next_line())
+            .await
+            .expect("read")
+            .expect("a line");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(value["body"], format!("live {n}"));
+        assert_eq!(value["sent_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            peer.recv_skipping_pings().await,
+            Some(ClientFrame::Ack { id: 10 + n })
+        );
+    }
+    let pid = child.id().expect("pid");
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success());
+    assert!(until_bye(&mut peer).await.is_empty());
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn listen_exits_1_when_the_broker_ends_the_connection() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("listen");
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    peer.send(BrokerFrame::Error {
+        code: ErrorCode::ShuttingDown,
+        text: "the broker is shutting down".into(),
+    })
+    .await;
+    drop(peer);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: connection closed by the broker: shutting-down: the broker is shutting down\n"
+    );
+}

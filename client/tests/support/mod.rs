@@ -1,0 +1,111 @@
+//! A scripted stand-in for the broker: it accepts connections on 127.0.0.1 port 0 and lets a test
+//! read the client's frames and write the broker's, one by one.
+
+#![allow(dead_code)] // each test binary uses its own share of the helpers
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use switchboard_proto::{BrokerCodec, BrokerFrame, ClientFrame, PROTOCOL_VERSION};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Fails the test if `fut` takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// A port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
+
+pub struct MockBroker {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl MockBroker {
+    pub async fn start() -> MockBroker {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        MockBroker { listener, addr }
+    }
+
+    /// The next connection, before its `Hello`.
+    pub async fn accept(&self) -> Peer {
+        let (stream, _) = within("a connection", self.listener.accept())
+            .await
+            .expect("accept");
+        Peer {
+            framed: Framed::new(stream, BrokerCodec::default()),
+        }
+    }
+
+    /// The next connection, with its `Hello` read and answered by a `Hi`.
+    pub async fn welcome(&self, keepalive_secs: u32, pending: u64) -> (Peer, ClientFrame) {
+        let mut peer = self.accept().await;
+        let hello = peer.recv().await.expect("hello");
+        assert!(
+            matches!(hello, ClientFrame::Hello { .. }),
+            "expected hello, got {hello:?}"
+        );
+        let address = peer
+            .framed
+            .get_ref()
+            .peer_addr()
+            .expect("peer address")
+            .to_string();
+        peer.send(BrokerFrame::Hi {
+            version: PROTOCOL_VERSION,
+            keepalive_secs,
+            address,
+            pending,
+        })
+        .await;
+        (peer, hello)
+    }
+}
+
+/// The broker's end of one connection.
+pub struct Peer {
+    pub framed: Framed<TcpStream, BrokerCodec>,
+}
+
+impl Peer {
+    pub async fn send(&mut self, frame: BrokerFrame) {
+        within("frame write", self.framed.send(frame))
+            .await
+            .expect("frame write");
+    }
+
+    /// The next frame, or `None` once the client has closed the connection.
+    pub async fn recv(&mut self) -> Option<ClientFrame> {
+        match within("a frame", self.framed.next()).await {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(e)) => panic!("undecodable frame from the client: {e}"),
+            None => None,
+        }
+    }
+
+    /// The next frame that is not a `Ping`.
+    pub async fn recv_skipping_pings(&mut self) -> Option<ClientFrame> {
+        loop {
+            match self.recv().await {
+                Some(ClientFrame::Ping) => continue,
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The command-line tools as a user runs them: a `switchboard-broker` process and `switchboard`
+//! processes talking to it over loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// The directory holding the workspace's binaries, building them if this test runs on its own.
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/cli-<hash> -> target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target directory")
+            .to_path_buf();
+        if !dir.join("switchboard").exists() || !dir.join("switchboard-broker").exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build.args([
+                "build",
+                "--bins",
+                "-p",
+                "switchboard-broker",
+                "-p",
+                "switchboard-client",
+            ]);
+            if dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(status.success(), "building the binaries failed");
+        }
+        dir
+    })
+}
+
+/// A broker process on 127.0.0.1 port 0 with its data in `data_dir`.
+struct BrokerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl BrokerProcess {
+    async fn start(data_dir: &Path) -> BrokerProcess {
+        let mut child = Command::new(bin_dir().join("switchboard-broker"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .current_dir(data_dir)
+            .env("RUST_LOG", "info")
+            .env("SWITCHBOARD_LOG__FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start switchboard-broker");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = within("the broker's listening line", async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if let Some((_, rest)) = line.split_once("listening on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    return addr.parse::<SocketAddr>().expect("address in log line");
+                }
+            }
+            panic!("broker exited before listening");
+        })
+        .await;
+        // Keep draining the log so the broker never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        BrokerProcess { child, addr }
+    }
+
+    /// SIGTERM, as an operator's service manager would; the broker must exit 0.
+    async fn terminate(mut self) {
+        let pid = self.child.id().expect("broker pid");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success());
+        let exit = within("broker exit", self.child.wait())
+            .await
+            .expect("wait");
+        assert!(exit.success(), "broker exited with {exit}");
+    }
+}
+
+fn switchboard(addr: SocketAddr, id: Option<&str>) -> Command {
+    let mut cmd = Command::new(bin_dir().join("switchboard"));
+    cmd.arg("--server").arg(addr.to_string());
+    if let Some(id) = id {
+        cmd.args(["--id", id]);
+    }
+    cmd.env_remove("SWITCHBOARD_ID")
+        .env_remove("SWITCHBOARD_SERVER")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(mut cmd: Command) -> Output {
+    within("the command", cmd.output())
+        .await
+        .expect("run switchboard")
+}
+
+async fn run_with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).await.expect("write stdin");
+    drop(stdin);
+    within("the command", child.wait_with_output())
+        .await
+        .expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+async fn send(addr: SocketAddr, from: &str, to: &str, body: &str) -> u64 {
+    let mut cmd = switchboard(addr, Some(from));
+    cmd.args(["send", "--to", to, body]);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+    text(&out.stdout)
+        .trim()
+        .parse()
+        .expect("message id on stdout")
+}
+
+async fn poll(addr: SocketAddr, id: &str) -> Vec<serde_json::Value> {
+    let mut cmd = switchboard(addr, Some(id));
+    cmd.arg("poll");
+    let out = run(cmd).await;
+    assert!(out.status.success(), "poll failed: {}", text(&out.stderr));
+    json_lines(&out.stdout)
+}
+
+#[tokio::test]
+async fn offline_bob_polls_his_mail_even_across_a_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path()).await;
+    let first = send(broker.addr, "alice", "bob", "hello bob").await;
+    let second = send(broker.addr, "alice", "bob", "are you there?").await;
+    assert!(second > first);
+
+    let lines = poll(broker.addr, "bob").await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["type"], "message");
+    assert_eq!(lines[0]["id"], first);
+    assert_eq!(lines[0]["from"], "alice");
+    assert_eq!(lines[0]["body"], "hello bob");
+    assert!(lines[0]["sent_at"]
+        .as_str()
+        .expect("sent_at")
+        .ends_with('Z'));
+    assert_eq!(lines[1]["body"], "are you there?");
+    assert!(
+        poll(broker.addr, "bob").await.is_empty(),
+        "acknowledged mail is gone"
+    );
+
+    // Mail sent before a restart is still there after it.
+    send(broker.addr, "alice", "bob", "after the restart").await;
+    broker.terminate().await;
+    let broker = BrokerProcess::start(dir.path()).await;
+    let lines = poll(broker.addr, "bob").await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["body"], "after the restart");
+
+    // Alice's receipts for all three waited for her.
+    let receipts = poll(broker.addr, "alice").await;
+    assert_eq!(receipts.len(), 3, "{receipts:?}");
+    assert!(receipts
+        .iter()
+        .all(|r| r["type"] == "receipt" && r["to"] == "bob" && r["status"] == "delivered"));
+    broker.terminate().await;
+}
+
+async fn next_json(lines: &mut Lines<BufReader<ChildStdout>>) -> serde_json::Value {
+    let line = within("a line from listen", lines.next_line())
+        .await
+        .expect("read listen output")
+        .expect("listen exited");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"))
+}
+
+#[tokio::test]
+async fn listening_bob_gets_messages_live_and_alice_waits_for_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path()).await;
+    // Bob listens; a message sent before he connected proves he is attached once it shows up.
+    send(broker.addr, "alice", "bob", "first").await;
+    let mut listen = switchboard(broker.addr, Some("bob"));
+    let mut listener = listen
+        .arg("listen")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn listen");
+    let mut lines = BufReader::new(listener.stdout.take().expect("stdout")).lines();
+    assert_eq!(next_json(&mut lines).await["body"], "first");
+
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "--wait-delivered", "--timeout", "10"]);
+    let out = run_with_stdin(cmd, &[0xff, 0xfe, 0x00, b'x']).await;
+    assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut printed = stdout.lines();
+    let id: u64 = printed.next().expect("id line").parse().expect("id");
+    assert_eq!(printed.next(), Some("delivered"));
+
+    let line = next_json(&mut lines).await;
+    assert_eq!(line["id"], id);
+    assert!(line.get("body").is_none());
+    assert_eq!(line["body_b64"], "//4AeA==");
+    listener.kill().await.expect("stop listen");
+    broker.terminate().await;
+}
+
+#[tokio::test]
+async fn errors_are_one_line_with_the_right_exit_code() {
+    // Nothing listens on this port once the listener is dropped.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let mut cmd = switchboard(addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "hi"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: cannot connect to {addr}")),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // A missing --id is a usage error.
+    let mut cmd = switchboard(addr, None);
+    cmd.args(["send", "--to", "bob", "hi"]);
+    assert_eq!(run(cmd).await.status.code(), Some(2));
+
+    // A rejection exits 1 with the reason.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path()).await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "not valid", "hi"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("invalid-recipient"),
+        "{}",
+        text(&out.stderr)
+    );
+    broker.terminate().await;
+}

@@ -1,0 +1,147 @@
+//! Bad input gets a clear error and a close; everyone else carries on and nothing stored is lost.
+
+use switchboard_client::{ClientError, Event};
+use switchboard_proto::{ClientFrame, ErrorCode, RejectReason};
+
+use crate::support::*;
+
+/// Alice has a message stored for bob, and a live conversation with carol, while something misbehaves.
+struct Bystanders {
+    alice: switchboard_client::Client,
+    carol: switchboard_client::Client,
+    carol_events: switchboard_client::Events,
+    _alice_events: switchboard_client::Events,
+}
+
+impl Bystanders {
+    async fn new(fx: &Fixture) -> Self {
+        let (alice, _alice_events) = fx.connect("alice").await;
+        let (carol, carol_events) = fx.connect("carol").await;
+        alice
+            .send("bob", "stored before the trouble")
+            .await
+            .expect("accepted");
+        Bystanders {
+            alice,
+            carol,
+            carol_events,
+            _alice_events,
+        }
+    }
+
+    /// Carol still receives live messages and bob's stored message is still there.
+    async fn still_fine(mut self, fx: &Fixture) {
+        self.alice
+            .send("carol", "still here?")
+            .await
+            .expect("accepted");
+        match next_event(&mut self.carol_events).await {
+            Event::Message(m) => {
+                assert_eq!(&m.body[..], b"still here?");
+                self.carol.ack(m.message_id).await.expect("ack");
+            }
+            other => panic!("expected a message, got {other:?}"),
+        }
+        let (bob, mut bob_events) = fx.connect("bob").await;
+        match next_event(&mut bob_events).await {
+            Event::Message(m) => {
+                assert_eq!(&m.body[..], b"stored before the trouble");
+                bob.ack(m.message_id).await.expect("ack");
+            }
+            other => panic!("expected the stored message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_bytes_get_bad_frame() {
+    let fx = Fixture::new().await;
+    let bystanders = Bystanders::new(&fx).await;
+    let mut raw = Raw::connect(fx.addr()).await;
+    raw.send_bytes(&[0, 0, 0, 8, 0xc1, 0xc1, 0xde, 0xad, 0xbe, 0xef, 0xff, 0x00])
+        .await;
+    let frames = raw.until_closed().await;
+    assert_closed_with(&frames, ErrorCode::BadFrame);
+    bystanders.still_fine(&fx).await;
+}
+
+#[tokio::test]
+async fn a_four_gigabyte_length_prefix_gets_frame_too_large() {
+    let fx = Fixture::new().await;
+    let bystanders = Bystanders::new(&fx).await;
+    let (mut raw, _) = Raw::hello(fx.addr(), "mallory", 30).await;
+    raw.send_bytes(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    let frames = raw.until_closed().await;
+    assert_closed_with(&frames, ErrorCode::FrameTooLarge);
+    bystanders.still_fine(&fx).await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_gets_frame_too_large() {
+    let fx = Fixture::with(|s| s.limits.max_frame_bytes = 1024).await;
+    let bystanders = Bystanders::new(&fx).await;
+    let (mut raw, _) = Raw::hello(fx.addr(), "mallory", 30).await;
+    // Encode with a codec that allows it, so the bytes really go out.
+    let frame = switchboard_proto::encode_frame(
+        &ClientFrame::Send {
+            id: 1,
+            to: "bob".into(),
+            body: vec![7u8; 2048].into(),
+        },
+        usize::MAX >> 1,
+    )
+    .expect("encode");
+    raw.send_bytes(&frame).await;
+    let frames = raw.until_closed().await;
+    assert_closed_with(&frames, ErrorCode::FrameTooLarge);
+    bystanders.still_fine(&fx).await;
+}
+
+#[tokio::test]
+async fn an_unknown_frame_kind_and_wrong_types_get_bad_frame() {
+    let fx = Fixture::new().await;
+    let bystanders = Bystanders::new(&fx).await;
+    #[derive(serde::Serialize)]
+    struct Odd {
+        r#type: &'static str,
+        id: &'static str,
+    }
+    for odd in [
+        Odd {
+            r#type: "teleport",
+            id: "1",
+        },
+        Odd {
+            r#type: "ack",
+            id: "not a number",
+        },
+    ] {
+        let (mut raw, _) = Raw::hello(fx.addr(), "mallory", 30).await;
+        let body = rmp_serde::to_vec_named(&odd).expect("encode");
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        raw.send_bytes(&bytes).await;
+        let frames = raw.until_closed().await;
+        assert_closed_with(&frames, ErrorCode::BadFrame);
+    }
+    bystanders.still_fine(&fx).await;
+}
+
+#[tokio::test]
+async fn a_send_to_an_invalid_recipient_is_rejected_not_fatal() {
+    let fx = Fixture::new().await;
+    let (alice, _ae) = fx.connect("alice").await;
+    let err = alice.send("no such id", "x").await.expect_err("rejected");
+    assert!(
+        matches!(
+            err,
+            ClientError::Rejected {
+                reason: RejectReason::InvalidRecipient,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The connection carries on.
+    alice.send("bob", "fine").await.expect("accepted");
+}

@@ -1,0 +1,239 @@
+//! The test harness: a real broker on 127.0.0.1 port 0 with a temporary data directory, raw protocol
+//! connections for the failure paths, and bounded waits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use actix::Addr;
+use futures_util::{SinkExt, StreamExt};
+use switchboard_broker::registry::{Connection, Lookup, Registry};
+use switchboard_broker::settings::{Settings, StoreKind};
+use switchboard_broker::Broker;
+use switchboard_client::{Client, ClientOptions, Event, Events};
+use switchboard_proto::{
+    BrokerFrame, ClientCodec, ClientFrame, ClientId, ErrorCode, PROTOCOL_VERSION,
+};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::Framed;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Fails the test if `fut` takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// Settings for a test broker: port 0, SQLite in `data_dir`, quiet.
+pub fn settings(data_dir: &Path) -> Settings {
+    let mut s = Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        store: StoreKind::Sqlite,
+        workers: 2,
+        ..Settings::default()
+    };
+    s.limits.shutdown_grace_ms = 2_000;
+    s
+}
+
+/// A broker running on its own thread with its own actix system, like a separate process would.
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    registry: Addr<Registry>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestBroker {
+    pub async fn start(settings: Settings) -> TestBroker {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let broker = match Broker::start(settings).await {
+                    Ok(broker) => broker,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok((broker.local_addr(), broker.registry().clone())));
+                let _ = stop_rx.await;
+                broker.shutdown().await;
+            });
+        });
+        let (addr, registry) = within("broker start", ready_rx)
+            .await
+            .expect("broker thread died")
+            .expect("broker failed to start");
+        TestBroker {
+            addr,
+            registry,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// What the broker's Registry knows about `client`.
+    pub async fn lookup(&self, client: &str) -> Option<Connection> {
+        let client = ClientId::new(client).expect("valid id");
+        within("registry lookup", self.registry.send(Lookup(client)))
+            .await
+            .expect("registry alive")
+    }
+
+    /// A clean shutdown, as on SIGTERM; returns once the broker has stopped.
+    pub async fn stop(mut self) {
+        self.stop_now().await;
+    }
+
+    async fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            within(
+                "broker shutdown",
+                tokio::task::spawn_blocking(move || thread.join()),
+            )
+            .await
+            .expect("join task")
+            .expect("broker thread panicked");
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A broker with a fresh temporary data directory.
+pub struct Fixture {
+    /// Kept so the data directory lives as long as the broker.
+    _dir: tempfile::TempDir,
+    pub broker: TestBroker,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(tune: impl FnOnce(&mut Settings)) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = settings(dir.path());
+        tune(&mut s);
+        let broker = TestBroker::start(s).await;
+        Fixture { _dir: dir, broker }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.broker.addr
+    }
+
+    /// Connects a library client.
+    pub async fn connect(&self, id: &str) -> (Client, Events) {
+        connect(self.addr(), id).await
+    }
+}
+
+pub async fn connect(addr: SocketAddr, id: &str) -> (Client, Events) {
+    within(
+        "connect",
+        Client::connect(ClientOptions::new(addr.to_string(), id)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{id} cannot connect: {e}"))
+}
+
+/// The next event, which must come within [`WAIT`].
+pub async fn next_event(events: &mut Events) -> Event {
+    within("an event", events.next())
+        .await
+        .expect("event stream ended")
+}
+
+/// A raw protocol connection, for frames the library would never send.
+pub struct Raw {
+    pub framed: Framed<TcpStream, ClientCodec>,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let stream = within("tcp connect", TcpStream::connect(addr))
+            .await
+            .expect("tcp connect");
+        Raw {
+            framed: Framed::new(stream, ClientCodec::default()),
+        }
+    }
+
+    /// Connects and completes the handshake; returns the `Hi`.
+    pub async fn hello(addr: SocketAddr, id: &str, keepalive_secs: u32) -> (Raw, BrokerFrame) {
+        let mut raw = Raw::connect(addr).await;
+        raw.send(ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            client_id: id.into(),
+            token: None,
+            keepalive_secs,
+        })
+        .await;
+        let hi = raw.recv().await.expect("hi");
+        assert!(
+            matches!(hi, BrokerFrame::Hi { .. }),
+            "expected hi, got {hi:?}"
+        );
+        (raw, hi)
+    }
+
+    pub async fn send(&mut self, frame: ClientFrame) {
+        within("frame write", self.framed.send(frame))
+            .await
+            .expect("frame write");
+    }
+
+    /// Writes raw bytes to the socket.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        within("byte write", self.framed.get_mut().write_all(bytes))
+            .await
+            .expect("byte write");
+    }
+
+    /// The next frame, or `None` once the broker has closed the connection.
+    pub async fn recv(&mut self) -> Option<BrokerFrame> {
+        match within("a frame", self.framed.next()).await {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(_)) | None => None,
+        }
+    }
+
+    /// Reads until the broker closes the connection; returns what came before, in order.
+    pub async fn until_closed(&mut self) -> Vec<BrokerFrame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.recv().await {
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+/// Asserts that the broker's last words on a connection were exactly one `Error` with `code`.
+#[track_caller]
+pub fn assert_closed_with(frames: &[BrokerFrame], code: ErrorCode) {
+    match frames {
+        [BrokerFrame::Error { code: got, .. }] if *got == code => {}
+        other => panic!("expected only an error `{code}` before the close, got {other:?}"),
+    }
+}
