@@ -26,15 +26,19 @@ const STORE_QUEUE_DEPTH: usize = 1_024;
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    // As in `StoreError`, causes are in the message rather than in `source()`.
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: String, cause: std::io::Error },
     #[error("cannot open the store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("invalid settings: {0}")]
     Settings(String),
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(error: StoreError) -> Self {
+        BrokerError::Store(error)
+    }
 }
 
 /// A running broker.
@@ -60,15 +64,16 @@ impl Broker {
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
         let last_id = store.last_id().await?;
 
-        let listener = TcpListener::bind(&settings.listen)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: settings.listen.clone(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+        let listener =
+            TcpListener::bind(&settings.listen)
+                .await
+                .map_err(|cause| BrokerError::Bind {
+                    addr: settings.listen.clone(),
+                    cause,
+                })?;
+        let local_addr = listener.local_addr().map_err(|cause| BrokerError::Bind {
             addr: settings.listen.clone(),
-            source,
+            cause,
         })?;
 
         let registry = Registry::default().start();

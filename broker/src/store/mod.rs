@@ -69,12 +69,14 @@ impl Batch {
 /// How a store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    // Causes are part of the message and deliberately not `source()`, so an error chain printed with
+    // `{:#}` does not repeat them.
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("cannot prepare data directory {path}: {source}")]
+    Sqlite(rusqlite::Error),
+    #[error("cannot prepare data directory {path}: {cause}")]
     DataDir {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("stored entry {id} is corrupt: {what}")]
     Corrupt { id: u64, what: String },
@@ -85,6 +87,12 @@ pub enum StoreError {
     /// A merged commit failed; every caller whose writes were in it gets the cause as text.
     #[error("commit failed: {0}")]
     Failed(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Sqlite(error)
+    }
 }
 
 /// Durable storage for mailboxes. See the module documentation for the contract.

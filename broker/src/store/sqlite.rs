@@ -54,9 +54,9 @@ impl SqliteStore {
     /// Opens (creating if needed) `data_dir/switchboard.db`. Blocks on disk: call it off the actor
     /// threads.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::DataDir {
             path: data_dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
