@@ -1,19 +1,25 @@
 //! The Router: owns the mailboxes and every decision about delivery.
 //!
-//! One path for a message: a session hands a [`Submit`] to the Router, which gives the message the next
-//! broker id and queues it for the store. The Router keeps at most one store commit in flight; whatever
-//! arrives meanwhile waits and goes into the next batch, so one fsync covers many messages. When a batch
-//! is durable the Router answers every submitter (`Accepted`) and only then hands the new entries to
-//! online recipients. An [`Ack`] removes the entry and appends a receipt to the sender's own mailbox in
-//! the same batch, so neither the message nor the news of its delivery can be lost.
+//! One path for a message: a session hands a [`Submit`] to the Router, which checks the recipient's
+//! mailbox limits, gives the message the next broker id and queues it for the store. The Router keeps
+//! at most one store commit in flight; whatever arrives meanwhile waits and goes into the next batch, so
+//! one fsync covers many messages. When a batch is durable the Router answers every submitter
+//! (`Accepted`, with the original id for a resend the store recognised) and only then hands the new
+//! entries to online recipients. An [`Ack`] removes the entry and appends a receipt to the sender's own
+//! mailbox in the same batch, so neither the message nor the news of its delivery can be lost. A timer
+//! sweeps expired messages the same way, with an `expired` receipt.
 //!
 //! Per online client the Router keeps the entries it has handed out and not yet seen acknowledged (at
 //! most `window`) and a cursor: every entry of that mailbox with an id at or below the cursor has been
 //! handed out. Entries above the cursor are either delivered straight from a fresh commit (when the
 //! client has no backlog) or read back from the store a page at a time, so a mailbox of any size flushes
 //! in order with bounded memory, and anything that arrives during a flush queues behind it.
+//!
+//! An entry whose delete is queued or committing is in `deleting`, so no page read hands it out again.
+//! A page read that started before a delete committed may still return the entry, so the id leaves
+//! `deleting` only once every such read has come back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -21,7 +27,11 @@ use bytes::Bytes;
 use switchboard_proto::{ClientId, RejectReason};
 use tokio::sync::oneshot;
 
-use crate::store::{Batch, Entry, EntryKind, StoreError, StoreHandle};
+use crate::settings::Settings;
+use crate::store::{
+    Batch, CommitOutcome, Entry, EntryKind, ExpiredEntry, MailboxUsage, Maintenance, StoreError,
+    StoreHandle,
+};
 
 /// A session's request to store and route a message.
 #[derive(Message)]
@@ -31,6 +41,8 @@ pub struct Submit {
     pub client_msg_id: u64,
     pub to: ClientId,
     pub body: Bytes,
+    /// Time to live asked for by the sender; `None` or 0 for the broker's default.
+    pub ttl_ms: Option<u64>,
 }
 
 /// An entry handed to the session of its mailbox's owner, to be written to the socket.
@@ -38,7 +50,8 @@ pub struct Submit {
 #[rtype(result = "()")]
 pub struct Deliver(pub Entry);
 
-/// The client behind a session came online; start flushing its mailbox. Answers the mailbox size.
+/// The client behind a session came online; start flushing its mailbox. Answers how many entries
+/// wait in it.
 #[derive(Message)]
 #[rtype(result = "Result<u64, StoreError>")]
 pub struct Attach {
@@ -69,11 +82,56 @@ pub struct Ack {
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// Stops the Router, releasing its store handle (the last step of shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
 /// Tuning the Router takes from the settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RouterConfig {
     pub window: usize,
     pub page_size: usize,
+    pub max_messages: u64,
+    pub max_bytes: u64,
+    pub default_ttl: Option<Duration>,
+    pub max_ttl: Option<Duration>,
+    pub expiry_sweep: Duration,
+    pub dedupe_window: Duration,
+    pub dedupe_max: u64,
+}
+
+impl RouterConfig {
+    pub fn from_settings(s: &Settings) -> Self {
+        let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+        Self {
+            window: s.limits.window,
+            page_size: s.limits.page_size,
+            max_messages: s.mailbox.max_messages,
+            max_bytes: s.mailbox.max_bytes,
+            default_ttl: secs(s.mailbox.default_ttl_secs),
+            max_ttl: secs(s.mailbox.max_ttl_secs),
+            expiry_sweep: Duration::from_millis(s.mailbox.expiry_sweep_ms),
+            dedupe_window: Duration::from_secs(s.dedupe.window_secs),
+            dedupe_max: s.dedupe.max_remembered,
+        }
+    }
+
+    /// When a message sent now with `ttl_ms` expires (ms since the epoch), or 0 for never.
+    fn expiry(&self, now_ms: u64, ttl_ms: Option<u64>) -> u64 {
+        let asked = ttl_ms
+            .filter(|&t| t > 0)
+            .map(Duration::from_millis)
+            .or(self.default_ttl);
+        let ttl = match (asked, self.max_ttl) {
+            (Some(ttl), Some(max)) => ttl.min(max),
+            (ttl, _) => match ttl {
+                Some(ttl) => ttl,
+                None => return 0,
+            },
+        };
+        now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// What the Router remembers of an entry it handed out, to write the receipt when it is acknowledged.
@@ -81,6 +139,7 @@ struct InFlight {
     kind: EntryKind,
     sender: String,
     client_msg_id: u64,
+    body_len: u64,
 }
 
 /// Delivery state of one connected client.
@@ -99,6 +158,19 @@ struct Online {
     arrived_while_fetching: bool,
 }
 
+/// Entries and bytes of one mailbox.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Usage {
+    entries: u64,
+    bytes: u64,
+}
+
+/// An entry whose delete is queued or committing.
+struct Deleting {
+    mailbox: String,
+    body_len: u64,
+}
+
 /// Writes waiting for the next commit, with whoever waits on them.
 #[derive(Default)]
 struct Pending {
@@ -112,10 +184,20 @@ pub struct Router {
     /// The last broker id given out.
     last_id: u64,
     online: HashMap<ClientId, Online>,
+    /// Committed usage of every non-empty mailbox.
+    usage: HashMap<String, Usage>,
+    /// Appends queued or committing, per mailbox; they count against the limits too.
+    reserved: HashMap<String, Usage>,
     pending: Pending,
     committing: bool,
-    /// Acknowledged entries whose delete is not yet committed: a page read must not hand them out again.
-    deleting: HashSet<u64>,
+    deleting: HashMap<u64, Deleting>,
+    /// Commits completed so far; a read is stamped with this when it starts.
+    commits_done: u64,
+    /// Store reads under way (page reads, expiry sweeps), counted by their start stamp.
+    reads: BTreeMap<u64, usize>,
+    /// Ids deleted by commit N, waiting for every read stamped before N to come back.
+    releasing: VecDeque<(u64, Vec<u64>)>,
+    sweeping: bool,
     drained: VecDeque<oneshot::Sender<()>>,
 }
 
@@ -123,18 +205,43 @@ pub struct Router {
 const FETCH_RETRY: Duration = Duration::from_secs(1);
 /// The Router's mailbox: sessions awaiting `send` beyond this are held back (backpressure).
 const MAILBOX_CAPACITY: usize = 4_096;
+/// Expired entries handled per sweep read.
+const SWEEP_BATCH: usize = 1_024;
+/// How often old remembered sends are forgotten and free space handed back.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 
 impl Router {
-    /// `last_id` is the store's high-water mark, so ids continue after a restart.
-    pub fn new(store: StoreHandle, config: RouterConfig, last_id: u64) -> Self {
+    /// `last_id` is the store's high-water mark, so ids continue after a restart; `usage` is the
+    /// store's per-mailbox usage at start-up.
+    pub fn new(
+        store: StoreHandle,
+        config: RouterConfig,
+        last_id: u64,
+        usage: Vec<MailboxUsage>,
+    ) -> Self {
         Self {
             store,
             config,
             last_id,
             online: HashMap::new(),
+            usage: usage
+                .into_iter()
+                .map(|u| {
+                    let usage = Usage {
+                        entries: u.entries,
+                        bytes: u.bytes,
+                    };
+                    (u.mailbox, usage)
+                })
+                .collect(),
+            reserved: HashMap::new(),
             pending: Pending::default(),
             committing: false,
-            deleting: HashSet::new(),
+            deleting: HashMap::new(),
+            commits_done: 0,
+            reads: BTreeMap::new(),
+            releasing: VecDeque::new(),
+            sweeping: false,
             drained: VecDeque::new(),
         }
     }
@@ -142,6 +249,23 @@ impl Router {
     fn next_id(&mut self) -> u64 {
         self.last_id += 1;
         self.last_id
+    }
+
+    /// Queues `entry` for the next commit and counts it against its mailbox.
+    fn append(&mut self, entry: Entry) {
+        add(
+            &mut self.reserved,
+            &entry.mailbox,
+            1,
+            entry.body.len() as u64,
+        );
+        self.pending.batch.appends.push(entry);
+    }
+
+    /// Queues the delete of entry `id` of `mailbox`.
+    fn delete(&mut self, id: u64, mailbox: String, body_len: u64) {
+        self.deleting.insert(id, Deleting { mailbox, body_len });
+        self.pending.batch.deletes.push(id);
     }
 
     /// Sends what is pending to the store unless a commit is already under way.
@@ -162,29 +286,103 @@ impl Router {
         async move { store.commit(batch).await }
             .into_actor(self)
             .map(move |result, router, ctx| {
-                router.committing = false;
-                for id in &deletes {
-                    router.deleting.remove(id);
-                }
-                match result {
-                    Ok(()) => {
-                        for (id, tx) in accepted {
-                            let _ = tx.send(Ok(id));
-                        }
-                        for entry in appended {
-                            router.arrived(entry);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, entries = appended.len(), "store commit failed; senders get Rejected(unavailable)");
-                        for (_, tx) in accepted {
-                            let _ = tx.send(Err(RejectReason::Unavailable));
-                        }
-                    }
-                }
+                router.committed(result, appended, deletes, accepted);
                 router.commit_pending(ctx);
             })
             .spawn(ctx);
+    }
+
+    fn committed(
+        &mut self,
+        result: Result<CommitOutcome, StoreError>,
+        appended: Vec<Entry>,
+        deletes: Vec<u64>,
+        accepted: Vec<(u64, oneshot::Sender<Result<u64, RejectReason>>)>,
+    ) {
+        self.committing = false;
+        self.commits_done += 1;
+        for entry in &appended {
+            sub(
+                &mut self.reserved,
+                &entry.mailbox,
+                1,
+                entry.body.len() as u64,
+            );
+        }
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // Nothing of the batch happened. Senders hear `unavailable`; acknowledged entries are
+                // still stored and are handed out again on the client's next connection.
+                tracing::error!(%error, entries = appended.len(), "store commit failed; senders get Rejected(unavailable)");
+                for (_, tx) in accepted {
+                    let _ = tx.send(Err(RejectReason::Unavailable));
+                }
+                self.release(deletes);
+                return;
+            }
+        };
+        let duplicates: HashMap<u64, u64> = outcome
+            .duplicates
+            .iter()
+            .map(|d| (d.id, d.original))
+            .collect();
+        for (id, tx) in accepted {
+            let _ = tx.send(Ok(duplicates.get(&id).copied().unwrap_or(id)));
+        }
+        for id in &deletes {
+            if let Some(gone) = self.deleting.get(id) {
+                sub(&mut self.usage, &gone.mailbox, 1, gone.body_len);
+            }
+        }
+        self.release(deletes);
+        for entry in appended {
+            if duplicates.contains_key(&entry.id) {
+                tracing::debug!(sender = %entry.peer, send_id = entry.client_msg_id, "resend recognised; stored once");
+                continue;
+            }
+            add(&mut self.usage, &entry.mailbox, 1, entry.body.len() as u64);
+            self.arrived(entry);
+        }
+    }
+
+    /// Marks the start of a store read; see the module documentation.
+    fn begin_read(&mut self) -> u64 {
+        *self.reads.entry(self.commits_done).or_default() += 1;
+        self.commits_done
+    }
+
+    fn end_read(&mut self, stamp: u64) {
+        if let Some(count) = self.reads.get_mut(&stamp) {
+            *count -= 1;
+            if *count == 0 {
+                self.reads.remove(&stamp);
+            }
+        }
+        self.release_ready();
+    }
+
+    /// The ids of a just-completed commit leave `deleting` once no older read can return them.
+    fn release(&mut self, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            self.releasing.push_back((self.commits_done, ids));
+        }
+        self.release_ready();
+    }
+
+    fn release_ready(&mut self) {
+        let oldest_read = self.reads.keys().next().copied().unwrap_or(u64::MAX);
+        while self
+            .releasing
+            .front()
+            .is_some_and(|(commit, _)| *commit <= oldest_read)
+        {
+            if let Some((_, ids)) = self.releasing.pop_front() {
+                for id in ids {
+                    self.deleting.remove(&id);
+                }
+            }
+        }
     }
 
     /// A committed entry: hand it over now if its owner is online and has nothing older waiting.
@@ -223,12 +421,16 @@ impl Router {
         online.arrived_while_fetching = false;
         let limit = (window - online.in_flight.len()).min(self.config.page_size);
         let (after, conn_id) = (online.cursor, online.conn_id);
+        let stamp = self.begin_read();
         let store = self.store.clone();
         let mailbox = client.to_string();
         let client = client.clone();
         async move { store.fetch(mailbox, after, limit).await }
             .into_actor(self)
-            .map(move |result, router, ctx| router.page_read(client, conn_id, limit, result, ctx))
+            .map(move |result, router, ctx| {
+                router.page_read(client, conn_id, limit, result, ctx);
+                router.end_read(stamp);
+            })
             .spawn(ctx);
     }
 
@@ -261,7 +463,7 @@ impl Router {
             if entry.id <= online.cursor {
                 continue; // Handed out straight from a commit that finished first.
             }
-            if self.deleting.contains(&entry.id) {
+            if self.deleting.contains_key(&entry.id) {
                 online.cursor = entry.id;
                 continue;
             }
@@ -286,6 +488,121 @@ impl Router {
             );
         }
     }
+
+    /// Looks for expired entries unless a sweep is under way.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            return;
+        }
+        self.sweeping = true;
+        let stamp = self.begin_read();
+        let store = self.store.clone();
+        async move { store.expired(now_ms(), SWEEP_BATCH).await }
+            .into_actor(self)
+            .map(move |result, router, ctx| {
+                router.sweeping = false;
+                let removed = match result {
+                    Ok(due) => router.expire(due),
+                    Err(error) => {
+                        tracing::error!(%error, "looking for expired messages failed");
+                        0
+                    }
+                };
+                router.end_read(stamp);
+                router.commit_pending(ctx);
+                if removed == SWEEP_BATCH {
+                    router.sweep(ctx); // More may be due.
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Removes expired entries and tells their senders; returns how many it removed.
+    fn expire(&mut self, due: Vec<ExpiredEntry>) -> usize {
+        let mut removed = 0;
+        for ExpiredEntry { entry, body_len } in due {
+            if self.deleting.contains_key(&entry.id) {
+                continue;
+            }
+            // Handed out and not yet acknowledged: the delivery is under way, its ack decides.
+            let delivering = self
+                .online
+                .get(entry.mailbox.as_str())
+                .is_some_and(|o| o.in_flight.contains_key(&entry.id));
+            if delivering {
+                continue;
+            }
+            removed += 1;
+            self.delete(entry.id, entry.mailbox.clone(), body_len);
+            if entry.kind == EntryKind::Message {
+                let id = self.next_id();
+                self.append(Entry {
+                    id,
+                    mailbox: entry.peer,
+                    kind: EntryKind::Expired,
+                    peer: entry.mailbox,
+                    client_msg_id: entry.client_msg_id,
+                    message_id: entry.id,
+                    sent_at_ms: now_ms(),
+                    expires_at_ms: 0,
+                    body: Bytes::new(),
+                });
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "expired messages removed");
+        }
+        removed
+    }
+
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        let window = u64::try_from(self.config.dedupe_window.as_millis()).unwrap_or(u64::MAX);
+        let what = Maintenance {
+            forget_sent_before_ms: now_ms().saturating_sub(window),
+            remember_at_most: self.config.dedupe_max,
+        };
+        let store = self.store.clone();
+        async move { store.maintain(what).await }
+            .into_actor(self)
+            .map(|result, _, _| match result {
+                Ok(report) => tracing::debug!(
+                    forgotten = report.forgotten,
+                    reclaimed_pages = report.reclaimed_pages,
+                    "store maintenance"
+                ),
+                Err(error) => tracing::warn!(%error, "store maintenance failed"),
+            })
+            .spawn(ctx);
+    }
+
+    /// Entries and bytes `mailbox` holds or will hold once queued writes commit.
+    fn in_use(&self, mailbox: &str) -> Usage {
+        let stored = self.usage.get(mailbox).copied().unwrap_or_default();
+        let queued = self.reserved.get(mailbox).copied().unwrap_or_default();
+        Usage {
+            entries: stored.entries + queued.entries,
+            bytes: stored.bytes + queued.bytes,
+        }
+    }
+}
+
+fn add(map: &mut HashMap<String, Usage>, mailbox: &str, entries: u64, bytes: u64) {
+    let usage = match map.get_mut(mailbox) {
+        Some(usage) => usage,
+        None => map.entry(mailbox.to_owned()).or_default(),
+    };
+    usage.entries += entries;
+    usage.bytes += bytes;
+}
+
+fn sub(map: &mut HashMap<String, Usage>, mailbox: &str, entries: u64, bytes: u64) {
+    if let Some(usage) = map.get_mut(mailbox) {
+        usage.entries = usage.entries.saturating_sub(entries);
+        usage.bytes = usage.bytes.saturating_sub(bytes);
+        if usage.entries == 0 {
+            map.remove(mailbox);
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -304,6 +621,7 @@ fn hand_out(online: &mut Online, entry: Entry) -> Handed {
         kind: entry.kind,
         sender: entry.peer.clone(),
         client_msg_id: entry.client_msg_id,
+        body_len: entry.body.len() as u64,
     };
     match online.session.try_send(Deliver(entry)) {
         Ok(()) => {
@@ -334,6 +652,8 @@ impl Actor for Router {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(self.config.expiry_sweep, |router, ctx| router.sweep(ctx));
+        ctx.run_interval(MAINTENANCE_EVERY, |router, ctx| router.maintain(ctx));
     }
 }
 
@@ -341,16 +661,46 @@ impl Handler<Submit> for Router {
     type Result = ResponseFuture<Result<u64, RejectReason>>;
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+        let len = msg.body.len() as u64;
+        if len > self.config.max_bytes {
+            return Box::pin(async { Err(RejectReason::TooLarge) });
+        }
+        let used = self.in_use(msg.to.as_str());
+        let full = used.entries >= self.config.max_messages
+            || used.bytes.saturating_add(len) > self.config.max_bytes;
+        if full {
+            let queued = self.pending.batch.appends.iter().any(|e| {
+                e.kind == EntryKind::Message
+                    && e.peer == msg.from.as_str()
+                    && e.client_msg_id == msg.client_msg_id
+            });
+            if !queued {
+                // Full, unless this is a resend of a message already stored: then the sender must
+                // hear the original's id, not a rejection. Asked after any commit in flight.
+                let store = self.store.clone();
+                let (from, send_id) = (msg.from.into_string(), msg.client_msg_id);
+                return Box::pin(async move {
+                    match store.sent(from, send_id).await {
+                        Ok(Some(original)) => Ok(original),
+                        Ok(None) => Err(RejectReason::MailboxFull),
+                        Err(_) => Err(RejectReason::Unavailable),
+                    }
+                });
+            }
+            // A resend of a message in the queued batch: the store will recognise it.
+        }
+        let now = now_ms();
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.pending.batch.appends.push(Entry {
+        self.append(Entry {
             id,
             mailbox: msg.to.into_string(),
             kind: EntryKind::Message,
             peer: msg.from.into_string(),
             client_msg_id: msg.client_msg_id,
             message_id: id,
-            sent_at_ms: now_ms(),
+            sent_at_ms: now,
+            expires_at_ms: self.config.expiry(now, msg.ttl_ms),
             body: msg.body,
         });
         self.pending.accepted.push((id, tx));
@@ -360,7 +710,7 @@ impl Handler<Submit> for Router {
 }
 
 impl Handler<Attach> for Router {
-    type Result = ResponseFuture<Result<u64, StoreError>>;
+    type Result = Result<u64, StoreError>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         // A takeover replaces the old state: what the old session held unacknowledged is still in
@@ -377,11 +727,15 @@ impl Handler<Attach> for Router {
                 arrived_while_fetching: false,
             },
         );
-        let store = self.store.clone();
-        let mailbox = msg.client.to_string();
-        let count = async move { store.count(mailbox).await };
         self.refill(&msg.client, ctx);
-        Box::pin(count)
+        // What this session will be handed: the committed entries less those being deleted.
+        let stored = self.usage.get(msg.client.as_str()).map_or(0, |u| u.entries);
+        let leaving = self
+            .deleting
+            .values()
+            .filter(|d| d.mailbox == msg.client.as_str())
+            .count() as u64;
+        Ok(stored.saturating_sub(leaving))
     }
 }
 
@@ -414,18 +768,18 @@ impl Handler<Ack> for Router {
             tracing::debug!(client = %msg.client, entry = msg.id, "ack for an entry not in flight; ignored");
             return;
         };
-        self.deleting.insert(msg.id);
-        self.pending.batch.deletes.push(msg.id);
+        self.delete(msg.id, msg.client.to_string(), done.body_len);
         if done.kind == EntryKind::Message {
             let id = self.next_id();
-            self.pending.batch.appends.push(Entry {
+            self.append(Entry {
                 id,
                 mailbox: done.sender,
-                kind: EntryKind::Receipt,
+                kind: EntryKind::Delivered,
                 peer: msg.client.to_string(),
                 client_msg_id: done.client_msg_id,
                 message_id: msg.id,
                 sent_at_ms: now_ms(),
+                expires_at_ms: 0,
                 body: Bytes::new(),
             });
         }
@@ -446,11 +800,6 @@ impl Handler<Drain> for Router {
         })
     }
 }
-
-/// Stops the Router, releasing its store handle (the last step of shutdown).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Stop;
 
 impl Handler<Stop> for Router {
     type Result = ();

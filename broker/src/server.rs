@@ -63,6 +63,8 @@ impl Broker {
         let store = open_store(&settings).await?;
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
         let last_id = store.last_id().await?;
+        let usage = store.usage().await?;
+        let (mailboxes, entries) = (usage.len(), usage.iter().map(|u| u.entries).sum::<u64>());
 
         let listener =
             TcpListener::bind(&settings.listen)
@@ -79,11 +81,9 @@ impl Broker {
         let registry = Registry::default().start();
         let router = Router::new(
             store,
-            RouterConfig {
-                window: settings.limits.window,
-                page_size: settings.limits.page_size,
-            },
+            RouterConfig::from_settings(&settings),
             last_id,
+            usage,
         )
         .start();
         let workers: Vec<Arbiter> = (0..settings.worker_threads())
@@ -97,7 +97,7 @@ impl Broker {
         let (stop_accepting, stopped) = oneshot::channel();
         let handles = workers.iter().map(Arbiter::handle).collect();
         let accept_loop = actix_rt::spawn(accept(listener, handles, deps, stopped));
-        tracing::info!(address = %local_addr, store = ?settings.store, last_id, "listening on {local_addr}");
+        tracing::info!(address = %local_addr, store = ?settings.store, last_id, mailboxes, entries, "listening on {local_addr}");
         Ok(Broker {
             local_addr,
             registry,
@@ -160,7 +160,8 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
         StoreKind::Memory => Ok(Box::new(MemoryStore::new())),
         StoreKind::Sqlite => {
             let dir = settings.data_dir.clone();
-            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+            let durability = settings.durability;
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir, durability))
                 .await
                 .map_err(|_| StoreError::Stopped)?
                 .map(|s| Box::new(s) as Box<dyn MailboxStore>)

@@ -167,9 +167,17 @@ impl Session {
                 "hello was already received",
                 ctx,
             ),
-            (Some(from), ClientFrame::Send { id, to, body }) => {
+            (
+                Some(from),
+                ClientFrame::Send {
+                    id,
+                    to,
+                    body,
+                    ttl_ms,
+                },
+            ) => {
                 let from = from.clone();
-                self.on_send(from, id, to, body, ctx)
+                self.on_send(from, id, to, body, ttl_ms, ctx)
             }
             (Some(client), ClientFrame::Ack { id }) => {
                 let ack = router::Ack {
@@ -257,6 +265,7 @@ impl Session {
         id: u64,
         to: String,
         body: bytes::Bytes,
+        ttl_ms: Option<u64>,
         ctx: &mut Context<Self>,
     ) {
         let seq = self.first_seq + self.owed.len() as u64;
@@ -280,6 +289,7 @@ impl Session {
             client_msg_id: id,
             to,
             body,
+            ttl_ms,
         };
         let answer = self
             .router
@@ -346,6 +356,7 @@ fn reject_text(reason: RejectReason) -> &'static str {
         RejectReason::InvalidRecipient => "the recipient is not a valid client id",
         RejectReason::TooLarge => "the message is larger than the broker accepts",
         RejectReason::Unavailable => "the broker could not store the message; nothing was stored",
+        RejectReason::MailboxFull => "the recipient's mailbox is full; nothing was stored",
         RejectReason::Unknown => "rejected",
     }
 }
@@ -358,12 +369,16 @@ fn entry_frame(entry: Entry) -> BrokerFrame {
             sent_at_ms: entry.sent_at_ms,
             body: entry.body,
         },
-        EntryKind::Receipt => BrokerFrame::Receipt {
+        EntryKind::Delivered | EntryKind::Expired => BrokerFrame::Receipt {
             receipt_id: entry.id,
             id: entry.client_msg_id,
             message_id: entry.message_id,
             to: entry.peer,
-            status: ReceiptStatus::Delivered,
+            status: if entry.kind == EntryKind::Expired {
+                ReceiptStatus::Expired
+            } else {
+                ReceiptStatus::Delivered
+            },
         },
     }
 }

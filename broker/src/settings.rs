@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::store::Durability;
+
 /// Why the settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -31,9 +33,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Which mailbox store to use.
     pub store: StoreKind,
+    /// What `Accepted` waits for: an fsync, or the OS having the write.
+    pub durability: Durability,
     /// Worker threads running connection sessions; 0 means one per CPU core.
     pub workers: usize,
     pub limits: Limits,
+    pub mailbox: MailboxLimits,
+    pub dedupe: Dedupe,
     pub keepalive: Keepalive,
     pub log: Log,
 }
@@ -66,6 +72,35 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
 }
 
+/// Bounds on one mailbox, and how long messages may wait in it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MailboxLimits {
+    /// Entries (messages and receipts) a mailbox may hold; a `Send` beyond it is rejected
+    /// `mailbox-full`. Receipts are always stored, even past it, so no receipt is lost.
+    pub max_messages: u64,
+    /// Body bytes a mailbox may hold, with the same rule.
+    pub max_bytes: u64,
+    /// Time to live for messages whose `Send` gives none, in seconds; 0 keeps them until delivered.
+    pub default_ttl_secs: u64,
+    /// Longest time to live a `Send` may ask for, in seconds; longer requests are shortened to it.
+    /// 0 means no cap.
+    pub max_ttl_secs: u64,
+    /// How often expired messages are looked for, in milliseconds.
+    pub expiry_sweep_ms: u64,
+}
+
+/// How long the broker recognises a resent `Send` (same sender, same `Send.id`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Dedupe {
+    /// A resend within this many seconds of the original's acceptance is answered with the original's
+    /// message id and not stored again.
+    pub window_secs: u64,
+    /// At most this many sends are remembered; past it the oldest are forgotten first.
+    pub max_remembered: u64,
+}
+
 /// Keepalive negotiation: the client asks, the broker clamps to `[min_secs, max_secs]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -96,8 +131,11 @@ impl Default for Settings {
             listen: "127.0.0.1:7878".into(),
             data_dir: PathBuf::from("data"),
             store: StoreKind::Sqlite,
+            durability: Durability::Fsync,
             workers: 0,
             limits: Limits::default(),
+            mailbox: MailboxLimits::default(),
+            dedupe: Dedupe::default(),
             keepalive: Keepalive::default(),
             log: Log::default(),
         }
@@ -113,6 +151,27 @@ impl Default for Limits {
             max_unaccepted_sends: 1_024,
             page_size: 256,
             shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+impl Default for MailboxLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 1_000_000,
+            max_bytes: 1 << 30,
+            default_ttl_secs: 0,
+            max_ttl_secs: 0,
+            expiry_sweep_ms: 1_000,
+        }
+    }
+}
+
+impl Default for Dedupe {
+    fn default() -> Self {
+        Self {
+            window_secs: 86_400,
+            max_remembered: 1_000_000,
         }
     }
 }
@@ -193,6 +252,26 @@ impl Settings {
         }
         if l.handshake_timeout_ms == 0 {
             return invalid("limits.handshake_timeout_ms", "must be at least 1");
+        }
+        if self.mailbox.max_messages == 0 {
+            return invalid("mailbox.max_messages", "must be at least 1");
+        }
+        if self.mailbox.max_bytes == 0 {
+            return invalid("mailbox.max_bytes", "must be at least 1");
+        }
+        if self.mailbox.expiry_sweep_ms == 0 {
+            return invalid("mailbox.expiry_sweep_ms", "must be at least 1");
+        }
+        if self.mailbox.max_ttl_secs != 0
+            && self.mailbox.default_ttl_secs > self.mailbox.max_ttl_secs
+        {
+            return invalid(
+                "mailbox.default_ttl_secs",
+                "must not exceed mailbox.max_ttl_secs",
+            );
+        }
+        if self.dedupe.max_remembered == 0 {
+            return invalid("dedupe.max_remembered", "must be at least 1");
         }
         if self.keepalive.min_secs == 0 {
             return invalid("keepalive.min_secs", "must be at least 1");

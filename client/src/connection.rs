@@ -202,7 +202,12 @@ impl Connection {
                 receipt,
             } => {
                 let id = next_send_id();
-                let frame = ClientFrame::Send { id, to, body };
+                let frame = ClientFrame::Send {
+                    id,
+                    to,
+                    body,
+                    ttl_ms: None,
+                };
                 if let Err(e) = self.out.push(frame) {
                     let _ = accepted.send(Err(e.into()));
                     return;

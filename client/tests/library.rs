@@ -131,7 +131,7 @@ async fn pipelined_sends_resolve_with_their_own_answers() {
     let mut sends = Vec::new();
     while sends.len() < 2 {
         match peer.recv_skipping_pings().await {
-            Some(ClientFrame::Send { id, to, body }) => sends.push((id, to, body)),
+            Some(ClientFrame::Send { id, to, body, .. }) => sends.push((id, to, body)),
             other => panic!("expected a send, got {other:?}"),
         }
     }

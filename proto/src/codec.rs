@@ -188,6 +188,7 @@ mod tests {
             id: 1,
             to: "bob".into(),
             body: vec![0u8; 64].into(),
+            ttl_ms: None,
         };
         assert!(matches!(
             codec.encode(send, &mut buf),

@@ -34,6 +34,11 @@ pub enum ClientFrame {
         id: u64,
         to: String,
         body: Bytes,
+        /// Time to live in milliseconds from acceptance: a message still undelivered by then is removed
+        /// and its sender gets a `Receipt` with status `expired`. Absent (or `nil`) means the broker's
+        /// default, which is to keep the message until it is delivered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     /// The delivery (`Deliver.message_id` or `Receipt.receipt_id`) has been handled and may be forgotten.
     Ack { id: u64 },
@@ -107,6 +112,9 @@ pub enum RejectReason {
     TooLarge,
     /// The broker could not store the message (disk failure, shutting down). Nothing was stored.
     Unavailable,
+    /// The recipient's mailbox holds as many messages or bytes as the broker allows. Nothing was
+    /// stored; try again once the recipient has caught up.
+    MailboxFull,
     /// A code this build does not know.
     #[serde(other)]
     Unknown,
@@ -118,6 +126,8 @@ pub enum RejectReason {
 pub enum ReceiptStatus {
     /// The recipient acknowledged the message.
     Delivered,
+    /// The message's time to live ran out before it was delivered; the broker removed it.
+    Expired,
     #[serde(other)]
     Unknown,
 }
@@ -173,9 +183,14 @@ wire_names!(RejectReason {
     InvalidRecipient => "invalid-recipient",
     TooLarge => "too-large",
     Unavailable => "unavailable",
+    MailboxFull => "mailbox-full",
     Unknown => "unknown",
 });
-wire_names!(ReceiptStatus { Delivered => "delivered", Unknown => "unknown" });
+wire_names!(ReceiptStatus {
+    Delivered => "delivered",
+    Expired => "expired",
+    Unknown => "unknown",
+});
 wire_names!(ErrorCode {
     BadFrame => "bad-frame",
     FrameTooLarge => "frame-too-large",
@@ -237,6 +252,7 @@ mod tests {
             id: 7,
             to: "bob".into(),
             body: Bytes::from_static(b"\x00\xffhi"),
+            ttl_ms: None,
         };
         let bytes = rmp_serde::to_vec_named(&send).unwrap();
         // 0xc4 0x04: MessagePack bin 8 of four bytes.

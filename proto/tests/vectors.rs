@@ -38,6 +38,7 @@ fn table() -> BTreeMap<String, Frame> {
             id: alice_send_id,
             to: "bob".into(),
             body: Bytes::from_static(b"hi bob"),
+            ttl_ms: None,
         }),
         Frame::Client(ClientFrame::Ack { id: 42 }),
         Frame::Client(ClientFrame::Ping),

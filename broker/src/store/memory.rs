@@ -2,7 +2,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Batch, Entry, MailboxStore, StoreError};
+use super::{
+    Batch, CommitOutcome, Duplicate, Entry, EntryKind, ExpiredEntry, MailboxStore, MailboxUsage,
+    Maintenance, MaintenanceReport, StoreError,
+};
+
+/// A remembered send: the broker id it got and when.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    message_id: u64,
+    at_ms: u64,
+}
 
 /// Mailboxes held in memory. "Durable" means "until the process exits".
 #[derive(Debug, Default)]
@@ -10,6 +20,7 @@ pub struct MemoryStore {
     mailboxes: HashMap<String, BTreeMap<u64, Entry>>,
     /// Which mailbox holds each id, so deletes by id need no scan.
     owners: HashMap<u64, String>,
+    sent: HashMap<(String, u64), Sent>,
     last_id: u64,
 }
 
@@ -20,9 +31,27 @@ impl MemoryStore {
 }
 
 impl MailboxStore for MemoryStore {
-    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+        let mut outcome = CommitOutcome::default();
         for entry in &batch.appends {
             self.last_id = self.last_id.max(entry.id);
+            if entry.kind == EntryKind::Message {
+                let key = (entry.peer.clone(), entry.client_msg_id);
+                if let Some(sent) = self.sent.get(&key) {
+                    outcome.duplicates.push(Duplicate {
+                        id: entry.id,
+                        original: sent.message_id,
+                    });
+                    continue;
+                }
+                self.sent.insert(
+                    key,
+                    Sent {
+                        message_id: entry.id,
+                        at_ms: entry.sent_at_ms,
+                    },
+                );
+            }
             self.owners.insert(entry.id, entry.mailbox.clone());
             self.mailboxes
                 .entry(entry.mailbox.clone())
@@ -40,7 +69,7 @@ impl MailboxStore for MemoryStore {
                 }
             }
         }
-        Ok(())
+        Ok(outcome)
     }
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
@@ -56,6 +85,63 @@ impl MailboxStore for MemoryStore {
 
     fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
         Ok(self.mailboxes.get(mailbox).map_or(0, |m| m.len() as u64))
+    }
+
+    fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
+        Ok(self
+            .mailboxes
+            .iter()
+            .map(|(mailbox, entries)| MailboxUsage {
+                mailbox: mailbox.clone(),
+                entries: entries.len() as u64,
+                bytes: entries.values().map(|e| e.body.len() as u64).sum(),
+            })
+            .collect())
+    }
+
+    fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
+        let mut due: Vec<&Entry> = self
+            .mailboxes
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|e| e.expires_at_ms != 0 && e.expires_at_ms <= now_ms)
+            .collect();
+        due.sort_by_key(|e| (e.expires_at_ms, e.id));
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|e| ExpiredEntry {
+                body_len: e.body.len() as u64,
+                entry: Entry {
+                    body: bytes::Bytes::new(),
+                    ..e.clone()
+                },
+            })
+            .collect())
+    }
+
+    fn sent(&mut self, sender: &str, client_msg_id: u64) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .sent
+            .get(&(sender.to_owned(), client_msg_id))
+            .map(|s| s.message_id))
+    }
+
+    fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
+        let before = self.sent.len();
+        self.sent
+            .retain(|_, sent| sent.at_ms >= what.forget_sent_before_ms);
+        let excess = (self.sent.len() as u64).saturating_sub(what.remember_at_most);
+        if excess > 0 {
+            let mut times: Vec<u64> = self.sent.values().map(|s| s.at_ms).collect();
+            times.sort_unstable();
+            let cutoff = times[(excess - 1) as usize];
+            self.sent.retain(|_, sent| sent.at_ms > cutoff);
+        }
+        Ok(MaintenanceReport {
+            forgotten: (before - self.sent.len()) as u64,
+            reclaimed_pages: 0,
+        })
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {

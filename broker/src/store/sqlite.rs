@@ -1,22 +1,42 @@
 //! The embedded default: one SQLite database file in the data directory.
 //!
-//! WAL journal with `synchronous=FULL`, so a committed batch survives power loss, not only a process
-//! crash. Every [`Batch`] is one `IMMEDIATE` transaction, hence one fsync of the WAL. SQLite integers
-//! are signed; ids and timestamps are stored as the same 64 bits reinterpreted, so every `u64`
-//! round-trips exactly and the order of ids below 2^63 (all of them in practice) is preserved.
+//! WAL journal; with `durability = "fsync"` every commit is fsynced (`synchronous=FULL`) and survives
+//! power loss, with `"os"` it is handed to the OS (`synchronous=NORMAL`) and survives a broker crash.
+//! Every [`Batch`] is one `IMMEDIATE` transaction, hence at most one fsync of the WAL.
+//!
+//! Besides the entries the file holds per-mailbox usage (so start-up and `count` cost one row per
+//! mailbox, never a scan of the entries) and the remembered sends that make a resend idempotent.
+//! SQLite integers are signed; ids and timestamps are stored as the same 64 bits reinterpreted, so
+//! every `u64` round-trips exactly and the order of ids below 2^63 (all of them in practice) holds.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{Batch, Entry, EntryKind, MailboxStore, StoreError};
+use super::{
+    Batch, CommitOutcome, Duplicate, Durability, Entry, EntryKind, ExpiredEntry, MailboxStore,
+    MailboxUsage, Maintenance, MaintenanceReport, StoreError,
+};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "switchboard.db";
 
 /// The schema this code writes; a file with a newer one is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1 → 2: expiry times, per-mailbox usage and remembered sends.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE entries ADD COLUMN expires_at_ms INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE mailboxes (
+    mailbox TEXT PRIMARY KEY,
+    entries INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO mailboxes (mailbox, entries, bytes)
+    SELECT mailbox, count(*), coalesce(sum(length(body)), 0) FROM entries GROUP BY mailbox;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -27,14 +47,32 @@ CREATE TABLE IF NOT EXISTS entries (
     client_msg_id INTEGER NOT NULL,
     message_id    INTEGER NOT NULL,
     sent_at_ms    INTEGER NOT NULL,
-    body          BLOB    NOT NULL
+    body          BLOB    NOT NULL,
+    expires_at_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_by_mailbox ON entries (mailbox, id);
+CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires_at_ms) WHERE expires_at_ms > 0;
+CREATE TABLE IF NOT EXISTS mailboxes (
+    mailbox TEXT PRIMARY KEY,
+    entries INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent (
+    sender        TEXT    NOT NULL,
+    client_msg_id INTEGER NOT NULL,
+    message_id    INTEGER NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    PRIMARY KEY (sender, client_msg_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sent_by_time ON sent (at_ms);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 ";
+
+/// Free pages handed back to the file system per maintenance run, to keep each run short.
+const VACUUM_PAGES_PER_RUN: u64 = 4_096;
 
 /// Mailboxes in a SQLite database.
 pub struct SqliteStore {
@@ -52,38 +90,60 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/switchboard.db`. Blocks on disk: call it off the actor
-    /// threads.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    /// threads. SQLite replays the WAL on open, so a file left by a crash opens with every committed
+    /// batch and nothing of a batch that was not.
+    pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             cause,
         })?;
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
-        // WAL must be set outside a transaction; it persists in the file.
+        // Must precede the first table of a new file; on an existing file it is a no-op.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode");
+            return Err(StoreError::Incompatible(format!(
+                "{}: SQLite refused WAL mode (got {mode})",
+                path.display()
+            )));
         }
-        conn.execute_batch(
-            "PRAGMA synchronous = FULL;
-             PRAGMA auto_vacuum = INCREMENTAL;
-             PRAGMA busy_timeout = 5000;",
-        )?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let synchronous = match durability {
+            Durability::Fsync => "FULL",
+            Durability::Os => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous};
+             PRAGMA busy_timeout = 5000;
+             PRAGMA journal_size_limit = 67108864;"
+        ))?;
+        let mut store = Self { conn, path };
+        store.migrate()?;
+        tracing::info!(path = %store.path.display(), ?durability, "opened SQLite store");
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::Corrupt {
-                id: 0,
-                what: format!(
-                    "{} has schema version {version}; this broker understands up to {SCHEMA_VERSION}",
-                    path.display()
-                ),
-            });
+            return Err(StoreError::Incompatible(format!(
+                "{} has schema version {version}; this broker understands up to {SCHEMA_VERSION}",
+                self.path.display()
+            )));
         }
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
-        tracing::info!(path = %path.display(), "opened SQLite store");
-        Ok(Self { conn, path })
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        if version == 1 {
+            tracing::info!("migrating the store from schema 1 to 2");
+            tx.execute_batch(MIGRATE_1_TO_2)?;
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Where the database file lives.
@@ -105,25 +165,121 @@ fn from_sql(value: i64) -> u64 {
 fn kind_to_sql(kind: EntryKind) -> i64 {
     match kind {
         EntryKind::Message => 0,
-        EntryKind::Receipt => 1,
+        EntryKind::Delivered => 1,
+        EntryKind::Expired => 2,
+    }
+}
+
+fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
+    match kind {
+        0 => Ok(EntryKind::Message),
+        1 => Ok(EntryKind::Delivered),
+        2 => Ok(EntryKind::Expired),
+        other => Err(StoreError::Corrupt {
+            id,
+            what: format!("unknown entry kind {other}"),
+        }),
+    }
+}
+
+/// The columns every entry query selects, in the order [`RawEntry::read`] expects.
+const ENTRY_COLUMNS: &str =
+    "id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms, expires_at_ms";
+
+/// An entry row before its kind is checked (row closures can only fail with SQLite errors).
+struct RawEntry {
+    id: i64,
+    mailbox: String,
+    kind: i64,
+    peer: String,
+    client_msg_id: i64,
+    message_id: i64,
+    sent_at_ms: i64,
+    expires_at_ms: i64,
+    body: Vec<u8>,
+}
+
+impl RawEntry {
+    /// Reads [`ENTRY_COLUMNS`], plus the body if it was selected as the next column.
+    fn read(row: &Row<'_>, with_body: bool) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            mailbox: row.get(1)?,
+            kind: row.get(2)?,
+            peer: row.get(3)?,
+            client_msg_id: row.get(4)?,
+            message_id: row.get(5)?,
+            sent_at_ms: row.get(6)?,
+            expires_at_ms: row.get(7)?,
+            body: if with_body { row.get(8)? } else { Vec::new() },
+        })
+    }
+
+    fn into_entry(self) -> Result<Entry, StoreError> {
+        let id = from_sql(self.id);
+        Ok(Entry {
+            id,
+            mailbox: self.mailbox,
+            kind: kind_from_sql(id, self.kind)?,
+            peer: self.peer,
+            client_msg_id: from_sql(self.client_msg_id),
+            message_id: from_sql(self.message_id),
+            sent_at_ms: from_sql(self.sent_at_ms),
+            expires_at_ms: from_sql(self.expires_at_ms),
+            body: Bytes::from(self.body),
+        })
     }
 }
 
 impl MailboxStore for SqliteStore {
-    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+        let mut outcome = CommitOutcome::default();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(outcome);
         }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO entries (id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            let mut remember = tx.prepare_cached(
+                "INSERT INTO sent (sender, client_msg_id, message_id, at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sender, client_msg_id) DO NOTHING",
             )?;
+            let mut original = tx.prepare_cached(
+                "SELECT message_id FROM sent WHERE sender = ?1 AND client_msg_id = ?2",
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO entries (id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms,
+                                      expires_at_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM entries WHERE id = ?1 RETURNING mailbox, length(body)",
+            )?;
+            // Usage changes per mailbox, written once per batch rather than once per entry.
+            let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
             let mut high = 0u64;
             for e in &batch.appends {
+                high = high.max(e.id);
+                if e.kind == EntryKind::Message {
+                    let new = remember.execute(params![
+                        e.peer,
+                        to_sql(e.client_msg_id),
+                        to_sql(e.id),
+                        to_sql(e.sent_at_ms)
+                    ])?;
+                    if new == 0 {
+                        let first: i64 = original
+                            .query_row(params![e.peer, to_sql(e.client_msg_id)], |row| {
+                                row.get(0)
+                            })?;
+                        outcome.duplicates.push(Duplicate {
+                            id: e.id,
+                            original: from_sql(first),
+                        });
+                        continue;
+                    }
+                }
                 insert.execute(params![
                     to_sql(e.id),
                     e.mailbox,
@@ -132,13 +288,39 @@ impl MailboxStore for SqliteStore {
                     to_sql(e.client_msg_id),
                     to_sql(e.message_id),
                     to_sql(e.sent_at_ms),
+                    to_sql(e.expires_at_ms),
                     &e.body[..],
                 ])?;
-                high = high.max(e.id);
+                let u = usage.entry(e.mailbox.clone()).or_default();
+                u.0 += 1;
+                u.1 += e.body.len() as i64;
             }
-            let mut delete = tx.prepare_cached("DELETE FROM entries WHERE id = ?1")?;
+            let mut emptied = Vec::new();
             for id in &batch.deletes {
-                delete.execute([to_sql(*id)])?;
+                let gone: Option<(String, i64)> = delete
+                    .query_row([to_sql(*id)], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                if let Some((mailbox, bytes)) = gone {
+                    let u = usage.entry(mailbox.clone()).or_default();
+                    u.0 -= 1;
+                    u.1 -= bytes;
+                    emptied.push(mailbox);
+                }
+            }
+            let mut add = tx.prepare_cached(
+                "INSERT INTO mailboxes (mailbox, entries, bytes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (mailbox) DO UPDATE
+                 SET entries = entries + excluded.entries, bytes = bytes + excluded.bytes",
+            )?;
+            for (mailbox, (entries, bytes)) in usage {
+                if entries != 0 || bytes != 0 {
+                    add.execute(params![mailbox, entries, bytes])?;
+                }
+            }
+            let mut drop_empty =
+                tx.prepare_cached("DELETE FROM mailboxes WHERE mailbox = ?1 AND entries <= 0")?;
+            for mailbox in emptied {
+                drop_empty.execute([mailbox])?;
             }
             if high > 0 {
                 // The high-water mark outlives the entries, so ids are never reused after deletes.
@@ -150,60 +332,102 @@ impl MailboxStore for SqliteStore {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(outcome)
     }
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, kind, peer, client_msg_id, message_id, sent_at_ms, body
-             FROM entries WHERE mailbox = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS}, body FROM entries
+             WHERE mailbox = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt.query_map(params![mailbox, to_sql(after), limit], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, Vec<u8>>(6)?,
-            ))
+            RawEntry::read(row, true)
         })?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (id, kind, peer, client_msg_id, message_id, sent_at_ms, body) = row?;
-            let id = from_sql(id);
-            let kind = match kind {
-                0 => EntryKind::Message,
-                1 => EntryKind::Receipt,
-                other => {
-                    return Err(StoreError::Corrupt {
-                        id,
-                        what: format!("unknown entry kind {other}"),
-                    })
-                }
-            };
-            entries.push(Entry {
-                id,
-                mailbox: mailbox.to_owned(),
-                kind,
-                peer,
-                client_msg_id: from_sql(client_msg_id),
-                message_id: from_sql(message_id),
-                sent_at_ms: from_sql(sent_at_ms),
-                body: Bytes::from(body),
-            });
-        }
-        Ok(entries)
+        rows.map(|row| row?.into_entry()).collect()
     }
 
     fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
-        let count: i64 = self
+        let count: Option<i64> = self
             .conn
-            .prepare_cached("SELECT count(*) FROM entries WHERE mailbox = ?1")?
-            .query_row([mailbox], |row| row.get(0))?;
-        Ok(from_sql(count))
+            .prepare_cached("SELECT entries FROM mailboxes WHERE mailbox = ?1")?
+            .query_row([mailbox], |row| row.get(0))
+            .optional()?;
+        Ok(count.map_or(0, |c| c.max(0) as u64))
+    }
+
+    fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT mailbox, entries, bytes FROM mailboxes WHERE entries > 0")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(MailboxUsage {
+                mailbox: row.get(0)?,
+                entries: row.get::<_, i64>(1)?.max(0) as u64,
+                bytes: row.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS}, length(body) FROM entries
+             WHERE expires_at_ms > 0 AND expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![to_sql(now_ms), limit], |row| {
+            Ok((RawEntry::read(row, false)?, row.get::<_, i64>(8)?))
+        })?;
+        rows.map(|row| {
+            let (raw, body_len) = row?;
+            Ok(ExpiredEntry {
+                entry: raw.into_entry()?,
+                body_len: body_len.max(0) as u64,
+            })
+        })
+        .collect()
+    }
+
+    fn sent(&mut self, sender: &str, client_msg_id: u64) -> Result<Option<u64>, StoreError> {
+        let id: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT message_id FROM sent WHERE sender = ?1 AND client_msg_id = ?2")?
+            .query_row(params![sender, to_sql(client_msg_id)], |row| row.get(0))
+            .optional()?;
+        Ok(id.map(from_sql))
+    }
+
+    fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut forgotten = tx
+            .prepare_cached("DELETE FROM sent WHERE at_ms < ?1")?
+            .execute([to_sql(what.forget_sent_before_ms)])? as u64;
+        let remembered: i64 = tx.query_row("SELECT count(*) FROM sent", [], |row| row.get(0))?;
+        let excess = (remembered.max(0) as u64).saturating_sub(what.remember_at_most);
+        if excess > 0 {
+            forgotten += tx
+                .prepare_cached(
+                    "DELETE FROM sent WHERE at_ms <=
+                     (SELECT at_ms FROM sent ORDER BY at_ms LIMIT 1 OFFSET ?1)",
+                )?
+                .execute([to_sql(excess - 1)])? as u64;
+        }
+        tx.commit()?;
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+        let reclaimed = (free.max(0) as u64).min(VACUUM_PAGES_PER_RUN);
+        if reclaimed > 0 {
+            self.conn
+                .execute_batch(&format!("PRAGMA incremental_vacuum({reclaimed})"))?;
+        }
+        Ok(MaintenanceReport {
+            forgotten,
+            reclaimed_pages: reclaimed,
+        })
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {

@@ -8,10 +8,13 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Batch, Entry, MailboxStore, StoreError};
+use super::{
+    Batch, CommitOutcome, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
+    MaintenanceReport, StoreError,
+};
 
 enum Request {
-    Commit(Batch, oneshot::Sender<Result<(), StoreError>>),
+    Commit(Batch, oneshot::Sender<Result<CommitOutcome, StoreError>>),
     Fetch {
         mailbox: String,
         after: u64,
@@ -20,6 +23,21 @@ enum Request {
     },
     Count(String, oneshot::Sender<Result<u64, StoreError>>),
     LastId(oneshot::Sender<Result<u64, StoreError>>),
+    Usage(oneshot::Sender<Result<Vec<MailboxUsage>, StoreError>>),
+    Expired {
+        now_ms: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<ExpiredEntry>, StoreError>>,
+    },
+    Sent {
+        sender: String,
+        client_msg_id: u64,
+        reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
+    },
+    Maintain(
+        Maintenance,
+        oneshot::Sender<Result<MaintenanceReport, StoreError>>,
+    ),
 }
 
 /// Async access to a store running on its own thread. Clone freely; the thread ends when the last
@@ -70,7 +88,7 @@ impl StoreHandle {
     }
 
     /// Makes `batch` durable; resolves once it is.
-    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+    pub async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
         self.ask(|reply| Request::Commit(batch, reply)).await
     }
 
@@ -95,6 +113,44 @@ impl StoreHandle {
         self.ask(|reply| Request::Count(mailbox, reply)).await
     }
 
+    /// Usage of every non-empty mailbox.
+    pub async fn usage(&self) -> Result<Vec<MailboxUsage>, StoreError> {
+        self.ask(Request::Usage).await
+    }
+
+    /// Entries whose time to live ran out by `now_ms`.
+    pub async fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ExpiredEntry>, StoreError> {
+        self.ask(|reply| Request::Expired {
+            now_ms,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// The broker id `sender`'s send `client_msg_id` got, if it is remembered.
+    pub async fn sent(
+        &self,
+        sender: String,
+        client_msg_id: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.ask(|reply| Request::Sent {
+            sender,
+            client_msg_id,
+            reply,
+        })
+        .await
+    }
+
+    /// Housekeeping: forget old sends, hand back free space.
+    pub async fn maintain(&self, what: Maintenance) -> Result<MaintenanceReport, StoreError> {
+        self.ask(|reply| Request::Maintain(what, reply)).await
+    }
+
     /// The highest id ever committed.
     pub async fn last_id(&self) -> Result<u64, StoreError> {
         self.ask(Request::LastId).await
@@ -108,13 +164,13 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
             Request::Commit(batch, reply) => {
                 // Merge every commit already waiting behind this one into a single transaction.
                 let mut merged = batch;
-                let mut replies = vec![reply];
+                let mut callers = vec![(merged.appends.len(), reply)];
                 loop {
                     match rx.try_recv() {
                         Ok(Request::Commit(more, reply)) => {
+                            callers.push((more.appends.len(), reply));
                             merged.appends.extend(more.appends);
                             merged.deletes.extend(more.deletes);
-                            replies.push(reply);
                         }
                         Ok(other) => {
                             next = Some(other);
@@ -123,18 +179,7 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
                         Err(_) => break,
                     }
                 }
-                let result = store.commit(&merged);
-                if let Err(error) = &result {
-                    tracing::error!(%error, entries = merged.appends.len(), "store commit failed");
-                }
-                let failed = result.as_ref().err().map(ToString::to_string);
-                for reply in replies {
-                    let answer = match &failed {
-                        None => Ok(()),
-                        Some(text) => Err(StoreError::Failed(text.clone())),
-                    };
-                    let _ = reply.send(answer);
-                }
+                answer_merged(store.commit(&merged), &merged, callers);
             }
             Request::Fetch {
                 mailbox,
@@ -150,10 +195,62 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
             Request::LastId(reply) => {
                 let _ = reply.send(store.last_id());
             }
+            Request::Usage(reply) => {
+                let _ = reply.send(store.usage());
+            }
+            Request::Expired {
+                now_ms,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(store.expired(now_ms, limit));
+            }
+            Request::Sent {
+                sender,
+                client_msg_id,
+                reply,
+            } => {
+                let _ = reply.send(store.sent(&sender, client_msg_id));
+            }
+            Request::Maintain(what, reply) => {
+                let _ = reply.send(store.maintain(&what));
+            }
         }
         if next.is_none() {
             next = rx.blocking_recv();
         }
     }
     tracing::debug!("store thread finished");
+}
+
+/// Gives each caller of a merged commit its own share of the outcome: the duplicates among its own
+/// appends, or the failure.
+fn answer_merged(
+    result: Result<CommitOutcome, StoreError>,
+    merged: &Batch,
+    callers: Vec<(usize, oneshot::Sender<Result<CommitOutcome, StoreError>>)>,
+) {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            tracing::error!(%error, entries = merged.appends.len(), "store commit failed");
+            let text = error.to_string();
+            for (_, reply) in callers {
+                let _ = reply.send(Err(StoreError::Failed(text.clone())));
+            }
+            return;
+        }
+    };
+    let mut start = 0;
+    for (len, reply) in callers {
+        let ids = &merged.appends[start..start + len];
+        start += len;
+        let duplicates = outcome
+            .duplicates
+            .iter()
+            .filter(|d| ids.iter().any(|e| e.id == d.id))
+            .copied()
+            .collect();
+        let _ = reply.send(Ok(CommitOutcome { duplicates }));
+    }
 }

@@ -87,6 +87,7 @@ async fn a_frame_over_the_limit_gets_frame_too_large() {
             id: 1,
             to: "bob".into(),
             body: vec![7u8; 2048].into(),
+            ttl_ms: None,
         },
         usize::MAX >> 1,
     )

@@ -96,6 +96,9 @@ async fn receipts_wait_for_an_offline_sender() {
 
     let (bob, mut bob_events) = fx.connect("bob").await;
     receive_and_ack(&bob, &mut bob_events, 1).await;
+    // The broker handles a session's frames in order and commits in order: once bob's next send is
+    // accepted, the receipt his ack produced is stored too.
+    bob.send("zed", "after the ack").await.expect("accepted");
 
     let (alice, mut alice_events) = fx.connect("alice").await;
     assert_eq!(alice.welcome().pending, 1);

@@ -100,6 +100,7 @@ async fn send_before_hello_is_an_error_and_a_close() {
         id: 1,
         to: "bob".into(),
         body: "sneaky".into(),
+        ttl_ms: None,
     })
     .await;
     let frames = raw.until_closed().await;

@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod delivery;
+mod durability;
 mod handshake;
 mod support;

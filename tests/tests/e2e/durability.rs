@@ -1,0 +1,184 @@
+//! Idempotent resends, mailbox limits and expiry: the promises behind `Accepted` (GUARANTEES.md).
+
+use bytes::Bytes;
+use switchboard_proto::{BrokerFrame, ClientFrame, ReceiptStatus, RejectReason};
+
+use crate::support::*;
+
+fn send(id: u64, to: &str, body: &str, ttl_ms: Option<u64>) -> ClientFrame {
+    ClientFrame::Send {
+        id,
+        to: to.into(),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        ttl_ms,
+    }
+}
+
+/// Sends `frame` and returns the broker's answer to it (`Accepted` or `Rejected`).
+async fn answer(raw: &mut Raw, frame: ClientFrame) -> BrokerFrame {
+    raw.send(frame).await;
+    loop {
+        match raw.recv().await {
+            Some(frame @ (BrokerFrame::Accepted { .. } | BrokerFrame::Rejected { .. })) => {
+                return frame
+            }
+            Some(BrokerFrame::Receipt { .. }) => continue,
+            other => panic!("expected an answer to the send, got {other:?}"),
+        }
+    }
+}
+
+async fn accepted(raw: &mut Raw, frame: ClientFrame) -> u64 {
+    match answer(raw, frame).await {
+        BrokerFrame::Accepted { message_id, .. } => message_id,
+        other => panic!("expected accepted, got {other:?}"),
+    }
+}
+
+/// Reads `n` deliveries, acknowledging each; returns their bodies.
+async fn drain(raw: &mut Raw, n: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while bodies.len() < n {
+        match raw.recv().await {
+            Some(BrokerFrame::Deliver {
+                message_id, body, ..
+            }) => {
+                bodies.push(String::from_utf8_lossy(&body).into_owned());
+                raw.send(ClientFrame::Ack { id: message_id }).await;
+            }
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn a_resent_send_is_stored_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = TestBroker::start(settings(dir.path())).await;
+    let (mut alice, _) = Raw::hello(broker.addr, "alice", 30).await;
+    let original = accepted(&mut alice, send(77, "bob", "only once", None)).await;
+    // The connection drops before alice trusts the answer; she resends on a new one.
+    drop(alice);
+    let (mut alice, _) = Raw::hello(broker.addr, "alice", 30).await;
+    assert_eq!(
+        accepted(&mut alice, send(77, "bob", "only once", None)).await,
+        original
+    );
+    // Twice in a row on one connection, too.
+    let second = accepted(&mut alice, send(78, "bob", "second", None)).await;
+    assert_eq!(
+        accepted(&mut alice, send(78, "bob", "second", None)).await,
+        second
+    );
+    drop(alice);
+    broker.stop().await;
+
+    let broker = TestBroker::start(settings(dir.path())).await;
+    let (mut alice, _) = Raw::hello(broker.addr, "alice", 30).await;
+    assert_eq!(
+        accepted(&mut alice, send(77, "bob", "only once", None)).await,
+        original
+    );
+    let (mut bob, hi) = Raw::hello(broker.addr, "bob", 30).await;
+    assert!(matches!(hi, BrokerFrame::Hi { pending: 2, .. }), "{hi:?}");
+    assert_eq!(drain(&mut bob, 2).await, ["only once", "second"]);
+    // Nothing more: a ping is answered before any further delivery could be.
+    bob.send(ClientFrame::Ping).await;
+    assert_eq!(bob.recv().await, Some(BrokerFrame::Pong));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_mailbox_rejects_new_sends_and_loses_nothing() {
+    let fx = Fixture::with(|s| {
+        s.mailbox.max_messages = 3;
+        s.mailbox.max_bytes = 64;
+    })
+    .await;
+    let (mut alice, _) = Raw::hello(fx.addr(), "alice", 30).await;
+    let mut stored = Vec::new();
+    for i in 1..=3 {
+        stored.push(accepted(&mut alice, send(i, "bob", &format!("m{i}"), None)).await);
+    }
+    match answer(&mut alice, send(4, "bob", "m4", None)).await {
+        BrokerFrame::Rejected { id: 4, reason, .. } => {
+            assert_eq!(reason, RejectReason::MailboxFull)
+        }
+        other => panic!("expected mailbox-full, got {other:?}"),
+    }
+    // A resend of a stored message is still answered with its id, full or not.
+    assert_eq!(
+        accepted(&mut alice, send(2, "bob", "m2", None)).await,
+        stored[1]
+    );
+    // Other mailboxes are unaffected; a body over the byte limit is too large anywhere.
+    accepted(&mut alice, send(5, "carol", "fine", None)).await;
+    match answer(&mut alice, send(6, "carol", &"x".repeat(65), None)).await {
+        BrokerFrame::Rejected { id: 6, reason, .. } => assert_eq!(reason, RejectReason::TooLarge),
+        other => panic!("expected too-large, got {other:?}"),
+    }
+
+    let (mut bob, _) = Raw::hello(fx.addr(), "bob", 30).await;
+    assert_eq!(drain(&mut bob, 3).await, ["m1", "m2", "m3"]);
+    // bob's acks free the mailbox in the same commit that stores alice's receipts, so once alice
+    // holds all three receipts there is room again.
+    for _ in 0..3 {
+        match alice.recv().await {
+            Some(BrokerFrame::Receipt { status, .. }) => {
+                assert_eq!(status, ReceiptStatus::Delivered)
+            }
+            other => panic!("expected a receipt, got {other:?}"),
+        }
+    }
+    accepted(&mut alice, send(7, "bob", "m4 again", None)).await;
+    assert_eq!(drain(&mut bob, 1).await, ["m4 again"]);
+}
+
+#[tokio::test]
+async fn an_expired_message_is_removed_and_its_sender_told() {
+    let fx = Fixture::with(|s| s.mailbox.expiry_sweep_ms = 20).await;
+    let (mut alice, _) = Raw::hello(fx.addr(), "alice", 30).await;
+    let short = accepted(&mut alice, send(1, "bob", "short-lived", Some(50))).await;
+    let kept = accepted(&mut alice, send(2, "bob", "kept", None)).await;
+    // bob is away; the first message expires and alice hears of it.
+    let (receipt_id, id, message_id, to, status) = match alice.recv().await {
+        Some(BrokerFrame::Receipt {
+            receipt_id,
+            id,
+            message_id,
+            to,
+            status,
+        }) => (receipt_id, id, message_id, to, status),
+        other => panic!("expected a receipt, got {other:?}"),
+    };
+    assert_eq!(
+        (id, message_id, to.as_str(), status),
+        (1, short, "bob", ReceiptStatus::Expired)
+    );
+    alice.send(ClientFrame::Ack { id: receipt_id }).await;
+
+    let (mut bob, hi) = Raw::hello(fx.addr(), "bob", 30).await;
+    assert!(matches!(hi, BrokerFrame::Hi { pending: 1, .. }), "{hi:?}");
+    match bob.recv().await {
+        Some(BrokerFrame::Deliver { message_id, .. }) => assert_eq!(message_id, kept),
+        other => panic!("expected the kept message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_default_ttl_applies_when_a_send_gives_none() {
+    let fx = Fixture::with(|s| {
+        s.mailbox.expiry_sweep_ms = 20;
+        s.mailbox.default_ttl_secs = 1;
+    })
+    .await;
+    let (mut alice, _) = Raw::hello(fx.addr(), "alice", 30).await;
+    let sent = accepted(&mut alice, send(1, "bob", "fleeting", None)).await;
+    match alice.recv().await {
+        Some(BrokerFrame::Receipt {
+            message_id, status, ..
+        }) => assert_eq!((message_id, status), (sent, ReceiptStatus::Expired)),
+        other => panic!("expected an expired receipt, got {other:?}"),
+    }
+}
