@@ -1,0 +1,3 @@
+//! `switchboard-bench`: the benchmark tool (see BENCHMARKS.md).
+
+fn main() {}
