@@ -1,10 +1,11 @@
 //! The Switchboard broker as a library, so tests and embedders run the real thing.
 //!
 //! Layout, one question per file: [`server`] accepts connections and runs shutdown; a [`session`] actor
-//! speaks the protocol on one connection; the [`registry`] knows who is connected; the [`router`] owns
+//! speaks the protocol on one connection and writes through its [`outbox`]; the [`registry`] knows who is connected; the [`router`] owns
 //! delivery and the mailboxes; [`store`] makes them durable behind a trait; [`settings`] is the one
 //! typed configuration. `ARCHITECTURE.md` walks through the path of a message.
 
+pub mod outbox;
 pub mod registry;
 pub mod router;
 pub mod server;

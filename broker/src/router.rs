@@ -91,6 +91,7 @@ pub struct Stop;
 #[derive(Debug, Clone, Copy)]
 pub struct RouterConfig {
     pub window: usize,
+    pub window_bytes: u64,
     pub page_size: usize,
     pub max_messages: u64,
     pub max_bytes: u64,
@@ -106,6 +107,7 @@ impl RouterConfig {
         let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
         Self {
             window: s.limits.window,
+            window_bytes: s.limits.window_bytes,
             page_size: s.limits.page_size,
             max_messages: s.mailbox.max_messages,
             max_bytes: s.mailbox.max_bytes,
@@ -147,6 +149,8 @@ struct Online {
     conn_id: u64,
     session: Recipient<Deliver>,
     in_flight: HashMap<u64, InFlight>,
+    /// Body bytes of the entries in flight.
+    in_flight_bytes: u64,
     /// Every entry of the mailbox with an id at or below this has been handed to this session.
     cursor: u64,
     /// The store may hold entries above `cursor` that were not handed out.
@@ -397,7 +401,7 @@ impl Router {
             online.arrived_while_fetching = true;
             return;
         }
-        if online.backlog || online.in_flight.len() >= self.config.window {
+        if online.backlog || !has_room(online, &self.config, entry.body.len() as u64) {
             online.backlog = true;
             return;
         }
@@ -409,12 +413,14 @@ impl Router {
 
     /// Reads the next page of a client's backlog if its window has room for a useful amount.
     fn refill(&mut self, client: &ClientId, ctx: &mut Context<Self>) {
-        let window = self.config.window;
+        let (window, window_bytes) = (self.config.window, self.config.window_bytes);
         let Some(online) = self.online.get_mut(client) else {
             return;
         };
         // Wait until half the window is free so pages are not read one entry at a time.
-        if !online.backlog || online.fetching || online.in_flight.len() > window / 2 {
+        let half_full =
+            online.in_flight.len() > window / 2 || online.in_flight_bytes > window_bytes / 2;
+        if !online.backlog || online.fetching || half_full {
             return;
         }
         online.fetching = true;
@@ -466,6 +472,10 @@ impl Router {
             if self.deleting.contains_key(&entry.id) {
                 online.cursor = entry.id;
                 continue;
+            }
+            if !has_room(online, &self.config, entry.body.len() as u64) {
+                online.backlog = true; // The rest of the page is read again once acks make room.
+                break;
             }
             match hand_out(online, entry) {
                 Handed::Yes => {}
@@ -605,6 +615,14 @@ fn sub(map: &mut HashMap<String, Usage>, mailbox: &str, entries: u64, bytes: u64
     }
 }
 
+/// Whether a session's window has room for one more entry of `len` body bytes. An empty window
+/// always has room, so an entry larger than the byte window still goes out, alone.
+fn has_room(online: &Online, config: &RouterConfig, len: u64) -> bool {
+    online.in_flight.is_empty()
+        || (online.in_flight.len() < config.window
+            && online.in_flight_bytes.saturating_add(len) <= config.window_bytes)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Handed {
     Yes,
@@ -625,6 +643,7 @@ fn hand_out(online: &mut Online, entry: Entry) -> Handed {
     };
     match online.session.try_send(Deliver(entry)) {
         Ok(()) => {
+            online.in_flight_bytes += in_flight.body_len;
             online.in_flight.insert(id, in_flight);
             online.cursor = id;
             Handed::Yes
@@ -721,6 +740,7 @@ impl Handler<Attach> for Router {
                 conn_id: msg.conn_id,
                 session: msg.session,
                 in_flight: HashMap::new(),
+                in_flight_bytes: 0,
                 cursor: 0,
                 backlog: true,
                 fetching: false,
@@ -768,6 +788,7 @@ impl Handler<Ack> for Router {
             tracing::debug!(client = %msg.client, entry = msg.id, "ack for an entry not in flight; ignored");
             return;
         };
+        online.in_flight_bytes = online.in_flight_bytes.saturating_sub(done.body_len);
         self.delete(msg.id, msg.client.to_string(), done.body_len);
         if done.kind == EntryKind::Message {
             let id = self.next_id();

@@ -3,32 +3,30 @@
 //! The session turns frames into requests to the Registry and the Router and their answers back into
 //! frames. It owns the connection's timers (handshake deadline, keepalive) and its ordering promise:
 //! `Accepted`/`Rejected` go out in the order the `Send`s came in, whatever order the Router answers in.
-//! Reading stops (backpressure) while `max_unaccepted_sends` sends await the store, and actix's
-//! `FramedWrite` stops the actor while the socket's write buffer is above its high-water mark, so a
-//! client that does not read cannot make the broker buffer without bound.
+//! Reading stops (backpressure) while `max_unaccepted_sends` sends await the store. Writes go through
+//! the [`Outbox`]: a peer that stops reading is closed once `limits.max_outgoing_bytes` pile up or no
+//! write makes progress for `limits.write_timeout_ms`, and the Router's byte window keeps a healthy
+//! but slow reader well below that.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use switchboard_proto::{
     BrokerCodec, BrokerFrame, ClientFrame, ClientId, CodecError, ErrorCode, ReceiptStatus,
     RejectReason, PROTOCOL_VERSION,
 };
-use tokio::io::WriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tracing::Span;
 
+use crate::outbox::{Outbox, OutboxError, WriterResult};
 use crate::registry::{self, Kick, Registry};
 use crate::router::{self, Deliver, Router};
 use crate::settings::Settings;
 use crate::store::{Entry, EntryKind};
-
-type Writer = FramedWrite<BrokerFrame, WriteHalf<TcpStream>, BrokerCodec>;
 
 /// How long a closing session waits for its last frame to reach a peer that may not be reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -51,7 +49,7 @@ pub struct Session {
     /// The broker is shutting down and said so: no more deliveries or sends, but acknowledgements for
     /// what was already delivered are still recorded until the client hangs up.
     draining: bool,
-    writer: Writer,
+    outbox: Outbox,
     registry: Addr<Registry>,
     router: Addr<Router>,
     settings: Arc<Settings>,
@@ -80,15 +78,25 @@ impl Session {
         let window = deps.settings.limits.window;
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
-            let (read, write) = tokio::io::split(stream);
+            let (read, write) = stream.into_split();
             ctx.add_stream(FramedRead::new(read, BrokerCodec::new(max_frame)));
+            let (outbox, written) = Outbox::start(
+                write,
+                BrokerCodec::new(max_frame),
+                deps.settings.limits.max_outgoing_bytes,
+                deps.settings.write_timeout(),
+            );
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Session>(written)
+                    .map(|result, act, ctx| act.writer_ended(result.ok(), ctx)),
+            );
             Session {
                 conn_id,
                 peer,
                 client: None,
                 closing: false,
                 draining: false,
-                writer: FramedWrite::new(write, BrokerCodec::new(max_frame), ctx),
+                outbox,
                 registry: deps.registry,
                 router: deps.router,
                 keepalive: deps.settings.agreed_keepalive(0),
@@ -101,6 +109,39 @@ impl Session {
         });
     }
 
+    /// Queues `frame` for the socket. A peer that lets too much pile up is not reading: it is closed
+    /// and what it held unacknowledged goes back to its mailbox.
+    fn write(&mut self, frame: BrokerFrame, ctx: &mut Context<Self>) {
+        match self.outbox.send(frame) {
+            Ok(()) => {}
+            Err(OutboxError::Overflow { queued, limit }) => {
+                tracing::warn!(parent: &self.span, queued, limit, "peer is not reading its socket; closing the connection");
+                self.closing = true;
+                ctx.stop();
+            }
+            Err(OutboxError::Closed) => {}
+            Err(error) => {
+                tracing::error!(parent: &self.span, %error, "cannot write a frame; closing the connection");
+                self.closing = true;
+                ctx.stop();
+            }
+        }
+    }
+
+    /// The writer task ended: everything was written after a close, or the socket failed.
+    fn writer_ended(&mut self, result: Option<WriterResult>, ctx: &mut Context<Self>) {
+        match result {
+            Some(Ok(())) => {
+                tracing::debug!(parent: &self.span, "connection closed after the last frame")
+            }
+            Some(Err(error)) => {
+                tracing::info!(parent: &self.span, %error, "writing to the connection failed")
+            }
+            None => {}
+        }
+        ctx.stop();
+    }
+
     /// Writes `Error { code, text }` and closes once it is flushed (or after a grace period).
     fn fail(&mut self, code: ErrorCode, text: impl Into<String>, ctx: &mut Context<Self>) {
         if self.closing {
@@ -109,9 +150,9 @@ impl Session {
         let text = text.into();
         tracing::info!(parent: &self.span, %code, reason = %text, "closing connection");
         self.closing = true;
-        // The write wakes the writer, which then sees the close, flushes and stops the actor.
-        self.writer.write(BrokerFrame::Error { code, text });
-        self.writer.close();
+        // The writer flushes the error, shuts the socket and ends; that stops the session.
+        self.write(BrokerFrame::Error { code, text }, ctx);
+        self.outbox.close();
         ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 
@@ -125,10 +166,13 @@ impl Session {
         }
         tracing::info!(parent: &self.span, "telling client the broker is shutting down");
         self.draining = true;
-        self.writer.write(BrokerFrame::Error {
-            code: ErrorCode::ShuttingDown,
-            text,
-        });
+        self.write(
+            BrokerFrame::Error {
+                code: ErrorCode::ShuttingDown,
+                text,
+            },
+            ctx,
+        );
         ctx.run_later(self.settings.shutdown_grace(), |_, ctx| ctx.stop());
     }
 
@@ -144,7 +188,7 @@ impl Session {
                     outcome: None,
                 });
                 let text = "the broker is shutting down; nothing was stored".to_string();
-                return self.settle(seq, Err(RejectReason::Unavailable), Some(text));
+                return self.settle(seq, Err(RejectReason::Unavailable), Some(text), ctx);
             }
         }
         match (&self.client, frame) {
@@ -194,7 +238,7 @@ impl Session {
                     }));
                 }
             }
-            (Some(_), ClientFrame::Ping) => self.writer.write(BrokerFrame::Pong),
+            (Some(_), ClientFrame::Ping) => self.write(BrokerFrame::Pong, ctx),
             (Some(_), ClientFrame::Bye) => {
                 tracing::debug!(parent: &self.span, "client said bye");
                 ctx.stop();
@@ -244,12 +288,13 @@ impl Session {
             .map(|result, act, ctx| match result {
                 Ok(pending) => {
                     tracing::info!(parent: &act.span, pending, keepalive = act.keepalive.as_secs(), "client connected");
-                    act.writer.write(BrokerFrame::Hi {
+                    let hi = BrokerFrame::Hi {
                         version: PROTOCOL_VERSION,
                         keepalive_secs: u32::try_from(act.keepalive.as_secs()).unwrap_or(u32::MAX),
                         address: act.peer.to_string(),
                         pending,
-                    });
+                    };
+                    act.write(hi, ctx);
                 }
                 Err(error) => {
                     tracing::error!(parent: &act.span, %error, "cannot attach session");
@@ -280,6 +325,7 @@ impl Session {
                     seq,
                     Err(RejectReason::InvalidRecipient),
                     Some(e.to_string()),
+                    ctx,
                 );
                 return;
             }
@@ -295,9 +341,9 @@ impl Session {
             .router
             .send(submit)
             .into_actor(self)
-            .map(move |res, act, _| {
+            .map(move |res, act, ctx| {
                 let outcome = res.unwrap_or(Err(RejectReason::Unavailable));
-                act.settle(seq, outcome, None);
+                act.settle(seq, outcome, None, ctx);
             });
         if self.owed.len() >= self.settings.limits.max_unaccepted_sends {
             ctx.wait(answer); // Too many sends in the air: stop reading until this one is answered.
@@ -307,7 +353,13 @@ impl Session {
     }
 
     /// Records the outcome of send `seq` and writes every answer that is now due, in order.
-    fn settle(&mut self, seq: u64, outcome: Result<u64, RejectReason>, text: Option<String>) {
+    fn settle(
+        &mut self,
+        seq: u64,
+        outcome: Result<u64, RejectReason>,
+        text: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(slot) = seq
             .checked_sub(self.first_seq)
             .and_then(|i| self.owed.get_mut(i as usize))
@@ -335,7 +387,7 @@ impl Session {
                         .unwrap_or_else(|| reject_text(reason).to_string()),
                 },
             };
-            self.writer.write(frame);
+            self.write(frame, ctx);
         }
     }
 
@@ -451,20 +503,13 @@ impl StreamHandler<Result<ClientFrame, CodecError>> for Session {
     }
 }
 
-impl WriteHandler<CodecError> for Session {
-    fn error(&mut self, error: CodecError, _: &mut Context<Self>) -> Running {
-        tracing::debug!(parent: &self.span, %error, "write failed");
-        Running::Stop
-    }
-}
-
 impl Handler<Deliver> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         // While closing or draining the entry simply stays in the mailbox for the next connection.
         if !self.closing && !self.draining {
-            self.writer.write(entry_frame(msg.0));
+            self.write(entry_frame(msg.0), ctx);
         }
     }
 }

@@ -64,6 +64,12 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     /// Deliveries a session may hold unacknowledged; the rest wait in the mailbox.
     pub window: usize,
+    /// Body bytes a session may hold unacknowledged (one delivery always fits, however large).
+    pub window_bytes: u64,
+    /// Bytes queued for a connection's socket; past it the peer is not reading and is disconnected.
+    pub max_outgoing_bytes: usize,
+    /// A connection whose socket takes no bytes for this long is disconnected.
+    pub write_timeout_ms: u64,
     /// `Send`s a session may have waiting for `Accepted`; past it the broker stops reading that socket.
     pub max_unaccepted_sends: usize,
     /// Entries read from the store at a time when flushing a mailbox.
@@ -148,6 +154,9 @@ impl Default for Limits {
             max_frame_bytes: switchboard_proto::DEFAULT_MAX_FRAME,
             handshake_timeout_ms: 5_000,
             window: 256,
+            window_bytes: 4 << 20,
+            max_outgoing_bytes: 16 << 20,
+            write_timeout_ms: 30_000,
             max_unaccepted_sends: 1_024,
             page_size: 256,
             shutdown_grace_ms: 5_000,
@@ -244,6 +253,21 @@ impl Settings {
         if l.window == 0 {
             return invalid("limits.window", "must be at least 1");
         }
+        if l.window_bytes == 0 {
+            return invalid("limits.window_bytes", "must be at least 1");
+        }
+        let needed = (l.window_bytes as usize).saturating_add(2 * l.max_frame_bytes);
+        if l.max_outgoing_bytes < needed {
+            return invalid(
+                "limits.max_outgoing_bytes",
+                &format!(
+                    "must be at least limits.window_bytes + 2 x limits.max_frame_bytes ({needed})"
+                ),
+            );
+        }
+        if l.write_timeout_ms == 0 {
+            return invalid("limits.write_timeout_ms", "must be at least 1");
+        }
         if l.max_unaccepted_sends == 0 {
             return invalid("limits.max_unaccepted_sends", "must be at least 1");
         }
@@ -300,6 +324,10 @@ impl Settings {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.handshake_timeout_ms)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.write_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -1,7 +1,7 @@
 //! The handle a program holds: connect, send, acknowledge, close.
 //!
-//! [`Client::connect`] does the handshake itself, then hands the socket to a task of its own
-//! (`connection.rs`). Every method after that is a message to that task, so a `Client` is cheap to
+//! [`Client::connect`] does the handshake itself, then hands the connection to a task of its own
+//! (`session.rs`). Every method after that is a message to that task, so a `Client` is cheap to
 //! clone and can be used from many tasks at once.
 
 use std::future::Future;
@@ -10,26 +10,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use switchboard_proto::{BrokerFrame, ClientCodec, ClientFrame, ClientId, PROTOCOL_VERSION};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{Encoder, FramedRead};
+use bytes::Bytes;
+use switchboard_proto::ClientId;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::connection::{Command, Connection};
+use crate::command::{ttl_millis, Command, SendCommand, MAX_UNANSWERED};
+use crate::connection::PendingAck;
 use crate::error::ClientError;
 use crate::event::{Events, Receipt};
+use crate::handshake;
 use crate::options::ClientOptions;
+use crate::session::Session;
 
 /// How many events wait for the program to read them before the connection stops reading the socket.
 /// Events are unacknowledged entries, which the broker's window caps (256 by default), so with such a
 /// window this never fills and answers to sends are never held up behind unread deliveries.
 const EVENTS_CAPACITY: usize = 1024;
 
-/// How many commands wait for the connection task.
+/// How many commands wait for the session task.
 const COMMANDS_CAPACITY: usize = 256;
 
 /// What the broker said in `Hi`.
@@ -41,6 +39,16 @@ pub struct Welcome {
     pub address: String,
     /// Entries (messages and receipts) waiting in the mailbox at the handshake; they arrive first.
     pub pending: u64,
+}
+
+/// How to send one message; [`SendOptions::default`] is what [`Client::send`] uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// How long the broker keeps the message undelivered before removing it (the sender then gets a
+    /// receipt with status [`ReceiptStatus::Expired`](crate::ReceiptStatus::Expired)); counted from
+    /// acceptance, in whole milliseconds rounded up. `None` leaves it to the broker, which by default
+    /// keeps a message until it is delivered.
+    pub ttl: Option<Duration>,
 }
 
 /// A message the broker has stored.
@@ -63,8 +71,10 @@ pub struct Tracked {
 
 /// The receipt for a tracked message. The library acknowledges it to the broker itself.
 ///
-/// Fails with [`ClientError::Closed`] if the connection ends first; the receipt is then delivered on
-/// a later connection as an ordinary [`Event::Receipt`](crate::Event::Receipt).
+/// Fails with [`ClientError::Closed`] if the client ends first; the receipt is then delivered on a
+/// later connection as an ordinary [`Event::Receipt`](crate::Event::Receipt). With
+/// [`ClientOptions::reconnect`] a lost connection is not an end: the receipt comes from the mailbox
+/// after the reconnect and resolves this future then.
 #[derive(Debug)]
 #[must_use = "a receipt future does nothing unless awaited"]
 pub struct ReceiptFuture {
@@ -83,64 +93,73 @@ impl Future for ReceiptFuture {
 
 /// A connected client. Clones share the connection.
 ///
-/// The connection stays up until [`Client::close`] is called, the broker ends it, or every clone is
-/// dropped (which closes it as `close` does). How it ended is the last [`Event`](crate::Event).
+/// The client stays up until [`Client::close`] is called, the connection ends (for good, with
+/// [`ClientOptions::reconnect`]), or every clone is dropped (which closes it as `close` does). How it
+/// ended is the last [`Event`](crate::Event).
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
-    welcome: Arc<Welcome>,
+    /// Places for unanswered sends; see `MAX_UNANSWERED`.
+    room: Arc<Semaphore>,
+    welcome: watch::Receiver<Welcome>,
 }
 
 impl Client {
     /// Connects to the broker, says `Hello`, and waits for `Hi`.
     ///
     /// The id is checked before anything goes on the wire. Opening the connection and the handshake
-    /// together are bounded by `opts.connect_timeout`.
+    /// together are bounded by `opts.connect_timeout`. This first connection is never retried, even
+    /// with [`ClientOptions::reconnect`]: if it fails, the error says why.
     pub async fn connect(opts: ClientOptions) -> Result<(Client, Events), ClientError> {
-        let id = ClientId::new(opts.id.as_str())?;
-        let (reader, writer, welcome) =
-            tokio::time::timeout(opts.connect_timeout, handshake(&opts, id))
-                .await
-                .map_err(|_| ClientError::Timeout)??;
+        ClientId::new(opts.id.as_str())?;
+        let (link, welcome) = handshake::open(&opts).await?;
         tracing::debug!(server = %opts.server, address = %welcome.address, pending = welcome.pending, "connected");
 
         let (commands, commands_rx) = mpsc::channel(COMMANDS_CAPACITY);
         let (events_tx, events_rx) = mpsc::channel(EVENTS_CAPACITY);
-        let connection = Connection::new(
-            reader,
-            writer,
-            opts.max_frame,
-            welcome.keepalive,
-            commands_rx,
-            events_tx,
-        );
-        tokio::spawn(connection.run());
+        let (welcome_tx, welcome) = watch::channel(welcome);
+        let room = Arc::new(Semaphore::new(MAX_UNANSWERED));
+        let session = Session::new(opts, commands_rx, events_tx, welcome_tx, Arc::clone(&room));
+        tokio::spawn(session.run(link));
         let client = Client {
             commands,
-            welcome: Arc::new(welcome),
+            room,
+            welcome,
         };
         Ok((client, Events::new(events_rx)))
     }
 
-    /// What the broker said when this connection opened.
-    pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+    /// What the broker said in the latest `Hi`: the first connection's, or after a reconnect the new
+    /// one's (also reported as [`Event::Reconnected`](crate::Event::Reconnected)).
+    pub fn welcome(&self) -> Welcome {
+        self.welcome.borrow().clone()
     }
 
     /// Sends `body` to `to`; resolves once the broker has stored it.
     ///
-    /// Sends may be made from many tasks at once; they are pipelined on the one connection. The
-    /// answer is read in order with deliveries, so it can wait behind events nobody reads once more
-    /// than a thousand of them are waiting (only possible with a broker window that large).
+    /// Sends may be made from many tasks at once; they are pipelined on the one connection. At most
+    /// 1024 wait for the broker's answer; more wait for room first. The answer is read in order with
+    /// deliveries, so it can wait behind events nobody reads once more than a thousand of them are
+    /// waiting (only possible with a broker window that large).
+    ///
+    /// With [`ClientOptions::reconnect`], a send whose connection is lost before the answer is sent
+    /// again on the next connection (same client message id, body and ttl) and resolves with the
+    /// answer there; a send made while disconnected goes out after those. Without it, such a send
+    /// fails with [`ClientError::Closed`], and whether the message was stored is unknown.
     pub async fn send(&self, to: &str, body: impl Into<Bytes>) -> Result<Sent, ClientError> {
+        self.send_with(to, body, SendOptions::default()).await
+    }
+
+    /// Sends like [`Client::send`], with options such as a time to live.
+    pub async fn send_with(
+        &self,
+        to: &str,
+        body: impl Into<Bytes>,
+        options: SendOptions,
+    ) -> Result<Sent, ClientError> {
         let (accepted, answer) = oneshot::channel();
-        self.command(Command::Send {
-            to: to.to_owned(),
-            body: body.into(),
-            accepted,
-            receipt: None,
-        })
-        .await?;
+        self.submit(to, body.into(), options, accepted, None)
+            .await?;
         answer.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -153,15 +172,23 @@ impl Client {
         to: &str,
         body: impl Into<Bytes>,
     ) -> Result<Tracked, ClientError> {
+        self.send_and_track_with(to, body, SendOptions::default())
+            .await
+    }
+
+    /// Sends like [`Client::send_with`], and also returns a future for the message's receipt, as
+    /// [`Client::send_and_track`] does. With a ttl, the receipt may say
+    /// [`ReceiptStatus::Expired`](crate::ReceiptStatus::Expired).
+    pub async fn send_and_track_with(
+        &self,
+        to: &str,
+        body: impl Into<Bytes>,
+        options: SendOptions,
+    ) -> Result<Tracked, ClientError> {
         let (accepted, answer) = oneshot::channel();
         let (receipt, rx) = oneshot::channel();
-        self.command(Command::Send {
-            to: to.to_owned(),
-            body: body.into(),
-            accepted,
-            receipt: Some(receipt),
-        })
-        .await?;
+        self.submit(to, body.into(), options, accepted, Some(receipt))
+            .await?;
         let sent = answer.await.map_err(|_| ClientError::Closed)??;
         Ok(Tracked {
             sent,
@@ -174,17 +201,26 @@ impl Client {
     ///
     /// Resolves once the `Ack` has been written to the socket (the broker sends nothing back), so a
     /// program may exit or drop the client right after; fails with [`ClientError::Closed`] if the
-    /// connection ended before that, in which case the entry will be delivered again.
+    /// client ended before that, in which case the entry will be delivered again.
+    ///
+    /// With [`ClientOptions::reconnect`], an ack made while disconnected, or not yet written when the
+    /// connection was lost, waits and is written on the next connection; it does not fail. The entry
+    /// was delivered on the old connection, and the broker redelivers it on the new one: if the `Ack`
+    /// reaches the broker after the redelivery it settles the entry, otherwise the broker ignores it
+    /// and the entry arrives again as a new event, to be acknowledged again (at least once, as
+    /// always).
     pub async fn ack(&self, id: u64) -> Result<(), ClientError> {
         let (written, done) = oneshot::channel();
-        self.command(Command::Ack { id, written }).await?;
+        self.command(Command::Ack(PendingAck { id, written }))
+            .await?;
         done.await.map_err(|_| ClientError::Closed)
     }
 
     /// Says `Bye` after everything queued before it, and closes the connection for every clone.
     ///
     /// Resolves once the broker has closed its side (or a few seconds have passed), so that
-    /// acknowledgements sent just before are not lost. Closing a closed connection does nothing.
+    /// acknowledgements sent just before are not lost. Closing a closed client does nothing. While
+    /// reconnecting, it ends the client at once; unanswered sends fail with [`ClientError::Closed`].
     pub async fn close(&self) -> Result<(), ClientError> {
         let (closed, done) = oneshot::channel();
         if self.commands.send(Command::Close(closed)).await.is_err() {
@@ -195,92 +231,34 @@ impl Client {
         Ok(())
     }
 
+    /// Waits for room among the unanswered sends, then hands the send to the session.
+    async fn submit(
+        &self,
+        to: &str,
+        body: Bytes,
+        options: SendOptions,
+        accepted: oneshot::Sender<Result<Sent, ClientError>>,
+        receipt: Option<oneshot::Sender<Receipt>>,
+    ) -> Result<(), ClientError> {
+        let room = Arc::clone(&self.room)
+            .acquire_owned()
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        self.command(Command::Send(SendCommand {
+            to: to.to_owned(),
+            body,
+            ttl_ms: options.ttl.map(ttl_millis),
+            accepted,
+            receipt,
+            room,
+        }))
+        .await
+    }
+
     async fn command(&self, command: Command) -> Result<(), ClientError> {
         self.commands
             .send(command)
             .await
             .map_err(|_| ClientError::Closed)
-    }
-}
-
-/// Opens the TCP connection, says `Hello` and reads `Hi`.
-///
-/// The socket is split from the start, and the reader that read `Hi` is the one the connection keeps:
-/// frames the broker sent right behind `Hi` may already sit in its buffer.
-async fn handshake(
-    opts: &ClientOptions,
-    id: ClientId,
-) -> Result<
-    (
-        FramedRead<OwnedReadHalf, ClientCodec>,
-        OwnedWriteHalf,
-        Welcome,
-    ),
-    ClientError,
-> {
-    let stream = TcpStream::connect(opts.server.as_str())
-        .await
-        .map_err(|source| ClientError::Connect {
-            addr: opts.server.clone(),
-            source,
-        })?;
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    let (read, mut writer) = stream.into_split();
-    let mut reader = FramedRead::new(read, ClientCodec::new(opts.max_frame));
-
-    let hello = ClientFrame::Hello {
-        version: PROTOCOL_VERSION,
-        client_id: id.into_string(),
-        token: opts.token.clone(),
-        keepalive_secs: opts.keepalive_secs(),
-    };
-    let mut bytes = BytesMut::new();
-    ClientCodec::new(opts.max_frame).encode(hello, &mut bytes)?;
-    writer
-        .write_all(&bytes)
-        .await
-        .map_err(|e| ClientError::Codec(e.into()))?;
-
-    match reader.next().await {
-        Some(Ok(BrokerFrame::Hi {
-            version,
-            keepalive_secs,
-            address,
-            pending,
-        })) => {
-            if version != PROTOCOL_VERSION {
-                return Err(ClientError::Protocol(format!(
-                    "the broker speaks protocol version {version}, this client {PROTOCOL_VERSION}"
-                )));
-            }
-            let welcome = Welcome {
-                keepalive: Duration::from_secs(keepalive_secs.into()),
-                address,
-                pending,
-            };
-            Ok((reader, writer, welcome))
-        }
-        Some(Ok(BrokerFrame::Error { code, text })) => Err(ClientError::Refused { code, text }),
-        Some(Ok(other)) => Err(ClientError::Protocol(format!(
-            "expected hi, got {}",
-            frame_kind(&other)
-        ))),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(ClientError::Closed),
-    }
-}
-
-/// The wire name of a broker frame's kind, for messages.
-fn frame_kind(frame: &BrokerFrame) -> &'static str {
-    match frame {
-        BrokerFrame::Hi { .. } => "hi",
-        BrokerFrame::Accepted { .. } => "accepted",
-        BrokerFrame::Rejected { .. } => "rejected",
-        BrokerFrame::Deliver { .. } => "deliver",
-        BrokerFrame::Receipt { .. } => "receipt",
-        BrokerFrame::Pong => "pong",
-        BrokerFrame::Error { .. } => "error",
     }
 }

@@ -17,6 +17,7 @@ pub enum ClientError {
     Connect {
         /// The server address as given in the options.
         addr: String,
+        /// Why the connection could not be opened.
         source: io::Error,
     },
     /// The broker did not complete the handshake within `connect_timeout`.
@@ -24,10 +25,20 @@ pub enum ClientError {
     Timeout,
     /// The broker answered the `Hello` with an `Error` frame instead of `Hi`.
     #[error("the broker refused the connection: {code}: {text}")]
-    Refused { code: ErrorCode, text: String },
+    Refused {
+        /// The broker's error code.
+        code: ErrorCode,
+        /// The broker's explanation, for people.
+        text: String,
+    },
     /// The broker answered a `Send` with `Rejected`; nothing was stored and the connection carries on.
     #[error("message rejected: {reason}: {text}")]
-    Rejected { reason: RejectReason, text: String },
+    Rejected {
+        /// Why the broker did not take the message.
+        reason: RejectReason,
+        /// The broker's explanation, for people.
+        text: String,
+    },
     /// The connection ended before the call could complete. For a send this means the client cannot
     /// tell whether the message was stored.
     #[error("the connection to the broker is closed")]

@@ -1,10 +1,11 @@
-//! What the broker tells a client without being asked: messages, receipts, and the end of the
+//! What the broker tells a client without being asked: messages, receipts, and the state of the
 //! connection.
 //!
 //! Events come out of [`Events`] in the order the broker sent them, which within a mailbox is entry id
 //! order. The channel behind it is bounded: a program that stops reading events stops the connection
 //! from reading the socket too, so memory stays bounded and the broker's window does the rest.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,6 +16,8 @@ use futures_util::Stream;
 use switchboard_proto::{ErrorCode, ReceiptStatus};
 use tokio::sync::mpsc;
 
+use crate::client::Welcome;
+
 /// One thing that happened on the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -24,7 +27,15 @@ pub enum Event {
     /// News about a message this client sent with [`Client::send`](crate::Client::send), or on an
     /// earlier connection. Acknowledge it with its `receipt_id`.
     Receipt(Receipt),
-    /// The connection has ended; this is always the last event.
+    /// The connection was lost and the client is reconnecting; only with
+    /// [`ClientOptions::reconnect`](crate::ClientOptions::reconnect). Sends keep waiting and new ones
+    /// queue until [`Event::Reconnected`]. Messages and receipts not acknowledged before the loss are
+    /// delivered again after it.
+    Disconnected(CloseReason),
+    /// The client is connected again: `Hello` was answered with this `Hi`, whose `pending` counts
+    /// what waits in the mailbox now, redeliveries included.
+    Reconnected(Welcome),
+    /// The client has ended for good; this is always the last event.
     Closed(CloseReason),
 }
 
@@ -56,14 +67,19 @@ pub struct Receipt {
     pub status: ReceiptStatus,
 }
 
-/// Why the connection ended.
+/// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// This side ended it: [`Client::close`](crate::Client::close) was called, or every `Client`
     /// handle was dropped.
     Local,
     /// The broker sent an `Error` frame and closed the connection.
-    Broker { code: ErrorCode, text: String },
+    Broker {
+        /// The broker's error code.
+        code: ErrorCode,
+        /// The broker's explanation, for people.
+        text: String,
+    },
     /// The broker closed the connection without saying why.
     Disconnected,
     /// Reading or writing the socket failed, or the broker sent bytes that are not a frame.
@@ -90,7 +106,7 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// The receiving end of a connection's events; see [`Event`].
+/// The receiving end of a client's events; see [`Event`].
 ///
 /// After [`Event::Closed`], [`Events::next`] returns `None`. Dropping `Events` does not close the
 /// connection, but whatever arrives afterwards is dropped unacknowledged and comes back next time.
@@ -115,6 +131,73 @@ impl Stream for Events {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+/// The sending end of the events: events wait here, in order, until the channel has room.
+///
+/// While anything waits, the session does not read the socket, so at most one frame's event is ever
+/// queued here beside the few that report the connection's state.
+pub(crate) struct EventQueue {
+    tx: mpsc::Sender<Event>,
+    queue: VecDeque<Event>,
+    /// False once the `Events` receiver is gone; what arrives then is dropped, unacknowledged.
+    open: bool,
+}
+
+impl EventQueue {
+    pub(crate) fn new(tx: mpsc::Sender<Event>) -> Self {
+        Self {
+            tx,
+            queue: VecDeque::new(),
+            open: true,
+        }
+    }
+
+    /// Queues `event` for the program, unless nobody reads events any more.
+    pub(crate) fn push(&mut self, event: Event) {
+        if self.open {
+            self.queue.push_back(event);
+        } else {
+            tracing::debug!(?event, "dropping an event nobody reads");
+        }
+    }
+
+    /// Whether events wait for room in the channel.
+    pub(crate) fn is_waiting(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Forgets the queued events: they were not delivered, and what was unacknowledged comes again.
+    pub(crate) fn clear(&mut self) {
+        self.queue.clear();
+    }
+
+    /// Moves the first queued event into the channel once there is room. Cancel-safe: the event
+    /// leaves the queue only once room is reserved.
+    pub(crate) async fn pass_on(&mut self) {
+        match self.tx.reserve().await {
+            Ok(permit) => {
+                if let Some(event) = self.queue.pop_front() {
+                    permit.send(event);
+                }
+            }
+            Err(_) => {
+                tracing::debug!("events receiver dropped; further deliveries are not acknowledged");
+                self.open = false;
+                self.queue.clear();
+            }
+        }
+    }
+
+    /// Hands every queued event to the program, waiting for room; ends at once if `Events` is
+    /// dropped.
+    pub(crate) async fn flush(mut self) {
+        while let Some(event) = self.queue.pop_front() {
+            if self.tx.send(event).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

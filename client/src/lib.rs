@@ -15,6 +15,7 @@
 //!     match event {
 //!         Event::Message(m) => client.ack(m.message_id).await?,
 //!         Event::Receipt(r) => client.ack(r.receipt_id).await?,
+//!         Event::Disconnected(_) | Event::Reconnected(_) => {} // only with `reconnect` set
 //!         Event::Closed(reason) => eprintln!("{reason}"),
 //!     }
 //! }
@@ -25,15 +26,28 @@
 //!
 //! Delivery is at least once: a message or receipt not acknowledged before the connection ends comes
 //! back on the next one. See `PROTOCOL.md` for the conversation this library holds.
+//!
+//! With [`ClientOptions::reconnect`] set, a lost connection is not the end: the client connects
+//! again with backoff and sends again what the broker had not answered (the broker recognises a
+//! repeated client message id and stores the message once); see [`Reconnect`].
+//!
+//! Inside, `client.rs` is the handle, `command.rs` what it asks of `session.rs`, the task behind it
+//! (one per client, across connections), `connection.rs` one connection's socket, `handshake.rs` the `Hello`/`Hi` exchange
+//! and `reconnect.rs` the backoff and which failures are worth retrying.
 
 mod client;
+mod command;
 mod connection;
 mod error;
 mod event;
+mod handshake;
 mod options;
+mod reconnect;
+mod session;
 
-pub use client::{Client, ReceiptFuture, Sent, Tracked, Welcome};
+pub use client::{Client, ReceiptFuture, SendOptions, Sent, Tracked, Welcome};
 pub use error::ClientError;
 pub use event::{CloseReason, Event, Events, Message, Receipt};
 pub use options::ClientOptions;
+pub use reconnect::Reconnect;
 pub use switchboard_proto::{ErrorCode, ReceiptStatus, RejectReason};

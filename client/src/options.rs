@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use switchboard_proto::DEFAULT_MAX_FRAME;
 
+use crate::reconnect::Reconnect;
+
 /// Everything [`Client::connect`](crate::Client::connect) needs. Build it with [`ClientOptions::new`]
 /// and change the public fields as needed.
 #[derive(Debug, Clone)]
@@ -20,8 +22,23 @@ pub struct ClientOptions {
     /// The largest frame body read or written. Should be at least the broker's `max_frame_bytes`,
     /// or a large delivery ends the connection.
     pub max_frame: usize,
-    /// The bound on opening the TCP connection and receiving `Hi`, together.
+    /// The bound on opening the TCP connection and receiving `Hi`, together; it applies to each
+    /// reconnect attempt too.
     pub connect_timeout: Duration,
+    /// Whether, and how fast, to reconnect when a connection is lost. `None` (the default): the first
+    /// loss ends the client with [`Event::Closed`](crate::Event::Closed) and pending sends fail with
+    /// [`ClientError::Closed`](crate::ClientError::Closed).
+    ///
+    /// `Some`: after a network failure, a hang-up, or a broker `Error` that is passing
+    /// (`shutting-down`, `keepalive-timeout`, `internal`), the client reports
+    /// [`Event::Disconnected`](crate::Event::Disconnected), connects again with backoff, says `Hello`
+    /// with the same id, reports [`Event::Reconnected`](crate::Event::Reconnected), and sends again
+    /// every send not yet answered, in order and before any newer one. Pending send and receipt
+    /// futures keep waiting. Only [`Client::connect`](crate::Client::connect)'s own connection is not
+    /// retried: its failure is its error. Errors that reconnecting cannot cure end the client as
+    /// without this option: `session-taken-over` (another process holds the id now),
+    /// `invalid-client-id`, `unsupported-version`, and protocol disagreements.
+    pub reconnect: Option<Reconnect>,
 }
 
 impl ClientOptions {
@@ -39,6 +56,7 @@ impl ClientOptions {
             token: None,
             max_frame: DEFAULT_MAX_FRAME,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            reconnect: None,
         }
     }
 

@@ -137,6 +137,77 @@ async fn send_from_stdin_waits_for_delivery() {
 }
 
 #[tokio::test]
+async fn send_ttl_reaches_the_wire_and_an_expiry_is_printed() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args([
+        "send",
+        "--to",
+        "bob",
+        "--ttl",
+        "90s",
+        "--wait-delivered",
+        "hi",
+    ]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+    assert_eq!(ttl_ms, Some(90_000));
+    peer.send(BrokerFrame::Accepted { id, message_id: 42 })
+        .await;
+    peer.send(BrokerFrame::Receipt {
+        receipt_id: 43,
+        id,
+        message_id: 42,
+        to: "bob".into(),
+        status: ReceiptStatus::Expired,
+    })
+    .await;
+    assert_eq!(until_bye(&mut peer).await, [ClientFrame::Ack { id: 43 }]);
+    drop(peer);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\nexpired\n");
+    assert_eq!(
+        text(&out.stderr),
+        "error: message 42 was not delivered: expired\n"
+    );
+}
+
+#[tokio::test]
+async fn send_ttl_in_plain_seconds_and_without_one() {
+    for (ttl, expected) in [(Some("45"), Some(45_000)), (None, None)] {
+        let broker = MockBroker::start().await;
+        let mut cmd = switchboard(broker.addr, Some("alice"));
+        cmd.args(["send", "--to", "bob"]);
+        if let Some(ttl) = ttl {
+            cmd.args(["--ttl", ttl]);
+        }
+        cmd.arg("hi");
+        let child = spawn(cmd);
+        let (mut peer, _) = broker.welcome(30, 0).await;
+        let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+        assert_eq!(ttl_ms, expected, "--ttl {ttl:?}");
+        peer.send(BrokerFrame::Accepted { id, message_id: 1 }).await;
+        assert!(until_bye(&mut peer).await.is_empty());
+        drop(peer);
+        let out = finish(child).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+#[tokio::test]
+async fn a_zero_or_unreadable_ttl_is_a_usage_error() {
+    for ttl in ["0", "soon"] {
+        let mut cmd = switchboard(closed_port(), Some("alice"));
+        cmd.args(["send", "--to", "bob", "--ttl", ttl, "hi"]);
+        let out = finish(spawn(cmd)).await;
+        assert_eq!(out.status.code(), Some(2), "{ttl}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--ttl"), "{}", text(&out.stderr));
+    }
+}
+
+#[tokio::test]
 async fn a_rejected_send_names_the_reason() {
     let broker = MockBroker::start().await;
     let mut cmd = switchboard(broker.addr, Some("alice"));

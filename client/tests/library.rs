@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use switchboard_client::{
     Client, ClientError, ClientOptions, CloseReason, ErrorCode, Event, ReceiptStatus, RejectReason,
+    SendOptions,
 };
 use switchboard_proto::{BrokerFrame, ClientFrame, PROTOCOL_VERSION};
 
@@ -35,6 +36,7 @@ fn options_have_documented_defaults() {
     assert_eq!(opts.token, None);
     assert_eq!(opts.max_frame, switchboard_proto::DEFAULT_MAX_FRAME);
     assert_eq!(opts.connect_timeout, Duration::from_secs(10));
+    assert_eq!(opts.reconnect, None);
 }
 
 #[tokio::test]
@@ -198,6 +200,72 @@ async fn client_message_ids_start_at_unix_microseconds_and_increase() {
         assert!(id >= before && id > last, "{id} after {last}");
         last = id;
     }
+}
+
+#[tokio::test]
+async fn a_ttl_reaches_the_wire_in_milliseconds_and_no_ttl_is_left_out() {
+    let broker = MockBroker::start().await;
+    let (client, _events, mut peer) = connect(&broker, 30, 0).await;
+    let cases = [
+        (SendOptions::default(), None),
+        (
+            SendOptions {
+                ttl: Some(Duration::from_secs(90)),
+            },
+            Some(90_000),
+        ),
+        (
+            SendOptions {
+                ttl: Some(Duration::from_micros(1_500)),
+            },
+            Some(2),
+        ),
+    ];
+    for (n, (options, expected)) in cases.into_iter().enumerate() {
+        let send = client.send_with("bob", "short-lived", options);
+        let answer = async {
+            let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+            peer.send(BrokerFrame::Accepted {
+                id,
+                message_id: n as u64,
+            })
+            .await;
+            ttl_ms
+        };
+        let (sent, ttl_ms) = tokio::join!(send, answer);
+        sent.expect("accepted");
+        assert_eq!(ttl_ms, expected, "{options:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_receipt_resolves_a_tracked_send_with_its_status() {
+    let broker = MockBroker::start().await;
+    let (client, _events, mut peer) = connect(&broker, 30, 0).await;
+    let options = SendOptions {
+        ttl: Some(Duration::from_secs(1)),
+    };
+    let track = client.send_and_track_with("bob", "hurry", options);
+    let script = async {
+        let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+        assert_eq!(ttl_ms, Some(1_000));
+        peer.send(BrokerFrame::Accepted { id, message_id: 42 })
+            .await;
+        peer.send(BrokerFrame::Receipt {
+            receipt_id: 43,
+            id,
+            message_id: 42,
+            to: "bob".into(),
+            status: ReceiptStatus::Expired,
+        })
+        .await;
+    };
+    let (tracked, ()) = tokio::join!(track, script);
+    let receipt = within("receipt", tracked.expect("accepted").receipt)
+        .await
+        .expect("receipt");
+    assert_eq!(receipt.status, ReceiptStatus::Expired);
+    assert_eq!(receipt.status.as_str(), "expired");
 }
 
 #[tokio::test]

@@ -5,17 +5,20 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use bytes::Bytes;
-use switchboard_client::{Client, ClientError, ClientOptions, Event, Events, Message, Receipt};
+use switchboard_client::{
+    Client, ClientError, ClientOptions, Event, Events, Message, Receipt, ReceiptStatus, SendOptions,
+};
 use tokio::time::Instant;
 
 use super::output::{message_line, receipt_line};
 
 /// Sends one message and prints its broker id; with `wait_delivered`, then waits for the receipt and
-/// prints its status.
+/// prints its status: `delivered`, or `expired` (then exits 1) when `options.ttl` ran out first.
 pub async fn send(
     mut opts: ClientOptions,
     to: &str,
     text: Option<String>,
+    options: SendOptions,
     wait_delivered: bool,
     timeout: Option<Duration>,
 ) -> anyhow::Result<()> {
@@ -33,15 +36,26 @@ pub async fn send(
         let tracked = deadline
             .bound(
                 "the broker to accept the message",
-                client.send_and_track(to, body),
+                client.send_and_track_with(to, body, options),
             )
             .await??;
         print_line(&tracked.sent.message_id.to_string())?;
         let receipt = deadline.bound("delivery", tracked.receipt).await??;
         print_line(receipt.status.as_str())?;
+        if receipt.status != ReceiptStatus::Delivered {
+            client.close().await?;
+            anyhow::bail!(
+                "message {} was not delivered: {}",
+                receipt.message_id,
+                receipt.status
+            );
+        }
     } else {
         let sent = deadline
-            .bound("the broker to accept the message", client.send(to, body))
+            .bound(
+                "the broker to accept the message",
+                client.send_with(to, body, options),
+            )
             .await??;
         print_line(&sent.message_id.to_string())?;
     }
@@ -99,6 +113,15 @@ async fn handle(client: &Client, event: Option<Event>) -> anyhow::Result<()> {
         Some(Event::Message(message)) => print_message(client, &message).await,
         Some(Event::Receipt(receipt)) => print_receipt(client, &receipt).await,
         Some(Event::Closed(reason)) => Err(anyhow!("{reason}")),
+        // The command line does not reconnect; were it to, these are news, not errors.
+        Some(Event::Disconnected(reason)) => {
+            tracing::warn!(%reason, "reconnecting");
+            Ok(())
+        }
+        Some(Event::Reconnected(welcome)) => {
+            tracing::info!(pending = welcome.pending, "reconnected");
+            Ok(())
+        }
         None => Err(anyhow!("the connection to the broker is closed")),
     }
 }

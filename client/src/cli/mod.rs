@@ -9,7 +9,7 @@ pub mod output;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use switchboard_client::ClientOptions;
+use switchboard_client::{ClientOptions, SendOptions};
 
 /// Send and receive Switchboard messages.
 #[derive(Debug, Parser)]
@@ -57,9 +57,14 @@ struct SendArgs {
     to: String,
     /// The message; read from standard input when absent.
     text: Option<String>,
-    /// After the id, wait for the receipt and print its status (`delivered`).
+    /// After the id, wait for the receipt and print its status (`delivered`, or `expired` when the
+    /// time to live ran out first).
     #[arg(long)]
     wait_delivered: bool,
+    /// Let the broker drop the message if it is still undelivered this long after accepting it
+    /// (seconds, or a duration such as `1m30s`); without it the broker's default applies.
+    #[arg(long, value_name = "SECS", value_parser = parse_ttl)]
+    ttl: Option<Duration>,
     /// Give up after this long (seconds, or a duration such as `1m30s`; 0 waits forever).
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
@@ -101,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 opts,
                 &args.to,
                 args.text,
+                SendOptions { ttl: args.ttl },
                 args.wait_delivered,
                 limit(args.timeout),
             )
@@ -125,6 +131,16 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; expected seconds or a duration such as 1m30s"))
 }
 
+/// A time to live: parsed as a timeout is, but zero is refused rather than read as "no limit",
+/// since it would let the message expire at once.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_timeout(text)?;
+    if ttl.is_zero() {
+        return Err("a time to live must be more than zero; leave out --ttl for none".into());
+    }
+    Ok(ttl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +158,39 @@ mod tests {
         assert!(parse_timeout("-1").is_err());
         assert!(parse_timeout("soon").is_err());
         assert_eq!(limit(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_ttl_is_seconds_or_a_duration_and_never_zero() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("-5").is_err());
+        assert!(parse_ttl("later").is_err());
+    }
+
+    #[test]
+    fn send_takes_a_ttl() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["switchboard", "--id", "alice", "send", "--to", "bob"];
+            args.extend_from_slice(extra);
+            args.push("hi");
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Send(send)) => Ok(send.ttl),
+                Ok(other) => panic!("parsed as {other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(parse(&["--ttl", "90s"]), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parse(&["--ttl", "45"]), Ok(Some(Duration::from_secs(45))));
+        assert_eq!(
+            parse(&["--ttl", "0"]),
+            Err(clap::error::ErrorKind::ValueValidation)
+        );
     }
 
     #[test]

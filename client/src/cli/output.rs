@@ -128,6 +128,20 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_receipt_says_expired() {
+        let receipt = Receipt {
+            receipt_id: 45,
+            id: 7,
+            message_id: 44,
+            to: "bob".into(),
+            status: ReceiptStatus::Expired,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&receipt_line(&receipt).unwrap()).unwrap();
+        assert_eq!(value["status"], "expired");
+    }
+
+    #[test]
     fn times_past_year_9999_are_clamped_not_a_panic() {
         let far = UNIX_EPOCH + Duration::from_millis(u64::MAX / 4);
         assert_eq!(rfc3339_millis(far), "9999-12-31T23:59:59.999Z");

@@ -109,3 +109,16 @@ impl Peer {
         }
     }
 }
+
+/// The next `Send`, skipping pings: its client message id, recipient, body and time to live.
+pub async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u64>) {
+    match peer.recv_skipping_pings().await {
+        Some(ClientFrame::Send {
+            id,
+            to,
+            body,
+            ttl_ms,
+        }) => (id, to, body, ttl_ms),
+        other => panic!("expected a send, got {other:?}"),
+    }
+}

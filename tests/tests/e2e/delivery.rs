@@ -1,6 +1,7 @@
 //! Messages: online relay, offline mailboxes, order, receipts, restarts, flow control.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use switchboard_client::{Client, Event, Events};
 use switchboard_proto::{BrokerFrame, ClientFrame, ReceiptStatus};
@@ -246,4 +247,42 @@ async fn a_consumer_that_never_acks_holds_at_most_the_window_and_loses_nothing()
     let (bob, mut be) = fx.connect("bob").await;
     let expected: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
     assert_eq!(receive_and_ack(&bob, &mut be, 20).await, expected);
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_its_socket_is_disconnected_and_loses_nothing() {
+    const MESSAGES: usize = 300; // 300 x 64 KiB: far more than the kernel buffers on loopback
+    let fx = Fixture::with(|s| {
+        s.limits.window = 1_000;
+        s.limits.window_bytes = 32 << 20;
+        s.limits.max_outgoing_bytes = 40 << 20;
+        s.limits.write_timeout_ms = 300;
+    })
+    .await;
+    let (alice, _ae) = fx.connect("alice").await;
+    // bob says hello and then never reads a byte.
+    let (stuck, _) = Raw::hello(fx.addr(), "bob", 30).await;
+    for i in 0..MESSAGES {
+        let mut body = format!("{i:04}").into_bytes();
+        body.resize(64 * 1024, b'.');
+        alice.send("bob", body).await.expect("accepted");
+    }
+    // The broker gives up on the stuck connection once its socket takes nothing for 300 ms. Bounded
+    // wait on the Registry's view, re-checked each time the broker has had a moment to act.
+    within("the stuck connection to be dropped", async {
+        while fx.broker.lookup("bob").await.is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    drop(stuck);
+
+    let (bob, mut be) = fx.connect("bob").await;
+    let got: Vec<String> = receive_and_ack(&bob, &mut be, MESSAGES)
+        .await
+        .into_iter()
+        .map(|body| body[..4].to_string())
+        .collect();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("{i:04}")).collect();
+    assert_eq!(got, expected);
 }

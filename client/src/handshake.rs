@@ -1,0 +1,94 @@
+//! Opening a connection: TCP, `Hello`, `Hi`. Used for the first connection and for every reconnect.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use switchboard_proto::{encode_frame, BrokerFrame, ClientCodec, ClientFrame, PROTOCOL_VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use crate::client::Welcome;
+use crate::connection::Link;
+use crate::error::ClientError;
+use crate::options::ClientOptions;
+
+/// Opens the TCP connection, says `Hello` as `opts.id` and reads `Hi`, within `opts.connect_timeout`.
+///
+/// The id is not checked here: [`Client::connect`](crate::Client::connect) checks it once, before
+/// the first connection.
+pub(crate) async fn open(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError> {
+    tokio::time::timeout(opts.connect_timeout, handshake(opts))
+        .await
+        .map_err(|_| ClientError::Timeout)?
+}
+
+/// The socket is split from the start, and the reader that read `Hi` is the one the link keeps:
+/// frames the broker sent right behind `Hi` may already sit in its buffer.
+async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError> {
+    let stream = TcpStream::connect(opts.server.as_str())
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: opts.server.clone(),
+            source,
+        })?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let (read, mut writer) = stream.into_split();
+    let mut reader = FramedRead::new(read, ClientCodec::new(opts.max_frame));
+
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        client_id: opts.id.clone(),
+        token: opts.token.clone(),
+        keepalive_secs: opts.keepalive_secs(),
+    };
+    let bytes = encode_frame(&hello, opts.max_frame)?;
+    writer
+        .write_all(&bytes)
+        .await
+        .map_err(|e| ClientError::Codec(e.into()))?;
+
+    match reader.next().await {
+        Some(Ok(BrokerFrame::Hi {
+            version,
+            keepalive_secs,
+            address,
+            pending,
+        })) => {
+            if version != PROTOCOL_VERSION {
+                return Err(ClientError::Protocol(format!(
+                    "the broker speaks protocol version {version}, this client {PROTOCOL_VERSION}"
+                )));
+            }
+            let welcome = Welcome {
+                keepalive: Duration::from_secs(keepalive_secs.into()),
+                address,
+                pending,
+            };
+            let link = Link::new(reader, writer, opts.max_frame, welcome.keepalive);
+            Ok((link, welcome))
+        }
+        Some(Ok(BrokerFrame::Error { code, text })) => Err(ClientError::Refused { code, text }),
+        Some(Ok(other)) => Err(ClientError::Protocol(format!(
+            "expected hi, got {}",
+            frame_kind(&other)
+        ))),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ClientError::Closed),
+    }
+}
+
+/// The wire name of a broker frame's kind, for messages.
+fn frame_kind(frame: &BrokerFrame) -> &'static str {
+    match frame {
+        BrokerFrame::Hi { .. } => "hi",
+        BrokerFrame::Accepted { .. } => "accepted",
+        BrokerFrame::Rejected { .. } => "rejected",
+        BrokerFrame::Deliver { .. } => "deliver",
+        BrokerFrame::Receipt { .. } => "receipt",
+        BrokerFrame::Pong => "pong",
+        BrokerFrame::Error { .. } => "error",
+    }
+}

@@ -1,0 +1,240 @@
+//! When a lost connection is worth another try, and how long to wait before each one.
+//!
+//! The wait is exponential backoff with full jitter: before attempt *n* the client sleeps a time drawn
+//! uniformly between `base` and `min(cap, base × 2ⁿ⁻¹)`, so a broker that restarts is not met by every
+//! client at the same instant, and a broker that keeps failing is asked at most once per `cap`.
+//!
+//! Whether to try at all depends on how the connection ended. A network failure, a broker that hangs
+//! up, `shutting-down`, `keepalive-timeout`, `internal` and (during a reconnect) `handshake-timeout`
+//! are passing troubles. Everything else is final: `session-taken-over` means another process now
+//! holds our id and reconnecting would take it back and forth forever (see "Takeover" in
+//! `PROTOCOL.md`); `invalid-client-id` and `unsupported-version` would be answered the same way every
+//! time; `bad-frame`, `frame-too-large`, `hello-required` and `unexpected-frame` mean this client and
+//! the broker disagree about the protocol, and replaying the same frames would only repeat that; a code
+//! this build does not know is not guessed at.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use switchboard_proto::{CodecError, ErrorCode};
+
+use crate::error::ClientError;
+
+/// How a client reconnects after losing its connection; see
+/// [`ClientOptions::reconnect`](crate::ClientOptions::reconnect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// The shortest wait before an attempt, and the wait before the first one. Below
+    /// [`Reconnect::MIN_DELAY`] it counts as that, so a client never spins against a dead broker.
+    pub base: Duration,
+    /// The longest wait before an attempt. Below `base` it counts as `base`. A connection that stayed
+    /// up at least this long counts as a success: the attempts after its loss start again from one.
+    pub cap: Duration,
+}
+
+impl Reconnect {
+    /// The floor under [`Reconnect::base`]: 10 milliseconds.
+    pub const MIN_DELAY: Duration = Duration::from_millis(10);
+
+    /// A policy waiting between `base` and `cap` before each attempt.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self { base, cap }
+    }
+
+    /// The longest wait before attempt `attempt` (counted from 1) of one outage:
+    /// `min(cap, base × 2^(attempt − 1))`, with the floors described on the fields.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let base = self.floor();
+        let cap = self.top();
+        let doublings = attempt.saturating_sub(1);
+        2u32.checked_pow(doublings)
+            .and_then(|factor| base.checked_mul(factor))
+            .map_or(cap, |ceiling| ceiling.min(cap))
+    }
+
+    /// The wait before attempt `attempt`, with fresh jitter.
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        self.delay_at(attempt, jitter())
+    }
+
+    /// The wait before attempt `attempt` for a jitter `sample` read as a fraction of 2⁶⁴: 0 gives
+    /// `base`, `u64::MAX` nearly the ceiling.
+    fn delay_at(&self, attempt: u32, sample: u64) -> Duration {
+        let base = self.floor();
+        let span = self.ceiling(attempt).saturating_sub(base).as_nanos();
+        let extra = (span * u128::from(sample)) >> 64;
+        // `extra` is below `span`, which came from a Duration: it fits back into one.
+        base.saturating_add(Duration::from_nanos(
+            u64::try_from(extra).unwrap_or(u64::MAX),
+        ))
+    }
+
+    /// The connection lifetime after which attempts are counted from one again.
+    pub(crate) fn settled_after(&self) -> Duration {
+        self.top()
+    }
+
+    fn floor(&self) -> Duration {
+        self.base.max(Self::MIN_DELAY)
+    }
+
+    fn top(&self) -> Duration {
+        self.cap.max(self.floor())
+    }
+}
+
+impl Default for Reconnect {
+    /// Between 100 milliseconds and 30 seconds.
+    fn default() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(30))
+    }
+}
+
+/// Whether a connection that the broker ended with `code` is worth reconnecting.
+pub(crate) fn may_retry_after(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ShuttingDown | ErrorCode::KeepaliveTimeout | ErrorCode::Internal
+    )
+}
+
+/// Whether a reconnect attempt that failed with `error` is worth another.
+pub(crate) fn may_retry_connect(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect { .. } | ClientError::Timeout | ClientError::Closed => true,
+        ClientError::Refused { code, .. } => {
+            may_retry_after(*code) || *code == ErrorCode::HandshakeTimeout
+        }
+        ClientError::Codec(e) => may_retry_read(e),
+        ClientError::Rejected { .. } | ClientError::InvalidId(_) | ClientError::Protocol(_) => {
+            false
+        }
+    }
+}
+
+/// Whether a connection whose reading failed with `error` is worth reconnecting: a network failure
+/// is, bytes that are not a frame (which the broker would send again) are not.
+pub(crate) fn may_retry_read(error: &CodecError) -> bool {
+    matches!(error, CodecError::Io(_))
+}
+
+/// A random 64-bit value for jitter. `RandomState` is seeded from the operating system once per
+/// thread and differs per call; hashing a counter with it is plenty for spreading reconnects.
+fn jitter() -> u64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_ceiling_doubles_from_base_and_stops_at_cap() {
+        let policy = Reconnect::new(ms(100), ms(1_000));
+        let ceilings: Vec<_> = (1..=7).map(|n| policy.ceiling(n)).collect();
+        assert_eq!(
+            ceilings,
+            [
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1_000),
+                ms(1_000),
+                ms(1_000)
+            ]
+        );
+        assert_eq!(policy.ceiling(u32::MAX), ms(1_000), "no overflow");
+        assert_eq!(policy.ceiling(0), ms(100));
+    }
+
+    #[test]
+    fn delays_lie_between_base_and_the_ceiling() {
+        let policy = Reconnect::new(ms(100), ms(1_000));
+        assert_eq!(
+            policy.delay_at(1, u64::MAX),
+            ms(100),
+            "attempt 1 waits base"
+        );
+        assert_eq!(policy.delay_at(3, 0), ms(100));
+        assert_eq!(
+            policy.delay_at(3, 1 << 63),
+            ms(250),
+            "half way from 100 to 400"
+        );
+        assert!(policy.delay_at(3, u64::MAX) < ms(400));
+        assert!(policy.delay_at(3, u64::MAX) > ms(399));
+        assert!(policy.delay_at(40, u64::MAX) < ms(1_000));
+        for attempt in 1..50 {
+            let delay = policy.delay(attempt);
+            assert!(
+                delay >= ms(100) && delay <= policy.ceiling(attempt),
+                "{delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_the_delays() {
+        let policy = Reconnect::new(ms(100), ms(10_000));
+        let delays: std::collections::HashSet<_> = (0..20).map(|_| policy.delay(8)).collect();
+        assert!(delays.len() > 1, "{delays:?}");
+    }
+
+    #[test]
+    fn a_zero_base_or_a_cap_below_base_never_spins() {
+        let zero = Reconnect::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(zero.ceiling(1), Reconnect::MIN_DELAY);
+        assert_eq!(zero.delay_at(9, 0), Reconnect::MIN_DELAY);
+        let inverted = Reconnect::new(ms(500), ms(100));
+        assert_eq!(inverted.ceiling(5), ms(500));
+        assert_eq!(inverted.delay_at(5, u64::MAX), ms(500));
+    }
+
+    #[test]
+    fn only_passing_troubles_are_retried() {
+        for code in [
+            ErrorCode::ShuttingDown,
+            ErrorCode::KeepaliveTimeout,
+            ErrorCode::Internal,
+        ] {
+            assert!(may_retry_after(code), "{code}");
+        }
+        for code in [
+            ErrorCode::SessionTakenOver,
+            ErrorCode::InvalidClientId,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::BadFrame,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::HelloRequired,
+            ErrorCode::UnexpectedFrame,
+            ErrorCode::Unknown,
+        ] {
+            assert!(!may_retry_after(code), "{code}");
+        }
+        let refused = |code| ClientError::Refused {
+            code,
+            text: String::new(),
+        };
+        assert!(may_retry_connect(&ClientError::Timeout));
+        assert!(may_retry_connect(&refused(ErrorCode::HandshakeTimeout)));
+        assert!(may_retry_connect(&refused(ErrorCode::ShuttingDown)));
+        assert!(!may_retry_connect(&refused(ErrorCode::SessionTakenOver)));
+        assert!(!may_retry_connect(&refused(ErrorCode::InvalidClientId)));
+        assert!(!may_retry_connect(&refused(ErrorCode::UnsupportedVersion)));
+        assert!(!may_retry_connect(&ClientError::Protocol("hi v2".into())));
+        assert!(!may_retry_read(&CodecError::FrameTooLarge { max: 1 }));
+        assert!(may_retry_read(&CodecError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+    }
+}
