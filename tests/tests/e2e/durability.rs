@@ -1,6 +1,9 @@
 //! Idempotent resends, mailbox limits and expiry: the promises behind `Accepted` (GUARANTEES.md).
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use switchboard_client::{Client, ClientOptions, Event, Events, Reconnect};
 use switchboard_proto::{BrokerFrame, ClientFrame, ReceiptStatus, RejectReason};
 
 use crate::support::*;
@@ -181,4 +184,71 @@ async fn the_default_ttl_applies_when_a_send_gives_none() {
         }) => assert_eq!((message_id, status), (sent, ReceiptStatus::Expired)),
         other => panic!("expected an expired receipt, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_reconnecting_library_client_rides_out_a_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = TestBroker::start(settings(dir.path())).await;
+    let addr = broker.addr;
+    let mut opts = ClientOptions::new(addr.to_string(), "alice");
+    opts.reconnect = Some(Reconnect::new(
+        Duration::from_millis(10),
+        Duration::from_millis(200),
+    ));
+    let (alice, mut alice_events) = within("connect", Client::connect(opts))
+        .await
+        .expect("connect");
+    for i in 0..5 {
+        alice
+            .send("bob", format!("before {i}"))
+            .await
+            .expect("accepted");
+    }
+    broker.stop().await;
+    match next_event(&mut alice_events).await {
+        Event::Disconnected(_) => {}
+        other => panic!("expected a disconnect, got {other:?}"),
+    }
+    // Sends made while the broker is down wait, and go out in order once it is back.
+    let during: Vec<_> = (0..5)
+        .map(|i| {
+            let alice = alice.clone();
+            tokio::spawn(async move { alice.send("bob", format!("during {i}")).await })
+        })
+        .collect();
+    let mut restarted = settings(dir.path());
+    restarted.listen = addr.to_string();
+    let broker = TestBroker::start(restarted).await;
+    for send in during {
+        within("a send made during the outage", send)
+            .await
+            .expect("task")
+            .expect("accepted");
+    }
+    let (bob, mut be) = connect(broker.addr, "bob").await;
+    let mut got = receive_and_ack_all(&bob, &mut be, 10).await;
+    let (before, mut during): (Vec<String>, Vec<String>) =
+        got.drain(..).partition(|b| b.starts_with("before"));
+    assert_eq!(
+        before,
+        (0..5).map(|i| format!("before {i}")).collect::<Vec<_>>()
+    );
+    during.sort();
+    assert_eq!(
+        during,
+        (0..5).map(|i| format!("during {i}")).collect::<Vec<_>>()
+    );
+    broker.stop().await;
+}
+
+async fn receive_and_ack_all(client: &Client, events: &mut Events, n: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while bodies.len() < n {
+        if let Event::Message(m) = next_event(events).await {
+            bodies.push(String::from_utf8_lossy(&m.body).into_owned());
+            client.ack(m.message_id).await.expect("ack");
+        }
+    }
+    bodies
 }
