@@ -3,8 +3,9 @@
 //! Layout, one question per file: [`server`] accepts connections and runs shutdown; a [`session`] actor
 //! speaks the protocol on one connection and writes through its [`outbox`]; the [`registry`] knows who is connected; the [`router`] owns
 //! delivery and the mailboxes; [`store`] makes them durable behind a trait; [`settings`] is the one
-//! typed configuration. `ARCHITECTURE.md` walks through the path of a message.
+//! typed configuration; [`auth`] decides who may connect and send where. `ARCHITECTURE.md` walks through the path of a message.
 
+pub mod auth;
 pub mod outbox;
 pub mod registry;
 pub mod router;

@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use switchboard_broker::auth::{hash_token, CredentialsFile};
 use switchboard_broker::settings::{LogFormat, Overrides, Settings};
 use switchboard_broker::Broker;
+use switchboard_proto::ClientId;
 use tracing_subscriber::EnvFilter;
 
 /// Runs the Switchboard message broker.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-broker", version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Settings file (default: ./settings.toml if present).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -25,9 +29,44 @@ struct Args {
     data_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the credentials file (client ids and their token hashes).
+    Passwd {
+        #[command(subcommand)]
+        action: Passwd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Passwd {
+    /// Adds a client id, or replaces its token. The token is read from stdin (first line), or
+    /// prompted for when stdin is a terminal; never pass it as an argument.
+    Add {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        id: String,
+    },
+    /// Removes a client id.
+    Remove {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        id: String,
+    },
+    /// Lists the client ids and their rules (never the hashes).
+    List {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args) {
+    let result = match args.command {
+        Some(Command::Passwd { action }) => passwd(action),
+        None => run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -49,6 +88,63 @@ fn run(args: Args) -> anyhow::Result<()> {
         broker.shutdown().await;
         Ok(())
     })
+}
+
+fn passwd(action: Passwd) -> anyhow::Result<()> {
+    match action {
+        Passwd::Add { file, id } => {
+            ClientId::new(id.as_str())
+                .with_context(|| format!("`{id}` is not a valid client id"))?;
+            let token = read_token(&id)?;
+            let mut credentials = CredentialsFile::load(&file)?;
+            let hash = hash_token(&token)?;
+            let existed = credentials.clients.contains_key(&id);
+            credentials.clients.entry(id.clone()).or_default().hash = hash;
+            credentials.save(&file)?;
+            let verb = if existed { "updated" } else { "added" };
+            println!("{verb} {id} in {}", file.display());
+        }
+        Passwd::Remove { file, id } => {
+            let mut credentials = CredentialsFile::load(&file)?;
+            if credentials.clients.remove(&id).is_none() {
+                anyhow::bail!("{id} is not in {}", file.display());
+            }
+            credentials.save(&file)?;
+            println!("removed {id} from {}", file.display());
+        }
+        Passwd::List { file } => {
+            for (id, entry) in CredentialsFile::load(&file)?.clients {
+                let mut line = id;
+                if !entry.networks.is_empty() {
+                    line.push_str(&format!(" networks={}", entry.networks.join(",")));
+                }
+                if let Some(to) = entry.may_send_to {
+                    line.push_str(&format!(" may_send_to={}", to.join(",")));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The token for `id`: prompted twice on a terminal, else the first line of stdin.
+fn read_token(id: &str) -> anyhow::Result<String> {
+    let token = if std::io::stdin().is_terminal() {
+        let token = rpassword::prompt_password(format!("token for {id}: "))?;
+        if rpassword::prompt_password("again: ")? != token {
+            anyhow::bail!("the two tokens differ");
+        }
+        token
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if token.is_empty() {
+        anyhow::bail!("the token is empty");
+    }
+    Ok(token)
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {

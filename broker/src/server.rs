@@ -7,13 +7,14 @@
 //! sessions to close, let the Router commit everything queued, then close the store.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+use crate::auth::Auth;
 use crate::registry::{self, Registry};
 use crate::router::{self, Router, RouterConfig};
 use crate::session::{Session, SessionDeps};
@@ -60,6 +61,15 @@ impl Broker {
             .validate()
             .map_err(|e| BrokerError::Settings(e.to_string()))?;
         let settings = Arc::new(settings);
+        let auth = Arc::new(if settings.auth.credentials_file.as_os_str().is_empty() {
+            Auth::open()
+        } else {
+            Auth::load(&settings.auth.credentials_file)
+                .map_err(|e| BrokerError::Settings(format!("auth.credentials_file: {e}")))?
+        });
+        let listen = settings.listen_addr().map_err(BrokerError::Settings)?;
+        auth.check_listen(listen, settings.auth.allow_anonymous)
+            .map_err(BrokerError::Settings)?;
         let store = open_store(&settings).await?;
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
         let last_id = store.last_id().await?;
@@ -93,6 +103,8 @@ impl Broker {
             registry: registry.clone(),
             router: router.clone(),
             settings: settings.clone(),
+            auth,
+            connections: Arc::new(AtomicUsize::new(0)),
         };
         let (stop_accepting, stopped) = oneshot::channel();
         let handles = workers.iter().map(Arbiter::handle).collect();
@@ -191,11 +203,35 @@ async fn accept(
                 }
             },
         };
+        let open = deps.connections.fetch_add(1, Ordering::Relaxed);
+        if open >= deps.settings.limits.max_connections {
+            deps.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, open, "connection limit reached; refusing");
+            actix_rt::spawn(refuse(stream, deps.settings.limits.max_frame_bytes));
+            continue;
+        }
         let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = hand_to_worker(stream, peer, conn_id, &workers, &mut next_worker, &deps)
         {
+            deps.connections.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, %error, "cannot start session");
         }
+    }
+}
+
+/// Tells a connection over `limits.max_connections` why it is closed, without starting a session.
+async fn refuse(mut stream: TcpStream, max_frame: usize) {
+    use tokio::io::AsyncWriteExt;
+    let frame = switchboard_proto::BrokerFrame::Error {
+        code: switchboard_proto::ErrorCode::Overloaded,
+        text: "the broker is at its connection limit; try again later".into(),
+    };
+    if let Ok(bytes) = switchboard_proto::encode_frame(&frame, max_frame) {
+        let write = async {
+            stream.write_all(&bytes).await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
     }
 }
 
@@ -215,7 +251,10 @@ fn hand_to_worker(
     *next_worker = next_worker.wrapping_add(1);
     let spawned = worker.spawn_fn(move || match TcpStream::from_std(stream) {
         Ok(stream) => Session::start(stream, peer, conn_id, deps),
-        Err(error) => tracing::warn!(%peer, %error, "cannot register connection"),
+        Err(error) => {
+            deps.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, %error, "cannot register connection");
+        }
     });
     if spawned {
         Ok(())

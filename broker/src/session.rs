@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tracing::Span;
 
+use crate::auth::{Auth, Denied, Grant};
 use crate::outbox::{Outbox, OutboxError, WriterResult};
 use crate::registry::{self, Kick, Registry};
 use crate::router::{self, Deliver, Router};
@@ -49,6 +51,15 @@ pub struct Session {
     /// The broker is shutting down and said so: no more deliveries or sends, but acknowledgements for
     /// what was already delivered are still recorded until the client hangs up.
     draining: bool,
+    /// The `Hello` was refused; the `Error` follows after the constant delay.
+    refusing: bool,
+    auth: Arc<Auth>,
+    /// What the credentials allow this client.
+    grant: Grant,
+    /// Send rate limit: tokens left and when they were last topped up.
+    send_tokens: f64,
+    tokens_at: Instant,
+    connections: Arc<AtomicUsize>,
     outbox: Outbox,
     registry: Addr<Registry>,
     router: Addr<Router>,
@@ -67,6 +78,9 @@ pub struct SessionDeps {
     pub registry: Addr<Registry>,
     pub router: Addr<Router>,
     pub settings: Arc<Settings>,
+    pub auth: Arc<Auth>,
+    /// Connections open right now, for `limits.max_connections`.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl Session {
@@ -96,6 +110,12 @@ impl Session {
                 client: None,
                 closing: false,
                 draining: false,
+                refusing: false,
+                auth: deps.auth,
+                grant: Grant::default(),
+                send_tokens: deps.settings.limits.max_sends_per_sec as f64,
+                tokens_at: Instant::now(),
+                connections: deps.connections,
                 outbox,
                 registry: deps.registry,
                 router: deps.router,
@@ -177,7 +197,7 @@ impl Session {
     }
 
     fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        if self.closing {
+        if self.closing || self.refusing {
             return;
         }
         if self.draining {
@@ -197,10 +217,10 @@ impl Session {
                 ClientFrame::Hello {
                     version,
                     client_id,
+                    token,
                     keepalive_secs,
-                    ..
                 },
-            ) => self.on_hello(version, client_id, keepalive_secs, ctx),
+            ) => self.on_hello(version, client_id, token, keepalive_secs, ctx),
             (None, _) => self.fail(
                 ErrorCode::HelloRequired,
                 "the first frame must be hello",
@@ -250,6 +270,7 @@ impl Session {
         &mut self,
         version: u32,
         client_id: String,
+        token: Option<String>,
         keepalive_secs: u32,
         ctx: &mut Context<Self>,
     ) {
@@ -264,6 +285,40 @@ impl Session {
             Ok(client) => client,
             Err(e) => return self.fail(ErrorCode::InvalidClientId, e.to_string(), ctx),
         };
+        if self.auth.is_open() {
+            return self.admit(client, keepalive_secs, Grant::default(), ctx);
+        }
+        // argon2 is slow on purpose: off the actor thread, and nothing else is read meanwhile.
+        let (auth, id, ip) = (self.auth.clone(), client.to_string(), self.peer.ip());
+        let started = Instant::now();
+        let check = async move {
+            tokio::task::spawn_blocking(move || auth.check(&id, token.as_deref(), ip))
+                .await
+                .unwrap_or_else(|_| Err(Denied("the check failed".into())))
+        };
+        ctx.wait(check.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(grant) => act.admit(client, keepalive_secs, grant, ctx),
+            Err(Denied(reason)) => {
+                tracing::warn!(parent: &act.span, client = %client, %reason, "authentication failed");
+                // Every refusal takes the same time, whatever the reason.
+                act.refusing = true;
+                let delay = act.settings.auth_failure_delay().saturating_sub(started.elapsed());
+                ctx.run_later(delay, |act, ctx| {
+                    act.fail(ErrorCode::Unauthorized, "not authorized", ctx)
+                });
+            }
+        }));
+    }
+
+    /// The `Hello` checked out: register, attach to the mailbox, answer `Hi`.
+    fn admit(
+        &mut self,
+        client: ClientId,
+        keepalive_secs: u32,
+        grant: Grant,
+        ctx: &mut Context<Self>,
+    ) {
+        self.grant = grant;
         self.span.record("client", client.as_str());
         self.keepalive = self.settings.agreed_keepalive(keepalive_secs);
         self.client = Some(client.clone());
@@ -330,6 +385,12 @@ impl Session {
                 return;
             }
         };
+        if !self.grant.may_send_to(to.as_str()) {
+            return self.settle(seq, Err(RejectReason::Forbidden), None, ctx);
+        }
+        if !self.take_send_token() {
+            return self.settle(seq, Err(RejectReason::RateLimited), None, ctx);
+        }
         let submit = router::Submit {
             from,
             client_msg_id: id,
@@ -349,6 +410,24 @@ impl Session {
             ctx.wait(answer); // Too many sends in the air: stop reading until this one is answered.
         } else {
             ctx.spawn(answer);
+        }
+    }
+
+    /// Token bucket for `limits.max_sends_per_sec` (0: unlimited); the burst is one second's worth.
+    fn take_send_token(&mut self) -> bool {
+        let rate = self.settings.limits.max_sends_per_sec as f64;
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.tokens_at).as_secs_f64() * rate;
+        self.send_tokens = (self.send_tokens + refill).min(rate);
+        self.tokens_at = now;
+        if self.send_tokens >= 1.0 {
+            self.send_tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -409,6 +488,8 @@ fn reject_text(reason: RejectReason) -> &'static str {
         RejectReason::TooLarge => "the message is larger than the broker accepts",
         RejectReason::Unavailable => "the broker could not store the message; nothing was stored",
         RejectReason::MailboxFull => "the recipient's mailbox is full; nothing was stored",
+        RejectReason::Forbidden => "this client may not send to that recipient",
+        RejectReason::RateLimited => "sending too fast; nothing was stored, slow down and resend",
         RejectReason::Unknown => "rejected",
     }
 }
@@ -459,6 +540,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
         let Some(client) = self.client.take() else {
             tracing::debug!(parent: &self.span, "connection closed");
             return;

@@ -40,6 +40,7 @@ pub struct Settings {
     pub limits: Limits,
     pub mailbox: MailboxLimits,
     pub dedupe: Dedupe,
+    pub auth: AuthSettings,
     pub keepalive: Keepalive,
     pub log: Log,
 }
@@ -70,6 +71,11 @@ pub struct Limits {
     pub max_outgoing_bytes: usize,
     /// A connection whose socket takes no bytes for this long is disconnected.
     pub write_timeout_ms: u64,
+    /// Connections open at once; more are answered `Error{overloaded}` and closed.
+    pub max_connections: usize,
+    /// `Send`s per second per connection (burst: one second's worth); more are rejected
+    /// `rate-limited`. 0 for no limit.
+    pub max_sends_per_sec: u64,
     /// `Send`s a session may have waiting for `Accepted`; past it the broker stops reading that socket.
     pub max_unaccepted_sends: usize,
     /// Entries read from the store at a time when flushing a mailbox.
@@ -107,6 +113,18 @@ pub struct Dedupe {
     pub max_remembered: u64,
 }
 
+/// Who may connect; see `broker/src/auth.rs` and SECURITY.md.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// The credentials file (client ids, token hashes, address and send rules); empty for none.
+    pub credentials_file: PathBuf,
+    /// Without credentials the broker only listens on loopback addresses unless this is true.
+    pub allow_anonymous: bool,
+    /// Every refused `Hello` is answered this long after it arrived, whatever the reason.
+    pub failure_delay_ms: u64,
+}
+
 /// Keepalive negotiation: the client asks, the broker clamps to `[min_secs, max_secs]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -142,6 +160,7 @@ impl Default for Settings {
             limits: Limits::default(),
             mailbox: MailboxLimits::default(),
             dedupe: Dedupe::default(),
+            auth: AuthSettings::default(),
             keepalive: Keepalive::default(),
             log: Log::default(),
         }
@@ -157,6 +176,8 @@ impl Default for Limits {
             window_bytes: 4 << 20,
             max_outgoing_bytes: 16 << 20,
             write_timeout_ms: 30_000,
+            max_connections: 50_000,
+            max_sends_per_sec: 0,
             max_unaccepted_sends: 1_024,
             page_size: 256,
             shutdown_grace_ms: 5_000,
@@ -181,6 +202,16 @@ impl Default for Dedupe {
         Self {
             window_secs: 86_400,
             max_remembered: 1_000_000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            credentials_file: PathBuf::new(),
+            allow_anonymous: false,
+            failure_delay_ms: 1_000,
         }
     }
 }
@@ -268,6 +299,9 @@ impl Settings {
         if l.write_timeout_ms == 0 {
             return invalid("limits.write_timeout_ms", "must be at least 1");
         }
+        if l.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
         if l.max_unaccepted_sends == 0 {
             return invalid("limits.max_unaccepted_sends", "must be at least 1");
         }
@@ -328,6 +362,10 @@ impl Settings {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.write_timeout_ms)
+    }
+
+    pub fn auth_failure_delay(&self) -> Duration {
+        Duration::from_millis(self.auth.failure_delay_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -115,6 +115,10 @@ pub enum RejectReason {
     /// The recipient's mailbox holds as many messages or bytes as the broker allows. Nothing was
     /// stored; try again once the recipient has caught up.
     MailboxFull,
+    /// This client may not send to that recipient (the broker's send rules).
+    Forbidden,
+    /// This connection sends faster than the broker allows; nothing was stored. Slow down and resend.
+    RateLimited,
     /// A code this build does not know.
     #[serde(other)]
     Unknown,
@@ -158,6 +162,11 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The broker failed internally; the connection is closed, nothing stored is lost.
     Internal,
+    /// The token is missing or wrong for this client id, or the client may not connect from this
+    /// address.
+    Unauthorized,
+    /// The broker is at its connection limit; try again later.
+    Overloaded,
     #[serde(other)]
     Unknown,
 }
@@ -184,6 +193,8 @@ wire_names!(RejectReason {
     TooLarge => "too-large",
     Unavailable => "unavailable",
     MailboxFull => "mailbox-full",
+    Forbidden => "forbidden",
+    RateLimited => "rate-limited",
     Unknown => "unknown",
 });
 wire_names!(ReceiptStatus {
@@ -203,6 +214,8 @@ wire_names!(ErrorCode {
     KeepaliveTimeout => "keepalive-timeout",
     ShuttingDown => "shutting-down",
     Internal => "internal",
+    Unauthorized => "unauthorized",
+    Overloaded => "overloaded",
     Unknown => "unknown",
 });
 
