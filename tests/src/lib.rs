@@ -1,1 +1,250 @@
-//! End-to-end tests live in `tests/`; this crate has no library code of its own.
+//! What the process-level tests share: the workspace's binaries, a `switchboard-broker` child
+//! process on loopback, and bounded waits.
+//!
+//! The end-to-end tests in `tests/e2e/` run the broker in-process; the tests that need a real
+//! process (the command-line tools, `kill -9`) start one with [`BrokerProcess`]. Every wait is
+//! bounded, so a broker that hangs fails the test with the name of what it was waiting for instead
+//! of hanging the run.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The default bound on every wait.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How many of the broker's last log lines are kept, to show when it misbehaves.
+const LOG_TAIL: usize = 200;
+
+/// Fails the test if `fut` takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    within_for(WAIT, what, fut).await
+}
+
+/// Fails the test if `fut` takes longer than `limit`.
+pub async fn within_for<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// The workspace's binaries and the package each belongs to.
+const BINARIES: [(&str, &str); 2] = [
+    ("switchboard-broker", "switchboard-broker"),
+    ("switchboard", "switchboard-client"),
+];
+
+/// The path of the workspace binary `name` (`switchboard-broker` or `switchboard`), next to the
+/// test executable in `target/<profile>/`.
+///
+/// `cargo test -p switchboard-tests` does not build other packages' binaries, so a test could run
+/// a stale broker. Under cargo (`CARGO` is set) the binary is therefore built once per test
+/// process, a no-op when it is fresh; run directly, the test builds it only when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let path = profile_dir().join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == name) {
+        return path;
+    }
+    if std::env::var_os("CARGO").is_some() || !path.exists() {
+        build(name);
+    }
+    assert!(
+        path.exists(),
+        "{} is missing after the build",
+        path.display()
+    );
+    built.push(name.to_owned());
+    path
+}
+
+/// `target/<profile>`: the test executable is `target/<profile>/deps/<test>-<hash>`.
+fn profile_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> above the test executable")
+            .to_path_buf()
+    })
+}
+
+/// Builds `name` into the target directory and profile this test was built for.
+fn build(name: &str) {
+    let package = BINARIES
+        .iter()
+        .find(|(bin, _)| *bin == name)
+        .map(|(_, package)| *package)
+        .unwrap_or_else(|| panic!("{name} is not a workspace binary"));
+    let dir = profile_dir();
+    let profile = match dir.file_name().and_then(|p| p.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("no profile in {}", dir.display()),
+    };
+    let target_dir = dir.parent().expect("target directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            name,
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {name} failed");
+}
+
+/// A `switchboard-broker` process listening on loopback with its data in a directory of the test's.
+///
+/// Dropping it kills the process.
+pub struct BrokerProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: Log,
+}
+
+/// The broker's last log lines, shared with the task that drains its stderr.
+type Log = Arc<Mutex<VecDeque<String>>>;
+
+impl BrokerProcess {
+    /// Starts a broker on 127.0.0.1 port 0 with its store in `data_dir`; returns once it listens.
+    pub async fn start(data_dir: &Path) -> BrokerProcess {
+        Self::start_on(data_dir, 0).await
+    }
+
+    /// Starts a broker on 127.0.0.1:`port` with its store in `data_dir`; returns once it listens.
+    ///
+    /// The working directory is `data_dir`, so no `settings.toml` of the workspace is read.
+    pub async fn start_on(data_dir: &Path, port: u16) -> BrokerProcess {
+        let mut child = Command::new(binary("switchboard-broker"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .current_dir(data_dir)
+            .env("RUST_LOG", "info")
+            .env("SWITCHBOARD_LOG__FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start switchboard-broker");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Log::default();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        // Keep draining the log so the broker never blocks on a full pipe.
+        tokio::spawn(drain_log(BufReader::new(stderr), log.clone(), addr_tx));
+        match tokio::time::timeout(WAIT, addr_rx).await {
+            Ok(Ok(addr)) => BrokerProcess { child, addr, log },
+            Ok(Err(_)) => {
+                let exit = within("the broker's exit", child.wait()).await;
+                panic!(
+                    "the broker exited ({exit:?}) before listening:\n{}",
+                    tail(&log)
+                );
+            }
+            Err(_) => panic!("the broker did not listen within {WAIT:?}:\n{}", tail(&log)),
+        }
+    }
+
+    /// The address the broker listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The broker's last log lines (up to 200), oldest first.
+    pub fn log(&self) -> String {
+        tail(&self.log)
+    }
+
+    /// SIGKILL, then waits for the process to be gone: a crash, with no chance to clean up.
+    ///
+    /// Fails the test if the broker had already exited on its own.
+    pub async fn kill9(mut self) {
+        if let Ok(Some(exit)) = self.child.try_wait() {
+            panic!("the broker died on its own ({exit}):\n{}", self.log());
+        }
+        self.child.start_kill().expect("send SIGKILL");
+        let exit = within("the killed broker's exit", self.child.wait())
+            .await
+            .expect("wait for the broker");
+        assert_eq!(
+            exit.signal(),
+            Some(9),
+            "the broker exited with {exit} instead of dying of SIGKILL:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM, as an operator's service manager would; the broker must exit 0.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().expect("the broker is running");
+        let status = within(
+            "kill -TERM",
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status(),
+        )
+        .await
+        .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+        let exit: ExitStatus = within("the broker's exit after SIGTERM", self.child.wait())
+            .await
+            .expect("wait for the broker");
+        assert!(
+            exit.success(),
+            "the broker exited with {exit}:\n{}",
+            self.log()
+        );
+    }
+}
+
+/// Reads the broker's stderr to its end, sending the address of its `listening on ADDR` line on
+/// `addr` and keeping the last lines in `log`.
+async fn drain_log(
+    stderr: BufReader<tokio::process::ChildStderr>,
+    log: Log,
+    addr: tokio::sync::oneshot::Sender<SocketAddr>,
+) {
+    let mut addr = Some(addr);
+    let mut lines = stderr.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some((_, rest)) = line.split_once("listening on ") {
+            let parsed = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            if let (Some(parsed), Some(tx)) = (parsed, addr.take()) {
+                let _ = tx.send(parsed);
+            }
+        }
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == LOG_TAIL {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+}
+
+fn tail(log: &Log) -> String {
+    let log = log.lock().unwrap_or_else(|e| e.into_inner());
+    log.iter().map(|l| format!("  | {l}\n")).collect()
+}

@@ -2,109 +2,14 @@
 //! processes talking to it over loopback.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
-use std::time::Duration;
 
+use switchboard_tests::{binary, within, BrokerProcess};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
-}
-
-/// The directory holding the workspace's binaries, building them if this test runs on its own.
-fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/cli-<hash> -> target/<profile>
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target directory")
-            .to_path_buf();
-        if !dir.join("switchboard").exists() || !dir.join("switchboard-broker").exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = std::process::Command::new(cargo);
-            build.args([
-                "build",
-                "--bins",
-                "-p",
-                "switchboard-broker",
-                "-p",
-                "switchboard-client",
-            ]);
-            if dir.file_name().is_some_and(|p| p == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build");
-            assert!(status.success(), "building the binaries failed");
-        }
-        dir
-    })
-}
-
-/// A broker process on 127.0.0.1 port 0 with its data in `data_dir`.
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BrokerProcess {
-    async fn start(data_dir: &Path) -> BrokerProcess {
-        let mut child = Command::new(bin_dir().join("switchboard-broker"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .current_dir(data_dir)
-            .env("RUST_LOG", "info")
-            .env("SWITCHBOARD_LOG__FORMAT", "text")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start switchboard-broker");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = within("the broker's listening line", async {
-            while let Some(line) = lines.next_line().await.expect("read stderr") {
-                if let Some((_, rest)) = line.split_once("listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    return addr.parse::<SocketAddr>().expect("address in log line");
-                }
-            }
-            panic!("broker exited before listening");
-        })
-        .await;
-        // Keep draining the log so the broker never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        BrokerProcess { child, addr }
-    }
-
-    /// SIGTERM, as an operator's service manager would; the broker must exit 0.
-    async fn terminate(mut self) {
-        let pid = self.child.id().expect("broker pid");
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await
-            .expect("run kill");
-        assert!(status.success());
-        let exit = within("broker exit", self.child.wait())
-            .await
-            .expect("wait");
-        assert!(exit.success(), "broker exited with {exit}");
-    }
-}
+use tokio::process::{ChildStdout, Command};
 
 fn switchboard(addr: SocketAddr, id: Option<&str>) -> Command {
-    let mut cmd = Command::new(bin_dir().join("switchboard"));
+    let mut cmd = Command::new(binary("switchboard"));
     cmd.arg("--server").arg(addr.to_string());
     if let Some(id) = id {
         cmd.args(["--id", id]);
@@ -171,11 +76,11 @@ async fn poll(addr: SocketAddr, id: &str) -> Vec<serde_json::Value> {
 async fn offline_bob_polls_his_mail_even_across_a_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = BrokerProcess::start(dir.path()).await;
-    let first = send(broker.addr, "alice", "bob", "hello bob").await;
-    let second = send(broker.addr, "alice", "bob", "are you there?").await;
+    let first = send(broker.addr(), "alice", "bob", "hello bob").await;
+    let second = send(broker.addr(), "alice", "bob", "are you there?").await;
     assert!(second > first);
 
-    let lines = poll(broker.addr, "bob").await;
+    let lines = poll(broker.addr(), "bob").await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["type"], "message");
     assert_eq!(lines[0]["id"], first);
@@ -187,20 +92,20 @@ async fn offline_bob_polls_his_mail_even_across_a_broker_restart() {
         .ends_with('Z'));
     assert_eq!(lines[1]["body"], "are you there?");
     assert!(
-        poll(broker.addr, "bob").await.is_empty(),
+        poll(broker.addr(), "bob").await.is_empty(),
         "acknowledged mail is gone"
     );
 
     // Mail sent before a restart is still there after it.
-    send(broker.addr, "alice", "bob", "after the restart").await;
+    send(broker.addr(), "alice", "bob", "after the restart").await;
     broker.terminate().await;
     let broker = BrokerProcess::start(dir.path()).await;
-    let lines = poll(broker.addr, "bob").await;
+    let lines = poll(broker.addr(), "bob").await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["body"], "after the restart");
 
     // Alice's receipts for all three waited for her.
-    let receipts = poll(broker.addr, "alice").await;
+    let receipts = poll(broker.addr(), "alice").await;
     assert_eq!(receipts.len(), 3, "{receipts:?}");
     assert!(receipts
         .iter()
@@ -221,8 +126,8 @@ async fn listening_bob_gets_messages_live_and_alice_waits_for_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = BrokerProcess::start(dir.path()).await;
     // Bob listens; a message sent before he connected proves he is attached once it shows up.
-    send(broker.addr, "alice", "bob", "first").await;
-    let mut listen = switchboard(broker.addr, Some("bob"));
+    send(broker.addr(), "alice", "bob", "first").await;
+    let mut listen = switchboard(broker.addr(), Some("bob"));
     let mut listener = listen
         .arg("listen")
         .stdout(Stdio::piped())
@@ -231,7 +136,7 @@ async fn listening_bob_gets_messages_live_and_alice_waits_for_delivery() {
     let mut lines = BufReader::new(listener.stdout.take().expect("stdout")).lines();
     assert_eq!(next_json(&mut lines).await["body"], "first");
 
-    let mut cmd = switchboard(broker.addr, Some("alice"));
+    let mut cmd = switchboard(broker.addr(), Some("alice"));
     cmd.args(["send", "--to", "bob", "--wait-delivered", "--timeout", "10"]);
     let out = run_with_stdin(cmd, &[0xff, 0xfe, 0x00, b'x']).await;
     assert!(out.status.success(), "send failed: {}", text(&out.stderr));
@@ -273,7 +178,7 @@ async fn errors_are_one_line_with_the_right_exit_code() {
     // A rejection exits 1 with the reason.
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = BrokerProcess::start(dir.path()).await;
-    let mut cmd = switchboard(broker.addr, Some("alice"));
+    let mut cmd = switchboard(broker.addr(), Some("alice"));
     cmd.args(["send", "--to", "not valid", "hi"]);
     let out = run(cmd).await;
     assert_eq!(out.status.code(), Some(1));
