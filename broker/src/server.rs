@@ -190,6 +190,7 @@ async fn accept(
 ) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let mut next_worker = 0usize;
+    let mut per_address = ConnectRate::new(deps.settings.limits.max_connects_per_sec_per_ip);
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stop => return,
@@ -203,6 +204,10 @@ async fn accept(
                 }
             },
         };
+        if !per_address.admit(peer.ip()) {
+            tracing::debug!(%peer, "too many new connections from this address; dropped");
+            continue;
+        }
         let open = deps.connections.fetch_add(1, Ordering::Relaxed);
         if open >= deps.settings.limits.max_connections {
             deps.connections.fetch_sub(1, Ordering::Relaxed);
@@ -215,6 +220,46 @@ async fn accept(
         {
             deps.connections.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, %error, "cannot start session");
+        }
+    }
+}
+
+/// A token bucket per source address for `limits.max_connects_per_sec_per_ip` (burst: one second's
+/// worth). Addresses idle for a minute are forgotten, so the table stays small.
+struct ConnectRate {
+    rate: f64,
+    buckets: std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>,
+    last_sweep: std::time::Instant,
+}
+
+impl ConnectRate {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate: rate as f64,
+            buckets: std::collections::HashMap::new(),
+            last_sweep: std::time::Instant::now(),
+        }
+    }
+
+    fn admit(&mut self, ip: std::net::IpAddr) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(self.last_sweep) > std::time::Duration::from_secs(60) {
+            self.buckets
+                .retain(|_, (_, at)| now.duration_since(*at) < std::time::Duration::from_secs(60));
+            self.last_sweep = now;
+        }
+        let rate = self.rate;
+        let (tokens, at) = self.buckets.entry(ip).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }

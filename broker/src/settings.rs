@@ -73,6 +73,9 @@ pub struct Limits {
     pub write_timeout_ms: u64,
     /// Connections open at once; more are answered `Error{overloaded}` and closed.
     pub max_connections: usize,
+    /// New connections per second from one source address (burst: one second's worth); more are
+    /// closed at once. 0 for no limit.
+    pub max_connects_per_sec_per_ip: u64,
     /// `Send`s per second per connection (burst: one second's worth); more are rejected
     /// `rate-limited`. 0 for no limit.
     pub max_sends_per_sec: u64,
@@ -177,6 +180,7 @@ impl Default for Limits {
             max_outgoing_bytes: 16 << 20,
             write_timeout_ms: 30_000,
             max_connections: 50_000,
+            max_connects_per_sec_per_ip: 0,
             max_sends_per_sec: 0,
             max_unaccepted_sends: 1_024,
             page_size: 256,

@@ -170,3 +170,14 @@ async fn a_flooding_sender_is_rate_limited_not_disconnected() {
         "{hi:?}"
     );
 }
+
+#[tokio::test]
+async fn new_connections_per_address_are_rate_limited() {
+    let fx = Fixture::with(|s| s.limits.max_connects_per_sec_per_ip = 1).await;
+    let (mut first, _) = Raw::hello(fx.addr(), "first", 30).await;
+    // The bucket holds one second's worth, so a second connection at once is dropped unanswered.
+    let mut second = Raw::connect(fx.addr()).await;
+    assert_eq!(second.until_closed().await, []);
+    first.send(ClientFrame::Ping).await;
+    assert_eq!(first.recv().await, Some(BrokerFrame::Pong));
+}

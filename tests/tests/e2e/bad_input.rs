@@ -146,3 +146,60 @@ async fn a_send_to_an_invalid_recipient_is_rejected_not_fatal() {
     // The connection carries on.
     alice.send("bob", "fine").await.expect("accepted");
 }
+
+#[tokio::test]
+async fn an_invalid_utf8_client_id_gets_bad_frame() {
+    let fx = Fixture::new().await;
+    let bystanders = Bystanders::new(&fx).await;
+    let mut raw = Raw::connect(fx.addr()).await;
+    // {"type": "hello", "version": 1, "client_id": <str with bytes ff fe>, "token": nil,
+    //  "keepalive_secs": 30}
+    let mut body = vec![0x85, 0xa4];
+    body.extend_from_slice(b"type");
+    body.push(0xa5);
+    body.extend_from_slice(b"hello");
+    body.push(0xa7);
+    body.extend_from_slice(b"version");
+    body.push(0x01);
+    body.push(0xa9);
+    body.extend_from_slice(b"client_id");
+    body.extend_from_slice(&[0xa2, 0xff, 0xfe]);
+    body.push(0xa5);
+    body.extend_from_slice(b"token");
+    body.push(0xc0);
+    body.push(0xae);
+    body.extend_from_slice(b"keepalive_secs");
+    body.push(30);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    raw.send_bytes(&frame).await;
+    assert_closed_with(&raw.until_closed().await, ErrorCode::BadFrame);
+    bystanders.still_fine(&fx).await;
+}
+
+#[tokio::test]
+async fn a_truncated_frame_then_hang_up_harms_nobody() {
+    let fx = Fixture::new().await;
+    let bystanders = Bystanders::new(&fx).await;
+    let (mut raw, _) = Raw::hello(fx.addr(), "mallory", 30).await;
+    // Announces 100 bytes, sends 5, hangs up.
+    raw.send_bytes(&[0, 0, 0, 100, 0x82, 0xa4, b't', b'y', b'p'])
+        .await;
+    drop(raw);
+    bystanders.still_fine(&fx).await;
+}
+
+#[tokio::test]
+async fn thousands_of_silent_connections_do_not_stop_the_others() {
+    const SILENT: usize = 5_000;
+    let fx = Fixture::with(|s| s.limits.handshake_timeout_ms = 60_000).await;
+    let bystanders = Bystanders::new(&fx).await;
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        silent.push(Raw::connect(fx.addr()).await);
+    }
+    // All of them are open and waiting for a hello while the others carry on (each step of
+    // `still_fine` is bounded; how fast it stays is for the benchmark tool to say).
+    bystanders.still_fine(&fx).await;
+    drop(silent);
+}
