@@ -13,6 +13,7 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod store;
+pub mod tls;
 
 pub use server::{Broker, BrokerError};
 pub use settings::Settings;

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::{BrokerCodec, BrokerFrame, CodecError};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Encoder;
 
@@ -49,7 +48,7 @@ impl Outbox {
     /// Starts the writer task on the current worker thread. `done` resolves when the task ends: after
     /// [`Outbox::close`] once everything is written, or on a write error.
     pub fn start(
-        socket: OwnedWriteHalf,
+        socket: impl AsyncWrite + Unpin + 'static,
         codec: BrokerCodec,
         limit: usize,
         stall_timeout: Duration,
@@ -113,7 +112,7 @@ impl Drop for Outbox {
 }
 
 async fn write_loop(
-    mut socket: OwnedWriteHalf,
+    mut socket: impl AsyncWrite + Unpin,
     mut queue: mpsc::UnboundedReceiver<Bytes>,
     queued: Rc<Cell<usize>>,
     stall_timeout: Duration,

@@ -20,6 +20,7 @@ use crate::router::{self, Router, RouterConfig};
 use crate::session::{Session, SessionDeps};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread};
+use crate::tls;
 
 /// Requests the store thread may have queued before senders wait.
 const STORE_QUEUE_DEPTH: usize = 1_024;
@@ -70,6 +71,7 @@ impl Broker {
         let listen = settings.listen_addr().map_err(BrokerError::Settings)?;
         auth.check_listen(listen, settings.auth.allow_anonymous)
             .map_err(BrokerError::Settings)?;
+        let tls = tls::acceptor(&settings.tls).map_err(|e| BrokerError::Settings(e.to_string()))?;
         let store = open_store(&settings).await?;
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
         let last_id = store.last_id().await?;
@@ -105,11 +107,13 @@ impl Broker {
             settings: settings.clone(),
             auth,
             connections: Arc::new(AtomicUsize::new(0)),
+            tls,
         };
+        let tls_on = deps.tls.is_some();
         let (stop_accepting, stopped) = oneshot::channel();
         let handles = workers.iter().map(Arbiter::handle).collect();
         let accept_loop = actix_rt::spawn(accept(listener, handles, deps, stopped));
-        tracing::info!(address = %local_addr, store = ?settings.store, last_id, mailboxes, entries, "listening on {local_addr}");
+        tracing::info!(address = %local_addr, store = ?settings.store, tls = tls_on, last_id, mailboxes, entries, "listening on {local_addr}");
         Ok(Broker {
             local_addr,
             registry,
@@ -280,6 +284,32 @@ async fn refuse(mut stream: TcpStream, max_frame: usize) {
     }
 }
 
+/// Completes the TLS handshake (within the handshake timeout), then starts the session.
+async fn start_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    deps: SessionDeps,
+) {
+    let handshake =
+        tokio::time::timeout(deps.settings.handshake_timeout(), acceptor.accept(stream));
+    match handshake.await {
+        Ok(Ok(tls)) => {
+            let (read, write) = tokio::io::split(tls);
+            Session::start(read, write, peer, conn_id, deps);
+        }
+        Ok(Err(error)) => {
+            deps.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(%peer, %error, "TLS handshake failed");
+        }
+        Err(_) => {
+            deps.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(%peer, "TLS handshake timed out");
+        }
+    }
+}
+
 fn hand_to_worker(
     stream: TcpStream,
     peer: SocketAddr,
@@ -295,7 +325,15 @@ fn hand_to_worker(
     let worker = &workers[*next_worker % workers.len()];
     *next_worker = next_worker.wrapping_add(1);
     let spawned = worker.spawn_fn(move || match TcpStream::from_std(stream) {
-        Ok(stream) => Session::start(stream, peer, conn_id, deps),
+        Ok(stream) => match deps.tls.clone() {
+            None => {
+                let (read, write) = stream.into_split();
+                Session::start(read, write, peer, conn_id, deps);
+            }
+            Some(acceptor) => {
+                actix_rt::spawn(start_tls(acceptor, stream, peer, conn_id, deps));
+            }
+        },
         Err(error) => {
             deps.connections.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, %error, "cannot register connection");

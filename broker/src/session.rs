@@ -19,7 +19,7 @@ use switchboard_proto::{
     BrokerCodec, BrokerFrame, ClientFrame, ClientId, CodecError, ErrorCode, ReceiptStatus,
     RejectReason, PROTOCOL_VERSION,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 use tracing::Span;
 
@@ -81,18 +81,25 @@ pub struct SessionDeps {
     pub auth: Arc<Auth>,
     /// Connections open right now, for `limits.max_connections`.
     pub connections: Arc<AtomicUsize>,
+    /// TLS for new connections, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Session {
     /// Starts the session actor for an accepted connection on the current arbiter.
-    pub fn start(stream: TcpStream, peer: SocketAddr, conn_id: u64, deps: SessionDeps) {
+    pub fn start(
+        read: impl AsyncRead + Unpin + 'static,
+        write: impl AsyncWrite + Unpin + 'static,
+        peer: SocketAddr,
+        conn_id: u64,
+        deps: SessionDeps,
+    ) {
         let span =
             tracing::info_span!("session", conn = conn_id, %peer, client = tracing::field::Empty);
         let max_frame = deps.settings.limits.max_frame_bytes;
         let window = deps.settings.limits.window;
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
-            let (read, write) = stream.into_split();
             ctx.add_stream(FramedRead::new(read, BrokerCodec::new(max_frame)));
             let (outbox, written) = Outbox::start(
                 write,

@@ -41,6 +41,7 @@ pub struct Settings {
     pub mailbox: MailboxLimits,
     pub dedupe: Dedupe,
     pub auth: AuthSettings,
+    pub tls: TlsSettings,
     pub keepalive: Keepalive,
     pub log: Log,
 }
@@ -128,6 +129,18 @@ pub struct AuthSettings {
     pub failure_delay_ms: u64,
 }
 
+/// TLS on the listener; off while `cert_file` is empty.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TlsSettings {
+    /// The broker's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// If set, clients must present a certificate signed by this CA (PEM).
+    pub client_ca_file: PathBuf,
+}
+
 /// Keepalive negotiation: the client asks, the broker clamps to `[min_secs, max_secs]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -164,6 +177,7 @@ impl Default for Settings {
             mailbox: MailboxLimits::default(),
             dedupe: Dedupe::default(),
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
             keepalive: Keepalive::default(),
             log: Log::default(),
         }
@@ -334,6 +348,18 @@ impl Settings {
         }
         if self.dedupe.max_remembered == 0 {
             return invalid("dedupe.max_remembered", "must be at least 1");
+        }
+        let tls = &self.tls;
+        if !tls.cert_file.as_os_str().is_empty() && tls.key_file.as_os_str().is_empty() {
+            return invalid("tls.key_file", "must be set when tls.cert_file is");
+        }
+        if tls.cert_file.as_os_str().is_empty()
+            && !(tls.key_file.as_os_str().is_empty() && tls.client_ca_file.as_os_str().is_empty())
+        {
+            return invalid(
+                "tls.cert_file",
+                "must be set when tls.key_file or tls.client_ca_file is",
+            );
         }
         if self.keepalive.min_secs == 0 {
             return invalid("keepalive.min_secs", "must be at least 1");

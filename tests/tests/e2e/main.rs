@@ -6,3 +6,4 @@ mod delivery;
 mod durability;
 mod handshake;
 mod support;
+mod tls;

@@ -1,0 +1,69 @@
+//! TLS for the listener, with rustls: the broker's certificate and key, and optionally the CA that
+//! client certificates must be signed by.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::settings::TlsSettings;
+
+/// Why TLS cannot be set up; the message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("tls: {0}")]
+pub struct TlsError(String);
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            TlsError(format!(
+                "cannot read certificates from {}: {e}",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError(format!("no certificate in {}", path.display())));
+    }
+    Ok(certs)
+}
+
+/// The acceptor for `settings`, or `None` when TLS is off (no certificate configured).
+pub fn acceptor(settings: &TlsSettings) -> Result<Option<TlsAcceptor>, TlsError> {
+    if settings.cert_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates(&settings.cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|e| {
+        TlsError(format!(
+            "cannot read the private key from {}: {e}",
+            settings.key_file.display()
+        ))
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?;
+    let builder = if settings.client_ca_file.as_os_str().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        for cert in certificates(&settings.client_ca_file)? {
+            roots
+                .add(cert)
+                .map_err(|e| TlsError(format!("{}: {e}", settings.client_ca_file.display())))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| TlsError(e.to_string()))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError(format!("certificate and key do not fit: {e}")))?;
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}

@@ -1,0 +1,200 @@
+//! TLS on the listener: certificates made at test time with rcgen, clients speaking through rustls.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use switchboard_proto::{BrokerFrame, ClientCodec, ClientFrame, PROTOCOL_VERSION};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::codec::Framed;
+
+use crate::support::*;
+
+/// A CA, a broker certificate for 127.0.0.1 and a client certificate, as PEM files in a directory.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).expect("write pem");
+    path
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let server_key = KeyPair::generate().expect("key");
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("server params")
+            .signed_by(&server_key, &ca)
+            .expect("server cert");
+        let client_key = KeyPair::generate().expect("key");
+        let client = CertificateParams::new(vec!["alice".to_string()])
+            .expect("client params")
+            .signed_by(&client_key, &ca)
+            .expect("client cert");
+        let d = dir.path();
+        Pki {
+            ca: write(d, "ca.pem", &ca.pem()),
+            server_cert: write(d, "server.pem", &server.pem()),
+            server_key: write(d, "server.key", &server_key.serialize_pem()),
+            client_cert: write(d, "client.pem", &client.pem()),
+            client_key: write(d, "client.key", &client_key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+
+    fn connector(&self, with_client_cert: bool) -> TlsConnector {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca).expect("ca file") {
+            roots.add(cert.expect("ca cert")).expect("add ca");
+        }
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = if with_client_cert {
+            let chain = CertificateDer::pem_file_iter(&self.client_cert)
+                .expect("client cert file")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert");
+            let key = PrivateKeyDer::from_pem_file(&self.client_key).expect("client key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        } else {
+            builder.with_no_client_auth()
+        };
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+type TlsFramed = Framed<TlsStream<TcpStream>, ClientCodec>;
+
+async fn tls_hello(fx: &Fixture, connector: &TlsConnector, id: &str) -> Result<TlsFramed, String> {
+    let tcp = TcpStream::connect(fx.addr())
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let tls = within("tls handshake", connector.connect(name, tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut framed = Framed::new(tls, ClientCodec::default());
+    within(
+        "hello",
+        framed.send(ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            client_id: id.into(),
+            token: None,
+            keepalive_secs: 30,
+        }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match within("hi", framed.next()).await {
+        Some(Ok(BrokerFrame::Hi { .. })) => Ok(framed),
+        other => Err(format!("no hi: {other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn clients_talk_over_tls_and_plain_tcp_is_refused() {
+    let pki = Pki::new();
+    let fx = Fixture::with(|s| {
+        s.tls.cert_file = pki.server_cert.clone();
+        s.tls.key_file = pki.server_key.clone();
+    })
+    .await;
+    let connector = pki.connector(false);
+    let mut alice = tls_hello(&fx, &connector, "alice")
+        .await
+        .expect("alice over tls");
+    let mut bob = tls_hello(&fx, &connector, "bob")
+        .await
+        .expect("bob over tls");
+    within(
+        "send",
+        alice.send(ClientFrame::Send {
+            id: 1,
+            to: "bob".into(),
+            body: Bytes::from_static(b"sealed"),
+            ttl_ms: None,
+        }),
+    )
+    .await
+    .expect("send");
+    assert!(matches!(
+        within("accepted", alice.next()).await,
+        Some(Ok(BrokerFrame::Accepted { id: 1, .. }))
+    ));
+    match within("deliver", bob.next()).await {
+        Some(Ok(BrokerFrame::Deliver { body, .. })) => assert_eq!(&body[..], b"sealed"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+
+    // A plain client's hello is not a TLS handshake: no answer, the connection just ends.
+    let mut plain = Raw::connect(fx.addr()).await;
+    plain
+        .send(ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            client_id: "plain".into(),
+            token: None,
+            keepalive_secs: 30,
+        })
+        .await;
+    let frames = plain.until_closed().await;
+    assert!(
+        !frames.iter().any(|f| matches!(f, BrokerFrame::Hi { .. })),
+        "{frames:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_required_when_a_client_ca_is_set() {
+    let pki = Pki::new();
+    let fx = Fixture::with(|s| {
+        s.tls.cert_file = pki.server_cert.clone();
+        s.tls.key_file = pki.server_key.clone();
+        s.tls.client_ca_file = pki.ca.clone();
+    })
+    .await;
+    tls_hello(&fx, &pki.connector(true), "alice")
+        .await
+        .expect("with a client certificate");
+    let refused = tls_hello(&fx, &pki.connector(false), "mallory").await;
+    assert!(refused.is_err(), "connected without a client certificate");
+}
+
+#[tokio::test]
+async fn a_missing_key_file_stops_the_start_naming_it() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(dir.path());
+    s.tls.cert_file = pki.server_cert.clone();
+    s.tls.key_file = dir.path().join("nope.key");
+    let result = tokio::task::spawn_blocking(move || {
+        actix_rt::System::new().block_on(switchboard_broker::Broker::start(s))
+    })
+    .await
+    .expect("join");
+    let err = result.err().expect("refused").to_string();
+    assert!(err.contains("nope.key"), "{err}");
+}
