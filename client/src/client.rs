@@ -158,7 +158,36 @@ impl Client {
         options: SendOptions,
     ) -> Result<Sent, ClientError> {
         let (accepted, answer) = oneshot::channel();
-        self.submit(to, body.into(), options, accepted, None)
+        self.submit(to, body.into(), options, None, accepted, None)
+            .await?;
+        answer.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends like [`Client::send_with`], with a client message id chosen by the caller instead of the
+    /// library.
+    ///
+    /// This is for resending a message persisted elsewhere, such as a file in an outbox written
+    /// before the broker could be reached: the id is chosen once (with [`next_send_id`] or another
+    /// scheme) and stored with the message, and every attempt to send it uses that id, so the broker
+    /// stores it once however often it is sent (see "Resending" in `PROTOCOL.md`; the broker
+    /// remembers ids for `dedupe.window_secs`, a day by default).
+    ///
+    /// The id must be unique per sender (per client id), across processes and restarts: the broker
+    /// answers a second, different message with a remembered id as a resend of the first and stores
+    /// nothing. A send whose id is the id of another send of this client still waiting for its answer
+    /// fails at once with [`ClientError::DuplicateId`]. With [`ClientOptions::reconnect`], unanswered
+    /// sends are sent again in the order they were made, whatever their ids.
+    ///
+    /// [`next_send_id`]: crate::next_send_id
+    pub async fn send_with_id(
+        &self,
+        to: &str,
+        body: impl Into<Bytes>,
+        id: u64,
+        options: SendOptions,
+    ) -> Result<Sent, ClientError> {
+        let (accepted, answer) = oneshot::channel();
+        self.submit(to, body.into(), options, Some(id), accepted, None)
             .await?;
         answer.await.map_err(|_| ClientError::Closed)?
     }
@@ -187,7 +216,7 @@ impl Client {
     ) -> Result<Tracked, ClientError> {
         let (accepted, answer) = oneshot::channel();
         let (receipt, rx) = oneshot::channel();
-        self.submit(to, body.into(), options, accepted, Some(receipt))
+        self.submit(to, body.into(), options, None, accepted, Some(receipt))
             .await?;
         let sent = answer.await.map_err(|_| ClientError::Closed)??;
         Ok(Tracked {
@@ -237,6 +266,7 @@ impl Client {
         to: &str,
         body: Bytes,
         options: SendOptions,
+        id: Option<u64>,
         accepted: oneshot::Sender<Result<Sent, ClientError>>,
         receipt: Option<oneshot::Sender<Receipt>>,
     ) -> Result<(), ClientError> {
@@ -248,6 +278,7 @@ impl Client {
             to: to.to_owned(),
             body,
             ttl_ms: options.ttl.map(ttl_millis),
+            id,
             accepted,
             receipt,
             room,

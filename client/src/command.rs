@@ -31,17 +31,21 @@ pub(crate) struct SendCommand {
     pub(crate) to: String,
     pub(crate) body: Bytes,
     pub(crate) ttl_ms: Option<u64>,
+    /// The client message id the caller chose, or `None` for the next of [`next_send_id`].
+    pub(crate) id: Option<u64>,
     pub(crate) accepted: oneshot::Sender<Result<Sent, ClientError>>,
     pub(crate) receipt: Option<oneshot::Sender<Receipt>>,
     /// One of the [`MAX_UNANSWERED`] places, held until the answer comes.
     pub(crate) room: OwnedSemaphorePermit,
 }
 
-/// The next client message id: the Unix time in microseconds, or one more than the last id handed
-/// out in this process if that is larger. Ids stay unique across reconnects and, unless a process
-/// sends faster than one message per microsecond on average, across restarts. They also increase in
-/// the order the session takes sends, which is the order unanswered sends are sent again in.
-pub(crate) fn next_send_id() -> u64 {
+/// A fresh client message id (`Send.id`), as the library numbers its own sends: the Unix time in
+/// microseconds, or one more than the last id handed out in this process if that is larger.
+///
+/// Ids stay unique across reconnects and, unless a process sends faster than one message per
+/// microsecond on average, across restarts. Use it to choose the id of a message stored before it
+/// is sent, for [`Client::send_with_id`](crate::Client::send_with_id).
+pub fn next_send_id() -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

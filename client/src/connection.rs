@@ -38,8 +38,8 @@ pub(crate) struct Link {
     /// Receipts the library acknowledged on this link (the tracked ones). If the link breaks, the
     /// broker may not have read those `Ack`s and will deliver the receipts again.
     pub(crate) library_acks: Vec<u64>,
-    /// The lowest client message id among the unanswered sends this link has not carried yet: a new
-    /// link starts at 0 and so sends every unanswered one again, oldest first.
+    /// The lowest session sequence number among the unanswered sends this link has not carried yet: a
+    /// new link starts at 0 and so sends every unanswered one again, oldest first.
     pub(crate) next_send: u64,
 }
 

@@ -39,6 +39,10 @@ pub enum ClientError {
         /// The broker's explanation, for people.
         text: String,
     },
+    /// [`Client::send_with_id`](crate::Client::send_with_id) was given the client message id of a
+    /// send of this client still waiting for its answer; nothing was sent.
+    #[error("client message id {0} is already in use by a send waiting for its answer")]
+    DuplicateId(u64),
     /// The connection ended before the call could complete. For a send this means the client cannot
     /// tell whether the message was stored.
     #[error("the connection to the broker is closed")]
@@ -53,6 +57,16 @@ pub enum ClientError {
     /// The broker sent a frame that makes no sense at this point.
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+impl ClientError {
+    /// Whether the same call may succeed later: the broker could not be reached, did not answer in
+    /// time, or turned the connection away for a passing reason (`shutting-down`, `internal`,
+    /// `handshake-timeout`, `keepalive-timeout`), or the connection broke. This is the rule the
+    /// library itself follows when reconnecting; a program retrying a first connection can use it.
+    pub fn is_retryable(&self) -> bool {
+        crate::reconnect::may_retry_connect(self)
+    }
 }
 
 /// A short, lowercase reason for an I/O error, fit to follow a colon: `connection refused` rather than

@@ -29,7 +29,10 @@
 //!
 //! With [`ClientOptions::reconnect`] set, a lost connection is not the end: the client connects
 //! again with backoff and sends again what the broker had not answered (the broker recognises a
-//! repeated client message id and stores the message once); see [`Reconnect`].
+//! repeated client message id and stores the message once); see [`Reconnect`]. A message kept
+//! somewhere before it could be sent (a file in an outbox, a row in a database) can carry its own
+//! client message id, chosen once with [`next_send_id`], and be sent with [`Client::send_with_id`] as
+//! often as needed: the broker stores it once.
 //!
 //! Inside, `client.rs` is the handle, `command.rs` what it asks of `session.rs`, the task behind it
 //! (one per client, across connections), `connection.rs` one connection's socket, `handshake.rs` the `Hello`/`Hi` exchange
@@ -46,6 +49,7 @@ mod reconnect;
 mod session;
 
 pub use client::{Client, ReceiptFuture, SendOptions, Sent, Tracked, Welcome};
+pub use command::next_send_id;
 pub use error::ClientError;
 pub use event::{CloseReason, Event, Events, Message, Receipt};
 pub use options::ClientOptions;

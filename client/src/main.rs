@@ -1,7 +1,8 @@
-//! `switchboard`: send, listen for and poll Switchboard messages from the command line.
+//! `switchboard`: send, listen for and poll Switchboard messages from the command line, and run the
+//! daemon that keeps a mailbox drained (`cli/daemon/`).
 //!
-//! Output is for scripts: `send` prints the broker's message id, `listen` and `poll` print one JSON
-//! line per message or receipt (see `cli/output.rs`). Errors print one line, `error: …`, on stderr and
+//! Output is for scripts: `send` prints the broker's message id, `listen`, `poll` and the daemon's
+//! default sink print one JSON line per message or receipt (see `cli/output.rs`). Errors print one line, `error: …`, on stderr and
 //! exit 1; usage errors exit 2.
 
 mod cli;
@@ -17,7 +18,7 @@ use crate::cli::Cli;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.validate();
-    init_logging();
+    init_logging(cli.default_log_level());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,9 +39,9 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs go to stderr, at `warn` unless `RUST_LOG` says otherwise.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+/// Logs go to stderr, at `level` unless `RUST_LOG` says otherwise.
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -54,8 +54,10 @@ impl Reconnect {
             .map_or(cap, |ceiling| ceiling.min(cap))
     }
 
-    /// The wait before attempt `attempt`, with fresh jitter.
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+    /// The wait before attempt `attempt` (counted from 1), with fresh jitter: uniformly between
+    /// `base` and [`Reconnect::ceiling`]. Programs that retry something else (a local command, a
+    /// first connection) can pace themselves with the same policy.
+    pub fn delay(&self, attempt: u32) -> Duration {
         self.delay_at(attempt, jitter())
     }
 
@@ -108,9 +110,10 @@ pub(crate) fn may_retry_connect(error: &ClientError) -> bool {
             may_retry_after(*code) || *code == ErrorCode::HandshakeTimeout
         }
         ClientError::Codec(e) => may_retry_read(e),
-        ClientError::Rejected { .. } | ClientError::InvalidId(_) | ClientError::Protocol(_) => {
-            false
-        }
+        ClientError::Rejected { .. }
+        | ClientError::DuplicateId(_)
+        | ClientError::InvalidId(_)
+        | ClientError::Protocol(_) => false,
     }
 }
 

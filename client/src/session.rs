@@ -44,6 +44,8 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 
 /// A send waiting for its answer.
 struct PendingSend {
+    /// The client message id, as on the wire.
+    id: u64,
     /// The whole `Send` frame, length prefix included.
     frame: Bytes,
     accepted: oneshot::Sender<Result<Sent, ClientError>>,
@@ -67,9 +69,13 @@ pub(crate) struct Session {
     welcome: watch::Sender<Welcome>,
     /// The places for unanswered sends; closed when the session ends, so that waiting sends fail.
     room: Arc<Semaphore>,
-    /// Sends waiting for `Accepted` or `Rejected`, by client message id, which is the order they were
-    /// made in.
+    /// Sends waiting for `Accepted` or `Rejected`, by the order the session took them in (a sequence
+    /// number of its own: a caller-chosen client message id need not be larger than earlier ones).
     unanswered: BTreeMap<u64, PendingSend>,
+    /// The sequence number in `unanswered` of each unanswered client message id.
+    unanswered_ids: HashMap<u64, u64>,
+    /// The sequence number the next send taken gets.
+    next_seq: u64,
     /// Tracked sends waiting for their receipt, by client message id.
     tracked: HashMap<u64, oneshot::Sender<Receipt>>,
     /// Acks waiting for a connection.
@@ -97,6 +103,8 @@ impl Session {
             welcome,
             room,
             unanswered: BTreeMap::new(),
+            unanswered_ids: HashMap::new(),
+            next_seq: 0,
             tracked: HashMap::new(),
             acks: Vec::new(),
             library_acked: BTreeSet::new(),
@@ -276,17 +284,23 @@ impl Session {
         }
     }
 
-    /// Numbers and encodes a send, and keeps it until answered; a send too large fails at once.
+    /// Numbers and encodes a send, and keeps it until answered; a send too large, or reusing the
+    /// client message id of a send still unanswered, fails at once.
     fn take_send(&mut self, send: SendCommand) {
         let SendCommand {
             to,
             body,
             ttl_ms,
+            id,
             accepted,
             receipt,
             room,
         } = send;
-        let id = next_send_id();
+        let id = id.unwrap_or_else(next_send_id);
+        if self.unanswered_ids.contains_key(&id) {
+            let _ = accepted.send(Err(ClientError::DuplicateId(id)));
+            return;
+        }
         let frame = ClientFrame::Send {
             id,
             to,
@@ -295,9 +309,13 @@ impl Session {
         };
         match encode_frame(&frame, self.opts.max_frame) {
             Ok(frame) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.unanswered_ids.insert(id, seq);
                 self.unanswered.insert(
-                    id,
+                    seq,
                     PendingSend {
+                        id,
                         frame: frame.freeze(),
                         accepted,
                         _room: room,
@@ -313,14 +331,15 @@ impl Session {
         }
     }
 
-    /// Queues the unanswered sends this link has not carried yet, in id order, up to the high water.
+    /// Queues the unanswered sends this link has not carried yet, in the order they were made, up to
+    /// the high water.
     fn fill(&self, link: &mut Link) {
         while link.out.buf.len() < OUT_HIGH_WATER {
-            let Some((&id, send)) = self.unanswered.range(link.next_send..).next() else {
+            let Some((&seq, send)) = self.unanswered.range(link.next_send..).next() else {
                 return;
             };
             link.out.push_encoded(&send.frame);
-            link.next_send = id.saturating_add(1);
+            link.next_send = seq.saturating_add(1);
         }
     }
 
@@ -395,8 +414,13 @@ impl Session {
             }
             _ => return,
         };
-        match self.unanswered.remove(&id) {
+        match self
+            .unanswered_ids
+            .remove(&id)
+            .and_then(|seq| self.unanswered.remove(&seq))
+        {
             Some(send) => {
+                debug_assert_eq!(send.id, id);
                 let _ = send.accepted.send(answer);
             }
             None => tracing::warn!(id, "an answer for a send this client did not make"),

@@ -375,3 +375,59 @@ async fn close_while_reconnecting_ends_at_once_and_fails_what_waits() {
     let sent = within("the send", send).await.expect("task");
     assert!(matches!(sent, Err(ClientError::Closed)), "{sent:?}");
 }
+
+#[tokio::test]
+async fn sends_with_caller_chosen_ids_keep_their_ids_and_the_order_they_were_made_in() {
+    let broker = MockBroker::start().await;
+    let (client, mut events, mut first) = connect(&broker).await;
+    // A library-numbered send first, then one whose id (chosen long ago, say) is far lower.
+    let newer = spawn_send(&client, "numbered by the library");
+    let (newer_id, ..) = recv_send(&mut first).await;
+    let older = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .send_with_id("bob", "stored earlier", 17, SendOptions::default())
+                .await
+        }
+    });
+    let (older_id, _, body, _) = recv_send(&mut first).await;
+    assert_eq!((older_id, &body[..]), (17, &b"stored earlier"[..]));
+    assert!(newer_id > older_id);
+
+    // The same id again while the first is unanswered fails at once and sends nothing.
+    let again = within(
+        "a duplicate id",
+        client.send_with_id("bob", "other", 17, SendOptions::default()),
+    )
+    .await;
+    assert!(
+        matches!(again, Err(ClientError::DuplicateId(17))),
+        "{again:?}"
+    );
+
+    // Both go out again after a reconnect, in the order they were made.
+    drop(first);
+    disconnected(&mut events).await;
+    let (mut second, _) = broker.welcome(30, 0).await;
+    let (id, ..) = recv_send(&mut second).await;
+    assert_eq!(id, newer_id);
+    second
+        .send(BrokerFrame::Accepted { id, message_id: 5 })
+        .await;
+    let (id, ..) = recv_send(&mut second).await;
+    assert_eq!(id, 17);
+    second
+        .send(BrokerFrame::Accepted { id, message_id: 6 })
+        .await;
+    let sent = within("the older send", older).await.expect("task");
+    assert_eq!(
+        sent.expect("accepted"),
+        Sent {
+            id: 17,
+            message_id: 6
+        }
+    );
+    let sent = within("the newer send", newer).await.expect("task");
+    assert_eq!(sent.expect("accepted").message_id, 5);
+}

@@ -99,7 +99,7 @@ pub async fn poll(opts: ClientOptions, timeout: Option<Duration>) -> anyhow::Res
 }
 
 /// Connects, naming the server if the handshake times out.
-async fn connect(opts: ClientOptions) -> anyhow::Result<(Client, Events)> {
+pub(crate) async fn connect(opts: ClientOptions) -> anyhow::Result<(Client, Events)> {
     let server = opts.server.clone();
     Client::connect(opts).await.map_err(|e| match e {
         ClientError::Timeout => anyhow!("timed out connecting to {server}"),
@@ -140,7 +140,7 @@ async fn print_receipt(client: &Client, receipt: &Receipt) -> anyhow::Result<()>
 }
 
 /// Writes one line to stdout and flushes it, so a reader sees each line as it happens.
-fn print_line(line: &str) -> anyhow::Result<()> {
+pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
@@ -148,7 +148,7 @@ fn print_line(line: &str) -> anyhow::Result<()> {
 }
 
 /// All of stdin, read on the blocking pool (the workspace's tokio has no `io-std`).
-async fn read_stdin() -> anyhow::Result<Bytes> {
+pub(crate) async fn read_stdin() -> anyhow::Result<Bytes> {
     let read = tokio::task::spawn_blocking(|| {
         let mut body = Vec::new();
         std::io::stdin().lock().read_to_end(&mut body).map(|_| body)
@@ -160,7 +160,7 @@ async fn read_stdin() -> anyhow::Result<Bytes> {
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -180,19 +180,19 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 }
 
 /// An optional point in time that bounds a whole command.
-struct Deadline {
+pub(crate) struct Deadline {
     at: Option<(Instant, Duration)>,
 }
 
 impl Deadline {
-    fn after(timeout: Option<Duration>) -> Self {
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
         Self {
             at: timeout.map(|t| (Instant::now() + t, t)),
         }
     }
 
     /// Runs `fut`, failing with `timed out after … waiting for <what>` at the deadline.
-    async fn bound<T>(
+    pub(crate) async fn bound<T>(
         &self,
         what: &str,
         fut: impl std::future::Future<Output = T>,

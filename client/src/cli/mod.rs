@@ -1,11 +1,14 @@
 //! The `switchboard` command line: arguments, and one function per command.
 //!
-//! Every command connects once, does its job and leaves with `Bye`. Errors come back as `anyhow`
+//! Every command but `daemon` connects once, does its job and leaves with `Bye`; `daemon`
+//! (`daemon/`) runs until stopped. Errors come back as `anyhow`
 //! errors whose top-level message is complete on its own; `main` prints it as one line.
 
 mod commands;
+mod daemon;
 pub mod output;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -48,6 +51,9 @@ enum Command {
     Listen,
     /// Print and acknowledge what is waiting in the mailbox, then exit.
     Poll(PollArgs),
+    /// Keep the mailbox drained, handing each message to stdout, a directory or a command; send
+    /// what `send --spool` left in an outbox.
+    Daemon(daemon::DaemonArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,8 +65,13 @@ struct SendArgs {
     text: Option<String>,
     /// After the id, wait for the receipt and print its status (`delivered`, or `expired` when the
     /// time to live ran out first).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spool")]
     wait_delivered: bool,
+    /// If the broker cannot be reached now, write the message into this outbox directory instead
+    /// (exit 0, `spooled to DIR/FILE` on stderr, nothing on stdout); `switchboard daemon --outbox
+    /// DIR`, run with the same --id, sends it later, exactly once.
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
     /// Let the broker drop the message if it is still undelivered this long after accepting it
     /// (seconds, or a duration such as `1m30s`); without it the broker's default applies.
     #[arg(long, value_name = "SECS", value_parser = parse_ttl)]
@@ -88,6 +99,22 @@ impl Cli {
                 )
                 .exit();
         }
+        if let Command::Daemon(args) = &self.command {
+            if let Err(message) = args.check() {
+                Cli::command()
+                    .error(clap::error::ErrorKind::ArgumentConflict, message)
+                    .exit();
+            }
+        }
+    }
+
+    /// The log level when `RUST_LOG` does not say: the daemon reports its connection and each
+    /// message at `info`; the one-shot commands only warn.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Daemon(_) => "info",
+            _ => "warn",
+        }
     }
 
     fn options(&self) -> ClientOptions {
@@ -101,6 +128,21 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = cli.options();
     match cli.command {
+        Command::Send(SendArgs {
+            to,
+            text,
+            ttl,
+            timeout,
+            spool: Some(dir),
+            ..
+        }) => {
+            let body = match text {
+                Some(text) => text.into(),
+                None => commands::read_stdin().await?,
+            };
+            daemon::spool::send_or_spool(opts, &to, body, SendOptions { ttl }, &dir, limit(timeout))
+                .await
+        }
         Command::Send(args) => {
             commands::send(
                 opts,
@@ -114,6 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Listen => commands::listen(opts).await,
         Command::Poll(args) => commands::poll(opts, limit(args.timeout)).await,
+        Command::Daemon(args) => daemon::run(opts, args).await,
     }
 }
 

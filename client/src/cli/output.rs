@@ -67,7 +67,7 @@ pub fn receipt_line(receipt: &Receipt) -> serde_json::Result<String> {
 }
 
 /// `2026-11-24T18:00:00.123Z`. `humantime` refuses years past 9999, so later times are clamped.
-fn rfc3339_millis(time: SystemTime) -> String {
+pub fn rfc3339_millis(time: SystemTime) -> String {
     let time = time.min(UNIX_EPOCH + LATEST_PRINTABLE);
     humantime::format_rfc3339_millis(time).to_string()
 }

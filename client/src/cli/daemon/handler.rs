@@ -1,0 +1,111 @@
+//! One entry from the mailbox, from arrival to acknowledgement:
+//!
+//! ```text
+//!  deliver ──▶ in the journal? ── yes ─────────────────────────────▶ ack
+//!                  │ no
+//!                  ▼
+//!               sink ── interrupted / fatal ──▶ (no ack: the broker keeps it)
+//!                  │ handled or dead-lettered
+//!                  ▼
+//!               journal (fsync) ──▶ ack
+//! ```
+//!
+//! The journal is written before the ack, so a daemon killed between the two finds the id at the
+//! next delivery and acknowledges it without running the sink again.
+
+use switchboard_client::{Client, ClientError, Message, Receipt};
+use tokio_util::sync::CancellationToken;
+
+use super::journal::{Journal, Key};
+use super::sink::{Delivered, Sink, SinkError};
+
+/// The journal, the sink, and the daemon's stop signal.
+pub struct Handler {
+    pub journal: Journal,
+    pub sink: Sink,
+    pub stop: CancellationToken,
+}
+
+/// How handling one entry ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Handled (now or before) and acknowledged.
+    Acked,
+    /// Handled, but the client ended (or the daemon is stopping) before the ack was written; the
+    /// entry comes again and is only acknowledged then.
+    Unacked,
+    /// The daemon is stopping; the entry was not handled.
+    Interrupted,
+}
+
+impl Handler {
+    /// Hands a message to the sink unless the journal says it was, then acknowledges it.
+    pub async fn message(&self, client: &Client, message: &Message) -> anyhow::Result<Handled> {
+        let id = message.message_id;
+        let key = Key::message(message);
+        if self.journal.contains(key) {
+            tracing::info!(
+                message_id = id,
+                "redelivered, already handled; acknowledging"
+            );
+            return self.ack(client, id).await;
+        }
+        match self.sink.message(message, &self.stop).await {
+            Ok(Delivered::Handled) => {
+                tracing::info!(message_id = id, from = %message.from, bytes = message.body.len(), "message handled");
+            }
+            Ok(Delivered::DeadLettered(path)) => {
+                tracing::warn!(message_id = id, path = %path.display(), "message moved to the dead-letter directory");
+            }
+            Err(SinkError::Interrupted) => return Ok(Handled::Interrupted),
+            Err(SinkError::Fatal(e)) => return Err(e),
+        }
+        self.remember(key).await;
+        self.ack(client, id).await
+    }
+
+    /// Hands a receipt to the sink (only stdout shows it) unless already handled, then acknowledges.
+    pub async fn receipt(&self, client: &Client, receipt: &Receipt) -> anyhow::Result<Handled> {
+        let id = receipt.receipt_id;
+        let key = Key::receipt(receipt);
+        if !self.journal.contains(key) {
+            match self.sink.receipt(receipt).await {
+                Ok(()) => {}
+                Err(SinkError::Interrupted) => return Ok(Handled::Interrupted),
+                Err(SinkError::Fatal(e)) => return Err(e),
+            }
+            self.remember(key).await;
+        }
+        self.ack(client, id).await
+    }
+
+    /// Records a handled id. A journal that cannot be written only widens the window for a
+    /// duplicate after a crash; the entry is acknowledged all the same rather than handled again.
+    async fn remember(&self, key: Key) {
+        if let Err(e) = self.journal.record(key).await {
+            tracing::error!(entry = key.id, error = %e, "cannot record the entry in the journal; acknowledging it anyway");
+        }
+    }
+}
+
+impl Handler {
+    /// Acknowledges `id`. While the library reconnects, an ack waits for the next connection; a
+    /// daemon asked to stop meanwhile does not wait for it (the entry is in the journal, so its
+    /// redelivery is only acknowledged). The ack is queued before the stop is looked at, so a stop
+    /// that came during the sink still lets it go out ahead of the `Bye`.
+    async fn ack(&self, client: &Client, id: u64) -> anyhow::Result<Handled> {
+        let acked = tokio::select! {
+            biased;
+            acked = client.ack(id) => acked,
+            () = self.stop.cancelled() => return Ok(Handled::Unacked),
+        };
+        match acked {
+            Ok(()) => Ok(Handled::Acked),
+            Err(ClientError::Closed) => {
+                tracing::debug!(entry = id, "the connection ended before the ack");
+                Ok(Handled::Unacked)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
