@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use switchboard_proto::{encode_frame, BrokerFrame, ClientCodec, ClientFrame};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -27,9 +27,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const MIN_PING_EVERY: Duration = Duration::from_millis(100);
 
 /// An open connection to the broker.
+/// The read side of a connection, plain TCP or TLS.
+pub(crate) type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+/// The write side of a connection, plain TCP or TLS.
+pub(crate) type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 pub(crate) struct Link {
-    pub(crate) reader: FramedRead<OwnedReadHalf, ClientCodec>,
-    pub(crate) writer: OwnedWriteHalf,
+    pub(crate) reader: FramedRead<Reader, ClientCodec>,
+    pub(crate) writer: Writer,
     pub(crate) out: Outbox,
     /// Half the agreed keepalive: the longest this side stays silent.
     pub(crate) ping_every: Duration,
@@ -45,8 +50,8 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new(
-        reader: FramedRead<OwnedReadHalf, ClientCodec>,
-        writer: OwnedWriteHalf,
+        reader: FramedRead<Reader, ClientCodec>,
+        writer: Writer,
         max_frame: usize,
         keepalive: Duration,
     ) -> Self {

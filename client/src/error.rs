@@ -12,6 +12,9 @@ use switchboard_proto::{CodecError, ErrorCode, InvalidClientId, RejectReason};
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The TLS settings cannot be used (unreadable certificate or key, bad server name).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The TCP connection to the broker could not be opened.
     #[error("cannot connect to {addr}: {}", io_reason(source))]
     Connect {

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use crate::client::Welcome;
-use crate::connection::Link;
+use crate::connection::{Link, Reader, Writer};
 use crate::error::ClientError;
 use crate::options::ClientOptions;
 
@@ -35,7 +35,16 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let (read, mut writer) = stream.into_split();
+    let (read, mut writer): (Reader, Writer) = match &opts.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            (Box::new(read), Box::new(write))
+        }
+        Some(tls) => {
+            let (read, write) = tokio::io::split(tls.connect(&opts.server, stream).await?);
+            (Box::new(read), Box::new(write))
+        }
+    };
     let mut reader = FramedRead::new(read, ClientCodec::new(opts.max_frame));
 
     let hello = ClientFrame::Hello {

@@ -47,6 +47,7 @@ mod handshake;
 mod options;
 mod reconnect;
 mod session;
+mod tls;
 
 pub use client::{Client, ReceiptFuture, SendOptions, Sent, Tracked, Welcome};
 pub use command::next_send_id;
@@ -55,3 +56,4 @@ pub use event::{CloseReason, Event, Events, Message, Receipt};
 pub use options::ClientOptions;
 pub use reconnect::Reconnect;
 pub use switchboard_proto::{ErrorCode, ReceiptStatus, RejectReason};
+pub use tls::Tls;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use switchboard_proto::DEFAULT_MAX_FRAME;
 
 use crate::reconnect::Reconnect;
+use crate::tls::Tls;
 
 /// Everything [`Client::connect`](crate::Client::connect) needs. Build it with [`ClientOptions::new`]
 /// and change the public fields as needed.
@@ -39,6 +40,8 @@ pub struct ClientOptions {
     /// without this option: `session-taken-over` (another process holds the id now),
     /// `invalid-client-id`, `unsupported-version`, and protocol disagreements.
     pub reconnect: Option<Reconnect>,
+    /// Speak TLS to the broker (`None`, the default: plain TCP).
+    pub tls: Option<Tls>,
 }
 
 impl ClientOptions {
@@ -57,6 +60,7 @@ impl ClientOptions {
             max_frame: DEFAULT_MAX_FRAME,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             reconnect: None,
+            tls: None,
         }
     }
 

@@ -98,7 +98,10 @@ impl Default for Reconnect {
 pub(crate) fn may_retry_after(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::ShuttingDown | ErrorCode::KeepaliveTimeout | ErrorCode::Internal
+        ErrorCode::ShuttingDown
+            | ErrorCode::KeepaliveTimeout
+            | ErrorCode::Internal
+            | ErrorCode::Overloaded
     )
 }
 
@@ -113,6 +116,7 @@ pub(crate) fn may_retry_connect(error: &ClientError) -> bool {
         ClientError::Rejected { .. }
         | ClientError::DuplicateId(_)
         | ClientError::InvalidId(_)
+        | ClientError::Tls(_)
         | ClientError::Protocol(_) => false,
     }
 }

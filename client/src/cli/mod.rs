@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use switchboard_client::{ClientOptions, SendOptions};
+use switchboard_client::{ClientOptions, SendOptions, Tls};
 
 /// Send and receive Switchboard messages.
 #[derive(Debug, Parser)]
@@ -39,6 +39,30 @@ pub struct Cli {
         global = true
     )]
     token: Option<String>,
+    /// Speak TLS to the broker, trusting the system's certificate authorities (or `--ca`).
+    #[arg(long, env = "SWITCHBOARD_TLS", global = true)]
+    tls: bool,
+    /// Trust only the certificate authorities in this PEM file (implies --tls).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Present this client certificate (PEM) to brokers that ask for one (with --key).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_CERT",
+        global = true,
+        requires = "key"
+    )]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_KEY",
+        global = true,
+        requires = "cert"
+    )]
+    key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,16 +141,26 @@ impl Cli {
         }
     }
 
-    fn options(&self) -> ClientOptions {
+    fn options(&self) -> anyhow::Result<ClientOptions> {
         let mut opts = ClientOptions::new(self.server.clone(), self.id.clone().unwrap_or_default());
         opts.token = self.token.clone();
-        opts
+        if self.tls || self.ca.is_some() || self.cert.is_some() {
+            let tls = match &self.ca {
+                Some(ca) => Tls::with_ca_file(ca)?,
+                None => Tls::system_roots()?,
+            };
+            opts.tls = Some(match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => tls.with_client_certificate(cert, key)?,
+                _ => tls,
+            });
+        }
+        Ok(opts)
     }
 }
 
 /// Runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let opts = cli.options();
+    let opts = cli.options()?;
     match cli.command {
         Command::Send(SendArgs {
             to,

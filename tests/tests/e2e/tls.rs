@@ -9,6 +9,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use switchboard_client::{Client, ClientOptions, Event, Tls};
 use switchboard_proto::{BrokerFrame, ClientCodec, ClientFrame, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -197,4 +198,61 @@ async fn a_missing_key_file_stops_the_start_naming_it() {
     .expect("join");
     let err = result.err().expect("refused").to_string();
     assert!(err.contains("nope.key"), "{err}");
+}
+
+#[tokio::test]
+async fn the_library_and_the_cli_speak_tls_with_a_ca_file_and_a_client_certificate() {
+    let pki = Pki::new();
+    let fx = Fixture::with(|s| {
+        s.tls.cert_file = pki.server_cert.clone();
+        s.tls.key_file = pki.server_key.clone();
+        s.tls.client_ca_file = pki.ca.clone();
+    })
+    .await;
+    let tls = Tls::with_ca_file(&pki.ca)
+        .expect("ca")
+        .with_client_certificate(&pki.client_cert, &pki.client_key)
+        .expect("client certificate");
+    let mut opts = ClientOptions::new(fx.addr().to_string(), "bob");
+    opts.tls = Some(tls);
+    let (bob, mut bob_events) = within("bob connects over tls", Client::connect(opts))
+        .await
+        .expect("connect");
+
+    let addr = fx.addr().to_string();
+    let mut cmd = tokio::process::Command::new(switchboard_tests::binary("switchboard"));
+    cmd.args(["--server", &addr, "--id", "alice", "--ca"])
+        .arg(&pki.ca)
+        .arg("--cert")
+        .arg(&pki.client_cert)
+        .arg("--key")
+        .arg(&pki.client_key)
+        .args(["send", "--to", "bob", "over tls"])
+        .env_remove("SWITCHBOARD_TOKEN");
+    let out = within("the cli", cmd.output()).await.expect("run the cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match next_event(&mut bob_events).await {
+        Event::Message(m) => {
+            assert_eq!(&m.body[..], b"over tls");
+            bob.ack(m.message_id).await.expect("ack");
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+
+    // Without a client certificate the handshake fails, and the CLI says so in one line.
+    let mut cmd = tokio::process::Command::new(switchboard_tests::binary("switchboard"));
+    cmd.args(["--server", &addr, "--id", "alice", "--ca"])
+        .arg(&pki.ca)
+        .args(["send", "--to", "bob", "refused"]);
+    let out = within("the cli", cmd.output()).await.expect("run the cli");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
 }
