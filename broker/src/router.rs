@@ -24,6 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
+// Maps keyed by broker ids use the fast non-keyed hash; ids are ours, not a peer's choice. Maps keyed
+// by client ids keep std's keyed hash, since peers choose those.
+use rustc_hash::FxHashMap;
 use switchboard_proto::{ClientId, RejectReason};
 use tokio::sync::oneshot;
 
@@ -148,7 +151,7 @@ struct InFlight {
 struct Online {
     conn_id: u64,
     session: Recipient<Deliver>,
-    in_flight: HashMap<u64, InFlight>,
+    in_flight: FxHashMap<u64, InFlight>,
     /// Body bytes of the entries in flight.
     in_flight_bytes: u64,
     /// Every entry of the mailbox with an id at or below this has been handed to this session.
@@ -194,7 +197,7 @@ pub struct Router {
     reserved: HashMap<String, Usage>,
     pending: Pending,
     committing: bool,
-    deleting: HashMap<u64, Deleting>,
+    deleting: FxHashMap<u64, Deleting>,
     /// Commits completed so far; a read is stamped with this when it starts.
     commits_done: u64,
     /// Store reads under way (page reads, expiry sweeps), counted by their start stamp.
@@ -241,7 +244,7 @@ impl Router {
             reserved: HashMap::new(),
             pending: Pending::default(),
             committing: false,
-            deleting: HashMap::new(),
+            deleting: FxHashMap::default(),
             commits_done: 0,
             reads: BTreeMap::new(),
             releasing: VecDeque::new(),
@@ -326,7 +329,7 @@ impl Router {
                 return;
             }
         };
-        let duplicates: HashMap<u64, u64> = outcome
+        let duplicates: FxHashMap<u64, u64> = outcome
             .duplicates
             .iter()
             .map(|d| (d.id, d.original))
@@ -739,7 +742,7 @@ impl Handler<Attach> for Router {
             Online {
                 conn_id: msg.conn_id,
                 session: msg.session,
-                in_flight: HashMap::new(),
+                in_flight: FxHashMap::default(),
                 in_flight_bytes: 0,
                 cursor: 0,
                 backlog: true,

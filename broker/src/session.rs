@@ -32,6 +32,8 @@ use crate::store::{Entry, EntryKind};
 
 /// How long a closing session waits for its last frame to reach a peer that may not be reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Initial capacity of a connection's read buffer.
+const READ_BUFFER: usize = 512;
 /// Headroom in the session's mailbox above the delivery window, for kicks and stray messages.
 const MAILBOX_HEADROOM: usize = 16;
 
@@ -100,7 +102,13 @@ impl Session {
         let window = deps.settings.limits.window;
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
-            ctx.add_stream(FramedRead::new(read, BrokerCodec::new(max_frame)));
+            // A small first buffer: most connections are idle most of the time, and it grows for
+            // larger frames as they come.
+            ctx.add_stream(FramedRead::with_capacity(
+                read,
+                BrokerCodec::new(max_frame),
+                READ_BUFFER,
+            ));
             let (outbox, written) = Outbox::start(
                 write,
                 BrokerCodec::new(max_frame),

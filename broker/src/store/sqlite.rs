@@ -115,7 +115,9 @@ impl SqliteStore {
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {synchronous};
              PRAGMA busy_timeout = 5000;
-             PRAGMA journal_size_limit = 67108864;"
+             PRAGMA journal_size_limit = 67108864;
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;"
         ))?;
         let mut store = Self { conn, path };
         store.migrate()?;
