@@ -7,14 +7,15 @@
 //! so the session can close it instead of buffering without bound. What it held unacknowledged goes
 //! back to its mailbox.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::{BrokerCodec, BrokerFrame, CodecError};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use tokio_util::codec::Encoder;
 
 /// Largest amount of queued frames copied into one write.
@@ -34,10 +35,21 @@ pub enum OutboxError {
 /// How the writer task ended.
 pub type WriterResult = Result<(), std::io::Error>;
 
+/// What the session and its writer task share; both run on the same worker thread. (A plain queue and a
+/// `Notify` rather than a channel: an idle connection then holds no preallocated channel block.)
+#[derive(Default)]
+struct Shared {
+    frames: RefCell<VecDeque<Bytes>>,
+    /// Bytes queued and not yet taken by the kernel.
+    queued: Cell<usize>,
+    /// No more frames will come.
+    closed: Cell<bool>,
+    wake: Notify,
+}
+
 /// The session's handle on its writer task.
 pub struct Outbox {
-    queue: Option<mpsc::UnboundedSender<Bytes>>,
-    queued: Rc<Cell<usize>>,
+    shared: Rc<Shared>,
     limit: usize,
     codec: BrokerCodec,
     scratch: BytesMut,
@@ -53,19 +65,11 @@ impl Outbox {
         limit: usize,
         stall_timeout: Duration,
     ) -> (Outbox, oneshot::Receiver<WriterResult>) {
-        let (queue, rx) = mpsc::unbounded_channel();
-        let queued = Rc::new(Cell::new(0));
+        let shared = Rc::new(Shared::default());
         let (done_tx, done) = oneshot::channel();
-        let task = actix_rt::spawn(write_loop(
-            socket,
-            rx,
-            queued.clone(),
-            stall_timeout,
-            done_tx,
-        ));
+        let task = actix_rt::spawn(write_loop(socket, shared.clone(), stall_timeout, done_tx));
         let outbox = Outbox {
-            queue: Some(queue),
-            queued,
+            shared,
             limit,
             codec,
             scratch: BytesMut::new(),
@@ -76,28 +80,33 @@ impl Outbox {
 
     /// Encodes `frame` and queues it for writing.
     pub fn send(&mut self, frame: BrokerFrame) -> Result<(), OutboxError> {
-        let queue = self.queue.as_ref().ok_or(OutboxError::Closed)?;
+        if self.shared.closed.get() {
+            return Err(OutboxError::Closed);
+        }
         self.codec.encode(frame, &mut self.scratch)?;
         let bytes = self.scratch.split().freeze();
-        let queued = self.queued.get() + bytes.len();
+        let queued = self.shared.queued.get() + bytes.len();
         if queued > self.limit {
             return Err(OutboxError::Overflow {
                 queued,
                 limit: self.limit,
             });
         }
-        self.queued.set(queued);
-        queue.send(bytes).map_err(|_| OutboxError::Closed)
+        self.shared.queued.set(queued);
+        self.shared.frames.borrow_mut().push_back(bytes);
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// No more frames: the task writes what is queued, shuts the socket's write side and ends.
     pub fn close(&mut self) {
-        self.queue = None;
+        self.shared.closed.set(true);
+        self.shared.wake.notify_one();
     }
 
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
-        self.queued.get()
+        self.shared.queued.get()
     }
 }
 
@@ -105,34 +114,48 @@ impl Drop for Outbox {
     /// A session that stops without closing first (or whose peer stopped reading) abandons what is
     /// left: the task may be stuck on a full socket and must not outlive the session.
     fn drop(&mut self) {
-        if self.queue.is_some() {
+        if !self.shared.closed.get() {
             self.task.abort();
         }
     }
 }
 
+/// The next bytes to write: everything queued, coalesced up to [`WRITE_BATCH`]; `None` once the
+/// outbox is closed and empty.
+async fn next_batch(shared: &Shared, batch: &mut BytesMut) -> Option<Bytes> {
+    loop {
+        {
+            let mut frames = shared.frames.borrow_mut();
+            if let Some(first) = frames.pop_front() {
+                if frames.is_empty() {
+                    return Some(first); // The common case when idle: as it is, no copy.
+                }
+                batch.extend_from_slice(&first);
+                while batch.len() < WRITE_BATCH {
+                    match frames.pop_front() {
+                        Some(more) => batch.extend_from_slice(&more),
+                        None => break,
+                    }
+                }
+                return Some(batch.split().freeze());
+            }
+            if shared.closed.get() {
+                return None;
+            }
+        }
+        shared.wake.notified().await;
+    }
+}
+
 async fn write_loop(
     mut socket: impl AsyncWrite + Unpin,
-    mut queue: mpsc::UnboundedReceiver<Bytes>,
-    queued: Rc<Cell<usize>>,
+    shared: Rc<Shared>,
     stall_timeout: Duration,
     done: oneshot::Sender<WriterResult>,
 ) {
     let mut batch = BytesMut::new();
     let result = async {
-        while let Some(first) = queue.recv().await {
-            let bytes = if queue.is_empty() {
-                first // The common case when idle: write it as it is, no copy.
-            } else {
-                batch.extend_from_slice(&first);
-                while batch.len() < WRITE_BATCH {
-                    match queue.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                batch.split().freeze()
-            };
+        while let Some(bytes) = next_batch(&shared, &mut batch).await {
             let mut written = 0;
             while written < bytes.len() {
                 // Each write returns as soon as the kernel takes some bytes: a timeout here means the
@@ -149,7 +172,7 @@ async fn write_loop(
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
                 written += n;
-                queued.set(queued.get().saturating_sub(n));
+                shared.queued.set(shared.queued.get().saturating_sub(n));
             }
         }
         socket.shutdown().await
