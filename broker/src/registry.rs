@@ -70,10 +70,16 @@ struct Registered {
 #[rtype(result = "()")]
 pub struct AwaitEmpty;
 
+/// Resolves once the client id has no connection (at once if it has none now).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AwaitGone(pub ClientId);
+
 #[derive(Default)]
 pub struct Registry {
     clients: HashMap<ClientId, Registered>,
     empty_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    gone_waiters: HashMap<ClientId, Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Registry {
@@ -125,8 +131,27 @@ impl Handler<Unregister> for Registry {
             .is_some_and(|r| r.info.conn_id == msg.conn_id)
         {
             self.clients.remove(&msg.client);
+            for tx in self.gone_waiters.remove(&msg.client).into_iter().flatten() {
+                let _ = tx.send(());
+            }
             self.notify_if_empty();
         }
+    }
+}
+
+impl Handler<AwaitGone> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: AwaitGone, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.clients.contains_key(&msg.0) {
+            self.gone_waiters.entry(msg.0).or_default().push(tx);
+        } else {
+            let _ = tx.send(());
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use futures_util::{SinkExt, StreamExt};
-use switchboard_broker::registry::{Connection, Lookup, Registry};
+use switchboard_broker::registry::{AwaitGone, Connection, Lookup, Registry};
 use switchboard_broker::settings::{Settings, StoreKind};
 use switchboard_broker::Broker;
 use switchboard_client::{Client, ClientOptions, Event, Events};
@@ -87,6 +87,17 @@ impl TestBroker {
         within("registry lookup", self.registry.send(Lookup(client)))
             .await
             .expect("registry alive")
+    }
+
+    /// Resolves once `client` has no connection to the broker.
+    pub async fn gone(&self, client: &str) {
+        let client = ClientId::new(client).expect("valid id");
+        within(
+            "the client to be disconnected",
+            self.registry.send(AwaitGone(client)),
+        )
+        .await
+        .expect("registry alive");
     }
 
     /// A clean shutdown, as on SIGTERM; returns once the broker has stopped.
