@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod outbox;
+pub mod rate;
 pub mod registry;
 pub mod router;
 pub mod server;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::auth::Auth;
+use crate::rate::TokenBucket;
 use crate::registry::{self, Registry};
 use crate::router::{self, Router, RouterConfig};
 use crate::session::{Session, SessionDeps};
@@ -228,43 +229,39 @@ async fn accept(
     }
 }
 
-/// A token bucket per source address for `limits.max_connects_per_sec_per_ip` (burst: one second's
-/// worth). Addresses idle for a minute are forgotten, so the table stays small.
+/// A [`TokenBucket`] per source address for `limits.max_connects_per_sec_per_ip`. Addresses idle for
+/// a minute are forgotten, so the table stays small.
 struct ConnectRate {
-    rate: f64,
-    buckets: std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>,
+    rate: u64,
+    buckets: std::collections::HashMap<std::net::IpAddr, TokenBucket>,
     last_sweep: std::time::Instant,
 }
 
 impl ConnectRate {
     fn new(rate: u64) -> Self {
         Self {
-            rate: rate as f64,
+            rate,
             buckets: std::collections::HashMap::new(),
             last_sweep: std::time::Instant::now(),
         }
     }
 
     fn admit(&mut self, ip: std::net::IpAddr) -> bool {
-        if self.rate <= 0.0 {
+        if self.rate == 0 {
             return true;
         }
         let now = std::time::Instant::now();
-        if now.duration_since(self.last_sweep) > std::time::Duration::from_secs(60) {
+        let minute = std::time::Duration::from_secs(60);
+        if now.duration_since(self.last_sweep) > minute {
             self.buckets
-                .retain(|_, (_, at)| now.duration_since(*at) < std::time::Duration::from_secs(60));
+                .retain(|_, bucket| now.duration_since(bucket.last_used()) < minute);
             self.last_sweep = now;
         }
         let rate = self.rate;
-        let (tokens, at) = self.buckets.entry(ip).or_insert((rate, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(rate, now))
+            .take(now)
     }
 }
 

@@ -25,6 +25,7 @@ use tracing::Span;
 
 use crate::auth::{Auth, Denied, Grant};
 use crate::outbox::{Outbox, OutboxError, WriterResult};
+use crate::rate::TokenBucket;
 use crate::registry::{self, Kick, Registry};
 use crate::router::{self, Deliver, Router};
 use crate::settings::Settings;
@@ -58,9 +59,8 @@ pub struct Session {
     auth: Arc<Auth>,
     /// What the credentials allow this client.
     grant: Grant,
-    /// Send rate limit: tokens left and when they were last topped up.
-    send_tokens: f64,
-    tokens_at: Instant,
+    /// `limits.max_sends_per_sec`.
+    send_rate: TokenBucket,
     connections: Arc<AtomicUsize>,
     outbox: Outbox,
     registry: Addr<Registry>,
@@ -128,8 +128,7 @@ impl Session {
                 refusing: false,
                 auth: deps.auth,
                 grant: Grant::default(),
-                send_tokens: deps.settings.limits.max_sends_per_sec as f64,
-                tokens_at: Instant::now(),
+                send_rate: TokenBucket::new(deps.settings.limits.max_sends_per_sec, Instant::now()),
                 connections: deps.connections,
                 outbox,
                 registry: deps.registry,
@@ -403,7 +402,7 @@ impl Session {
         if !self.grant.may_send_to(to.as_str()) {
             return self.settle(seq, Err(RejectReason::Forbidden), None, ctx);
         }
-        if !self.take_send_token() {
+        if !self.send_rate.take(Instant::now()) {
             return self.settle(seq, Err(RejectReason::RateLimited), None, ctx);
         }
         let submit = router::Submit {
@@ -425,24 +424,6 @@ impl Session {
             ctx.wait(answer); // Too many sends in the air: stop reading until this one is answered.
         } else {
             ctx.spawn(answer);
-        }
-    }
-
-    /// Token bucket for `limits.max_sends_per_sec` (0: unlimited); the burst is one second's worth.
-    fn take_send_token(&mut self) -> bool {
-        let rate = self.settings.limits.max_sends_per_sec as f64;
-        if rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let refill = now.duration_since(self.tokens_at).as_secs_f64() * rate;
-        self.send_tokens = (self.send_tokens + refill).min(rate);
-        self.tokens_at = now;
-        if self.send_tokens >= 1.0 {
-            self.send_tokens -= 1.0;
-            true
-        } else {
-            false
         }
     }
 
