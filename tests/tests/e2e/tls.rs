@@ -62,6 +62,18 @@ impl Pki {
         }
     }
 
+    /// A broker serving TLS with the server certificate, requiring client certificates if asked.
+    async fn broker(&self, client_ca: bool) -> Fixture {
+        Fixture::with(|s| {
+            s.tls.cert_file = self.server_cert.clone();
+            s.tls.key_file = self.server_key.clone();
+            if client_ca {
+                s.tls.client_ca_file = self.ca.clone();
+            }
+        })
+        .await
+    }
+
     fn connector(&self, with_client_cert: bool) -> TlsConnector {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
@@ -119,11 +131,7 @@ async fn tls_hello(fx: &Fixture, connector: &TlsConnector, id: &str) -> Result<T
 #[tokio::test]
 async fn clients_talk_over_tls_and_plain_tcp_is_refused() {
     let pki = Pki::new();
-    let fx = Fixture::with(|s| {
-        s.tls.cert_file = pki.server_cert.clone();
-        s.tls.key_file = pki.server_key.clone();
-    })
-    .await;
+    let fx = pki.broker(false).await;
     let connector = pki.connector(false);
     let mut alice = tls_hello(&fx, &connector, "alice")
         .await
@@ -171,12 +179,7 @@ async fn clients_talk_over_tls_and_plain_tcp_is_refused() {
 #[tokio::test]
 async fn a_client_certificate_is_required_when_a_client_ca_is_set() {
     let pki = Pki::new();
-    let fx = Fixture::with(|s| {
-        s.tls.cert_file = pki.server_cert.clone();
-        s.tls.key_file = pki.server_key.clone();
-        s.tls.client_ca_file = pki.ca.clone();
-    })
-    .await;
+    let fx = pki.broker(true).await;
     tls_hello(&fx, &pki.connector(true), "alice")
         .await
         .expect("with a client certificate");
@@ -203,12 +206,7 @@ async fn a_missing_key_file_stops_the_start_naming_it() {
 #[tokio::test]
 async fn the_library_and_the_cli_speak_tls_with_a_ca_file_and_a_client_certificate() {
     let pki = Pki::new();
-    let fx = Fixture::with(|s| {
-        s.tls.cert_file = pki.server_cert.clone();
-        s.tls.key_file = pki.server_key.clone();
-        s.tls.client_ca_file = pki.ca.clone();
-    })
-    .await;
+    let fx = pki.broker(true).await;
     let tls = Tls::with_ca_file(&pki.ca)
         .expect("ca")
         .with_client_certificate(&pki.client_cert, &pki.client_key)
