@@ -6,7 +6,6 @@
 //! bounded, so a broker that hangs fails the test with the name of what it was waiting for instead
 //! of hanging the run.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -21,7 +20,7 @@ use tokio::process::{Child, Command};
 /// The default bound on every wait.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// How many of the broker's last log lines are kept, to show when it misbehaves.
+/// How many of the broker's last log lines a failure message shows.
 const LOG_TAIL: usize = 200;
 
 /// Fails the test if `fut` takes longer than [`WAIT`].
@@ -123,8 +122,64 @@ pub struct BrokerProcess {
     log: Log,
 }
 
-/// The broker's last log lines, shared with the task that drains its stderr.
-type Log = Arc<Mutex<VecDeque<String>>>;
+/// Lines a child process writes, collected as they come by a task that drains the stream (so the
+/// child never blocks on a full pipe).
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    /// Starts collecting `stream`, line by line.
+    pub fn drain(&self, stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.push(line);
+            }
+        });
+    }
+
+    fn push(&self, line: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many lines contain every one of `needles`.
+    pub fn count(&self, needles: &[&str]) -> usize {
+        self.lines()
+            .iter()
+            .filter(|line| needles.iter().all(|n| line.contains(n)))
+            .count()
+    }
+
+    /// Waits until `n` lines contain every one of `needles`, looking every 20 ms (a log cannot
+    /// notify); shows the log if they never come within [`WAIT`].
+    pub async fn wait_for(&self, n: usize, needles: &[&str]) {
+        let log = self.clone();
+        let waited = tokio::time::timeout(WAIT, async {
+            while log.count(needles) < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            panic!(
+                "timed out after {WAIT:?} waiting for {n} log line(s) with {needles:?} in:\n{}",
+                self.lines().join("\n")
+            );
+        }
+    }
+
+    /// The last lines, indented, for a failure message.
+    fn tail(&self) -> String {
+        let lines = self.lines();
+        let skip = lines.len().saturating_sub(LOG_TAIL);
+        lines[skip..].iter().map(|l| format!("  | {l}\n")).collect()
+    }
+}
 
 impl BrokerProcess {
     /// Starts a broker on 127.0.0.1 port 0 with its store in `data_dir`; returns once it listens.
@@ -136,6 +191,7 @@ impl BrokerProcess {
     ///
     /// The working directory is `data_dir`, so no `settings.toml` of the workspace is read.
     pub async fn start_on(data_dir: &Path, port: u16) -> BrokerProcess {
+        std::fs::create_dir_all(data_dir).expect("create the data directory");
         let mut child = Command::new(binary("switchboard-broker"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -161,10 +217,10 @@ impl BrokerProcess {
                 let exit = within("the broker's exit", child.wait()).await;
                 panic!(
                     "the broker exited ({exit:?}) before listening:\n{}",
-                    tail(&log)
+                    log.tail()
                 );
             }
-            Err(_) => panic!("the broker did not listen within {WAIT:?}:\n{}", tail(&log)),
+            Err(_) => panic!("the broker did not listen within {WAIT:?}:\n{}", log.tail()),
         }
     }
 
@@ -173,9 +229,19 @@ impl BrokerProcess {
         self.addr
     }
 
-    /// The broker's last log lines (up to 200), oldest first.
+    /// The broker's last log lines (up to 200), oldest first, for failure messages.
     pub fn log(&self) -> String {
-        tail(&self.log)
+        self.log.tail()
+    }
+
+    /// Everything the broker has logged so far.
+    pub fn output(&self) -> &Log {
+        &self.log
+    }
+
+    /// Lines of the broker's log about `client`'s sessions that contain `what`.
+    pub fn sessions(&self, client: &str, what: &str) -> usize {
+        self.log.count(&[&format!("client=\"{client}\""), what])
     }
 
     /// SIGKILL, then waits for the process to be gone: a crash, with no chance to clean up.
@@ -221,7 +287,7 @@ impl BrokerProcess {
 }
 
 /// Reads the broker's stderr to its end, sending the address of its `listening on ADDR` line on
-/// `addr` and keeping the last lines in `log`.
+/// `addr` and keeping every line in `log`.
 async fn drain_log(
     stderr: BufReader<tokio::process::ChildStderr>,
     log: Log,
@@ -236,15 +302,6 @@ async fn drain_log(
                 let _ = tx.send(parsed);
             }
         }
-        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.len() == LOG_TAIL {
-            log.pop_front();
-        }
-        log.push_back(line);
+        log.push(line);
     }
-}
-
-fn tail(log: &Log) -> String {
-    let log = log.lock().unwrap_or_else(|e| e.into_inner());
-    log.iter().map(|l| format!("  | {l}\n")).collect()
 }

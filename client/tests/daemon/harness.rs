@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -72,180 +72,9 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `target/<profile>`, above the test executable in `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> above the test executable")
-        .to_path_buf()
-}
-
-/// The broker binary. `cargo test -p switchboard-client` does not build other packages' binaries,
-/// so under cargo it is built (once per test process; a no-op when fresh); run directly, only when
-/// missing.
-fn broker_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = profile_dir();
-            let path = dir.join("switchboard-broker");
-            if std::env::var_os("CARGO").is_none() && path.exists() {
-                return path;
-            }
-            let profile = match dir.file_name().and_then(|p| p.to_str()) {
-                Some("debug") => "dev".to_owned(),
-                Some(other) => other.to_owned(),
-                None => panic!("no profile in {}", dir.display()),
-            };
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let built = std::process::Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "switchboard-broker",
-                    "--bin",
-                    "switchboard-broker",
-                ])
-                .args(["--profile", &profile])
-                .arg("--target-dir")
-                .arg(dir.parent().expect("target directory"))
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(
-                built.success() || path.exists(),
-                "building switchboard-broker failed"
-            );
-            path
-        })
-        .clone()
-}
-
-/// Lines a child process writes, collected as they come.
-#[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn drain(&self, stream: impl AsyncRead + Unpin + Send + 'static) {
-        let log = self.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// How many lines contain every one of `needles`.
-    pub fn count(&self, needles: &[&str]) -> usize {
-        self.lines()
-            .iter()
-            .filter(|line| needles.iter().all(|n| line.contains(n)))
-            .count()
-    }
-
-    /// Waits until `n` lines contain every one of `needles`; shows the log if they never come.
-    pub async fn wait_for(&self, n: usize, needles: &[&str]) {
-        let log = self.clone();
-        let waited = tokio::time::timeout(WAIT, async {
-            while log.count(needles) < n {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        if waited.is_err() {
-            panic!(
-                "timed out after {WAIT:?} waiting for {n} log line(s) with {needles:?} in:\n{}",
-                self.lines().join("\n")
-            );
-        }
-    }
-}
-
-/// A `switchboard-broker` process on loopback; killed when dropped.
-pub struct Broker {
-    child: Child,
-    addr: SocketAddr,
-    pub log: Log,
-}
-
-impl Broker {
-    /// Starts a broker on port 0 with its store in `data_dir`.
-    pub async fn start(data_dir: &Path) -> Broker {
-        Self::start_on(data_dir, 0).await
-    }
-
-    /// Starts a broker on `port` (to restart one where its clients expect it).
-    pub async fn start_on(data_dir: &Path, port: u16) -> Broker {
-        std::fs::create_dir_all(data_dir).expect("data dir");
-        let mut child = Command::new(broker_binary())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .current_dir(data_dir)
-            .env("RUST_LOG", "info")
-            .env("SWITCHBOARD_LOG__FORMAT", "text")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start switchboard-broker");
-        let log = Log::default();
-        log.drain(child.stderr.take().expect("stderr"));
-        let addr = within("the broker to listen", async {
-            loop {
-                let found = log.lines().iter().find_map(|line| {
-                    let (_, rest) = line.split_once("listening on ")?;
-                    rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-                });
-                if let Some(addr) = found {
-                    return addr;
-                }
-                if let Ok(Some(exit)) = child.try_wait() {
-                    panic!("the broker exited ({exit}):\n{}", log.lines().join("\n"));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        Broker { child, addr, log }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// SIGKILL: a crash.
-    pub async fn kill9(mut self) {
-        self.child.start_kill().expect("kill the broker");
-        within("the killed broker's exit", self.child.wait())
-            .await
-            .expect("wait for the broker");
-    }
-
-    /// SIGTERM, as a service manager stops it; it must exit 0.
-    pub async fn terminate(mut self) {
-        signal(&self.child, "TERM").await;
-        let exit = within("the broker's exit", self.child.wait())
-            .await
-            .expect("wait for the broker");
-        assert!(exit.success(), "the broker exited with {exit}");
-    }
-
-    /// Lines of the broker's log about `client`'s sessions that contain `what`.
-    pub fn sessions(&self, client: &str, what: &str) -> usize {
-        self.log.count(&[&format!("client=\"{client}\""), what])
-    }
-}
+/// The broker child process and log collection are shared with the workspace's other process-level
+/// tests.
+pub use switchboard_tests::{BrokerProcess as Broker, Log};
 
 /// Sends `signal` (`TERM`, `KILL`) to a child with `kill`.
 async fn signal(child: &Child, signal: &str) {

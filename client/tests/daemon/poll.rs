@@ -37,14 +37,14 @@ async fn a_polling_daemon_is_offline_between_polls_and_gets_everything_across_a_
 
     // Between polls the broker has bob offline: each of his sessions ends, again and again.
     broker
-        .log
+        .output()
         .wait_for(3, &["client=\"bob\"", "client disconnected"])
         .await;
     assert!(
         broker.sessions("bob", "client connected")
             <= broker.sessions("bob", "client disconnected") + 1,
         "at most the current poll is connected:\n{}",
-        broker.log.lines().join("\n")
+        broker.log()
     );
 
     // During: the broker is stopped; carol, who runs no daemon yet, spools a message.

@@ -137,7 +137,7 @@ async fn an_idle_daemon_polls_and_stays_connected_again_when_traffic_resumes() {
     // Silence: the daemon disconnects (the broker sees it go) and polls.
     bob.log.wait_for(1, &["switching to polling"]).await;
     broker
-        .log
+        .output()
         .wait_for(1, &["client=\"bob\"", "client disconnected"])
         .await;
 
