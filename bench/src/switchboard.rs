@@ -106,10 +106,10 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(buf, s);
 }
 
-/// `send {id, to, body}`.
+/// `send {id, to, body, fresh: true}`.
 pub fn put_send(buf: &mut Vec<u8>, id: u64, to: &str, body: &[u8]) {
     frame(buf, |b| {
-        let _ = rmp::encode::write_map_len(b, 4);
+        let _ = rmp::encode::write_map_len(b, 5);
         put_str(b, "type");
         put_str(b, "send");
         put_str(b, "id");
@@ -118,6 +118,9 @@ pub fn put_send(buf: &mut Vec<u8>, id: u64, to: &str, body: &[u8]) {
         put_str(b, to);
         put_str(b, "body");
         let _ = rmp::encode::write_bin(b, body);
+        // Every bench send is a first attempt: the bench never resends.
+        put_str(b, "fresh");
+        let _ = rmp::encode::write_bool(b, true);
     });
 }
 
@@ -444,6 +447,7 @@ mod tests {
             to: "bob".into(),
             body: bytes::Bytes::from_static(b"\x00hi"),
             ttl_ms: None,
+            fresh: true,
         };
         assert_eq!(
             buf,

@@ -46,6 +46,9 @@ pub struct Submit {
     pub body: Bytes,
     /// Time to live asked for by the sender; `None` or 0 for the broker's default.
     pub ttl_ms: Option<u64>,
+    /// The sender says this is its first attempt (`Send.fresh`): the message may be handed out
+    /// before it is on disk.
+    pub fresh: bool,
 }
 
 /// An entry handed to the session of its mailbox's owner, to be written to the socket.

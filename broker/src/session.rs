@@ -252,10 +252,18 @@ impl Session {
                     to,
                     body,
                     ttl_ms,
+                    fresh,
                 },
             ) => {
-                let from = from.clone();
-                self.on_send(from, id, to, body, ttl_ms, ctx)
+                let send = Outgoing {
+                    from: from.clone(),
+                    id,
+                    to,
+                    body,
+                    ttl_ms,
+                    fresh,
+                };
+                self.on_send(send, ctx)
             }
             (Some(client), ClientFrame::Ack { id }) => {
                 let ack = router::Ack {
@@ -373,15 +381,15 @@ impl Session {
         );
     }
 
-    fn on_send(
-        &mut self,
-        from: ClientId,
-        id: u64,
-        to: String,
-        body: bytes::Bytes,
-        ttl_ms: Option<u64>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn on_send(&mut self, send: Outgoing, ctx: &mut Context<Self>) {
+        let Outgoing {
+            from,
+            id,
+            to,
+            body,
+            ttl_ms,
+            fresh,
+        } = send;
         let seq = self.first_seq + self.owed.len() as u64;
         self.owed.push_back(SendSlot {
             client_msg_id: id,
@@ -411,6 +419,7 @@ impl Session {
             to,
             body,
             ttl_ms,
+            fresh,
         };
         let answer = self
             .router
@@ -478,6 +487,16 @@ impl Session {
     }
 }
 
+/// A `Send` frame from an identified client.
+struct Outgoing {
+    from: ClientId,
+    id: u64,
+    to: String,
+    body: bytes::Bytes,
+    ttl_ms: Option<u64>,
+    fresh: bool,
+}
+
 fn reject_text(reason: RejectReason) -> &'static str {
     match reason {
         RejectReason::InvalidRecipient => "the recipient is not a valid client id",
@@ -495,6 +514,7 @@ fn entry_frame(entry: Entry) -> BrokerFrame {
         EntryKind::Message => BrokerFrame::Deliver {
             message_id: entry.id,
             from: entry.peer,
+            send_id: entry.client_msg_id,
             sent_at_ms: entry.sent_at_ms,
             body: entry.body,
         },

@@ -306,6 +306,7 @@ impl Session {
             to,
             body,
             ttl_ms,
+            fresh: false,
         };
         match encode_frame(&frame, self.opts.max_frame) {
             Ok(frame) => {
@@ -353,6 +354,7 @@ impl Session {
                 from,
                 sent_at_ms,
                 body,
+                ..
             } => {
                 self.entry_arrived(message_id);
                 self.events.push(Event::Message(Message {

@@ -256,6 +256,7 @@ async fn poll_prints_and_acks_what_was_pending_then_leaves() {
     peer.send(BrokerFrame::Deliver {
         message_id: 42,
         from: "alice".into(),
+        send_id: 7,
         sent_at_ms: 1_700_000_000_123,
         body: Bytes::from_static(b"hello bob"),
     })
@@ -312,6 +313,7 @@ async fn listen_prints_each_message_then_acks_and_leaves_on_sigint() {
         peer.send(BrokerFrame::Deliver {
             message_id: 10 + n,
             from: "alice".into(),
+            send_id: 7,
             sent_at_ms: 0,
             body: Bytes::from(format!("live {n}")),
         })

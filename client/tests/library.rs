@@ -275,6 +275,7 @@ async fn deliveries_become_message_events_and_acks_go_back() {
     peer.send(BrokerFrame::Deliver {
         message_id: 42,
         from: "bob".into(),
+        send_id: 7,
         sent_at_ms: 1_700_000_000_123,
         body: Bytes::from_static(b"hi alice"),
     })
@@ -468,6 +469,7 @@ async fn an_unread_event_stream_holds_back_reading_but_loses_nothing() {
             peer.send(BrokerFrame::Deliver {
                 message_id: n,
                 from: "bob".into(),
+                send_id: 7,
                 sent_at_ms: 0,
                 body: Bytes::from(n.to_string()),
             })
@@ -535,6 +537,7 @@ async fn a_delivery_in_the_same_packet_as_hi_is_not_held_back() {
             BrokerFrame::Deliver {
                 message_id: 42,
                 from: "alice".into(),
+                send_id: 7,
                 sent_at_ms: 0,
                 body: Bytes::from_static(b"right behind hi"),
             },
@@ -573,6 +576,7 @@ async fn a_dead_connection_fails_sends_even_while_events_go_unread() {
             peer.send(BrokerFrame::Deliver {
                 message_id: n,
                 from: "bob".into(),
+                send_id: 7,
                 sent_at_ms: 0,
                 body: Bytes::new(),
             })

@@ -258,6 +258,7 @@ async fn a_tracked_receipt_survives_a_reconnect_and_is_not_shown_twice() {
         .send(BrokerFrame::Deliver {
             message_id: 53,
             from: "bob".into(),
+            send_id: 7,
             sent_at_ms: 0,
             body: Bytes::from_static(b"after the break"),
         })

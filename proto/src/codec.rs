@@ -189,6 +189,7 @@ mod tests {
             to: "bob".into(),
             body: vec![0u8; 64].into(),
             ttl_ms: None,
+            fresh: false,
         };
         assert!(matches!(
             codec.encode(send, &mut buf),

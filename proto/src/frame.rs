@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this crate speaks. `Hello` and `Hi` carry it; a mismatch ends the handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 /// Frames a client sends to the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -39,6 +43,13 @@ pub enum ClientFrame {
         /// default, which is to keep the message until it is delivered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl_ms: Option<u64>,
+        /// The sender promises this is the first time it sends `id`: not a resend after a lost
+        /// answer. The broker may then hand the message to its recipient before it is on disk (it
+        /// still answers `Accepted` only once the message is on disk or acknowledged by the recipient).
+        /// A resend must say `false` (the default, and what an absent key means), so the broker first
+        /// checks whether it already has the message.
+        #[serde(default, skip_serializing_if = "is_false")]
+        fresh: bool,
     },
     /// The delivery (`Deliver.message_id` or `Receipt.receipt_id`) has been handled and may be forgotten.
     Ack { id: u64 },
@@ -79,6 +90,12 @@ pub enum BrokerFrame {
     Deliver {
         message_id: u64,
         from: String,
+        /// The sender's `Send.id`. With `from` it names the message across broker restarts: after a
+        /// broker crash a message handed out before it reached the disk can come again, resent by its
+        /// sender, under a new `message_id` but with the same `from` and `send_id`. Absent (0) from
+        /// brokers older than this field.
+        #[serde(default)]
+        send_id: u64,
         /// When the broker accepted the message, in milliseconds since the Unix epoch.
         sent_at_ms: u64,
         body: Bytes,
@@ -266,6 +283,7 @@ mod tests {
             to: "bob".into(),
             body: Bytes::from_static(b"\x00\xffhi"),
             ttl_ms: None,
+            fresh: false,
         };
         let bytes = rmp_serde::to_vec_named(&send).unwrap();
         // 0xc4 0x04: MessagePack bin 8 of four bytes.

@@ -26,14 +26,20 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 keepalive_secs,
             }
         ),
-        (any::<u64>(), text(), body(), prop::option::of(any::<u64>())).prop_map(
-            |(id, to, body, ttl_ms)| ClientFrame::Send {
+        (
+            any::<u64>(),
+            text(),
+            body(),
+            prop::option::of(any::<u64>()),
+            any::<bool>()
+        )
+            .prop_map(|(id, to, body, ttl_ms, fresh)| ClientFrame::Send {
                 id,
                 to,
                 body,
                 ttl_ms,
-            }
-        ),
+                fresh,
+            }),
         any::<u64>().prop_map(|id| ClientFrame::Ack { id }),
         Just(ClientFrame::Ping),
         Just(ClientFrame::Bye),
@@ -83,10 +89,11 @@ fn broker_frame() -> impl Strategy<Value = BrokerFrame> {
             .prop_map(|(id, message_id)| BrokerFrame::Accepted { id, message_id }),
         (any::<u64>(), reject_reason(), text())
             .prop_map(|(id, reason, text)| BrokerFrame::Rejected { id, reason, text }),
-        (any::<u64>(), text(), any::<u64>(), body()).prop_map(
-            |(message_id, from, sent_at_ms, body)| BrokerFrame::Deliver {
+        (any::<u64>(), text(), any::<u64>(), any::<u64>(), body()).prop_map(
+            |(message_id, from, send_id, sent_at_ms, body)| BrokerFrame::Deliver {
                 message_id,
                 from,
+                send_id,
                 sent_at_ms,
                 body,
             }

@@ -39,6 +39,7 @@ fn table() -> BTreeMap<String, Frame> {
             to: "bob".into(),
             body: Bytes::from_static(b"hi bob"),
             ttl_ms: None,
+            fresh: true,
         }),
         Frame::Client(ClientFrame::Ack { id: 42 }),
         Frame::Client(ClientFrame::Ping),
@@ -61,6 +62,7 @@ fn table() -> BTreeMap<String, Frame> {
         Frame::Broker(BrokerFrame::Deliver {
             message_id: 42,
             from: "alice".into(),
+            send_id: alice_send_id,
             sent_at_ms: 1_700_000_000_123,
             body: Bytes::from_static(b"hi bob"),
         }),

@@ -118,6 +118,7 @@ pub async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u6
             to,
             body,
             ttl_ms,
+            ..
         }) => (id, to, body, ttl_ms),
         other => panic!("expected a send, got {other:?}"),
     }

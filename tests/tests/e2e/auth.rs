@@ -144,6 +144,7 @@ async fn a_flooding_sender_is_rate_limited_not_disconnected() {
                 to: "bob".into(),
                 body: Bytes::from_static(b"flood"),
                 ttl_ms: None,
+                fresh: false,
             })
             .await;
     }

@@ -88,6 +88,7 @@ async fn a_frame_over_the_limit_gets_frame_too_large() {
             to: "bob".into(),
             body: vec![7u8; 2048].into(),
             ttl_ms: None,
+            fresh: false,
         },
         usize::MAX >> 1,
     )

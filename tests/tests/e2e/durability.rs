@@ -14,6 +14,7 @@ fn send(id: u64, to: &str, body: &str, ttl_ms: Option<u64>) -> ClientFrame {
         to: to.into(),
         body: Bytes::copy_from_slice(body.as_bytes()),
         ttl_ms,
+        fresh: false,
     }
 }
 

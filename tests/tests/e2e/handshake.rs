@@ -101,6 +101,7 @@ async fn send_before_hello_is_an_error_and_a_close() {
         to: "bob".into(),
         body: "sneaky".into(),
         ttl_ms: None,
+        fresh: false,
     })
     .await;
     let frames = raw.until_closed().await;

@@ -146,6 +146,7 @@ async fn clients_talk_over_tls_and_plain_tcp_is_refused() {
             to: "bob".into(),
             body: Bytes::from_static(b"sealed"),
             ttl_ms: None,
+            fresh: false,
         }),
     )
     .await
