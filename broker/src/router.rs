@@ -4,10 +4,18 @@
 //! mailbox limits, gives the message the next broker id and queues it for the store. The Router keeps
 //! at most one store commit in flight; whatever arrives meanwhile waits and goes into the next batch, so
 //! one fsync covers many messages. When a batch is durable the Router answers every submitter
-//! (`Accepted`, with the original id for a resend the store recognised) and only then hands the new
-//! entries to online recipients. An [`Ack`] removes the entry and appends a receipt to the sender's own
-//! mailbox in the same batch, so neither the message nor the news of its delivery can be lost. A timer
-//! sweeps expired messages the same way, with an `expired` receipt.
+//! (`Accepted`, with the original id for a resend the store recognised) and hands the new entries to
+//! online recipients. An [`Ack`] removes the entry and appends a receipt to the sender's own mailbox in
+//! the same batch, so neither the message nor the news of its delivery can be lost. A timer sweeps
+//! expired messages the same way, with an `expired` receipt.
+//!
+//! Early delivery: a fresh send (the sender's first attempt, so certainly not a resend the store would
+//! recognise) and every receipt are handed to an online recipient as soon as they are queued, when
+//! nothing older of that mailbox is still waiting. If the acknowledgement comes back while the entry's
+//! batch is still queued, the entry leaves the batch: the store only remembers the send (for resends),
+//! the sender hears `Accepted` at once, and the message never touches the disk. Ids handed out before
+//! their commit are covered by a reservation the store has made durable (`reserve_ids_through`), so a
+//! restart after a crash never gives them out again.
 //!
 //! Per online client the Router keeps the entries it has handed out and not yet seen acknowledged (at
 //! most `window`) and a cursor: every entry of that mailbox with an id at or below the cursor has been
@@ -26,14 +34,14 @@ use actix::prelude::*;
 use bytes::Bytes;
 // Maps keyed by broker ids use the fast non-keyed hash; ids are ours, not a peer's choice. Maps keyed
 // by client ids keep std's keyed hash, since peers choose those.
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use switchboard_proto::{ClientId, RejectReason};
 use tokio::sync::oneshot;
 
 use crate::settings::Settings;
 use crate::store::{
-    Batch, CommitOutcome, Entry, EntryKind, ExpiredEntry, MailboxUsage, Maintenance, StoreError,
-    StoreHandle,
+    Batch, CommitOutcome, Entry, EntryKind, ExpiredEntry, MailboxUsage, Maintenance, Remembered,
+    StoreError, StoreHandle,
 };
 
 /// A session's request to store and route a message.
@@ -181,11 +189,16 @@ struct Deleting {
     body_len: u64,
 }
 
+/// Answers owed to senders, by the id their message got.
+type Answers = FxHashMap<u64, oneshot::Sender<Result<u64, RejectReason>>>;
+
 /// Writes waiting for the next commit, with whoever waits on them.
 #[derive(Default)]
 struct Pending {
     batch: Batch,
-    accepted: Vec<(u64, oneshot::Sender<Result<u64, RejectReason>>)>,
+    accepted: Answers,
+    /// Appends acknowledged before their batch left for the store: they are not stored.
+    skipped: FxHashSet<u64>,
 }
 
 pub struct Router {
@@ -193,6 +206,14 @@ pub struct Router {
     config: RouterConfig,
     /// The last broker id given out.
     last_id: u64,
+    /// Ids up to this one are covered by a committed reservation and may be handed out early.
+    ids_reserved: u64,
+    /// The first id of the batch being collected: ids from here on are in `pending`, lower ones are
+    /// committing or committed.
+    pending_from: u64,
+    /// Per mailbox, the newest entry queued or committing. An entry goes out early only if every
+    /// older one of its mailbox has gone out.
+    queued_max: HashMap<String, u64>,
     online: HashMap<ClientId, Online>,
     /// Committed usage of every non-empty mailbox.
     usage: HashMap<String, Usage>,
@@ -219,6 +240,9 @@ const MAILBOX_CAPACITY: usize = 4_096;
 const SWEEP_BATCH: usize = 1_024;
 /// How often old remembered sends are forgotten and free space handed back.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+/// How many ids a reservation covers; a new one is asked for when half is used. A restart after a
+/// crash skips at most this many ids.
+const ID_RESERVATION: u64 = 1 << 20;
 
 impl Router {
     /// `last_id` is the store's high-water mark, so ids continue after a restart; `usage` is the
@@ -233,6 +257,9 @@ impl Router {
             store,
             config,
             last_id,
+            ids_reserved: last_id,
+            pending_from: last_id + 1,
+            queued_max: HashMap::new(),
             online: HashMap::new(),
             usage: usage
                 .into_iter()
@@ -256,20 +283,48 @@ impl Router {
         }
     }
 
+    /// Queues a receipt; receipts always may go out early (they are the broker's, never resent).
+    fn append_receipt(&mut self, entry: Entry) {
+        self.append(entry, true);
+    }
+
     fn next_id(&mut self) -> u64 {
         self.last_id += 1;
         self.last_id
     }
 
-    /// Queues `entry` for the next commit and counts it against its mailbox.
-    fn append(&mut self, entry: Entry) {
-        add(
-            &mut self.reserved,
-            &entry.mailbox,
-            1,
-            entry.body.len() as u64,
-        );
+    /// Queues `entry` for the next commit and counts it against its mailbox; with `early`, hands it
+    /// to its online owner at once if nothing older of the mailbox is still waiting.
+    fn append(&mut self, entry: Entry, early: bool) {
+        let len = entry.body.len() as u64;
+        add(&mut self.reserved, &entry.mailbox, 1, len);
+        let older = match self.queued_max.get_mut(entry.mailbox.as_str()) {
+            Some(newest) => std::mem::replace(newest, entry.id),
+            None => {
+                self.queued_max.insert(entry.mailbox.clone(), entry.id);
+                0
+            }
+        };
+        if early && entry.id <= self.ids_reserved {
+            self.hand_out_early(&entry, older);
+        }
         self.pending.batch.appends.push(entry);
+    }
+
+    /// Hands a queued entry to its owner if the owner is online, has no backlog, has room, and has
+    /// been handed every older entry of its mailbox (`older` is the newest one queued before it).
+    fn hand_out_early(&mut self, entry: &Entry, older: u64) {
+        let Some(online) = self.online.get_mut(entry.mailbox.as_str()) else {
+            return;
+        };
+        let caught_up = !online.backlog && !online.fetching && older <= online.cursor;
+        if !caught_up || !has_room(online, &self.config, entry.body.len() as u64) {
+            return;
+        }
+        if hand_out(online, entry.clone()) == Handed::Gone {
+            let owner = entry.mailbox.clone();
+            self.went_away(&owner);
+        }
     }
 
     /// Queues the delete of entry `id` of `mailbox`.
@@ -289,13 +344,41 @@ impl Router {
             return;
         }
         self.committing = true;
-        let Pending { batch, accepted } = std::mem::take(&mut self.pending);
+        let Pending {
+            mut batch,
+            accepted,
+            skipped,
+        } = std::mem::take(&mut self.pending);
+        if !skipped.is_empty() {
+            // Acknowledged before reaching the store: only the sends are remembered, for resends.
+            let appends = std::mem::take(&mut batch.appends);
+            for entry in appends {
+                if !skipped.contains(&entry.id) {
+                    batch.appends.push(entry);
+                } else if entry.kind == EntryKind::Message {
+                    batch.remembered.push(Remembered {
+                        sender: entry.peer,
+                        client_msg_id: entry.client_msg_id,
+                        message_id: entry.id,
+                        at_ms: entry.sent_at_ms,
+                    });
+                }
+            }
+        }
+        self.pending_from = self.last_id + 1;
+        if self.last_id + ID_RESERVATION / 2 > self.ids_reserved {
+            batch.reserve_ids_through = self.last_id + ID_RESERVATION;
+        }
+        let reserve = batch.reserve_ids_through;
         let appended = batch.appends.clone();
         let deletes = batch.deletes.clone();
         let store = self.store.clone();
         async move { store.commit(batch).await }
             .into_actor(self)
             .map(move |result, router, ctx| {
+                if result.is_ok() {
+                    router.ids_reserved = router.ids_reserved.max(reserve);
+                }
                 router.committed(result, appended, deletes, accepted);
                 router.commit_pending(ctx);
             })
@@ -307,10 +390,12 @@ impl Router {
         result: Result<CommitOutcome, StoreError>,
         appended: Vec<Entry>,
         deletes: Vec<u64>,
-        accepted: Vec<(u64, oneshot::Sender<Result<u64, RejectReason>>)>,
+        accepted: Answers,
     ) {
         self.committing = false;
         self.commits_done += 1;
+        let pending_from = self.pending_from;
+        self.queued_max.retain(|_, newest| *newest >= pending_from);
         for entry in &appended {
             sub(
                 &mut self.reserved,
@@ -552,7 +637,7 @@ impl Router {
             self.delete(entry.id, entry.mailbox.clone(), body_len);
             if entry.kind == EntryKind::Message {
                 let id = self.next_id();
-                self.append(Entry {
+                self.append_receipt(Entry {
                     id,
                     mailbox: entry.peer,
                     kind: EntryKind::Expired,
@@ -717,7 +802,8 @@ impl Handler<Submit> for Router {
         let now = now_ms();
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.append(Entry {
+        self.pending.accepted.insert(id, tx);
+        let entry = Entry {
             id,
             mailbox: msg.to.into_string(),
             kind: EntryKind::Message,
@@ -727,8 +813,9 @@ impl Handler<Submit> for Router {
             sent_at_ms: now,
             expires_at_ms: self.config.expiry(now, msg.ttl_ms),
             body: msg.body,
-        });
-        self.pending.accepted.push((id, tx));
+        };
+        // Only a first attempt may go out before the store has had a chance to recognise a resend.
+        self.append(entry, msg.fresh);
         self.commit_pending(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(RejectReason::Unavailable)) })
     }
@@ -795,10 +882,19 @@ impl Handler<Ack> for Router {
             return;
         };
         online.in_flight_bytes = online.in_flight_bytes.saturating_sub(done.body_len);
-        self.delete(msg.id, msg.client.to_string(), done.body_len);
+        if msg.id >= self.pending_from {
+            // Handed out early and acknowledged before its batch left: it need not be stored at all.
+            self.pending.skipped.insert(msg.id);
+            sub(&mut self.reserved, msg.client.as_str(), 1, done.body_len);
+            if let Some(tx) = self.pending.accepted.remove(&msg.id) {
+                let _ = tx.send(Ok(msg.id));
+            }
+        } else {
+            self.delete(msg.id, msg.client.to_string(), done.body_len);
+        }
         if done.kind == EntryKind::Message {
             let id = self.next_id();
-            self.append(Entry {
+            self.append_receipt(Entry {
                 id,
                 mailbox: done.sender,
                 kind: EntryKind::Delivered,

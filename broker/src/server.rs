@@ -62,6 +62,19 @@ impl Broker {
         settings
             .validate()
             .map_err(|e| BrokerError::Settings(e.to_string()))?;
+        let store = open_store(&settings).await?;
+        Self::start_with_store(settings, store).await
+    }
+
+    /// Starts serving like [`Broker::start`], with mailboxes in `store` instead of the one
+    /// `settings.store` names: an engine of the embedder's own (see [`MailboxStore`]).
+    pub async fn start_with_store(
+        settings: Settings,
+        store: Box<dyn MailboxStore>,
+    ) -> Result<Broker, BrokerError> {
+        settings
+            .validate()
+            .map_err(|e| BrokerError::Settings(e.to_string()))?;
         let settings = Arc::new(settings);
         let auth = Arc::new(if settings.auth.credentials_file.as_os_str().is_empty() {
             Auth::open()
@@ -73,7 +86,6 @@ impl Broker {
         auth.check_listen(listen, settings.auth.allow_anonymous)
             .map_err(BrokerError::Settings)?;
         let tls = tls::acceptor(&settings.tls).map_err(|e| BrokerError::Settings(e.to_string()))?;
-        let store = open_store(&settings).await?;
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
         let last_id = store.last_id().await?;
         let usage = store.usage().await?;

@@ -72,6 +72,9 @@ pub struct Session {
     /// Answers owed to `Send`s, oldest first; `first_seq` is the sequence number of the front slot.
     owed: VecDeque<SendSlot>,
     first_seq: u64,
+    /// Deliveries held back, in order, behind a receipt whose send's `Accepted` is not written yet
+    /// (an early-delivered message can be acknowledged before its sender hears `Accepted`).
+    held: Vec<Entry>,
 }
 
 /// Everything a session needs from the broker around it.
@@ -138,6 +141,7 @@ impl Session {
                 span,
                 last_heard: Instant::now(),
                 owed: VecDeque::new(),
+                held: Vec::new(),
                 first_seq: 0,
             }
         });
@@ -473,6 +477,34 @@ impl Session {
             };
             self.write(frame, ctx);
         }
+        self.release_held(ctx);
+    }
+
+    /// Whether the answer to this connection's send `client_msg_id` has not been written yet.
+    fn owes(&self, client_msg_id: u64) -> bool {
+        self.owed.iter().any(|s| s.client_msg_id == client_msg_id)
+    }
+
+    /// Whether `entry` must wait: it is a receipt for a send still owed its answer, or deliveries are
+    /// already waiting (order holds).
+    fn must_hold(&self, entry: &Entry) -> bool {
+        !self.held.is_empty() || (entry.kind.is_receipt() && self.owes(entry.client_msg_id))
+    }
+
+    /// Writes the held deliveries that no longer wait for an answer, in order.
+    fn release_held(&mut self, ctx: &mut Context<Self>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let ready = self
+            .held
+            .iter()
+            .position(|e| e.kind.is_receipt() && self.owes(e.client_msg_id))
+            .unwrap_or(self.held.len());
+        let ready: Vec<Entry> = self.held.drain(..ready).collect();
+        for entry in ready {
+            self.write(entry_frame(entry), ctx);
+        }
     }
 
     fn check_alive(&mut self, ctx: &mut Context<Self>) {
@@ -606,7 +638,12 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         // While closing or draining the entry simply stays in the mailbox for the next connection.
-        if !self.closing && !self.draining {
+        if self.closing || self.draining {
+            return;
+        }
+        if self.must_hold(&msg.0) {
+            self.held.push(msg.0);
+        } else {
             self.write(entry_frame(msg.0), ctx);
         }
     }

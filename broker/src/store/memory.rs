@@ -33,6 +33,16 @@ impl MemoryStore {
 impl MailboxStore for MemoryStore {
     fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
         let mut outcome = CommitOutcome::default();
+        self.last_id = self.last_id.max(batch.reserve_ids_through);
+        for r in &batch.remembered {
+            self.last_id = self.last_id.max(r.message_id);
+            self.sent
+                .entry((r.sender.clone(), r.client_msg_id))
+                .or_insert(Sent {
+                    message_id: r.message_id,
+                    at_ms: r.at_ms,
+                });
+        }
         for entry in &batch.appends {
             self.last_id = self.last_id.max(entry.id);
             if entry.kind == EntryKind::Message {

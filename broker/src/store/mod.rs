@@ -80,12 +80,42 @@ pub struct Batch {
     pub appends: Vec<Entry>,
     /// Ids of entries to remove. An id may name an entry appended in this same batch.
     pub deletes: Vec<u64>,
+    /// Sends to remember without storing their message: it was delivered and acknowledged before
+    /// it reached the store. Applied before the appends, so a resend of one of these in the same
+    /// batch is recognised as a [`Duplicate`].
+    pub remembered: Vec<Remembered>,
+    /// Ids up to this one may already be in use outside the store (handed out before their commit):
+    /// the store's high-water mark ([`MailboxStore::last_id`]) must cover them once the batch commits,
+    /// so they are never given out again after a restart. 0 for none.
+    pub reserve_ids_through: u64,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.deletes.is_empty()
+        self.appends.is_empty()
+            && self.deletes.is_empty()
+            && self.remembered.is_empty()
+            && self.reserve_ids_through == 0
     }
+
+    /// Adds `other`'s writes after this batch's own.
+    pub fn merge(&mut self, other: Batch) {
+        self.appends.extend(other.appends);
+        self.deletes.extend(other.deletes);
+        self.remembered.extend(other.remembered);
+        self.reserve_ids_through = self.reserve_ids_through.max(other.reserve_ids_through);
+    }
+}
+
+/// A send the store remembers, so a resend of it is recognised, though its message is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    pub sender: String,
+    pub client_msg_id: u64,
+    /// The broker id the message had.
+    pub message_id: u64,
+    /// When the broker accepted it, ms since the epoch (for [`Maintenance`]).
+    pub at_ms: u64,
 }
 
 /// A message append that was a resend of one already stored.
@@ -228,6 +258,7 @@ mod conformance {
             .commit(&Batch {
                 appends: entries,
                 deletes: vec![],
+                ..Default::default()
             })
             .expect("commit");
     }
@@ -274,6 +305,7 @@ mod conformance {
             .commit(&Batch {
                 appends: vec![entry(4, "bob", "x"), entry(5, "bob", "x")],
                 deletes: vec![2, 4, 99],
+                ..Default::default()
             })
             .expect("commit");
         assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1, 3, 5]);
@@ -287,6 +319,7 @@ mod conformance {
             .commit(&Batch {
                 appends: vec![],
                 deletes: vec![7, 9],
+                ..Default::default()
             })
             .expect("commit");
         assert_eq!(store.count("bob").expect("count"), 0);
@@ -298,6 +331,7 @@ mod conformance {
             .commit(&Batch {
                 appends: vec![entry(1, "bob", "x")],
                 deletes: vec![],
+                ..Default::default()
             })
             .expect("commit");
         assert_eq!(first, CommitOutcome::default());
@@ -314,6 +348,7 @@ mod conformance {
             .commit(&Batch {
                 appends: vec![resend, other, again],
                 deletes: vec![1],
+                ..Default::default()
             })
             .expect("commit");
         assert_eq!(
@@ -331,6 +366,54 @@ mod conformance {
         assert_eq!(store.last_id().expect("last id"), 4);
     }
 
+    pub fn remembers_sends_it_does_not_store(store: &mut dyn MailboxStore) {
+        let remembered = |client_msg_id, message_id| Remembered {
+            sender: "alice".into(),
+            client_msg_id,
+            message_id,
+            at_ms: 1_700_000_000_000,
+        };
+        let outcome = store
+            .commit(&Batch {
+                remembered: vec![remembered(70, 5)],
+                reserve_ids_through: 100,
+                ..Default::default()
+            })
+            .expect("commit");
+        assert_eq!(outcome, CommitOutcome::default());
+        assert_eq!(store.sent("alice", 70).expect("sent"), Some(5));
+        assert_eq!(store.count("bob").expect("count"), 0);
+        // Ids up to the reservation are never given out again.
+        assert_eq!(store.last_id().expect("last id"), 100);
+        // A resend of a remembered send, in a later batch and in the same batch.
+        let mut later = entry(101, "bob", "x");
+        later.client_msg_id = 70;
+        let mut same = entry(103, "bob", "y");
+        same.client_msg_id = 71;
+        let outcome = store
+            .commit(&Batch {
+                appends: vec![later, same],
+                remembered: vec![remembered(71, 102)],
+                ..Default::default()
+            })
+            .expect("commit");
+        assert_eq!(
+            outcome.duplicates,
+            [
+                Duplicate {
+                    id: 101,
+                    original: 5
+                },
+                Duplicate {
+                    id: 103,
+                    original: 102
+                }
+            ]
+        );
+        assert_eq!(store.count("bob").expect("count"), 0);
+        assert_eq!(store.last_id().expect("last id"), 103);
+    }
+
     pub fn tracks_usage(store: &mut dyn MailboxStore) {
         append(store, vec![entry(1, "bob", "abc"), entry(2, "bob", "de")]);
         append(store, vec![entry(3, "carol", "f")]);
@@ -346,6 +429,7 @@ mod conformance {
             .commit(&Batch {
                 appends: vec![entry(4, "bob", "ghij")],
                 deletes: vec![1, 3, 4],
+                ..Default::default()
             })
             .expect("commit");
         assert_eq!(store.usage().expect("usage"), [of("bob", 1, 2)]);
@@ -435,6 +519,12 @@ mod conformance {
                 }
 
                 #[test]
+                fn remembers_sends_it_does_not_store() {
+                    let (_dir, mut store) = $make;
+                    super::remembers_sends_it_does_not_store(&mut store);
+                }
+
+                #[test]
                 fn tracks_usage() {
                     let (_dir, mut store) = $make;
                     super::tracks_usage(&mut store);
@@ -477,6 +567,7 @@ mod conformance {
             .commit(&Batch {
                 appends: vec![],
                 deletes: vec![2],
+                ..Default::default()
             })
             .expect("commit");
         drop(store);
@@ -564,6 +655,7 @@ mod conformance {
                     .commit(&Batch {
                         appends: vec![],
                         deletes: chunk.to_vec(),
+                        ..Default::default()
                     })
                     .expect("commit");
             }
@@ -598,6 +690,7 @@ mod conformance {
                         .commit(Batch {
                             appends: vec![entry(i, "bob", "x")],
                             deletes: vec![],
+                            ..Default::default()
                         })
                         .await
                 }

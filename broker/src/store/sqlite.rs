@@ -260,7 +260,16 @@ impl MailboxStore for SqliteStore {
             )?;
             // Usage changes per mailbox, written once per batch rather than once per entry.
             let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
-            let mut high = 0u64;
+            let mut high = batch.reserve_ids_through;
+            for r in &batch.remembered {
+                high = high.max(r.message_id);
+                remember.execute(params![
+                    r.sender,
+                    to_sql(r.client_msg_id),
+                    to_sql(r.message_id),
+                    to_sql(r.at_ms)
+                ])?;
+            }
             for e in &batch.appends {
                 high = high.max(e.id);
                 if e.kind == EntryKind::Message {

@@ -169,8 +169,7 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
                     match rx.try_recv() {
                         Ok(Request::Commit(more, reply)) => {
                             callers.push((more.appends.len(), reply));
-                            merged.appends.extend(more.appends);
-                            merged.deletes.extend(more.deletes);
+                            merged.merge(more);
                         }
                         Ok(other) => {
                             next = Some(other);

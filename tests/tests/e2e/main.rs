@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod delivery;
 mod durability;
+mod early;
 mod handshake;
 mod support;
 mod tls;

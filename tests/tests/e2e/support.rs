@@ -10,6 +10,7 @@ use actix::Addr;
 use futures_util::{SinkExt, StreamExt};
 use switchboard_broker::registry::{AwaitGone, Connection, Lookup, Registry};
 use switchboard_broker::settings::{Settings, StoreKind};
+use switchboard_broker::store::MailboxStore;
 use switchboard_broker::Broker;
 use switchboard_client::{Client, ClientOptions, Event, Events};
 use switchboard_proto::{
@@ -53,11 +54,24 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub async fn start(settings: Settings) -> TestBroker {
+        Self::start_with(settings, None).await
+    }
+
+    /// A broker keeping its mailboxes in `store` rather than the one the settings name.
+    pub async fn start_with_store(settings: Settings, store: Box<dyn MailboxStore>) -> TestBroker {
+        Self::start_with(settings, Some(store)).await
+    }
+
+    async fn start_with(settings: Settings, store: Option<Box<dyn MailboxStore>>) -> TestBroker {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
-                let broker = match Broker::start(settings).await {
+                let started = match store {
+                    Some(store) => Broker::start_with_store(settings, store).await,
+                    None => Broker::start(settings).await,
+                };
+                let broker = match started {
                     Ok(broker) => broker,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
