@@ -8,7 +8,11 @@
 //! answers. Broker message ids are unique broker-wide, and far below the ids the library picks
 //! itself (microseconds since 1970), so they are unique among this service's sends; and if the
 //! service dies after replying and before acknowledging, the message comes again, the reply goes
-//! out again with the same id, and the broker stores it once. The sender gets exactly one echo.
+//! out again with the same id, and the broker stores it once. The sender gets exactly one echo, with
+//! one exception: after a broker crash, a message the broker had handed out early (before it was on
+//! disk; see "Early delivery" in `PROTOCOL.md`) comes again under a new message id, with the same
+//! `from` and `send_id`, and is echoed again. A service that must not answer twice would remember
+//! `(from, send_id)`, as the client daemon's journal does.
 //!
 //! ```sh
 //! cargo run --bin switchboard-broker &

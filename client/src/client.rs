@@ -135,7 +135,8 @@ impl Client {
         self.welcome.borrow().clone()
     }
 
-    /// Sends `body` to `to`; resolves once the broker has stored it.
+    /// Sends `body` to `to`; resolves once the broker has stored it (or, having handed it to its
+    /// recipient early, once the recipient has acknowledged it).
     ///
     /// Sends may be made from many tasks at once; they are pipelined on the one connection. At most
     /// 1024 wait for the broker's answer; more wait for room first. The answer is read in order with
@@ -146,11 +147,18 @@ impl Client {
     /// again on the next connection (same client message id, body and ttl) and resolves with the
     /// answer there; a send made while disconnected goes out after those. Without it, such a send
     /// fails with [`ClientError::Closed`], and whether the message was stored is unknown.
+    ///
+    /// The library chooses the client message id ([`next_send_id`](crate::next_send_id)), so it knows
+    /// the first transmission is a first attempt and marks it `fresh`: the broker may then hand the
+    /// message to an online recipient before it is on disk (the answer still comes only once it is on
+    /// disk or acknowledged; see "Early delivery" in `PROTOCOL.md`). A resend after a reconnect is
+    /// marked as not fresh, so the broker first checks whether it already has the message.
     pub async fn send(&self, to: &str, body: impl Into<Bytes>) -> Result<Sent, ClientError> {
         self.send_with(to, body, SendOptions::default()).await
     }
 
-    /// Sends like [`Client::send`], with options such as a time to live.
+    /// Sends like [`Client::send`], with options such as a time to live. Like it, the first
+    /// transmission is marked `fresh` and a resend after a reconnect is not.
     pub async fn send_with(
         &self,
         to: &str,
@@ -178,6 +186,10 @@ impl Client {
     /// fails at once with [`ClientError::DuplicateId`]. With [`ClientOptions::reconnect`], unanswered
     /// sends are sent again in the order they were made, whatever their ids.
     ///
+    /// Since any attempt may be a resend, every transmission of such a send says `fresh: false`: the
+    /// broker checks whether it already has the message before taking it, and does not deliver it
+    /// before it is on disk (see "Early delivery" in `PROTOCOL.md`).
+    ///
     /// [`next_send_id`]: crate::next_send_id
     pub async fn send_with_id(
         &self,
@@ -195,7 +207,8 @@ impl Client {
     /// Sends like [`Client::send`], and also returns a future for the message's receipt.
     ///
     /// The receipt of a tracked message is acknowledged by the library and does not appear among the
-    /// [`Events`].
+    /// [`Events`]. As with [`Client::send`], the first transmission is marked `fresh` and a resend
+    /// after a reconnect is not.
     pub async fn send_and_track(
         &self,
         to: &str,
@@ -207,7 +220,8 @@ impl Client {
 
     /// Sends like [`Client::send_with`], and also returns a future for the message's receipt, as
     /// [`Client::send_and_track`] does. With a ttl, the receipt may say
-    /// [`ReceiptStatus::Expired`](crate::ReceiptStatus::Expired).
+    /// [`ReceiptStatus::Expired`](crate::ReceiptStatus::Expired). The first transmission is marked
+    /// `fresh` and a resend after a reconnect is not, as for [`Client::send`].
     pub async fn send_and_track_with(
         &self,
         to: &str,

@@ -31,7 +31,8 @@ pub(crate) struct SendCommand {
     pub(crate) to: String,
     pub(crate) body: Bytes,
     pub(crate) ttl_ms: Option<u64>,
-    /// The client message id the caller chose, or `None` for the next of [`next_send_id`].
+    /// The client message id the caller chose, or `None` for the next of [`next_send_id`]. Only a
+    /// send numbered by the library is known to be a first attempt and goes out `fresh`.
     pub(crate) id: Option<u64>,
     pub(crate) accepted: oneshot::Sender<Result<Sent, ClientError>>,
     pub(crate) receipt: Option<oneshot::Sender<Receipt>>,

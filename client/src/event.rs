@@ -46,6 +46,15 @@ pub struct Message {
     pub message_id: u64,
     /// The sender's client id.
     pub from: String,
+    /// The sender's client message id (its `Send.id`, [`Sent::id`](crate::Sent::id) on its side).
+    ///
+    /// With `from` it names the message across broker crashes: a message the broker handed out
+    /// early, before it was on disk, can come again after a broker crash, resent by its sender, under
+    /// a new `message_id` but with the same `from` and `send_id` (see "Early delivery" in
+    /// `PROTOCOL.md`). A program that must not handle a message twice remembers `(from, send_id)` as
+    /// well as `message_id`. 0 from brokers older than this field; then only `message_id` tells
+    /// deliveries apart.
+    pub send_id: u64,
     /// When the broker accepted the message (millisecond precision).
     pub sent_at: SystemTime,
     /// The message exactly as the sender sent it.

@@ -10,7 +10,7 @@
 //!
 //! # async fn demo() -> Result<(), switchboard_client::ClientError> {
 //! let (client, mut events) = Client::connect(ClientOptions::new("127.0.0.1:7878", "alice")).await?;
-//! let sent = client.send("bob", "hello").await?; // the broker has it on disk
+//! let sent = client.send("bob", "hello").await?; // on the broker's disk, or already with bob
 //! while let Some(event) = events.next().await {
 //!     match event {
 //!         Event::Message(m) => client.ack(m.message_id).await?,
@@ -25,7 +25,12 @@
 //! ```
 //!
 //! Delivery is at least once: a message or receipt not acknowledged before the connection ends comes
-//! back on the next one. See `PROTOCOL.md` for the conversation this library holds.
+//! back on the next one. After a crash of the broker, a message can also come again under a new
+//! `message_id`; [`Message::send_id`] with [`Message::from`] names it across that. See `PROTOCOL.md`
+//! for the conversation this library holds.
+//!
+//! The library's own sends ([`Client::send`] and the like) go out as first attempts (`fresh`), which
+//! lets the broker deliver them before they are on disk; anything sent again is marked as a resend.
 //!
 //! With [`ClientOptions::reconnect`] set, a lost connection is not the end: the client connects
 //! again with backoff and sends again what the broker had not answered (the broker recognises a

@@ -2,8 +2,15 @@
 //!
 //! `Client` handles talk to it over a bounded channel of [`Command`]s, and it hands what the broker
 //! says to [`Events`](crate::Events). It keeps what must survive a lost connection: the sends not yet
-//! answered (encoded, so a resend is byte for byte the same `Send`, same client message id, body and
-//! ttl), the tracked sends waiting for receipts, and acknowledgements not yet written.
+//! answered (encoded, so a resend is the same `Send`: same client message id, body and ttl), the
+//! tracked sends waiting for receipts, and acknowledgements not yet written.
+//!
+//! A send whose id the library chose goes out the first time with `fresh: true`, which lets the
+//! broker hand it to an online recipient before it is on disk (see "Early delivery" in
+//! `PROTOCOL.md`). Once a connection that carried it is lost, the broker may have it, so from then on
+//! it is a resend and must say `fresh: false`: the kept frame is re-encoded that way, once, when the
+//! connection is given up (`no_longer_fresh`). A send with a caller-chosen id may itself be a resend
+//! (of a spooled message, say) and always says `fresh: false`.
 //!
 //! ```text
 //!  Client ──Command──▶ Session ──Event──▶ Events
@@ -22,12 +29,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use switchboard_proto::{encode_frame, BrokerFrame, ClientFrame, CodecError};
+use switchboard_proto::{encode_frame, BrokerFrame, ClientFrame, CodecError, FrameCodec};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::codec::Decoder;
 
 use crate::client::{Sent, Welcome};
 use crate::command::{next_send_id, Command, SendCommand};
@@ -48,6 +56,8 @@ struct PendingSend {
     id: u64,
     /// The whole `Send` frame, length prefix included.
     frame: Bytes,
+    /// Whether `frame` says `fresh: true`: only until a connection that carried it is lost.
+    fresh: bool,
     accepted: oneshot::Sender<Result<Sent, ClientError>>,
     _room: OwnedSemaphorePermit,
 }
@@ -241,6 +251,38 @@ impl Session {
     fn carry_over(&mut self, link: Link) {
         self.library_acked.extend(link.library_acks);
         self.acks.extend(link.out.into_unwritten_acks());
+        self.no_longer_fresh(link.next_send);
+    }
+
+    /// The unanswered sends numbered below `carried` went onto a link that is now lost: the broker
+    /// may have any of them, so each goes out again as a resend. A send still saying `fresh: true` is
+    /// re-encoded with `fresh: false`; this happens once per send, at the first loss. (One that was
+    /// only queued and never reached the socket would not need it; telling the two apart is not
+    /// worth it, `fresh: false` is always safe.) A send whose frame cannot be re-encoded fails rather
+    /// than go out again as fresh.
+    fn no_longer_fresh(&mut self, carried: u64) {
+        let max_frame = self.opts.max_frame;
+        let mut broken = Vec::new();
+        for (&seq, send) in self.unanswered.range_mut(..carried) {
+            if !send.fresh {
+                continue;
+            }
+            match as_resend(&send.frame, max_frame) {
+                Ok(frame) => {
+                    send.frame = frame;
+                    send.fresh = false;
+                }
+                Err(e) => broken.push((seq, e)),
+            }
+        }
+        for (seq, error) in broken {
+            if let Some(send) = self.unanswered.remove(&seq) {
+                tracing::error!(id = send.id, %error, "cannot re-encode a send as a resend; failing it");
+                self.unanswered_ids.remove(&send.id);
+                self.tracked.remove(&send.id);
+                let _ = send.accepted.send(Err(error.into()));
+            }
+        }
     }
 
     /// Fails every pending call, answers the close, and reports `Closed` as the last event.
@@ -285,7 +327,8 @@ impl Session {
     }
 
     /// Numbers and encodes a send, and keeps it until answered; a send too large, or reusing the
-    /// client message id of a send still unanswered, fails at once.
+    /// client message id of a send still unanswered, fails at once. A send numbered by the library is
+    /// a first attempt (`fresh: true`); one with a caller-chosen id may be a resend and is not.
     fn take_send(&mut self, send: SendCommand) {
         let SendCommand {
             to,
@@ -296,6 +339,7 @@ impl Session {
             receipt,
             room,
         } = send;
+        let fresh = id.is_none();
         let id = id.unwrap_or_else(next_send_id);
         if self.unanswered_ids.contains_key(&id) {
             let _ = accepted.send(Err(ClientError::DuplicateId(id)));
@@ -306,7 +350,7 @@ impl Session {
             to,
             body,
             ttl_ms,
-            fresh: false,
+            fresh,
         };
         match encode_frame(&frame, self.opts.max_frame) {
             Ok(frame) => {
@@ -318,6 +362,7 @@ impl Session {
                     PendingSend {
                         id,
                         frame: frame.freeze(),
+                        fresh,
                         accepted,
                         _room: room,
                     },
@@ -352,14 +397,15 @@ impl Session {
             BrokerFrame::Deliver {
                 message_id,
                 from,
+                send_id,
                 sent_at_ms,
                 body,
-                ..
             } => {
                 self.entry_arrived(message_id);
                 self.events.push(Event::Message(Message {
                     message_id,
                     from,
+                    send_id,
                     sent_at: time_from_millis(sent_at_ms),
                     body,
                 }));
@@ -442,9 +488,71 @@ fn lost(reason: CloseReason, retry: bool) -> End {
     End::Lost { reason, retry }
 }
 
+/// A kept `Send` frame (length prefix included) as the same send with `fresh: false`.
+fn as_resend(frame: &[u8], max_frame: usize) -> Result<Bytes, CodecError> {
+    let mut codec = FrameCodec::<ClientFrame, ClientFrame>::new(max_frame);
+    match codec.decode(&mut BytesMut::from(frame))? {
+        Some(ClientFrame::Send {
+            id,
+            to,
+            body,
+            ttl_ms,
+            ..
+        }) => {
+            let resend = ClientFrame::Send {
+                id,
+                to,
+                body,
+                ttl_ms,
+                fresh: false,
+            };
+            Ok(encode_frame(&resend, max_frame)?.freeze())
+        }
+        Some(_) | None => Err(CodecError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a kept send frame does not decode as a send",
+        ))),
+    }
+}
+
 fn codec_reason(error: &CodecError) -> String {
     match error {
         CodecError::Io(e) => io_reason(e),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(fresh: bool) -> ClientFrame {
+        ClientFrame::Send {
+            id: 1_700_000_000_000_001,
+            to: "bob".into(),
+            body: Bytes::from_static(b"\x00\xffhello"),
+            ttl_ms: Some(90_000),
+            fresh,
+        }
+    }
+
+    #[test]
+    fn a_fresh_send_becomes_the_same_send_as_a_resend() {
+        let fresh = encode_frame(&send(true), 1024).unwrap();
+        let resend = as_resend(&fresh, 1024).unwrap();
+        assert_eq!(resend, encode_frame(&send(false), 1024).unwrap());
+        assert_ne!(resend, fresh.freeze());
+        assert_eq!(
+            as_resend(&resend, 1024).unwrap(),
+            resend,
+            "already a resend"
+        );
+    }
+
+    #[test]
+    fn a_frame_that_is_not_a_send_is_an_error_not_a_panic() {
+        let ping = encode_frame(&ClientFrame::Ping, 1024).unwrap();
+        assert!(as_resend(&ping, 1024).is_err());
+        assert!(as_resend(&ping[..3], 1024).is_err(), "a partial frame");
     }
 }

@@ -279,7 +279,7 @@ async fn poll_prints_and_acks_what_was_pending_then_leaves() {
     assert_eq!(
         text(&out.stdout),
         concat!(
-            r#"{"type":"message","id":42,"from":"alice","sent_at":"2023-11-14T22:13:20.123Z","body":"hello bob"}"#,
+            r#"{"type":"message","id":42,"from":"alice","send_id":7,"sent_at":"2023-11-14T22:13:20.123Z","body":"hello bob"}"#,
             "\n",
             r#"{"type":"receipt","id":1700000000000001,"message_id":43,"to":"carol","status":"delivered"}"#,
             "\n"
@@ -362,4 +362,87 @@ async fn listen_exits_1_when_the_broker_ends_the_connection() {
         text(&out.stderr),
         "error: connection closed by the broker: shutting-down: the broker is shutting down\n"
     );
+}
+
+#[tokio::test]
+async fn the_daemon_runs_its_sink_once_for_a_message_resent_under_a_new_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.args(["daemon", "--backoff-base", "0.01", "--backoff-cap", "0.1"])
+        .arg("--state-dir")
+        .arg(&state);
+    let mut child = spawn(cmd);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let deliver = |message_id, from: &str, send_id, sent_at_ms| BrokerFrame::Deliver {
+        message_id,
+        from: from.into(),
+        send_id,
+        sent_at_ms,
+        body: Bytes::from(format!("{from} {send_id}")),
+    };
+
+    // Delivered early and acknowledged; then the broker crashes before the message was on disk.
+    let (mut first, _) = broker.welcome(30, 0).await;
+    first.send(deliver(42, "alice", 7, 1_000)).await;
+    let line = within("the first line", lines.next_line())
+        .await
+        .expect("read")
+        .expect("a line");
+    let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(
+        (&value["id"], &value["from"], &value["send_id"]),
+        (&42.into(), &"alice".into(), &7.into())
+    );
+    assert_eq!(
+        first.recv_skipping_pings().await,
+        Some(ClientFrame::Ack { id: 42 })
+    );
+    drop(first);
+
+    // Alice sent it again; the restarted broker delivers it under a new id and time. The daemon
+    // only acknowledges it. The same send id from another sender is another message.
+    let (mut second, _) = broker.welcome(30, 2).await;
+    second.send(deliver(57, "alice", 7, 2_000)).await;
+    assert_eq!(
+        second.recv_skipping_pings().await,
+        Some(ClientFrame::Ack { id: 57 }),
+        "the second copy is acknowledged so the broker forgets it"
+    );
+    second.send(deliver(58, "carol", 7, 2_001)).await;
+    let line = within("the second line", lines.next_line())
+        .await
+        .expect("read")
+        .expect("a line");
+    let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(
+        (&value["id"], &value["from"], &value["send_id"]),
+        (&58.into(), &"carol".into(), &7.into())
+    );
+    assert_eq!(
+        second.recv_skipping_pings().await,
+        Some(ClientFrame::Ack { id: 58 })
+    );
+
+    let pid = child.id().expect("pid");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success());
+    assert!(until_bye(&mut second).await.is_empty());
+    drop(second);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        within("the end of stdout", lines.next_line())
+            .await
+            .expect("read"),
+        None,
+        "the sink ran once per message"
+    );
+    let journal = std::fs::read_to_string(state.join("handled")).expect("journal");
+    assert_eq!(journal, "42 1000 7 alice\n58 2001 7 carol\n");
 }

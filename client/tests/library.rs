@@ -285,6 +285,7 @@ async fn deliveries_become_message_events_and_acks_go_back() {
     };
     assert_eq!(m.message_id, 42);
     assert_eq!(m.from, "bob");
+    assert_eq!(m.send_id, 7, "the sender's client message id");
     assert_eq!(&m.body[..], b"hi alice");
     assert_eq!(
         m.sent_at,
@@ -602,4 +603,90 @@ async fn a_dead_connection_fails_sends_even_while_events_go_unread() {
             ..
         }))
     ));
+}
+
+#[tokio::test]
+async fn a_delivery_from_a_broker_without_send_ids_has_send_id_zero() {
+    use tokio::io::AsyncWriteExt;
+
+    /// A `deliver` as brokers older than `send_id` write it.
+    #[derive(serde::Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum OlderBrokerFrame {
+        Deliver {
+            message_id: u64,
+            from: String,
+            sent_at_ms: u64,
+            body: Bytes,
+        },
+    }
+
+    let broker = MockBroker::start().await;
+    let (_client, mut events, mut peer) = connect(&broker, 30, 1).await;
+    let old = OlderBrokerFrame::Deliver {
+        message_id: 42,
+        from: "bob".into(),
+        sent_at_ms: 0,
+        body: Bytes::from_static(b"from the past"),
+    };
+    let bytes = switchboard_proto::encode_frame(&old, 1 << 20).expect("encode");
+    peer.framed
+        .get_mut()
+        .write_all(&bytes)
+        .await
+        .expect("write");
+    match within("the delivery", events.next()).await {
+        Some(Event::Message(m)) => {
+            assert_eq!((m.message_id, m.send_id), (42, 0));
+            assert_eq!(&m.body[..], b"from the past");
+        }
+        other => panic!("expected the delivery, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn library_sends_are_fresh_and_sends_with_a_chosen_id_are_not() {
+    let broker = MockBroker::start().await;
+    let (client, _events, mut peer) = connect(&broker, 30, 0).await;
+    let ttl = SendOptions {
+        ttl: Some(Duration::from_secs(5)),
+    };
+    // (which call, body, whether its first transmission may be delivered before it is on disk)
+    let cases: [(&str, &[u8], bool); 5] = [
+        ("send", b"one", true),
+        ("send_with", b"two", true),
+        ("send_and_track", b"three", true),
+        ("send_and_track_with", b"four", true),
+        ("send_with_id", b"five", false),
+    ];
+    for (n, (call, body, fresh)) in cases.into_iter().enumerate() {
+        let sending = async {
+            match call {
+                "send" => client.send("bob", body).await.map(|s| s.id),
+                "send_with" => client.send_with("bob", body, ttl).await.map(|s| s.id),
+                "send_and_track" => client.send_and_track("bob", body).await.map(|t| t.sent.id),
+                "send_and_track_with" => client
+                    .send_and_track_with("bob", body, ttl)
+                    .await
+                    .map(|t| t.sent.id),
+                _ => client
+                    .send_with_id("bob", body, 17, SendOptions::default())
+                    .await
+                    .map(|s| s.id),
+            }
+        };
+        let answer = async {
+            let send = recv_send_frame(&mut peer).await;
+            peer.send(BrokerFrame::Accepted {
+                id: send.id,
+                message_id: n as u64,
+            })
+            .await;
+            send
+        };
+        let (sent, send) = tokio::join!(within(call, sending), answer);
+        assert_eq!(sent.expect("accepted"), send.id, "{call}");
+        assert_eq!(&send.body[..], body, "{call}");
+        assert_eq!(send.fresh, fresh, "{call}");
+    }
 }

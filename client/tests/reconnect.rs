@@ -108,7 +108,7 @@ async fn a_send_cut_off_before_its_answer_is_sent_again_and_answered_on_the_next
     assert_eq!(
         recv_send(&mut second).await,
         (id, to, body, ttl_ms),
-        "the same send, byte for byte"
+        "the same send: id, recipient, body and ttl"
     );
     second
         .send(BrokerFrame::Accepted { id, message_id: 42 })
@@ -431,4 +431,100 @@ async fn sends_with_caller_chosen_ids_keep_their_ids_and_the_order_they_were_mad
     );
     let sent = within("the newer send", newer).await.expect("task");
     assert_eq!(sent.expect("accepted").message_id, 5);
+}
+
+#[tokio::test]
+async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
+    let broker = MockBroker::start().await;
+    let (client, mut events, mut first) = connect(&broker).await;
+
+    // Library-numbered sends are first attempts; a caller-chosen id may be a resend and never is.
+    let plain = spawn_send(&client, "plain");
+    let plain_first = recv_send_frame(&mut first).await;
+    assert!(plain_first.fresh, "{plain_first:?}");
+    let tracked = tokio::spawn({
+        let client = client.clone();
+        let ttl = SendOptions {
+            ttl: Some(Duration::from_secs(90)),
+        };
+        async move { client.send_and_track_with("bob", "tracked", ttl).await }
+    });
+    let tracked_first = recv_send_frame(&mut first).await;
+    assert!(tracked_first.fresh, "{tracked_first:?}");
+    assert_eq!(tracked_first.ttl_ms, Some(90_000));
+    let spooled = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .send_with_id("bob", "spooled", 17, SendOptions::default())
+                .await
+        }
+    });
+    let spooled_first = recv_send_frame(&mut first).await;
+    assert_eq!(spooled_first.id, 17);
+    assert!(!spooled_first.fresh, "{spooled_first:?}");
+
+    // The connection breaks before any answer: each goes out again, as the same send but not fresh.
+    drop(first);
+    disconnected(&mut events).await;
+    // Made during the outage, this one never went out: its first attempt is fresh, on the next link.
+    let later = spawn_send(&client, "made while away");
+    let (mut second, _) = broker.welcome(30, 0).await;
+    for (n, before) in [plain_first, tracked_first, spooled_first]
+        .into_iter()
+        .enumerate()
+    {
+        let again = recv_send_frame(&mut second).await;
+        let id = before.id;
+        assert_eq!(
+            again,
+            SendFrame {
+                fresh: false,
+                ..before
+            },
+            "the same id, recipient, body and ttl, as a resend"
+        );
+        second
+            .send(BrokerFrame::Accepted {
+                id,
+                message_id: 40 + n as u64,
+            })
+            .await;
+    }
+    let later_first = recv_send_frame(&mut second).await;
+    assert_eq!(&later_first.body[..], b"made while away");
+    assert!(later_first.fresh, "{later_first:?}");
+    assert!(matches!(next(&mut events).await, Event::Reconnected(_)));
+
+    // Lost once more before its answer, it too is a resend from now on.
+    drop(second);
+    disconnected(&mut events).await;
+    let (mut third, _) = broker.welcome(30, 0).await;
+    let again = recv_send_frame(&mut third).await;
+    assert_eq!(
+        again,
+        SendFrame {
+            fresh: false,
+            ..later_first.clone()
+        }
+    );
+    third
+        .send(BrokerFrame::Accepted {
+            id: later_first.id,
+            message_id: 43,
+        })
+        .await;
+
+    let message_id = |task: Result<Sent, ClientError>| task.expect("sent").message_id;
+    assert_eq!(message_id(within("plain", plain).await.expect("task")), 40);
+    let tracked = within("tracked", tracked)
+        .await
+        .expect("task")
+        .expect("accepted");
+    assert_eq!(tracked.sent.message_id, 41);
+    assert_eq!(
+        message_id(within("spooled", spooled).await.expect("task")),
+        42
+    );
+    assert_eq!(message_id(within("later", later).await.expect("task")), 43);
 }

@@ -1,11 +1,14 @@
 //! The JSON lines `listen` and `poll` print: one object per message or receipt.
 //!
 //! ```text
-//! {"type":"message","id":42,"from":"alice","sent_at":"2026-11-24T18:00:00.123Z","body":"hi bob"}
+//! {"type":"message","id":42,"from":"alice","send_id":1700000000000001,"sent_at":"2026-11-24T18:00:00.123Z","body":"hi bob"}
 //! {"type":"receipt","id":1700000000000001,"message_id":42,"to":"bob","status":"delivered"}
 //! ```
 //!
-//! A body that is not UTF-8 is printed as `body_b64`, standard base64 with padding, instead of `body`.
+//! A message's `id` is the broker's message id (the one acknowledged); `send_id` is the sender's
+//! client message id, which with `from` names the message even when a broker crash makes it come
+//! again under a new `id` (0 from brokers that do not send it). A body that is not UTF-8 is printed
+//! as `body_b64`, standard base64 with padding, instead of `body`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +25,7 @@ enum Line<'a> {
     Message {
         id: u64,
         from: &'a str,
+        send_id: u64,
         sent_at: String,
         #[serde(flatten)]
         body: Body,
@@ -51,6 +55,7 @@ pub fn message_line(message: &Message) -> serde_json::Result<String> {
     serde_json::to_string(&Line::Message {
         id: message.message_id,
         from: &message.from,
+        send_id: message.send_id,
         sent_at: rfc3339_millis(message.sent_at),
         body,
     })
@@ -83,6 +88,7 @@ mod tests {
         Message {
             message_id: 42,
             from: "alice".into(),
+            send_id: 1_700_000_000_000_001,
             sent_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             body: Bytes::from_static(body),
         }
@@ -93,7 +99,7 @@ mod tests {
         let line = message_line(&message(b"hi \"bob\"\n")).unwrap();
         assert_eq!(
             line,
-            r#"{"type":"message","id":42,"from":"alice","sent_at":"2023-11-14T22:13:20.123Z","body":"hi \"bob\"\n"}"#
+            r#"{"type":"message","id":42,"from":"alice","send_id":1700000000000001,"sent_at":"2023-11-14T22:13:20.123Z","body":"hi \"bob\"\n"}"#
         );
     }
 

@@ -123,3 +123,34 @@ pub async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u6
         other => panic!("expected a send, got {other:?}"),
     }
 }
+
+/// The next `Send`, skipping pings, whole: its client message id, body and `fresh` flag are what the
+/// early-delivery tests look at.
+pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
+    match peer.recv_skipping_pings().await {
+        Some(ClientFrame::Send {
+            id,
+            to,
+            body,
+            ttl_ms,
+            fresh,
+        }) => SendFrame {
+            id,
+            to,
+            body,
+            ttl_ms,
+            fresh,
+        },
+        other => panic!("expected a send, got {other:?}"),
+    }
+}
+
+/// A `Send` frame's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFrame {
+    pub id: u64,
+    pub to: String,
+    pub body: bytes::Bytes,
+    pub ttl_ms: Option<u64>,
+    pub fresh: bool,
+}

@@ -2,7 +2,9 @@
 //!
 //! The command runs as `sh -c CMD` with the body on its standard input and, in its environment,
 //! `SWITCHBOARD_FROM` (the sender), `SWITCHBOARD_MESSAGE_ID` (the broker's id, the same on a
-//! redelivery), `SWITCHBOARD_SENT_AT` (when the broker accepted it, RFC 3339 in UTC) and
+//! redelivery), `SWITCHBOARD_SEND_ID` (the sender's client message id, which with the sender names
+//! the message even across a broker crash; 0 from brokers that do not send it),
+//! `SWITCHBOARD_SENT_AT` (when the broker accepted it, RFC 3339 in UTC) and
 //! `SWITCHBOARD_ATTEMPT` (1 for the first run of this message in this daemon process). Its standard
 //! output is the daemon's; its standard error is passed through to the daemon's and the last
 //! [`STDERR_TAIL`] bytes of it are kept for the failure record.
@@ -135,6 +137,7 @@ impl Exec {
             .arg(&self.command)
             .env("SWITCHBOARD_FROM", &message.from)
             .env("SWITCHBOARD_MESSAGE_ID", message.message_id.to_string())
+            .env("SWITCHBOARD_SEND_ID", message.send_id.to_string())
             .env("SWITCHBOARD_SENT_AT", rfc3339_millis(message.sent_at))
             .env("SWITCHBOARD_ATTEMPT", attempt.to_string())
             // The daemon's credential is not the command's business.
@@ -259,6 +262,7 @@ mod tests {
         Message {
             message_id: 7,
             from: "alice".into(),
+            send_id: 1_700_000_000_000_001,
             sent_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             body: Bytes::from_static(b"hello"),
         }
@@ -278,7 +282,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let command = format!(
-            "{{ cat; echo; echo \"$SWITCHBOARD_FROM $SWITCHBOARD_MESSAGE_ID $SWITCHBOARD_SENT_AT $SWITCHBOARD_ATTEMPT\"; }} > '{}'",
+            "{{ cat; echo; echo \"$SWITCHBOARD_FROM $SWITCHBOARD_MESSAGE_ID $SWITCHBOARD_SEND_ID $SWITCHBOARD_SENT_AT $SWITCHBOARD_ATTEMPT\"; }} > '{}'",
             out.display()
         );
         let delivered = exec(&command, dir.path())
@@ -287,7 +291,7 @@ mod tests {
         assert!(matches!(delivered, Ok(Delivered::Handled)), "{delivered:?}");
         assert_eq!(
             std::fs::read_to_string(out).unwrap(),
-            "hello\nalice 7 2023-11-14T22:13:20.123Z 1\n"
+            "hello\nalice 7 1700000000000001 2023-11-14T22:13:20.123Z 1\n"
         );
     }
 
@@ -308,6 +312,7 @@ mod tests {
         .unwrap();
         assert_eq!(record["message_id"], 7);
         assert_eq!(record["from"], "alice");
+        assert_eq!(record["send_id"], 1_700_000_000_000_001u64);
         let attempts = record["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 3);
         assert_eq!(attempts[2]["exit_code"], 3);

@@ -11,12 +11,15 @@
 //! ```
 //!
 //! The journal is written before the ack, so a daemon killed between the two finds the id at the
-//! next delivery and acknowledges it without running the sink again.
+//! next delivery and acknowledges it without running the sink again. "In the journal" also covers a
+//! message that comes again under a new message id because the broker crashed before it was on disk
+//! and its sender sent it again: the journal knows it by its sender and `send_id` (`journal.rs`), and
+//! this copy too is only acknowledged, so that the broker forgets it.
 
 use switchboard_client::{Client, ClientError, Message, Receipt};
 use tokio_util::sync::CancellationToken;
 
-use super::journal::{Journal, Key};
+use super::journal::{Entry, Journal, Seen};
 use super::sink::{Delivered, Sink, SinkError};
 
 /// The journal, the sink, and the daemon's stop signal.
@@ -42,13 +45,25 @@ impl Handler {
     /// Hands a message to the sink unless the journal says it was, then acknowledges it.
     pub async fn message(&self, client: &Client, message: &Message) -> anyhow::Result<Handled> {
         let id = message.message_id;
-        let key = Key::message(message);
-        if self.journal.contains(key) {
-            tracing::info!(
-                message_id = id,
-                "redelivered, already handled; acknowledging"
-            );
-            return self.ack(client, id).await;
+        let entry = Entry::message(message);
+        match self.journal.seen(&entry) {
+            Some(Seen::Redelivered) => {
+                tracing::info!(
+                    message_id = id,
+                    "redelivered, already handled; acknowledging"
+                );
+                return self.ack(client, id).await;
+            }
+            Some(Seen::Resent) => {
+                tracing::info!(
+                    message_id = id,
+                    from = %message.from,
+                    send_id = message.send_id,
+                    "sent again under a new message id (after a broker crash), already handled; acknowledging"
+                );
+                return self.ack(client, id).await;
+            }
+            None => {}
         }
         match self.sink.message(message, &self.stop).await {
             Ok(Delivered::Handled) => {
@@ -60,30 +75,31 @@ impl Handler {
             Err(SinkError::Interrupted) => return Ok(Handled::Interrupted),
             Err(SinkError::Fatal(e)) => return Err(e),
         }
-        self.remember(key).await;
+        self.remember(entry).await;
         self.ack(client, id).await
     }
 
     /// Hands a receipt to the sink (only stdout shows it) unless already handled, then acknowledges.
     pub async fn receipt(&self, client: &Client, receipt: &Receipt) -> anyhow::Result<Handled> {
         let id = receipt.receipt_id;
-        let key = Key::receipt(receipt);
-        if !self.journal.contains(key) {
+        let entry = Entry::receipt(receipt);
+        if self.journal.seen(&entry).is_none() {
             match self.sink.receipt(receipt).await {
                 Ok(()) => {}
                 Err(SinkError::Interrupted) => return Ok(Handled::Interrupted),
                 Err(SinkError::Fatal(e)) => return Err(e),
             }
-            self.remember(key).await;
+            self.remember(entry).await;
         }
         self.ack(client, id).await
     }
 
-    /// Records a handled id. A journal that cannot be written only widens the window for a
+    /// Records a handled entry. A journal that cannot be written only widens the window for a
     /// duplicate after a crash; the entry is acknowledged all the same rather than handled again.
-    async fn remember(&self, key: Key) {
-        if let Err(e) = self.journal.record(key).await {
-            tracing::error!(entry = key.id, error = %e, "cannot record the entry in the journal; acknowledging it anyway");
+    async fn remember(&self, entry: Entry) {
+        let id = entry.key.id;
+        if let Err(e) = self.journal.record(entry).await {
+            tracing::error!(entry = id, error = %e, "cannot record the entry in the journal; acknowledging it anyway");
         }
     }
 }

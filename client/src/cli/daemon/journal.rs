@@ -1,21 +1,34 @@
-//! The journal of handled entries: which broker ids the daemon has already handed to its sink.
+//! The journal of handled entries: which messages and receipts the daemon has already handed to its
+//! sink.
 //!
 //! The broker delivers at least once: an entry whose `Ack` did not reach it (the daemon crashed, the
-//! connection broke) comes again. The daemon records each entry's id here, fsynced, after the sink
-//! has it and *before* acknowledging it; a redelivered id found here is acknowledged without running
-//! the sink again. The only window left for a duplicate is between the sink finishing and this
-//! record reaching the disk.
+//! connection broke) comes again. The daemon records each entry here, fsynced, after the sink has it
+//! and *before* acknowledging it; a redelivered entry found here is acknowledged without running the
+//! sink again. The only window left for a duplicate is between the sink finishing and this record
+//! reaching the disk.
 //!
 //! An entry is known by its broker id and a second number that a redelivery repeats: a message's
 //! `sent_at` in milliseconds, a receipt's client message id ([`Key`]). The id alone would do while
 //! the broker keeps its data; but a broker started afresh counts from 1 again, and a new message
 //! that happened to reuse a remembered id would be acknowledged without ever reaching the sink.
 //!
-//! The file, `STATE_DIR/handled`, is plain text, one entry per line (`<id> <check>`, decimal),
-//! appended to. Only the last [`KEEP`] entries are remembered (redeliveries of handled entries are
-//! at most one connection's window, 256 by default, behind the newest, so this is far more than
-//! needed); when the file holds twice that many lines it is rewritten with the last [`KEEP`],
-//! atomically. A torn last line (a crash mid-append) is dropped when the journal is opened.
+//! A message is also known by its sender and the sender's client message id ([`Origin`]: `from` and
+//! `send_id`). A broker may hand a message out before it is on disk; if it crashes before writing
+//! it, the sender (never told `accepted`) sends it again and the message comes a second time under a
+//! **new** message id and `sent_at`, but with the same `from` and `send_id` (see "Early delivery" in
+//! `PROTOCOL.md`). Its key is new; its origin is not, so it is acknowledged without running the sink
+//! ([`Seen::Resent`]). A message without a `send_id` (0, from a broker older than the field), or
+//! whose sender is not a valid client id, has no origin: only its key counts.
+//!
+//! The file, `STATE_DIR/handled`, is plain text, one entry per line, appended to: `<id> <check>` for
+//! an entry known by its key alone (receipts, messages without an origin, and every line the
+//! previous version of the daemon wrote, which is read as it always was), or `<id> <check> <send_id>
+//! <from>` for a message with an origin (a client id holds no white space, so it is one field; all
+//! numbers decimal). Only the last [`KEEP`] entries are remembered, keys and origins alike
+//! (redeliveries of handled entries are at most one connection's window, 256 by default, behind the
+//! newest, so this is far more than needed); when the file holds twice that many lines it is
+//! rewritten with the last [`KEEP`], atomically. A torn last line (a crash mid-append) is dropped
+//! when the journal is opened.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -26,10 +39,11 @@ use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use switchboard_client::{Message, Receipt};
+use switchboard_proto::client_id;
 
 use super::files::{blocking, write_atomic};
 
-/// How many handled ids are remembered.
+/// How many handled entries are remembered.
 pub const KEEP: usize = 10_000;
 
 /// The journal's file name in the state directory.
@@ -44,36 +58,103 @@ pub struct Key {
     pub check: u64,
 }
 
-impl Key {
-    pub fn message(message: &Message) -> Key {
+/// What the journal also knows a message by: the sender and its client message id, which a copy
+/// resent after a broker crash repeats under a new message id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The sender, a valid client id (so one field of a line).
+    pub from: String,
+    /// The sender's client message id; never 0.
+    pub send_id: u64,
+}
+
+/// One handled entry: its key, and for a message that has one, its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Key,
+    pub origin: Option<Origin>,
+}
+
+/// How the journal knows an entry it has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The same entry again (same key): a redelivery.
+    Redelivered,
+    /// The same message under another key (same origin): resent by its sender after a broker crash.
+    Resent,
+}
+
+impl Entry {
+    pub fn message(message: &Message) -> Entry {
         let sent_at = message
             .sent_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Key {
-            id: message.message_id,
-            check: sent_at,
+        let origin = if message.send_id == 0 {
+            None
+        } else if client_id::validate(&message.from).is_err() {
+            tracing::warn!(
+                message_id = message.message_id,
+                "the sender is not a valid client id; only the message id guards against handling it twice"
+            );
+            None
+        } else {
+            Some(Origin {
+                from: message.from.clone(),
+                send_id: message.send_id,
+            })
+        };
+        Entry {
+            key: Key {
+                id: message.message_id,
+                check: sent_at,
+            },
+            origin,
         }
     }
 
-    pub fn receipt(receipt: &Receipt) -> Key {
-        Key {
-            id: receipt.receipt_id,
-            check: receipt.id,
+    pub fn receipt(receipt: &Receipt) -> Entry {
+        Entry {
+            key: Key {
+                id: receipt.receipt_id,
+                check: receipt.id,
+            },
+            origin: None,
         }
     }
 
     fn line(&self) -> String {
-        format!("{} {}\n", self.id, self.check)
+        let Key { id, check } = self.key;
+        match &self.origin {
+            None => format!("{id} {check}\n"),
+            Some(Origin { from, send_id }) => format!("{id} {check} {send_id} {from}\n"),
+        }
     }
 
-    fn parse(line: &[u8]) -> Option<Key> {
+    /// A line without its newline; `None` unless it is exactly one of the two forms.
+    fn parse(line: &[u8]) -> Option<Entry> {
         let text = std::str::from_utf8(line).ok()?;
-        let (id, check) = text.split_once(' ')?;
-        Some(Key {
-            id: id.parse().ok()?,
-            check: check.parse().ok()?,
-        })
+        let mut fields = text.split(' ');
+        let key = Key {
+            id: fields.next()?.parse().ok()?,
+            check: fields.next()?.parse().ok()?,
+        };
+        let origin = match (fields.next(), fields.next()) {
+            (None, _) => None,
+            (Some(send_id), Some(from)) => {
+                let send_id = send_id.parse().ok().filter(|&id| id != 0)?;
+                client_id::validate(from).ok()?;
+                Some(Origin {
+                    from: from.to_owned(),
+                    send_id,
+                })
+            }
+            (Some(_), None) => return None,
+        };
+        if fields.next().is_some() {
+            return None;
+        }
+        Some(Entry { key, origin })
     }
 }
 
@@ -86,15 +167,70 @@ pub struct Journal {
 struct Inner {
     dir: PathBuf,
     file: File,
-    keep: usize,
-    keys: HashSet<Key>,
-    order: VecDeque<Key>,
+    memory: Memory,
     /// Lines in the file now; compaction is due at twice `keep`.
     lines: usize,
 }
 
+/// The last `keep` entries, in the order they were recorded, and their keys and origins for lookup.
+/// No two remembered entries share a key or an origin, so forgetting the oldest entry forgets
+/// exactly its own.
+struct Memory {
+    keep: usize,
+    keys: HashSet<Key>,
+    origins: HashSet<Origin>,
+    order: VecDeque<Entry>,
+}
+
+impl Memory {
+    fn new(keep: usize) -> Memory {
+        Memory {
+            keep,
+            keys: HashSet::new(),
+            origins: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn seen(&self, entry: &Entry) -> Option<Seen> {
+        if self.keys.contains(&entry.key) {
+            Some(Seen::Redelivered)
+        } else if entry
+            .origin
+            .as_ref()
+            .is_some_and(|origin| self.origins.contains(origin))
+        {
+            Some(Seen::Resent)
+        } else {
+            None
+        }
+    }
+
+    /// Remembers an entry not seen yet, forgetting the oldest beyond `keep`; false if it was seen.
+    fn remember(&mut self, entry: Entry) -> bool {
+        if self.seen(&entry).is_some() {
+            return false;
+        }
+        self.keys.insert(entry.key);
+        if let Some(origin) = &entry.origin {
+            self.origins.insert(origin.clone());
+        }
+        self.order.push_back(entry);
+        while self.order.len() > self.keep {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old.key);
+                if let Some(origin) = &old.origin {
+                    self.origins.remove(origin);
+                }
+            }
+        }
+        true
+    }
+}
+
 impl Journal {
-    /// Opens (or creates) the journal in `dir`, remembering at most `keep` ids.
+    /// Opens (or creates) the journal in `dir`, remembering at most `keep` entries. Reads the lines
+    /// of every version of the daemon.
     pub fn open(dir: &Path, keep: usize) -> io::Result<Journal> {
         let path = dir.join(FILE_NAME);
         let text = match fs::read(&path) {
@@ -108,27 +244,24 @@ impl Journal {
             .rposition(|&b| b == b'\n')
             .map_or(&text[..0], |end| &text[..=end]);
         let torn = whole.len() < text.len();
-        let mut order = VecDeque::new();
+        let mut memory = Memory::new(keep);
         let mut lines = 0;
         for line in whole.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             lines += 1;
-            match Key::parse(line) {
-                Some(key) => order.push_back(key),
+            match Entry::parse(line) {
+                Some(entry) => {
+                    memory.remember(entry);
+                }
                 None => {
                     tracing::warn!(line = %String::from_utf8_lossy(line), "ignoring a line of the journal that is not an entry")
                 }
             }
         }
-        while order.len() > keep {
-            order.pop_front();
-        }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut inner = Inner {
             dir: dir.to_path_buf(),
             file,
-            keep,
-            keys: order.iter().copied().collect(),
-            order,
+            memory,
             lines,
         };
         if torn || lines > 2 * keep {
@@ -139,53 +272,48 @@ impl Journal {
         })
     }
 
-    /// Whether the entry was handled.
-    pub fn contains(&self, key: Key) -> bool {
+    /// Whether, and how, the entry was handled.
+    pub fn seen(&self, entry: &Entry) -> Option<Seen> {
         match self.inner.lock() {
-            Ok(inner) => inner.keys.contains(&key),
-            Err(poisoned) => poisoned.into_inner().keys.contains(&key),
+            Ok(inner) => inner.memory.seen(entry),
+            Err(poisoned) => poisoned.into_inner().memory.seen(entry),
         }
     }
 
     /// Records the entry as handled, durably; returns once it is on disk.
-    pub async fn record(&self, key: Key) -> io::Result<()> {
+    pub async fn record(&self, entry: Entry) -> io::Result<()> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
             let mut inner = inner
                 .lock()
                 .map_err(|_| io::Error::other("the journal lock is poisoned"))?;
-            inner.record(key)
+            inner.record(entry)
         })
         .await
     }
 }
 
 impl Inner {
-    fn record(&mut self, key: Key) -> io::Result<()> {
-        if !self.keys.insert(key) {
+    fn record(&mut self, entry: Entry) -> io::Result<()> {
+        let line = entry.line();
+        if !self.memory.remember(entry) {
             return Ok(());
         }
-        self.file.write_all(key.line().as_bytes())?;
+        self.file.write_all(line.as_bytes())?;
         self.file.sync_data()?;
         self.lines += 1;
-        self.order.push_back(key);
-        while self.order.len() > self.keep {
-            if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
-            }
-        }
-        if self.lines > 2 * self.keep {
+        if self.lines > 2 * self.memory.keep {
             self.compact()?;
         }
         Ok(())
     }
 
-    /// Rewrites the file with the remembered ids only, atomically, and appends to the new file.
+    /// Rewrites the file with the remembered entries only, atomically, and appends to the new file.
     fn compact(&mut self) -> io::Result<()> {
-        let text: String = self.order.iter().map(Key::line).collect();
+        let text: String = self.memory.order.iter().map(Entry::line).collect();
         let path = write_atomic(&self.dir, FILE_NAME, text.as_bytes())?;
         self.file = OpenOptions::new().append(true).open(path)?;
-        self.lines = self.order.len();
+        self.lines = self.memory.order.len();
         tracing::debug!(kept = self.lines, "journal compacted");
         Ok(())
     }
@@ -193,12 +321,34 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
     use super::*;
 
-    fn key(id: u64) -> Key {
-        Key {
-            id,
-            check: 1_000 + id,
+    /// An entry known by its key alone, as a receipt is (and as every entry of the previous version).
+    fn key(id: u64) -> Entry {
+        Entry {
+            key: Key {
+                id,
+                check: 1_000 + id,
+            },
+            origin: None,
+        }
+    }
+
+    /// A message entry with an origin.
+    fn sent(id: u64, from: &str, send_id: u64) -> Entry {
+        Entry {
+            key: Key {
+                id,
+                check: 1_000 + id,
+            },
+            origin: Some(Origin {
+                from: from.into(),
+                send_id,
+            }),
         }
     }
 
@@ -214,12 +364,12 @@ mod tests {
     async fn recorded_entries_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path(), KEEP).unwrap();
-        assert!(!journal.contains(key(42)));
+        assert_eq!(journal.seen(&key(42)), None);
         journal.record(key(42)).await.unwrap();
         journal.record(key(42)).await.unwrap();
-        assert!(journal.contains(key(42)));
+        assert_eq!(journal.seen(&key(42)), Some(Seen::Redelivered));
         let reopened = Journal::open(dir.path(), KEEP).unwrap();
-        assert!(reopened.contains(key(42)));
+        assert_eq!(reopened.seen(&key(42)), Some(Seen::Redelivered));
         assert_eq!(lines(dir.path()), ["42 1042"], "recorded once");
     }
 
@@ -227,11 +377,114 @@ mod tests {
     async fn the_same_id_with_another_check_is_another_entry() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path(), KEEP).unwrap();
-        journal.record(Key { id: 1, check: 500 }).await.unwrap();
-        assert!(
-            !journal.contains(Key { id: 1, check: 900 }),
+        let entry = |check| Entry {
+            key: Key { id: 1, check },
+            origin: None,
+        };
+        journal.record(entry(500)).await.unwrap();
+        assert_eq!(
+            journal.seen(&entry(900)),
+            None,
             "a broker counting from 1 again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_message_resent_under_a_new_id_is_known_by_its_sender_and_send_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), KEEP).unwrap();
+        journal.record(sent(42, "alice", 7)).await.unwrap();
+        assert_eq!(journal.seen(&sent(42, "alice", 7)), Some(Seen::Redelivered));
+        assert_eq!(journal.seen(&key(42)), Some(Seen::Redelivered));
+        assert_eq!(journal.seen(&sent(57, "alice", 7)), Some(Seen::Resent));
+        assert_eq!(journal.seen(&sent(57, "bob", 7)), None, "another sender");
+        assert_eq!(journal.seen(&sent(57, "alice", 8)), None, "another send");
+        assert_eq!(
+            journal.seen(&key(57)),
+            None,
+            "no origin, no match by origin"
+        );
+        // A resent copy is only acknowledged, not recorded; recording it anyway changes nothing.
+        journal.record(sent(57, "alice", 7)).await.unwrap();
+        assert_eq!(lines(dir.path()), ["42 1042 7 alice"]);
+        let reopened = Journal::open(dir.path(), KEEP).unwrap();
+        assert_eq!(reopened.seen(&sent(57, "alice", 7)), Some(Seen::Resent));
+        assert_eq!(
+            reopened.seen(&sent(42, "alice", 7)),
+            Some(Seen::Redelivered)
+        );
+    }
+
+    #[test]
+    fn a_message_has_an_origin_only_with_a_send_id_and_a_valid_sender() {
+        let message = |from: &str, send_id| Message {
+            message_id: 42,
+            from: from.into(),
+            send_id,
+            sent_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            body: Bytes::from_static(b"hi"),
+        };
+        let entry = Entry::message(&message("alice", 7));
+        assert_eq!(
+            entry.key,
+            Key {
+                id: 42,
+                check: 1_700_000_000_123
+            }
+        );
+        assert_eq!(
+            entry.origin,
+            Some(Origin {
+                from: "alice".into(),
+                send_id: 7
+            })
+        );
+        assert_eq!(entry.line(), "42 1700000000123 7 alice\n");
+        let older_broker = Entry::message(&message("alice", 0));
+        assert_eq!(older_broker.origin, None);
+        assert_eq!(older_broker.line(), "42 1700000000123\n");
+        for bad in ["has space", "new\nline", ""] {
+            assert_eq!(Entry::message(&message(bad, 7)).origin, None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_journal_written_by_the_previous_version_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), "10 1010\n11 1011\n").unwrap();
+        let journal = Journal::open(dir.path(), KEEP).unwrap();
+        assert_eq!(journal.seen(&key(10)), Some(Seen::Redelivered));
+        assert_eq!(
+            journal.seen(&sent(11, "alice", 7)),
+            Some(Seen::Redelivered),
+            "a message handled before the upgrade, redelivered after it"
+        );
+        journal.record(sent(12, "alice", 7)).await.unwrap();
+        assert_eq!(lines(dir.path()), ["10 1010", "11 1011", "12 1012 7 alice"]);
+        let reopened = Journal::open(dir.path(), KEEP).unwrap();
+        assert_eq!(reopened.seen(&key(11)), Some(Seen::Redelivered));
+        assert_eq!(reopened.seen(&sent(13, "alice", 7)), Some(Seen::Resent));
+    }
+
+    #[tokio::test]
+    async fn lines_that_are_not_entries_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = [
+            "1 1001 7",         // an origin without a sender
+            "2 1002 0 alice",   // no send id is no origin
+            "3 1003 7 alice x", // a field too many
+            "4 x",
+            "5 1005 7 carol",
+        ]
+        .map(|line| format!("{line}\n"))
+        .concat();
+        fs::write(dir.path().join(FILE_NAME), text).unwrap();
+        let journal = Journal::open(dir.path(), KEEP).unwrap();
+        for id in 1..=4 {
+            assert_eq!(journal.seen(&key(id)), None, "line {id}");
+        }
+        assert_eq!(journal.seen(&sent(9, "carol", 7)), Some(Seen::Resent));
+        assert_eq!(journal.seen(&sent(9, "alice", 7)), None);
     }
 
     #[tokio::test]
@@ -239,30 +492,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path(), 3).unwrap();
         for id in 1..=7 {
-            journal.record(key(id)).await.unwrap();
+            journal.record(sent(id, "alice", 100 + id)).await.unwrap();
         }
-        assert!(!journal.contains(key(4)));
-        assert!((5..=7).all(|id| journal.contains(key(id))));
+        assert_eq!(journal.seen(&key(4)), None);
+        assert_eq!(
+            journal.seen(&sent(40, "alice", 104)),
+            None,
+            "the origin is forgotten with its entry"
+        );
+        assert!((5..=7).all(|id| journal.seen(&key(id)).is_some()));
+        assert_eq!(journal.seen(&sent(50, "alice", 105)), Some(Seen::Resent));
         assert_eq!(
             lines(dir.path()),
-            ["5 1005", "6 1006", "7 1007"],
+            ["5 1005 105 alice", "6 1006 106 alice", "7 1007 107 alice"],
             "compacted at 7 > 2 × 3"
         );
         let reopened = Journal::open(dir.path(), 3).unwrap();
-        assert!(!reopened.contains(key(4)) && reopened.contains(key(5)));
+        assert!(reopened.seen(&key(4)).is_none() && reopened.seen(&key(5)).is_some());
+        assert_eq!(reopened.seen(&sent(60, "alice", 106)), Some(Seen::Resent));
+    }
+
+    #[tokio::test]
+    async fn a_longer_file_of_either_form_is_cut_to_the_last_entries_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (1..=4)
+            .map(|id| format!("{id} {}\n", 1_000 + id))
+            .chain((5..=8).map(|id| format!("{id} {} {} bob\n", 1_000 + id, 100 + id)))
+            .collect();
+        fs::write(dir.path().join(FILE_NAME), text).unwrap();
+        let journal = Journal::open(dir.path(), 3).unwrap();
+        assert_eq!(
+            lines(dir.path()),
+            ["6 1006 106 bob", "7 1007 107 bob", "8 1008 108 bob"],
+            "8 lines > 2 × 3: compacted at once"
+        );
+        assert_eq!(journal.seen(&sent(50, "bob", 105)), None);
+        assert_eq!(journal.seen(&sent(60, "bob", 106)), Some(Seen::Resent));
     }
 
     #[tokio::test]
     async fn a_torn_last_line_is_dropped_and_appends_stay_whole() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(FILE_NAME), "10 1010\n11 1011\n12 10").unwrap();
+        fs::write(
+            dir.path().join(FILE_NAME),
+            "10 1010\n11 1011 7 alice\n12 1012 8 al",
+        )
+        .unwrap();
         let journal = Journal::open(dir.path(), KEEP).unwrap();
-        assert!(journal.contains(key(11)));
-        assert!(
-            !journal.contains(Key { id: 12, check: 10 }),
+        assert_eq!(journal.seen(&sent(20, "alice", 7)), Some(Seen::Resent));
+        assert_eq!(
+            journal.seen(&sent(12, "al", 8)),
+            None,
             "the torn line may be half an entry"
         );
         journal.record(key(13)).await.unwrap();
-        assert_eq!(lines(dir.path()), ["10 1010", "11 1011", "13 1013"]);
+        assert_eq!(lines(dir.path()), ["10 1010", "11 1011 7 alice", "13 1013"]);
     }
 }

@@ -5,11 +5,11 @@
 //!
 //! - **stdout** (the default): the JSON line, as `listen` prints it, is written and flushed. A
 //!   closed or failing stdout stops the daemon, since nothing could be handed on any more.
-//! - **`--out-dir DIR`**: `DIR/<id>.json` (the sender, the time, the size) and then `DIR/<id>.msg`
-//!   (the body) are written atomically (`files.rs`); `<id>` is the broker's message id zero-padded to
-//!   20 digits, so names sort in arrival order. A `.msg` file that exists is complete and its `.json`
-//!   is already there. A failing write (a full disk, say) is tried again with backoff until it
-//!   succeeds or the daemon is stopped.
+//! - **`--out-dir DIR`**: `DIR/<id>.json` (the message id, the sender and its `send_id`, the time,
+//!   the size) and then `DIR/<id>.msg` (the body) are written atomically (`files.rs`); `<id>` is the
+//!   broker's message id zero-padded to 20 digits, so names sort in arrival order. A `.msg` file that
+//!   exists is complete and its `.json` is already there. A failing write (a full disk, say) is tried
+//!   again with backoff until it succeeds or the daemon is stopped.
 //! - **`--exec CMD`**: see `exec.rs`; a message the command keeps refusing ends in the dead-letter
 //!   directory, which counts as handled.
 //!
@@ -67,6 +67,9 @@ pub struct Metadata<'a> {
     pub message_id: u64,
     /// The sender.
     pub from: &'a str,
+    /// The sender's client message id; with `from` it names the message across broker crashes (0
+    /// from brokers that do not send it).
+    pub send_id: u64,
     /// When the broker accepted it, RFC 3339.
     pub sent_at: String,
     /// The size of the body.
@@ -78,6 +81,7 @@ impl<'a> Metadata<'a> {
         Self {
             message_id: message.message_id,
             from: &message.from,
+            send_id: message.send_id,
             sent_at: rfc3339_millis(message.sent_at),
             bytes: message.body.len(),
         }
@@ -189,6 +193,7 @@ mod tests {
         let message = Message {
             message_id: 42,
             from: "alice".into(),
+            send_id: 7,
             sent_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             body: Bytes::from_static(b"\xffbinary"),
         };
@@ -205,6 +210,7 @@ mod tests {
         .unwrap();
         assert_eq!(meta["from"], "alice");
         assert_eq!(meta["message_id"], 42);
+        assert_eq!(meta["send_id"], 7);
         assert_eq!(meta["sent_at"], "2023-11-14T22:13:20.123Z");
         assert_eq!(meta["bytes"], 7);
     }
