@@ -27,7 +27,7 @@
 //! A page read that started before a delete committed may still return the entry, so the id leaves
 //! `deleting` only once every such read has come back.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -199,6 +199,12 @@ struct Pending {
     accepted: Answers,
     /// Appends acknowledged before their batch left for the store: they are not stored.
     skipped: FxHashSet<u64>,
+    /// Per online owner, the appends of this batch not handed out yet, in id order, each with
+    /// whether it may go out before its commit. Tried again when the owner acknowledges something
+    /// and after each commit.
+    waiting: HashMap<String, VecDeque<(u64, bool)>>,
+    /// Where each append of this batch sits in `batch.appends`.
+    index: FxHashMap<u64, usize>,
 }
 
 pub struct Router {
@@ -208,12 +214,12 @@ pub struct Router {
     last_id: u64,
     /// Ids up to this one are covered by a committed reservation and may be handed out early.
     ids_reserved: u64,
-    /// The first id of the batch being collected: ids from here on are in `pending`, lower ones are
-    /// committing or committed.
-    pending_from: u64,
-    /// Per mailbox, the newest entry queued or committing. An entry goes out early only if every
-    /// older one of its mailbox has gone out.
-    queued_max: HashMap<String, u64>,
+    /// Entries handed out early and not yet acknowledged that stayed out of one batch already (see
+    /// [`Router::commit_pending`]); the next batch writes them.
+    carried: FxHashSet<u64>,
+    /// Mailboxes with entries in the committing batch that were not handed out: nothing newer of
+    /// theirs goes out before that commit lands.
+    committing_waiting: HashSet<String>,
     online: HashMap<ClientId, Online>,
     /// Committed usage of every non-empty mailbox.
     usage: HashMap<String, Usage>,
@@ -258,8 +264,8 @@ impl Router {
             config,
             last_id,
             ids_reserved: last_id,
-            pending_from: last_id + 1,
-            queued_max: HashMap::new(),
+            carried: FxHashSet::default(),
+            committing_waiting: HashSet::new(),
             online: HashMap::new(),
             usage: usage
                 .into_iter()
@@ -298,33 +304,151 @@ impl Router {
     fn append(&mut self, entry: Entry, early: bool) {
         let len = entry.body.len() as u64;
         add(&mut self.reserved, &entry.mailbox, 1, len);
-        let older = match self.queued_max.get_mut(entry.mailbox.as_str()) {
-            Some(newest) => std::mem::replace(newest, entry.id),
-            None => {
-                self.queued_max.insert(entry.mailbox.clone(), entry.id);
-                0
+        let early = early && entry.id <= self.ids_reserved;
+        if !(early && self.hand_out_early(&entry))
+            && self.online.contains_key(entry.mailbox.as_str())
+        {
+            // Its owner is online and did not get it: it waits, and so does everything after it.
+            match self.pending.waiting.get_mut(entry.mailbox.as_str()) {
+                Some(queue) => queue.push_back((entry.id, early)),
+                None => {
+                    let queue = VecDeque::from([(entry.id, early)]);
+                    self.pending.waiting.insert(entry.mailbox.clone(), queue);
+                }
             }
-        };
-        if early && entry.id <= self.ids_reserved {
-            self.hand_out_early(&entry, older);
         }
+        self.pending
+            .index
+            .insert(entry.id, self.pending.batch.appends.len());
         self.pending.batch.appends.push(entry);
     }
 
-    /// Hands a queued entry to its owner if the owner is online, has no backlog, has room, and has
-    /// been handed every older entry of its mailbox (`older` is the newest one queued before it).
-    fn hand_out_early(&mut self, entry: &Entry, older: u64) {
+    /// Hands a queued entry to its owner if the owner is online, has room, and has been handed every
+    /// older entry of its mailbox: none stored and not read yet (no backlog, no page read), none
+    /// committing and not handed out, none queued and waiting. Returns whether the entry is taken care
+    /// of: handed out, or its owner is offline.
+    fn hand_out_early(&mut self, entry: &Entry) -> bool {
         let Some(online) = self.online.get_mut(entry.mailbox.as_str()) else {
+            return true;
+        };
+        let owner = entry.mailbox.as_str();
+        let caught_up = !online.backlog
+            && !online.fetching
+            && !self.committing_waiting.contains(owner)
+            && self
+                .pending
+                .waiting
+                .get(owner)
+                .is_none_or(VecDeque::is_empty);
+        if !caught_up || !has_room(online, &self.config, entry.body.len() as u64) {
+            return false;
+        }
+        match hand_out(online, entry.clone()) {
+            Handed::Yes => true,
+            Handed::Full => false,
+            Handed::Gone => {
+                let owner = entry.mailbox.clone();
+                self.went_away(&owner);
+                true
+            }
+        }
+    }
+
+    /// Hands out, in order, the queued entries of `owner` that could go out early but found no room
+    /// or something older in the way, as far as they now can. Without this, one entry that missed its
+    /// chance would hold back every later one of its mailbox until they are all committed, and under
+    /// steady load that never ends.
+    fn catch_up(&mut self, owner: &str) {
+        let Some(queue) = self.pending.waiting.get_mut(owner) else {
             return;
         };
-        let caught_up = !online.backlog && !online.fetching && older <= online.cursor;
-        if !caught_up || !has_room(online, &self.config, entry.body.len() as u64) {
+        let Some(online) = self.online.get_mut(owner) else {
+            queue.clear();
+            return;
+        };
+        if online.backlog || online.fetching || self.committing_waiting.contains(owner) {
             return;
         }
-        if hand_out(online, entry.clone()) == Handed::Gone {
-            let owner = entry.mailbox.clone();
-            self.went_away(&owner);
+        while let Some(&(id, early)) = queue.front() {
+            if id <= online.cursor {
+                queue.pop_front();
+                continue;
+            }
+            let Some(entry) = self
+                .pending
+                .index
+                .get(&id)
+                .and_then(|&at| self.pending.batch.appends.get(at))
+            else {
+                queue.pop_front();
+                continue;
+            };
+            if !early || !has_room(online, &self.config, entry.body.len() as u64) {
+                return;
+            }
+            match hand_out(online, entry.clone()) {
+                Handed::Yes => {
+                    queue.pop_front();
+                }
+                Handed::Full => return,
+                Handed::Gone => {
+                    self.went_away(owner);
+                    return;
+                }
+            }
         }
+    }
+
+    /// A new session for `owner`: none of the queued entries has been handed to it, so all of them
+    /// (less those acknowledged already) wait for it in order, behind anything committing. Those that
+    /// went out early to the old session may go out early again; the others wait for their commit.
+    fn requeue(&mut self, owner: &str) {
+        let old: FxHashMap<u64, bool> = self
+            .pending
+            .waiting
+            .remove(owner)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let queue: VecDeque<(u64, bool)> = self
+            .pending
+            .batch
+            .appends
+            .iter()
+            .filter(|e| e.mailbox == owner && !self.pending.skipped.contains(&e.id))
+            .map(|e| (e.id, old.get(&e.id).copied().unwrap_or(false)))
+            .collect();
+        if !queue.is_empty() {
+            self.pending.waiting.insert(owner.to_owned(), queue);
+        }
+        if self.committing {
+            self.committing_waiting.insert(owner.to_owned());
+        }
+    }
+
+    /// After a commit, [`Router::catch_up`] every owner with entries waiting.
+    fn catch_up_all(&mut self) {
+        let owners: Vec<String> = self
+            .pending
+            .waiting
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        for owner in owners {
+            self.catch_up(&owner);
+        }
+    }
+
+    /// Whether `entry` is with its owner's current session, not acknowledged, and its owner has
+    /// nothing waiting behind anything committing.
+    fn out_unacknowledged(&self, entry: &Entry) -> bool {
+        let owner = entry.mailbox.as_str();
+        !self.committing_waiting.contains(owner)
+            && self
+                .online
+                .get(owner)
+                .is_some_and(|o| o.in_flight.contains_key(&entry.id))
     }
 
     /// Queues the delete of entry `id` of `mailbox`.
@@ -346,16 +470,26 @@ impl Router {
         self.committing = true;
         let Pending {
             mut batch,
-            accepted,
+            mut accepted,
             skipped,
+            waiting,
+            index: _,
         } = std::mem::take(&mut self.pending);
-        if !skipped.is_empty() {
-            // Acknowledged before reaching the store: only the sends are remembered, for resends.
-            let appends = std::mem::take(&mut batch.appends);
-            for entry in appends {
-                if !skipped.contains(&entry.id) {
-                    batch.appends.push(entry);
-                } else if entry.kind == EntryKind::Message {
+        self.committing_waiting = waiting
+            .into_iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(owner, _)| owner)
+            .collect();
+        // Acknowledged before reaching the store: only the sends are remembered, for resends. Handed
+        // out early and not acknowledged yet: left for the next batch once, as the ack is likely on
+        // its way. That keeps a mailbox's entries in id order in the store: what stays out is newer
+        // than what goes in, and an owner with entries waiting keeps none out.
+        let appends = std::mem::take(&mut batch.appends);
+        let mut kept = Vec::new();
+        for entry in appends {
+            if skipped.contains(&entry.id) {
+                self.carried.remove(&entry.id);
+                if entry.kind == EntryKind::Message {
                     batch.remembered.push(Remembered {
                         sender: entry.peer,
                         client_msg_id: entry.client_msg_id,
@@ -363,9 +497,22 @@ impl Router {
                         at_ms: entry.sent_at_ms,
                     });
                 }
+            } else if self.carried.remove(&entry.id) || !self.out_unacknowledged(&entry) {
+                batch.appends.push(entry);
+            } else {
+                self.carried.insert(entry.id);
+                kept.push(entry);
             }
         }
-        self.pending_from = self.last_id + 1;
+        for entry in kept {
+            if let Some(tx) = accepted.remove(&entry.id) {
+                self.pending.accepted.insert(entry.id, tx);
+            }
+            self.pending
+                .index
+                .insert(entry.id, self.pending.batch.appends.len());
+            self.pending.batch.appends.push(entry);
+        }
         if self.last_id + ID_RESERVATION / 2 > self.ids_reserved {
             batch.reserve_ids_through = self.last_id + ID_RESERVATION;
         }
@@ -380,6 +527,8 @@ impl Router {
                     router.ids_reserved = router.ids_reserved.max(reserve);
                 }
                 router.committed(result, appended, deletes, accepted);
+                router.committing_waiting.clear();
+                router.catch_up_all();
                 router.commit_pending(ctx);
             })
             .spawn(ctx);
@@ -394,8 +543,6 @@ impl Router {
     ) {
         self.committing = false;
         self.commits_done += 1;
-        let pending_from = self.pending_from;
-        self.queued_max.retain(|_, newest| *newest >= pending_from);
         for entry in &appended {
             sub(
                 &mut self.reserved,
@@ -840,6 +987,7 @@ impl Handler<Attach> for Router {
                 arrived_while_fetching: false,
             },
         );
+        self.requeue(msg.client.as_str());
         self.refill(&msg.client, ctx);
         // What this session will be handed: the committed entries less those being deleted.
         let stored = self.usage.get(msg.client.as_str()).map_or(0, |u| u.entries);
@@ -882,7 +1030,7 @@ impl Handler<Ack> for Router {
             return;
         };
         online.in_flight_bytes = online.in_flight_bytes.saturating_sub(done.body_len);
-        if msg.id >= self.pending_from {
+        if self.pending.index.contains_key(&msg.id) {
             // Handed out early and acknowledged before its batch left: it need not be stored at all.
             self.pending.skipped.insert(msg.id);
             sub(&mut self.reserved, msg.client.as_str(), 1, done.body_len);
@@ -906,6 +1054,7 @@ impl Handler<Ack> for Router {
                 body: Bytes::new(),
             });
         }
+        self.catch_up(msg.client.as_str());
         self.commit_pending(ctx);
         self.refill(&msg.client, ctx);
     }

@@ -178,7 +178,17 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
                         Err(_) => break,
                     }
                 }
-                answer_merged(store.commit(&merged), &merged, callers);
+                let started = std::time::Instant::now();
+                let result = store.commit(&merged);
+                tracing::debug!(
+                    appends = merged.appends.len(),
+                    deletes = merged.deletes.len(),
+                    remembered = merged.remembered.len(),
+                    callers = callers.len(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "store commit"
+                );
+                answer_merged(result, &merged, callers);
             }
             Request::Fetch {
                 mailbox,

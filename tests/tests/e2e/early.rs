@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use switchboard_broker::settings::Settings;
 use switchboard_broker::store::{
     Batch, CommitOutcome, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
     MaintenanceReport, MemoryStore, StoreError,
@@ -122,7 +123,9 @@ impl MailboxStore for GatedStore {
 }
 
 /// A broker whose commits pass only while the gate is open (it starts open).
-async fn gated_broker() -> (TestBroker, Arc<Gate>, tempfile::TempDir) {
+async fn gated_broker(
+    tune: impl FnOnce(&mut Settings),
+) -> (TestBroker, Arc<Gate>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let gate = Arc::new(Gate::default());
     gate.set_open(true);
@@ -130,7 +133,9 @@ async fn gated_broker() -> (TestBroker, Arc<Gate>, tempfile::TempDir) {
         inner: MemoryStore::new(),
         gate: gate.clone(),
     };
-    let broker = TestBroker::start_with_store(settings(dir.path()), Box::new(store)).await;
+    let mut settings = settings(dir.path());
+    tune(&mut settings);
+    let broker = TestBroker::start_with_store(settings, Box::new(store)).await;
     (broker, gate, dir)
 }
 
@@ -205,8 +210,8 @@ struct Held {
     _dir: tempfile::TempDir,
 }
 
-async fn a_commit_held() -> Held {
-    let (broker, gate, dir) = gated_broker().await;
+async fn a_commit_held(tune: impl FnOnce(&mut Settings)) -> Held {
+    let (broker, gate, dir) = gated_broker(tune).await;
     let (mut alice, _) = Raw::hello(broker.addr, "alice", 30).await;
     let (mut bob, _) = Raw::hello(broker.addr, "bob", 30).await;
     let (mut dave, _) = Raw::hello(broker.addr, "dave", 30).await;
@@ -233,7 +238,7 @@ async fn a_fresh_message_acknowledged_before_its_commit_never_reaches_the_store(
         mut bob,
         mut dave,
         _dir,
-    } = a_commit_held().await;
+    } = a_commit_held(|_| {}).await;
 
     alice.send(send(2, "bob", "fast", true)).await;
     let (fast, send_id, body) = delivered(&mut bob, true).await;
@@ -277,7 +282,7 @@ async fn a_send_that_may_be_a_resend_waits_for_its_commit_and_order_holds() {
         mut bob,
         _dir,
         ..
-    } = a_commit_held().await;
+    } = a_commit_held(|_| {}).await;
     alice.send(send(2, "bob", "maybe a resend", false)).await;
     alice.send(send(3, "bob", "fresh behind it", true)).await;
     // Neither may overtake the commit: the first could be a resend the store would recognise, and
@@ -299,5 +304,26 @@ async fn a_send_that_may_be_a_resend_waits_for_its_commit_and_order_holds() {
         }
     }
     assert_eq!(answered, [2, 3]);
+    broker.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_entry_that_found_the_window_full_goes_out_early_once_an_ack_makes_room() {
+    let Held {
+        broker,
+        gate,
+        mut alice,
+        mut bob,
+        _dir,
+        ..
+    } = a_commit_held(|s| s.limits.window = 1).await;
+    alice.send(send(2, "bob", "first", true)).await;
+    alice.send(send(3, "bob", "second", true)).await;
+    // The window holds one: "second" waits for room, not for the commit that is held.
+    let (_, first, _) = delivered(&mut bob, true).await;
+    let (_, second, _) = delivered(&mut bob, true).await;
+    assert_eq!((first, second), (2, 3));
+    assert!(gate.lock().blocked > 0, "the gate let a commit through");
+    gate.set_open(true);
     broker.stop().await;
 }
