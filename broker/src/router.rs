@@ -217,6 +217,9 @@ pub struct Router {
     /// Entries handed out early and not yet acknowledged that stayed out of one batch already (see
     /// [`Router::commit_pending`]); the next batch writes them.
     carried: FxHashSet<u64>,
+    /// Entries handed out early that their commit did not store (it failed, or the store recognised
+    /// a resend): their ack deletes nothing and sends no receipt.
+    never_stored: FxHashSet<u64>,
     /// Mailboxes with entries in the committing batch that were not handed out: nothing newer of
     /// theirs goes out before that commit lands.
     committing_waiting: HashSet<String>,
@@ -265,6 +268,7 @@ impl Router {
             last_id,
             ids_reserved: last_id,
             carried: FxHashSet::default(),
+            never_stored: FxHashSet::default(),
             committing_waiting: HashSet::new(),
             online: HashMap::new(),
             usage: usage
@@ -400,8 +404,9 @@ impl Router {
     }
 
     /// A new session for `owner`: none of the queued entries has been handed to it, so all of them
-    /// (less those acknowledged already) wait for it in order, behind anything committing. Those that
-    /// went out early to the old session may go out early again; the others wait for their commit.
+    /// (less those acknowledged already) wait for it in order, behind anything committing. Only those
+    /// that were waiting keep their leave to go out early; the others (whether they went out to the old
+    /// session or were queued while the owner was away) wait for their commit, which is always safe.
     fn requeue(&mut self, owner: &str) {
         let old: FxHashMap<u64, bool> = self
             .pending
@@ -560,6 +565,9 @@ impl Router {
                 for (_, tx) in accepted {
                     let _ = tx.send(Err(RejectReason::Unavailable));
                 }
+                for entry in &appended {
+                    self.not_stored(entry);
+                }
                 self.release(deletes);
                 return;
             }
@@ -581,10 +589,23 @@ impl Router {
         for entry in appended {
             if duplicates.contains_key(&entry.id) {
                 tracing::debug!(sender = %entry.peer, send_id = entry.client_msg_id, "resend recognised; stored once");
+                self.not_stored(&entry);
                 continue;
             }
             add(&mut self.usage, &entry.mailbox, 1, entry.body.len() as u64);
             self.arrived(entry);
+        }
+    }
+
+    /// `entry` did not reach the store. If it went out early, its ack must not delete (and uncount)
+    /// an entry that is not there, nor report a delivery for it.
+    fn not_stored(&mut self, entry: &Entry) {
+        let out = self
+            .online
+            .get(entry.mailbox.as_str())
+            .is_some_and(|o| o.in_flight.contains_key(&entry.id));
+        if out {
+            self.never_stored.insert(entry.id);
         }
     }
 
@@ -729,7 +750,12 @@ impl Router {
 
     /// The session is gone; its unacknowledged entries stay in the store for the next connection.
     fn went_away(&mut self, client: &str) {
-        if self.online.remove(client).is_some() {
+        if let Some(gone) = self.online.remove(client) {
+            if !self.never_stored.is_empty() {
+                for id in gone.in_flight.keys() {
+                    self.never_stored.remove(id);
+                }
+            }
             tracing::debug!(
                 client,
                 "session gone; its mailbox waits for the next connection"
@@ -974,7 +1000,7 @@ impl Handler<Attach> for Router {
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         // A takeover replaces the old state: what the old session held unacknowledged is still in
         // the store and is handed out again from the start of the mailbox.
-        self.online.insert(
+        let replaced = self.online.insert(
             msg.client.clone(),
             Online {
                 conn_id: msg.conn_id,
@@ -987,6 +1013,11 @@ impl Handler<Attach> for Router {
                 arrived_while_fetching: false,
             },
         );
+        if let Some(old) = replaced {
+            for id in old.in_flight.keys() {
+                self.never_stored.remove(id);
+            }
+        }
         self.requeue(msg.client.as_str());
         self.refill(&msg.client, ctx);
         // What this session will be handed: the committed entries less those being deleted.
@@ -1030,6 +1061,11 @@ impl Handler<Ack> for Router {
             return;
         };
         online.in_flight_bytes = online.in_flight_bytes.saturating_sub(done.body_len);
+        if !self.never_stored.is_empty() && self.never_stored.remove(&msg.id) {
+            self.catch_up(msg.client.as_str());
+            self.refill(&msg.client, ctx);
+            return;
+        }
         if self.pending.index.contains_key(&msg.id) {
             // Handed out early and acknowledged before its batch left: it need not be stored at all.
             self.pending.skipped.insert(msg.id);

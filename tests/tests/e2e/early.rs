@@ -327,3 +327,53 @@ async fn an_entry_that_found_the_window_full_goes_out_early_once_an_ack_makes_ro
     gate.set_open(true);
     broker.stop().await;
 }
+
+/// `Hi.pending`.
+fn pending_of(hi: &BrokerFrame) -> u64 {
+    match hi {
+        BrokerFrame::Hi { pending, .. } => *pending,
+        other => panic!("expected hi, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_resend_wrongly_marked_fresh_is_delivered_but_its_ack_uncounts_nothing() {
+    let fx = Fixture::new().await;
+    let (mut alice, _) = Raw::hello(fx.addr(), "alice", 30).await;
+    let (mut bob, _) = Raw::hello(fx.addr(), "bob", 30).await;
+    // Bob holds one message unacknowledged: his mailbox counts one entry.
+    alice.send(send(10, "bob", "kept", false)).await;
+    accepted(&mut alice, 10).await;
+    delivered(&mut bob, false).await;
+    // A message stored, delivered and acknowledged.
+    alice.send(send(1, "bob", "once", false)).await;
+    let original = accepted(&mut alice, 1).await;
+    delivered(&mut bob, true).await;
+    receipt(&mut alice, 1).await;
+
+    // The same send again, breaking the contract: `fresh` on a resend. It goes out early, and the
+    // store recognises it as a resend of the original.
+    alice.send(send(1, "bob", "once", true)).await;
+    let (copy, send_id, _) = delivered(&mut bob, false).await;
+    assert_eq!(send_id, 1);
+    assert_ne!(copy, original);
+    assert_eq!(accepted(&mut alice, 1).await, original);
+    // Acknowledged after the store said "already have it": nothing to delete, no receipt.
+    bob.send(ClientFrame::Ack { id: copy }).await;
+    bob.send(ClientFrame::Bye).await;
+    fx.broker.gone("bob").await;
+
+    let (mut bob, hi) = Raw::hello(fx.addr(), "bob", 30).await;
+    assert_eq!(
+        pending_of(&hi),
+        1,
+        "bob's mailbox still counts the kept message"
+    );
+    let (_, send_id, body) = delivered(&mut bob, true).await;
+    assert_eq!((send_id, &body[..]), (10, &b"kept"[..]));
+    // Alice's next frame is the receipt of "kept", not one for the copy.
+    match alice.recv().await {
+        Some(BrokerFrame::Receipt { id, .. }) => assert_eq!(id, 10),
+        other => panic!("expected the receipt of send 10, got {other:?}"),
+    }
+}
