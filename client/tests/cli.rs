@@ -364,6 +364,29 @@ async fn listen_exits_1_when_the_broker_ends_the_connection() {
     );
 }
 
+/// The daemon prints message `id` (from `from`, send `send_id`) as its next line, then acknowledges it.
+async fn printed_then_acked(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    peer: &mut Peer,
+    id: u64,
+    from: &str,
+    send_id: u64,
+) {
+    let line = within("a printed message", lines.next_line())
+        .await
+        .expect("read")
+        .expect("a line");
+    let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(
+        (&value["id"], &value["from"], &value["send_id"]),
+        (&id.into(), &from.into(), &send_id.into())
+    );
+    assert_eq!(
+        peer.recv_skipping_pings().await,
+        Some(ClientFrame::Ack { id })
+    );
+}
+
 #[tokio::test]
 async fn the_daemon_runs_its_sink_once_for_a_message_resent_under_a_new_id() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -386,19 +409,7 @@ async fn the_daemon_runs_its_sink_once_for_a_message_resent_under_a_new_id() {
     // Delivered early and acknowledged; then the broker crashes before the message was on disk.
     let (mut first, _) = broker.welcome(30, 0).await;
     first.send(deliver(42, "alice", 7, 1_000)).await;
-    let line = within("the first line", lines.next_line())
-        .await
-        .expect("read")
-        .expect("a line");
-    let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-    assert_eq!(
-        (&value["id"], &value["from"], &value["send_id"]),
-        (&42.into(), &"alice".into(), &7.into())
-    );
-    assert_eq!(
-        first.recv_skipping_pings().await,
-        Some(ClientFrame::Ack { id: 42 })
-    );
+    printed_then_acked(&mut lines, &mut first, 42, "alice", 7).await;
     drop(first);
 
     // Alice sent it again; the restarted broker delivers it under a new id and time. The daemon
@@ -411,19 +422,7 @@ async fn the_daemon_runs_its_sink_once_for_a_message_resent_under_a_new_id() {
         "the second copy is acknowledged so the broker forgets it"
     );
     second.send(deliver(58, "carol", 7, 2_001)).await;
-    let line = within("the second line", lines.next_line())
-        .await
-        .expect("read")
-        .expect("a line");
-    let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-    assert_eq!(
-        (&value["id"], &value["from"], &value["send_id"]),
-        (&58.into(), &"carol".into(), &7.into())
-    );
-    assert_eq!(
-        second.recv_skipping_pings().await,
-        Some(ClientFrame::Ack { id: 58 })
-    );
+    printed_then_acked(&mut lines, &mut second, 58, "carol", 7).await;
 
     let pid = child.id().expect("pid");
     let status = Command::new("kill")
