@@ -46,15 +46,11 @@ pub struct Connection {
     pub since: SystemTime,
 }
 
-/// Looks up one client.
+/// Looks up one client (tests ask this; the feature `test-support`).
+#[cfg(feature = "test-support")]
 #[derive(Message)]
 #[rtype(result = "Option<Connection>")]
 pub struct Lookup(pub ClientId);
-
-/// How many clients are connected.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Count;
 
 /// Kicks every connected client with `shutting-down`; answers how many were told.
 #[derive(Message)]
@@ -82,7 +78,9 @@ impl Registered {
 #[rtype(result = "()")]
 pub struct AwaitEmpty;
 
-/// Resolves once the client id has no connection (at once if it has none now).
+/// Resolves once the client id has no connection (at once if it has none now). Tests wait on it
+/// instead of polling (the feature `test-support`).
+#[cfg(feature = "test-support")]
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AwaitGone(pub ClientId);
@@ -91,6 +89,7 @@ pub struct AwaitGone(pub ClientId);
 pub struct Registry {
     clients: HashMap<ClientId, Registered>,
     empty_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    #[cfg(feature = "test-support")]
     gone_waiters: HashMap<ClientId, Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
@@ -143,6 +142,7 @@ impl Handler<Unregister> for Registry {
             .is_some_and(|r| r.info.conn_id == msg.conn_id)
         {
             self.clients.remove(&msg.client);
+            #[cfg(feature = "test-support")]
             for tx in self.gone_waiters.remove(&msg.client).into_iter().flatten() {
                 let _ = tx.send(());
             }
@@ -151,6 +151,7 @@ impl Handler<Unregister> for Registry {
     }
 }
 
+#[cfg(feature = "test-support")]
 impl Handler<AwaitGone> for Registry {
     type Result = ResponseFuture<()>;
 
@@ -167,19 +168,12 @@ impl Handler<AwaitGone> for Registry {
     }
 }
 
+#[cfg(feature = "test-support")]
 impl Handler<Lookup> for Registry {
     type Result = Option<Connection>;
 
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
         self.clients.get(&msg.0).map(|r| r.info.clone())
-    }
-}
-
-impl Handler<Count> for Registry {
-    type Result = usize;
-
-    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
-        self.clients.len()
     }
 }
 

@@ -93,10 +93,6 @@ impl MailboxStore for MemoryStore {
             .collect())
     }
 
-    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
-        Ok(self.mailboxes.get(mailbox).map_or(0, |m| m.len() as u64))
-    }
-
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
         Ok(self
             .mailboxes

@@ -21,7 +21,6 @@ enum Request {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<Entry>, StoreError>>,
     },
-    Count(String, oneshot::Sender<Result<u64, StoreError>>),
     LastId(oneshot::Sender<Result<u64, StoreError>>),
     Usage(oneshot::Sender<Result<Vec<MailboxUsage>, StoreError>>),
     Expired {
@@ -106,11 +105,6 @@ impl StoreHandle {
             reply,
         })
         .await
-    }
-
-    /// How many entries `mailbox` holds.
-    pub async fn count(&self, mailbox: String) -> Result<u64, StoreError> {
-        self.ask(|reply| Request::Count(mailbox, reply)).await
     }
 
     /// Usage of every non-empty mailbox.
@@ -198,9 +192,6 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
             } => {
                 let _ = reply.send(store.fetch(&mailbox, after, limit));
             }
-            Request::Count(mailbox, reply) => {
-                let _ = reply.send(store.count(&mailbox));
-            }
             Request::LastId(reply) => {
                 let _ = reply.send(store.last_id());
             }
@@ -261,5 +252,42 @@ fn answer_merged(
             .copied()
             .collect();
         let _ = reply.send(Ok(CommitOutcome { duplicates }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::{entry, ids};
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn the_store_thread_serves_and_merges_commits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let (handle, thread) = StoreHandle::spawn(Box::new(MemoryStore::new()), 64).expect("spawn");
+        rt.block_on(async {
+            let commits = (1..=20).map(|i| {
+                let handle = handle.clone();
+                async move {
+                    handle
+                        .commit(Batch {
+                            appends: vec![entry(i, "bob", "x")],
+                            deletes: vec![],
+                            ..Default::default()
+                        })
+                        .await
+                }
+            });
+            for result in futures_util::future::join_all(commits).await {
+                result.expect("commit");
+            }
+            let page = handle.fetch("bob".into(), 0, 100).await.expect("fetch");
+            assert_eq!(ids(&page), (1..=20).collect::<Vec<_>>());
+            assert_eq!(handle.last_id().await.expect("last id"), 20);
+        });
+        drop(handle);
+        thread.join();
     }
 }

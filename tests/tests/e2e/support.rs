@@ -1,10 +1,8 @@
 //! The test harness: a real broker on 127.0.0.1 port 0 with a temporary data directory, raw protocol
 //! connections for the failure paths, and bounded waits.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use actix::Addr;
 use futures_util::{SinkExt, StreamExt};
@@ -20,16 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 
-/// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Fails the test if `fut` takes longer than [`WAIT`].
-pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, fut).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
-    }
-}
+/// The bounded waits every test shares.
+pub use switchboard_tests::{within, WAIT};
 
 /// Settings for a test broker: port 0, SQLite in `data_dir`, quiet.
 pub fn settings(data_dir: &Path) -> Settings {

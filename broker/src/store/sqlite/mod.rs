@@ -4,8 +4,8 @@
 //! power loss, with `"os"` it is handed to the OS (`synchronous=NORMAL`) and survives a broker crash.
 //! Every [`Batch`] is one `IMMEDIATE` transaction, hence at most one fsync of the WAL.
 //!
-//! Besides the entries the file holds per-mailbox usage (so start-up and `count` cost one row per
-//! mailbox, never a scan of the entries) and the remembered sends that make a resend idempotent.
+//! Besides the entries the file holds per-mailbox usage (so start-up costs one row per mailbox,
+//! never a scan of the entries) and the remembered sends that make a resend idempotent.
 //! SQLite integers are signed; ids and timestamps are stored as the same 64 bits reinterpreted, so
 //! every `u64` round-trips exactly and the order of ids below 2^63 (all of them in practice) holds.
 
@@ -146,11 +146,6 @@ impl SqliteStore {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         tx.commit()?;
         Ok(())
-    }
-
-    /// Where the database file lives.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -358,15 +353,6 @@ impl MailboxStore for SqliteStore {
         rows.map(|row| row?.into_entry()).collect()
     }
 
-    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
-        let count: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT entries FROM mailboxes WHERE mailbox = ?1")?
-            .query_row([mailbox], |row| row.get(0))
-            .optional()?;
-        Ok(count.map_or(0, |c| c.max(0) as u64))
-    }
-
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
         let mut stmt = self
             .conn
@@ -454,3 +440,6 @@ impl MailboxStore for SqliteStore {
         Ok(from_sql(mark.unwrap_or(0)).max(from_sql(max.unwrap_or(0))))
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

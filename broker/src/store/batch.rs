@@ -1,0 +1,65 @@
+//! What one commit writes (a [`Batch`]) and what it reports back beyond that ([`CommitOutcome`]).
+
+use super::Entry;
+
+/// Writes that must become durable together.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// New entries, in id order. A message whose sender already sent the same `client_msg_id`
+    /// (within the store's memory of sends, see [`MailboxStore::maintain`](super::MailboxStore::maintain)) is not stored again: the
+    /// commit reports it as a [`Duplicate`].
+    pub appends: Vec<Entry>,
+    /// Ids of entries to remove. An id may name an entry appended in this same batch.
+    pub deletes: Vec<u64>,
+    /// Sends to remember without storing their message: it was delivered and acknowledged before
+    /// it reached the store. Applied before the appends, so a resend of one of these in the same
+    /// batch is recognised as a [`Duplicate`].
+    pub remembered: Vec<Remembered>,
+    /// Ids up to this one may already be in use outside the store (handed out before their commit):
+    /// the store's high-water mark ([`MailboxStore::last_id`]) must cover them once the batch commits,
+    /// so they are never given out again after a restart. 0 for none.
+    pub reserve_ids_through: u64,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty()
+            && self.deletes.is_empty()
+            && self.remembered.is_empty()
+            && self.reserve_ids_through == 0
+    }
+
+    /// Adds `other`'s writes after this batch's own.
+    pub fn merge(&mut self, other: Batch) {
+        self.appends.extend(other.appends);
+        self.deletes.extend(other.deletes);
+        self.remembered.extend(other.remembered);
+        self.reserve_ids_through = self.reserve_ids_through.max(other.reserve_ids_through);
+    }
+}
+
+/// A send the store remembers, so a resend of it is recognised, though its message is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    pub sender: String,
+    pub client_msg_id: u64,
+    /// The broker id the message had.
+    pub message_id: u64,
+    /// When the broker accepted it, ms since the epoch (for [`Maintenance`](super::Maintenance)).
+    pub at_ms: u64,
+}
+
+/// A message append that was a resend of one already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The id the Router gave the resend; nothing was stored under it.
+    pub id: u64,
+    /// The broker id of the original message, which is what the sender is told again.
+    pub original: u64,
+}
+
+/// What a commit did beyond what the batch asked.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub duplicates: Vec<Duplicate>,
+}

@@ -1,0 +1,63 @@
+//! What a mailbox holds: an [`Entry`] (a message or a receipt), and what the store reports about
+//! entries without their bodies (usage per mailbox, entries whose time ran out).
+
+use bytes::Bytes;
+
+/// What a mailbox entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A message from `peer` to the mailbox owner.
+    Message,
+    /// A receipt: `peer` acknowledged a message the mailbox owner sent.
+    Delivered,
+    /// A receipt: a message the mailbox owner sent to `peer` expired undelivered and was removed.
+    Expired,
+}
+
+impl EntryKind {
+    pub fn is_receipt(self) -> bool {
+        !matches!(self, EntryKind::Message)
+    }
+}
+
+/// One entry in one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Broker-wide, strictly increasing in the order the Router accepted entries.
+    pub id: u64,
+    /// The client id that owns the mailbox.
+    pub mailbox: String,
+    pub kind: EntryKind,
+    /// For a message, its sender; for a receipt, the recipient of the original message.
+    pub peer: String,
+    /// The sender's own id for the message (`Send.id`).
+    pub client_msg_id: u64,
+    /// The broker id of the message this entry is about: `id` itself for a message, the original
+    /// message's id for a receipt.
+    pub message_id: u64,
+    /// When the broker accepted the message, in milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// When an undelivered message expires, in milliseconds since the Unix epoch; 0 for never.
+    pub expires_at_ms: u64,
+    /// The message body; empty for receipts.
+    pub body: Bytes,
+}
+
+/// How full one mailbox is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxUsage {
+    pub mailbox: String,
+    /// Entries of every kind.
+    pub entries: u64,
+    /// Sum of the body sizes.
+    pub bytes: u64,
+}
+
+/// An entry whose time to live ran out, as [`MailboxStore::expired`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredEntry {
+    /// The entry, with an empty body.
+    pub entry: Entry,
+    /// The size of the body that was left out.
+    pub body_len: u64,
+}

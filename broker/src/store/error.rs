@@ -1,0 +1,32 @@
+//! How a store fails, as one typed enum for every engine.
+
+/// How a store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    // Causes are part of the message and deliberately not `source()`, so an error chain printed with
+    // `{:#}` does not repeat them.
+    #[error("sqlite: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error("cannot prepare data directory {path}: {cause}")]
+    DataDir {
+        path: std::path::PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("stored entry {id} is corrupt: {what}")]
+    Corrupt { id: u64, what: String },
+    #[error("{0}")]
+    Incompatible(String),
+    #[error("the store thread has stopped")]
+    Stopped,
+    #[error("cannot start the store thread: {0}")]
+    Thread(std::io::Error),
+    /// A merged commit failed; every caller whose writes were in it gets the cause as text.
+    #[error("commit failed: {0}")]
+    Failed(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Sqlite(error)
+    }
+}

@@ -1,0 +1,129 @@
+//! The SQLite engine beyond the shared contract: reopening, schema versions, migration, space reuse.
+
+use super::{SqliteStore, DB_FILE};
+use crate::store::conformance::{append, count, entry};
+use crate::store::{Batch, Durability, MailboxStore, Maintenance};
+
+pub(crate) fn open_sqlite() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path(), Durability::Fsync).expect("open");
+    (dir, store)
+}
+
+#[test]
+fn sqlite_keeps_entries_and_last_id_across_reopen() {
+    let (dir, mut store) = open_sqlite();
+    append(
+        &mut store,
+        vec![entry(1, "bob", "one"), entry(2, "bob", "two")],
+    );
+    store
+        .commit(&Batch {
+            appends: vec![],
+            deletes: vec![2],
+            ..Default::default()
+        })
+        .expect("commit");
+    drop(store);
+    let mut store = SqliteStore::open(dir.path(), Durability::Fsync).expect("reopen");
+    assert_eq!(
+        store.fetch("bob", 0, 10).expect("fetch"),
+        vec![entry(1, "bob", "one")]
+    );
+    assert_eq!(store.last_id().expect("last id"), 2);
+}
+
+#[test]
+fn sqlite_refuses_a_file_from_a_newer_version() {
+    let (dir, store) = open_sqlite();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.execute_batch("PRAGMA user_version = 99")
+        .expect("pragma");
+    drop(conn);
+    let err = SqliteStore::open(dir.path(), Durability::Fsync).expect_err("refused");
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[test]
+fn sqlite_migrates_a_version_1_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE entries (id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, kind INTEGER NOT NULL,
+             peer TEXT NOT NULL, client_msg_id INTEGER NOT NULL, message_id INTEGER NOT NULL,
+             sent_at_ms INTEGER NOT NULL, body BLOB NOT NULL);
+         CREATE INDEX entries_by_mailbox ON entries (mailbox, id);
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         INSERT INTO entries VALUES (1, 'bob', 0, 'alice', 10, 1, 1700000000001, x'6f6e65');
+         INSERT INTO entries VALUES (2, 'alice', 1, 'bob', 10, 1, 1700000000002, x'');
+         INSERT INTO meta VALUES ('last_id', 2);
+         PRAGMA user_version = 1;",
+    )
+    .expect("version 1 file");
+    drop(conn);
+    let mut store = SqliteStore::open(dir.path(), Durability::Fsync).expect("migrated");
+    assert_eq!(
+        store.fetch("bob", 0, 10).expect("fetch"),
+        vec![entry(1, "bob", "one")]
+    );
+    assert_eq!(count(&mut store, "alice"), 1);
+    assert_eq!(store.last_id().expect("last id"), 2);
+    let mut usage = store.usage().expect("usage");
+    usage.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+    assert_eq!(
+        usage
+            .iter()
+            .map(|u| (u.entries, u.bytes))
+            .collect::<Vec<_>>(),
+        [(1, 0), (1, 3)]
+    );
+}
+
+/// Under steady append/delete churn the file stops growing: freed pages are reused.
+#[test]
+fn sqlite_file_stops_growing_under_churn() {
+    let (dir, mut store) = open_sqlite();
+    let on_disk = || {
+        ["switchboard.db", "switchboard.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    let mut next = 1;
+    let mut sizes = Vec::new();
+    for _round in 0..8 {
+        let first = next;
+        for _ in 0..10 {
+            let appends = (next..next + 200)
+                .map(|i| entry(i, "bob", &"x".repeat(512)))
+                .collect();
+            next += 200;
+            append(&mut store, appends);
+        }
+        for chunk in (first..next).collect::<Vec<_>>().chunks(200) {
+            store
+                .commit(&Batch {
+                    appends: vec![],
+                    deletes: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .expect("commit");
+        }
+        store
+            .maintain(&Maintenance {
+                forget_sent_before_ms: 2_000_000_000_000,
+                remember_at_most: 1,
+            })
+            .expect("maintain");
+        sizes.push(on_disk());
+    }
+    let settled = sizes[2];
+    assert!(
+        sizes[3..]
+            .iter()
+            .all(|&size| size <= settled + settled / 10),
+        "file keeps growing: {sizes:?}"
+    );
+}
