@@ -9,11 +9,11 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Bytes of the header; a body is never shorter.
-pub const HEADER_LEN: usize = 20;
+pub(crate) const HEADER_LEN: usize = 20;
 
 /// The fields of a body's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     pub sender: u32,
     pub seq: u64,
     pub sent_ns: u64,
@@ -25,12 +25,12 @@ fn epoch() -> Instant {
 }
 
 /// Nanoseconds on the monotonic clock since the process first asked.
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Writes a body of `size` bytes (at least [`HEADER_LEN`]) stamped with the current time into `out`.
-pub fn write(out: &mut Vec<u8>, sender: u32, seq: u64, size: usize) {
+pub(crate) fn write(out: &mut Vec<u8>, sender: u32, seq: u64, size: usize) {
     out.clear();
     out.extend_from_slice(&sender.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
@@ -39,14 +39,14 @@ pub fn write(out: &mut Vec<u8>, sender: u32, seq: u64, size: usize) {
 }
 
 /// A fresh stamped body.
-pub fn make(sender: u32, seq: u64, size: usize) -> Vec<u8> {
+pub(crate) fn make(sender: u32, seq: u64, size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(size.max(HEADER_LEN));
     write(&mut out, sender, seq, size);
     out
 }
 
 /// Reads the header back; `None` for a body that is too short to be one of ours.
-pub fn read(body: &[u8]) -> Option<Header> {
+pub(crate) fn read(body: &[u8]) -> Option<Header> {
     let sender = u32::from_be_bytes(body.get(0..4)?.try_into().ok()?);
     let seq = u64::from_be_bytes(body.get(4..12)?.try_into().ok()?);
     let sent_ns = u64::from_be_bytes(body.get(12..20)?.try_into().ok()?);

@@ -151,7 +151,7 @@ pub struct Delivery {
 }
 
 /// Everything the receivers of a run saw, merged.
-pub struct Merged {
+pub(crate) struct Merged {
     pub delivery: Delivery,
     pub latency: Histogram<u64>,
     pub first_at: Option<Instant>,
@@ -159,7 +159,10 @@ pub struct Merged {
 }
 
 /// Merges the collectors of a run; `expected` counts what was sent (and accepted) in total.
-pub fn merge<'a>(collectors: impl IntoIterator<Item = &'a Collector>, expected: u64) -> Merged {
+pub(crate) fn merge<'a>(
+    collectors: impl IntoIterator<Item = &'a Collector>,
+    expected: u64,
+) -> Merged {
     let mut latency = histogram();
     let mut delivery = Delivery {
         expected,

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 /// How to run the broker.
 #[derive(Debug, Clone)]
-pub struct BrokerConfig {
+pub(crate) struct BrokerConfig {
     pub bin: PathBuf,
     /// Extra environment, `SWITCHBOARD_*` settings among it.
     pub env: Vec<(String, String)>,
@@ -27,7 +27,7 @@ pub struct BrokerConfig {
 
 impl BrokerConfig {
     /// `switchboard-broker` next to this executable (the same cargo target directory).
-    pub fn default_bin() -> anyhow::Result<PathBuf> {
+    pub(crate) fn default_bin() -> anyhow::Result<PathBuf> {
         let exe = std::env::current_exe().context("cannot find the bench's own executable")?;
         let dir = exe
             .parent()
@@ -37,7 +37,7 @@ impl BrokerConfig {
 }
 
 /// A running broker child process.
-pub struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     child: Child,
     pub addr: SocketAddr,
     pub pid: u32,
@@ -47,7 +47,7 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     /// Starts the broker on `data_dir` (its log goes to `data_dir/../broker.log`, appended).
-    pub async fn start(config: &BrokerConfig, data_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(config: &BrokerConfig, data_dir: &Path) -> anyhow::Result<Self> {
         if !config.bin.is_file() {
             bail!(
                 "no broker binary at {}; build it first: cargo build --release -p switchboard-broker \
@@ -111,7 +111,7 @@ impl BrokerProcess {
 
     /// SIGTERM, then waits up to `grace` for a clean exit (SIGKILL after that). Returns how long the
     /// broker took to exit.
-    pub async fn stop(mut self, grace: Duration) -> anyhow::Result<Duration> {
+    pub(crate) async fn stop(mut self, grace: Duration) -> anyhow::Result<Duration> {
         let asked = Instant::now();
         // SAFETY: kill(2) with a pid we spawned and have not yet reaped; it cannot be reused.
         if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) } != 0 {
@@ -178,7 +178,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 
 /// Memory figures of a process, from `/proc/PID/status`, in bytes.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// Resident set now (`VmRSS`).
     pub rss: u64,
     /// Peak resident set since start or the last [`reset_peak`] (`VmHWM`).
@@ -186,7 +186,7 @@ pub struct Memory {
 }
 
 /// Reads `VmRSS` and `VmHWM` of `pid`.
-pub fn memory(pid: u32) -> anyhow::Result<Memory> {
+pub(crate) fn memory(pid: u32) -> anyhow::Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
     let field = |name: &str| -> anyhow::Result<u64> {
@@ -209,14 +209,14 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
 }
 
 /// Resets the peak resident set (`VmHWM`) of `pid` to its current size (Linux `clear_refs` 5).
-pub fn reset_peak(pid: u32) -> anyhow::Result<()> {
+pub(crate) fn reset_peak(pid: u32) -> anyhow::Result<()> {
     let path = format!("/proc/{pid}/clear_refs");
     std::fs::write(&path, "5").with_context(|| format!("cannot write {path}"))
 }
 
 /// Raises this process's open-file limit to its hard limit (children inherit it), so thousands of
 /// connections fit. Returns the limit now in force.
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -110,7 +110,7 @@ fn show(path: &str, value: f64) -> String {
 }
 
 /// Reads JSON lines (other lines are skipped) and renders one table per workload.
-pub fn render(files: &[PathBuf]) -> anyhow::Result<String> {
+pub(crate) fn render(files: &[PathBuf]) -> anyhow::Result<String> {
     // workload -> system column -> runs
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
     for file in files {

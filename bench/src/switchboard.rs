@@ -39,7 +39,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Switchboard broker at an address.
 #[derive(Debug, Clone)]
-pub struct Switchboard {
+pub(crate) struct Switchboard {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
 }
@@ -47,7 +47,7 @@ pub struct Switchboard {
 type Reader = FramedRead<OwnedReadHalf, ClientCodec>;
 
 /// A handshaken connection.
-pub struct Conn {
+pub(crate) struct Conn {
     read: Reader,
     write: OwnedWriteHalf,
     /// `Hi.pending`: entries waiting in the mailbox at the handshake.
@@ -55,7 +55,7 @@ pub struct Conn {
 }
 
 /// Connects as `id` and completes the handshake within `limit`.
-pub async fn connect(addr: SocketAddr, id: &str, limit: Duration) -> anyhow::Result<Conn> {
+pub(crate) async fn connect(addr: SocketAddr, id: &str, limit: Duration) -> anyhow::Result<Conn> {
     let handshake = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -107,7 +107,7 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// `send {id, to, body, fresh: true}`.
-pub fn put_send(buf: &mut Vec<u8>, id: u64, to: &str, body: &[u8]) {
+pub(crate) fn put_send(buf: &mut Vec<u8>, id: u64, to: &str, body: &[u8]) {
     frame(buf, |b| {
         let _ = rmp::encode::write_map_len(b, 5);
         put_str(b, "type");
@@ -125,7 +125,7 @@ pub fn put_send(buf: &mut Vec<u8>, id: u64, to: &str, body: &[u8]) {
 }
 
 /// `ack {id}`.
-pub fn put_ack(buf: &mut Vec<u8>, id: u64) {
+pub(crate) fn put_ack(buf: &mut Vec<u8>, id: u64) {
     frame(buf, |b| {
         let _ = rmp::encode::write_map_len(b, 2);
         put_str(b, "type");
@@ -136,7 +136,7 @@ pub fn put_ack(buf: &mut Vec<u8>, id: u64) {
 }
 
 /// `bye`.
-pub fn put_bye(buf: &mut Vec<u8>) {
+pub(crate) fn put_bye(buf: &mut Vec<u8>) {
     frame(buf, |b| {
         let _ = rmp::encode::write_map_len(b, 1);
         put_str(b, "type");
@@ -178,7 +178,7 @@ enum Incoming {
     Closed(String),
 }
 
-pub struct SbSender {
+pub(crate) struct SbSender {
     name: String,
     write: OwnedWriteHalf,
     incoming: mpsc::UnboundedReceiver<Incoming>,
@@ -334,14 +334,14 @@ impl Sender for SbSender {
     }
 }
 
-pub struct SbReceiver {
+pub(crate) struct SbReceiver {
     name: String,
     conn: Conn,
 }
 
 impl SbReceiver {
     /// `Hi.pending` of this connection.
-    pub fn pending(&self) -> u64 {
+    pub(crate) fn pending(&self) -> u64 {
         self.conn.pending
     }
 }

@@ -1,8 +1,8 @@
 //! The brokers Switchboard is compared with, each behind [`System`](crate::system::System).
 
-pub mod mqtt;
-pub mod nats;
-pub mod redis;
+pub(crate) mod mqtt;
+pub(crate) mod nats;
+pub(crate) mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use crate::{Figures, Workload};
 
 /// A peer broker the bench can drive (started by `bench/compare.sh`, or by hand).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Peer {
+pub(crate) enum Peer {
     /// Mosquitto over MQTT 3.1.1, QoS 1, persistent sessions.
     Mosquitto,
     /// NATS core (at-most-once; no offline queue).
@@ -24,7 +24,7 @@ pub enum Peer {
 }
 
 impl Peer {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Peer::Mosquitto => "mosquitto",
             Peer::Nats => "nats",
@@ -35,7 +35,7 @@ impl Peer {
 }
 
 /// Runs `workload` on the peer at `addr`.
-pub async fn run(
+pub(crate) async fn run(
     peer: Peer,
     addr: SocketAddr,
     workload: &Workload,

@@ -21,7 +21,7 @@ const MAX_PACKET: usize = 1024 * 1024;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
-pub struct Mqtt {
+pub(crate) struct Mqtt {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
     /// Unacknowledged publishes per client (rumqttc's inflight window).
@@ -81,7 +81,7 @@ async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
     while let Ok(Ok(_)) = timeout_at(deadline.into(), events.poll()).await {}
 }
 
-pub struct MqttSender {
+pub(crate) struct MqttSender {
     name: String,
     client: AsyncClient,
     acks: mpsc::UnboundedReceiver<Result<(), String>>,
@@ -141,7 +141,7 @@ impl Sender for MqttSender {
     }
 }
 
-pub struct MqttReceiver {
+pub(crate) struct MqttReceiver {
     name: String,
     client: AsyncClient,
     events: EventLoop,

@@ -26,7 +26,7 @@ const SUBSCRIPTION_CAPACITY: usize = 1 << 20;
 const PULL_BATCH: usize = 256;
 
 #[derive(Debug, Clone)]
-pub struct Nats {
+pub(crate) struct Nats {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
     /// JetStream when true, core NATS otherwise.
@@ -88,7 +88,7 @@ impl Nats {
     }
 }
 
-pub struct NatsSender {
+pub(crate) struct NatsSender {
     name: String,
     client: async_nats::Client,
     js: Option<jetstream::Context>,
@@ -174,7 +174,7 @@ impl Sender for NatsSender {
     }
 }
 
-pub enum NatsReceiver {
+pub(crate) enum NatsReceiver {
     Core(async_nats::Subscriber),
     JetStream(String, Box<jetstream::consumer::Consumer<pull::Config>>),
 }

@@ -27,7 +27,7 @@ const READ_BATCH: usize = 256;
 const BLOCK_MS: u64 = 1000;
 
 #[derive(Debug, Clone)]
-pub struct Redis {
+pub(crate) struct Redis {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
     /// Streams and consumer groups when true, pub/sub otherwise.
@@ -55,7 +55,7 @@ impl Redis {
     }
 }
 
-pub struct RedisSender {
+pub(crate) struct RedisSender {
     name: String,
     conn: MultiplexedConnection,
     streams: bool,
@@ -102,7 +102,7 @@ impl Sender for RedisSender {
     }
 }
 
-pub enum RedisReceiver {
+pub(crate) enum RedisReceiver {
     PubSub(redis::aio::PubSub),
     Stream(String, MultiplexedConnection),
 }

@@ -39,7 +39,7 @@ pub struct Report {
     pub receipts: Option<u64>,
 }
 
-pub async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
+pub(crate) async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     let deadline = ctx.deadline();
     let senders = ctx.names("s", args.senders);
     let recipient = ctx.names("r", 1);

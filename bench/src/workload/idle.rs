@@ -34,7 +34,7 @@ pub struct Report {
     pub connect_s: f64,
 }
 
-pub async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
+pub(crate) async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     let pid = ctx
         .server_pid
         .ok_or_else(|| anyhow!("idle needs the server's process id: pass --server-pid"))?;

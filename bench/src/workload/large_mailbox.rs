@@ -75,7 +75,7 @@ pub struct Report {
 }
 
 /// Runs the workload on `broker` (serving `data_dir`); returns the report and the restarted broker.
-pub async fn run(
+pub(crate) async fn run(
     broker: BrokerProcess,
     config: &BrokerConfig,
     data_dir: &Path,

@@ -42,7 +42,7 @@ pub struct Report {
     pub delivery: Delivery,
 }
 
-pub async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
+pub(crate) async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     let deadline = ctx.deadline();
     let sender = ctx.names("s", 1);
     let recipient = ctx.names("r", 1);

@@ -4,13 +4,13 @@
 //! once, and returns a serialisable report that `main` prints as one JSON line. Every wait is bounded
 //! by the run's deadline (`--timeout`).
 
-pub mod fan_in;
-pub mod idle;
-pub mod large_mailbox;
-pub mod latency;
-pub mod offline;
-pub mod relay;
-pub mod storm;
+pub(crate) mod fan_in;
+pub(crate) mod idle;
+pub(crate) mod large_mailbox;
+pub(crate) mod latency;
+pub(crate) mod offline;
+pub(crate) mod relay;
+pub(crate) mod storm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ impl Ctx {
 }
 
 /// Messages per second, rounded.
-pub fn rate(messages: u64, elapsed: Duration) -> f64 {
+pub(crate) fn rate(messages: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 {
         (messages as f64 / secs).round()
@@ -68,18 +68,18 @@ pub fn rate(messages: u64, elapsed: Duration) -> f64 {
 }
 
 /// Seconds with millisecond precision, for reports.
-pub fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 /// Milliseconds with microsecond precision, for reports.
-pub fn millis(d: Duration) -> f64 {
+pub(crate) fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 /// Connects the receivers `names` (all of them before any message is sent) and starts each on its
 /// collector.
-pub async fn start_receivers<S: System>(
+pub(crate) async fn start_receivers<S: System>(
     sys: &S,
     names: &[String],
     collectors: Vec<Collector>,
@@ -101,7 +101,7 @@ pub async fn start_receivers<S: System>(
 }
 
 /// Connects the senders `names`.
-pub async fn connect_senders<S: System>(
+pub(crate) async fn connect_senders<S: System>(
     sys: &S,
     names: &[String],
 ) -> anyhow::Result<Vec<S::Sender>> {
@@ -117,7 +117,7 @@ pub async fn connect_senders<S: System>(
 }
 
 /// What a finished send phase leaves.
-pub struct Sent<T> {
+pub(crate) struct Sent<T> {
     pub senders: Vec<T>,
     pub stats: SendStats,
     /// When the last sender heard its last answer.
@@ -125,7 +125,7 @@ pub struct Sent<T> {
 }
 
 /// Runs every sender on its plan at once and waits for all of them.
-pub async fn send_all<S: System>(
+pub(crate) async fn send_all<S: System>(
     senders: Vec<S::Sender>,
     plans: Vec<SendPlan>,
     deadline: Instant,
@@ -156,7 +156,7 @@ pub async fn send_all<S: System>(
 
 /// Closes every sender, waiting up to `wait` for `receipts_each` receipts on each; returns the
 /// receipts counted in total.
-pub async fn close_senders<S: System>(
+pub(crate) async fn close_senders<S: System>(
     senders: Vec<S::Sender>,
     receipts_each: u64,
     wait: Duration,
@@ -167,7 +167,7 @@ pub async fn close_senders<S: System>(
 
 /// Closes every sender, waiting up to `wait` for `receipts[i]` receipts on sender `i`; returns the
 /// receipts counted in total.
-pub async fn close_senders_expecting<S: System>(
+pub(crate) async fn close_senders_expecting<S: System>(
     senders: Vec<S::Sender>,
     receipts: &[u64],
     wait: Duration,
@@ -185,7 +185,7 @@ pub async fn close_senders_expecting<S: System>(
 }
 
 /// Waits for every receiver task.
-pub async fn join_receivers(
+pub(crate) async fn join_receivers(
     tasks: Vec<JoinHandle<anyhow::Result<Collector>>>,
 ) -> anyhow::Result<Vec<Collector>> {
     let mut collectors = Vec::with_capacity(tasks.len());
@@ -196,7 +196,12 @@ pub async fn join_receivers(
 }
 
 /// One recipient per plan: sender `i` sends `messages` to `to[i]`.
-pub fn pair_plans(to: &[String], messages: u64, inflight: usize, size: usize) -> Vec<SendPlan> {
+pub(crate) fn pair_plans(
+    to: &[String],
+    messages: u64,
+    inflight: usize,
+    size: usize,
+) -> Vec<SendPlan> {
     to.iter()
         .enumerate()
         .map(|(i, name)| SendPlan {
@@ -210,7 +215,7 @@ pub fn pair_plans(to: &[String], messages: u64, inflight: usize, size: usize) ->
 }
 
 /// Reports the server's memory if its process id is known.
-pub fn server_memory(ctx: &Ctx) -> Option<crate::server::Memory> {
+pub(crate) fn server_memory(ctx: &Ctx) -> Option<crate::server::Memory> {
     ctx.server_pid
         .and_then(|pid| crate::server::memory(pid).ok())
 }
@@ -233,7 +238,7 @@ pub struct Load {
 }
 
 /// A body size: at least the header.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let size: usize = s.parse().map_err(|e| format!("{e}"))?;
     if size < crate::body::HEADER_LEN {
         return Err(format!(

@@ -26,7 +26,7 @@ pub struct Report {
     pub receipts: Option<u64>,
 }
 
-pub async fn run<S: System>(sys: &S, load: &Load, ctx: &Ctx) -> anyhow::Result<Report> {
+pub(crate) async fn run<S: System>(sys: &S, load: &Load, ctx: &Ctx) -> anyhow::Result<Report> {
     let deadline = ctx.deadline();
     let senders = ctx.names("s", load.pairs);
     let recipients = ctx.names("r", load.pairs);

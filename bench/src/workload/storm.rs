@@ -122,7 +122,7 @@ async fn reconnect<S: System>(
     }
 }
 
-pub async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
+pub(crate) async fn run<S: System>(sys: &S, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     let deadline = ctx.deadline();
     let clients = ctx.names("c", args.clients);
     let senders = ctx.names("f", args.senders);

@@ -7,13 +7,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Kills in the default run, unless `SWITCHBOARD_CRASH_KILLS` says otherwise.
-pub const DEFAULT_KILLS: u32 = 10;
+pub(crate) const DEFAULT_KILLS: u32 = 10;
 /// Kills in the soak run, unless `SWITCHBOARD_SOAK_CYCLES` says otherwise.
-pub const DEFAULT_SOAK_CYCLES: u32 = 100;
+pub(crate) const DEFAULT_SOAK_CYCLES: u32 = 100;
 
 /// How many clients of each kind, how many kills, and the seed for the kill delays.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub senders: usize,
     pub recipients: usize,
     pub kills: u32,
@@ -25,7 +25,7 @@ pub struct Config {
 impl Config {
     /// Four senders and three recipients, `kills` read from `kills_var` (else `default_kills`), the
     /// seed from `SWITCHBOARD_CRASH_SEED` (else the clock).
-    pub fn from_env(kills_var: &str, default_kills: u32) -> Config {
+    pub(crate) fn from_env(kills_var: &str, default_kills: u32) -> Config {
         let seed = env_number("SWITCHBOARD_CRASH_SEED").unwrap_or_else(clock_seed);
         let kills = env_number(kills_var).map_or(default_kills, |k| {
             u32::try_from(k).unwrap_or_else(|_| panic!("{kills_var}={k} is too large"))
@@ -60,15 +60,15 @@ fn clock_seed() -> u64 {
 
 /// xorshift64*: small, fast, and plenty for picking delays. Not for anything secret.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         // The state must never be zero; the multiplication spreads a small seed over all the bits.
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -76,7 +76,7 @@ impl Rng {
     }
 
     /// A duration of `low..=high` milliseconds.
-    pub fn millis(&mut self, (low, high): (u64, u64)) -> Duration {
+    pub(crate) fn millis(&mut self, (low, high): (u64, u64)) -> Duration {
         Duration::from_millis(low + self.next_u64() % (high - low + 1))
     }
 }

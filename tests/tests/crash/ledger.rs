@@ -9,7 +9,7 @@ use std::fmt;
 
 /// One send and how it ended, as the sender saw it.
 #[derive(Debug, Clone)]
-pub struct SendRecord {
+pub(crate) struct SendRecord {
     pub sender: usize,
     pub seq: u64,
     /// The recipient's index.
@@ -19,7 +19,7 @@ pub struct SendRecord {
 
 /// What the sender heard back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// `Accepted`: the broker has promised to deliver it.
     Accepted { message_id: u64 },
     /// The connection ended first: the message may or may not be stored.
@@ -30,7 +30,7 @@ pub enum Outcome {
 
 /// One message a recipient received (and then acknowledged).
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub from: String,
     pub body: String,
     pub message_id: u64,
@@ -40,7 +40,7 @@ pub struct Delivery {
 
 /// The numbers a run ends with.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub accepted: u64,
     pub unknown: u64,
     /// Unknown-outcome sends that turned out to be stored: they were delivered.
@@ -75,17 +75,17 @@ impl fmt::Display for Counts {
 }
 
 /// The client id of sender `index`.
-pub fn sender_id(index: usize) -> String {
+pub(crate) fn sender_id(index: usize) -> String {
     format!("s{index}")
 }
 
 /// The client id of recipient `index`.
-pub fn recipient_id(index: usize) -> String {
+pub(crate) fn recipient_id(index: usize) -> String {
     format!("r{index}")
 }
 
 /// The body of message `seq` from `sender` to `recipient`.
-pub fn body(sender: usize, recipient: usize, seq: u64) -> String {
+pub(crate) fn body(sender: usize, recipient: usize, seq: u64) -> String {
     format!("s{sender}:{recipient}:{seq}")
 }
 
@@ -100,7 +100,7 @@ fn parse_body(body: &str) -> Option<(usize, usize, u64)> {
 
 /// Checks the promise against what every sender sent and what every recipient got, in the order it
 /// got it (`deliveries[r]` is recipient `r`'s). Returns the counts and every violation found.
-pub fn check(sends: &[SendRecord], deliveries: &[Vec<Delivery>]) -> (Counts, Vec<String>) {
+pub(crate) fn check(sends: &[SendRecord], deliveries: &[Vec<Delivery>]) -> (Counts, Vec<String>) {
     let mut counts = Counts::default();
     let mut violations = Vec::new();
     let sent: HashMap<(usize, u64), &SendRecord> =

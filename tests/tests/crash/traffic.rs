@@ -31,14 +31,14 @@ const QUIET: Duration = Duration::from_secs(2);
 
 /// Which broker is current: the number of kills so far, and its address once it listens.
 #[derive(Debug, Clone, Copy)]
-pub struct Incarnation {
+pub(crate) struct Incarnation {
     pub epoch: u64,
     pub addr: Option<SocketAddr>,
 }
 
 /// Running totals, for the per-cycle lines.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub accepted: AtomicU64,
     pub unknown: AtomicU64,
     pub delivered: AtomicU64,
@@ -50,7 +50,7 @@ impl Progress {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
@@ -101,7 +101,7 @@ async fn connect(broker: &mut watch::Receiver<Incarnation>, id: &str) -> Connect
 /// Sender `index`: sends `s{index}:{r}:{seq}` for seq = 0, 1, 2, ... to recipient
 /// `r = seq mod recipients`, one at a time, until `stop`. A send whose connection fails is recorded
 /// as of unknown outcome and never sent again; the sender reconnects and goes on with the next seq.
-pub async fn sender(
+pub(crate) async fn sender(
     index: usize,
     recipients: usize,
     mut broker: watch::Receiver<Incarnation>,
@@ -173,7 +173,7 @@ async fn acknowledge_receipts(client: Client, mut events: Events, progress: Arc<
 
 /// Recipient `index`: records and acknowledges every message, reconnecting after each crash, until
 /// `stop`. Returns what it got, in order, each with the epoch of the connection that brought it.
-pub async fn recipient(
+pub(crate) async fn recipient(
     index: usize,
     mut broker: watch::Receiver<Incarnation>,
     mut stop: watch::Receiver<bool>,
@@ -226,7 +226,7 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
 
 /// What the drain of one mailbox found.
 #[derive(Debug, Default)]
-pub struct Drained {
+pub(crate) struct Drained {
     pub deliveries: Vec<Delivery>,
     /// Rounds in which the broker announced more `pending` entries than it then delivered.
     pub overstated: Vec<String>,
@@ -238,7 +238,7 @@ pub struct Drained {
 /// If fewer than `pending` entries come, the round ends after [`QUIET`] without any, and the
 /// shortfall is noted rather than waited for: the next round's `pending` says whether anything is
 /// really left.
-pub async fn drain(index: usize, mut broker: watch::Receiver<Incarnation>) -> Drained {
+pub(crate) async fn drain(index: usize, mut broker: watch::Receiver<Incarnation>) -> Drained {
     let id = recipient_id(index);
     let mut drained = Drained::default();
     for _ in 0..DRAIN_ROUNDS {

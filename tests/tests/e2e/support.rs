@@ -19,10 +19,10 @@ use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 
 /// The bounded waits every test shares.
-pub use switchboard_tests::{within, WAIT};
+pub(crate) use switchboard_tests::{within, WAIT};
 
 /// Settings for a test broker: port 0, SQLite in `data_dir`, quiet.
-pub fn settings(data_dir: &Path) -> Settings {
+pub(crate) fn settings(data_dir: &Path) -> Settings {
     let mut s = Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
@@ -35,7 +35,7 @@ pub fn settings(data_dir: &Path) -> Settings {
 }
 
 /// A broker running on its own thread with its own actix system, like a separate process would.
-pub struct TestBroker {
+pub(crate) struct TestBroker {
     pub addr: SocketAddr,
     registry: Addr<Registry>,
     stop: Option<oneshot::Sender<()>>,
@@ -43,12 +43,15 @@ pub struct TestBroker {
 }
 
 impl TestBroker {
-    pub async fn start(settings: Settings) -> TestBroker {
+    pub(crate) async fn start(settings: Settings) -> TestBroker {
         Self::start_with(settings, None).await
     }
 
     /// A broker keeping its mailboxes in `store` rather than the one the settings name.
-    pub async fn start_with_store(settings: Settings, store: Box<dyn MailboxStore>) -> TestBroker {
+    pub(crate) async fn start_with_store(
+        settings: Settings,
+        store: Box<dyn MailboxStore>,
+    ) -> TestBroker {
         Self::start_with(settings, Some(store)).await
     }
 
@@ -86,7 +89,7 @@ impl TestBroker {
     }
 
     /// What the broker's Registry knows about `client`.
-    pub async fn lookup(&self, client: &str) -> Option<Connection> {
+    pub(crate) async fn lookup(&self, client: &str) -> Option<Connection> {
         let client = ClientId::new(client).expect("valid id");
         within("registry lookup", self.registry.send(Lookup(client)))
             .await
@@ -94,7 +97,7 @@ impl TestBroker {
     }
 
     /// Resolves once `client` has no connection to the broker.
-    pub async fn gone(&self, client: &str) {
+    pub(crate) async fn gone(&self, client: &str) {
         let client = ClientId::new(client).expect("valid id");
         within(
             "the client to be disconnected",
@@ -105,7 +108,7 @@ impl TestBroker {
     }
 
     /// A clean shutdown, as on SIGTERM; returns once the broker has stopped.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.stop_now().await;
     }
 
@@ -134,18 +137,18 @@ impl Drop for TestBroker {
 }
 
 /// A broker with a fresh temporary data directory.
-pub struct Fixture {
+pub(crate) struct Fixture {
     /// Kept so the data directory lives as long as the broker.
     _dir: tempfile::TempDir,
     pub broker: TestBroker,
 }
 
 impl Fixture {
-    pub async fn new() -> Fixture {
+    pub(crate) async fn new() -> Fixture {
         Self::with(|_| {}).await
     }
 
-    pub async fn with(tune: impl FnOnce(&mut Settings)) -> Fixture {
+    pub(crate) async fn with(tune: impl FnOnce(&mut Settings)) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = settings(dir.path());
         tune(&mut s);
@@ -153,17 +156,17 @@ impl Fixture {
         Fixture { _dir: dir, broker }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.broker.addr
     }
 
     /// Connects a library client.
-    pub async fn connect(&self, id: &str) -> (Client, Events) {
+    pub(crate) async fn connect(&self, id: &str) -> (Client, Events) {
         connect(self.addr(), id).await
     }
 }
 
-pub async fn connect(addr: SocketAddr, id: &str) -> (Client, Events) {
+pub(crate) async fn connect(addr: SocketAddr, id: &str) -> (Client, Events) {
     within(
         "connect",
         Client::connect(ClientOptions::new(addr.to_string(), id)),
@@ -173,19 +176,19 @@ pub async fn connect(addr: SocketAddr, id: &str) -> (Client, Events) {
 }
 
 /// The next event, which must come within [`WAIT`].
-pub async fn next_event(events: &mut Events) -> Event {
+pub(crate) async fn next_event(events: &mut Events) -> Event {
     within("an event", events.next())
         .await
         .expect("event stream ended")
 }
 
 /// A raw protocol connection, for frames the library would never send.
-pub struct Raw {
+pub(crate) struct Raw {
     pub framed: Framed<TcpStream, ClientCodec>,
 }
 
 impl Raw {
-    pub async fn connect(addr: SocketAddr) -> Raw {
+    pub(crate) async fn connect(addr: SocketAddr) -> Raw {
         let stream = within("tcp connect", TcpStream::connect(addr))
             .await
             .expect("tcp connect");
@@ -195,7 +198,11 @@ impl Raw {
     }
 
     /// Connects and completes the handshake; returns the `Hi`.
-    pub async fn hello(addr: SocketAddr, id: &str, keepalive_secs: u32) -> (Raw, BrokerFrame) {
+    pub(crate) async fn hello(
+        addr: SocketAddr,
+        id: &str,
+        keepalive_secs: u32,
+    ) -> (Raw, BrokerFrame) {
         let mut raw = Raw::connect(addr).await;
         raw.send(ClientFrame::Hello {
             version: PROTOCOL_VERSION,
@@ -212,14 +219,14 @@ impl Raw {
         (raw, hi)
     }
 
-    pub async fn send(&mut self, frame: ClientFrame) {
+    pub(crate) async fn send(&mut self, frame: ClientFrame) {
         within("frame write", self.framed.send(frame))
             .await
             .expect("frame write");
     }
 
     /// Writes raw bytes to the socket.
-    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send_bytes(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
         within("byte write", self.framed.get_mut().write_all(bytes))
             .await
@@ -227,7 +234,7 @@ impl Raw {
     }
 
     /// The next frame, or `None` once the broker has closed the connection.
-    pub async fn recv(&mut self) -> Option<BrokerFrame> {
+    pub(crate) async fn recv(&mut self) -> Option<BrokerFrame> {
         match within("a frame", self.framed.next()).await {
             Some(Ok(frame)) => Some(frame),
             Some(Err(_)) | None => None,
@@ -235,7 +242,7 @@ impl Raw {
     }
 
     /// Reads until the broker closes the connection; returns what came before, in order.
-    pub async fn until_closed(&mut self) -> Vec<BrokerFrame> {
+    pub(crate) async fn until_closed(&mut self) -> Vec<BrokerFrame> {
         let mut frames = Vec::new();
         while let Some(frame) = self.recv().await {
             frames.push(frame);
@@ -246,7 +253,7 @@ impl Raw {
 
 /// Asserts that the broker's last words on a connection were exactly one `Error` with `code`.
 #[track_caller]
-pub fn assert_closed_with(frames: &[BrokerFrame], code: ErrorCode) {
+pub(crate) fn assert_closed_with(frames: &[BrokerFrame], code: ErrorCode) {
     match frames {
         [BrokerFrame::Error { code: got, .. }] if *got == code => {}
         other => panic!("expected only an error `{code}` before the close, got {other:?}"),
