@@ -48,7 +48,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     broker_bin: Option<PathBuf>,
     /// Extra setting for the started broker, as an environment variable (repeatable), e.g.
-    /// SWITCHBOARD_LIMITS__WINDOW=512.
+    /// SWITCHBOARD_BROKER_LIMITS__WINDOW=512.
     #[arg(long = "broker-env", global = true, value_name = "KEY=VALUE", value_parser = parse_env)]
     broker_env: Vec<(String, String)>,
     /// The started broker's log filter; `listening on` must stay visible (server at info).
@@ -247,20 +247,26 @@ async fn run_with_own_broker(cli: Cli, tag: String, timeout: Duration) -> anyhow
     let data_dir = dir.path().join("data");
     let mut env = vec![
         (
-            "SWITCHBOARD_DURABILITY".to_string(),
+            "SWITCHBOARD_BROKER_DURABILITY".to_string(),
             cli.durability.as_str().to_string(),
         ),
-        ("SWITCHBOARD_LOG__LEVEL".to_string(), cli.broker_log.clone()),
+        (
+            "SWITCHBOARD_BROKER_LOG__LEVEL".to_string(),
+            cli.broker_log.clone(),
+        ),
     ];
     if let Workload::LargeMailbox(args) = &cli.workload {
         // The default limits (1,000,000 entries, 1 GiB) must not refuse the fill.
         let entries = args.messages.saturating_add(1_000).max(1_000_000);
         let bytes = (args.messages.saturating_mul(args.size as u64) * 2).max(1 << 30);
         env.push((
-            "SWITCHBOARD_MAILBOX__MAX_MESSAGES".into(),
+            "SWITCHBOARD_BROKER_MAILBOX__MAX_MESSAGES".into(),
             entries.to_string(),
         ));
-        env.push(("SWITCHBOARD_MAILBOX__MAX_BYTES".into(), bytes.to_string()));
+        env.push((
+            "SWITCHBOARD_BROKER_MAILBOX__MAX_BYTES".into(),
+            bytes.to_string(),
+        ));
     }
     env.extend(cli.broker_env.iter().cloned());
     let config = BrokerConfig {

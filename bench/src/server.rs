@@ -1,7 +1,7 @@
 //! The broker under test as a child process, and what `/proc` says about a server's memory.
 //!
 //! [`BrokerProcess::start`] runs `switchboard-broker` on 127.0.0.1 port 0 in a data directory of the
-//! bench's choosing, with settings passed as `SWITCHBOARD_*` environment variables, and waits (with a
+//! bench's choosing, with settings passed as `SWITCHBOARD_BROKER_*` environment variables, and waits (with a
 //! timeout) for its `listening on ADDR` log line; the time from spawn to that line is the start-up
 //! time the large-mailbox workload reports. The broker's log goes to `broker.log` next to the data
 //! directory. The child is killed if the bench drops it without stopping it.
@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone)]
 pub(crate) struct BrokerConfig {
     pub bin: PathBuf,
-    /// Extra environment, `SWITCHBOARD_*` settings among it.
+    /// Extra environment, `SWITCHBOARD_BROKER_*` settings among it.
     pub env: Vec<(String, String)>,
     pub start_timeout: Duration,
 }

@@ -50,8 +50,10 @@ pub enum AuthError {
     Hash(String),
 }
 
-/// One client's entry in the credentials file.
+/// One client's entry in the credentials file. An unknown key (`may_send_too`, `network`) refuses
+/// the file: silently dropping a misspelt rule would drop the client's restriction.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ClientEntry {
     /// argon2id hash of the client's token, in PHC string format.
     pub hash: String,
@@ -65,6 +67,7 @@ pub struct ClientEntry {
 
 /// The credentials file as stored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct CredentialsFile {
     #[serde(default)]
     pub clients: BTreeMap<String, ClientEntry>,
@@ -353,6 +356,28 @@ mod tests {
         let (_dir, path) = file_with(&[("alice", bad)]);
         let err = Auth::load(&path).expect_err("refused").to_string();
         assert!(err.contains("not-a-net"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_rule_refuses_the_file() {
+        for (text, key) in [
+            (
+                "[clients.alice]\nhash = \"x\"\nmay_send_too = [\"bob\"]\n",
+                "may_send_too",
+            ),
+            (
+                "[clients.alice]\nhash = \"x\"\nnetwork = [\"10.0.0.0/8\"]\n",
+                "network",
+            ),
+            ("[client.alice]\nhash = \"x\"\n", "client"),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("credentials.toml");
+            std::fs::write(&path, text).expect("write");
+            let err = Auth::load(&path).expect_err("refused").to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains("credentials.toml"), "{err}");
+        }
     }
 
     #[test]

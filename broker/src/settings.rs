@@ -2,9 +2,13 @@
 //!
 //! Layers, later ones winning: the defaults below (documented key by key in `settings.toml`), the
 //! settings file (`settings.toml` in the working directory if present, or the file given with
-//! `--config`), environment variables `SWITCHBOARD_<KEY>` with `__` between nested keys
-//! (`SWITCHBOARD_LIMITS__WINDOW=64`), then the command-line flags. Nothing else in the broker reads the
-//! environment.
+//! `--config`), environment variables `SWITCHBOARD_BROKER_<KEY>` with `__` between nested keys
+//! (`SWITCHBOARD_BROKER_LIMITS__WINDOW=64`), then the command-line flags. Nothing else in the broker
+//! reads the environment. The prefix is the broker's own: the client's `SWITCHBOARD_*` variables
+//! (`SWITCHBOARD_TLS`, `SWITCHBOARD_SERVER`, ...) exported in the same shell mean nothing to it.
+//!
+//! Nothing is silently ignored: a key no struct here knows (a typo, in a file or in the environment)
+//! refuses the start and names the key, and so does a value out of range.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,18 +18,31 @@ use serde::Deserialize;
 
 pub use crate::store::Durability;
 
+/// The prefix of the broker's environment variables (`SWITCHBOARD_BROKER_LISTEN`, ...).
+pub const ENV_PREFIX: &str = "SWITCHBOARD_BROKER";
+
+/// Most session worker threads per CPU core: past the core count more threads only cost memory and
+/// start-up time (100,000 of them never get to listen).
+const MAX_WORKERS_PER_CORE: usize = 4;
+
 /// Why the settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot load settings: {0}")]
-    Load(#[from] config::ConfigError),
+    // The cause is part of the message and deliberately not `source()`, so a chain printed with
+    // `{:#}` says it once.
+    #[error("cannot load settings from {from}: {cause}")]
+    Load {
+        /// Where they were read from: the file and the environment prefix.
+        from: String,
+        cause: config::ConfigError,
+    },
     #[error("invalid setting `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
 
 /// Everything the broker can be told.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address the TCP listener binds. Port 0 picks a free port (tests use it).
     pub listen: String,
@@ -58,7 +75,7 @@ pub enum StoreKind {
 
 /// Bounds that keep one client from costing the broker unbounded memory or time.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest frame accepted or sent, in bytes, length prefix excluded.
     pub max_frame_bytes: usize,
@@ -90,7 +107,7 @@ pub struct Limits {
 
 /// Bounds on one mailbox, and how long messages may wait in it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MailboxLimits {
     /// Entries (messages and receipts) a mailbox may hold; a `Send` beyond it is rejected
     /// `mailbox-full`. Receipts are always stored, even past it, so no receipt is lost.
@@ -108,7 +125,7 @@ pub struct MailboxLimits {
 
 /// How long the broker recognises a resent `Send` (same sender, same `Send.id`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Dedupe {
     /// A resend within this many seconds of the original's acceptance is answered with the original's
     /// message id and not stored again.
@@ -119,7 +136,7 @@ pub struct Dedupe {
 
 /// Who may connect; see `broker/src/auth.rs` and SECURITY.md.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// The credentials file (client ids, token hashes, address and send rules); empty for none.
     pub credentials_file: PathBuf,
@@ -131,7 +148,7 @@ pub struct AuthSettings {
 
 /// TLS on the listener; off while `cert_file` is empty.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
     /// The broker's certificate chain (PEM).
     pub cert_file: PathBuf,
@@ -143,14 +160,15 @@ pub struct TlsSettings {
 
 /// Keepalive negotiation: the client asks, the broker clamps to `[min_secs, max_secs]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Keepalive {
     pub min_secs: u32,
     pub max_secs: u32,
 }
 
+/// Where the broker's log goes and how it looks.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Log {
     /// `tracing` filter directives, e.g. `info` or `switchboard_broker=debug`. `RUST_LOG` wins if set.
     pub level: String,
@@ -263,23 +281,40 @@ pub struct Overrides {
 impl Settings {
     /// Loads the layers described in the module documentation and validates the result.
     pub fn load(overrides: &Overrides) -> Result<Self, SettingsError> {
-        let file = match &overrides.config_file {
-            Some(path) => config::File::from(path.as_path()).required(true),
-            None => config::File::from(Path::new("settings.toml")).required(false),
+        let (file, path) = match &overrides.config_file {
+            Some(path) => (
+                config::File::from(path.as_path()).required(true),
+                path.as_path(),
+            ),
+            None => (
+                config::File::from(Path::new("settings.toml")).required(false),
+                Path::new("settings.toml"),
+            ),
+        };
+        let load_error = |cause| SettingsError::Load {
+            from: format!("{} and {ENV_PREFIX}_* variables", path.display()),
+            cause,
         };
         let mut builder = config::Config::builder().add_source(file).add_source(
-            config::Environment::with_prefix("SWITCHBOARD")
+            config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true),
         );
         if let Some(listen) = &overrides.listen {
-            builder = builder.set_override("listen", listen.as_str())?;
+            builder = builder
+                .set_override("listen", listen.as_str())
+                .map_err(load_error)?;
         }
         if let Some(dir) = &overrides.data_dir {
-            builder = builder.set_override("data_dir", dir.to_string_lossy().as_ref())?;
+            builder = builder
+                .set_override("data_dir", dir.to_string_lossy().as_ref())
+                .map_err(load_error)?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let settings: Settings = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(load_error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -294,6 +329,19 @@ impl Settings {
         };
         if let Err(e) = self.listen_addr() {
             return invalid("listen", &e);
+        }
+        let cores = available_cores();
+        if self.workers > MAX_WORKERS_PER_CORE * cores {
+            return invalid(
+                "workers",
+                &format!(
+                    "must be at most {MAX_WORKERS_PER_CORE} per CPU core ({} on this machine), or 0 for one per core",
+                    MAX_WORKERS_PER_CORE * cores
+                ),
+            );
+        }
+        if let Err(e) = check_log_filter(&self.log.level) {
+            return invalid("log.level", &e);
         }
         let l = &self.limits;
         if !(64..=64 * 1024 * 1024).contains(&l.max_frame_bytes) {
@@ -405,10 +453,38 @@ impl Settings {
     /// Session worker threads after resolving 0 to the core count.
     pub fn worker_threads(&self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => available_cores(),
             n => n,
         }
     }
+}
+
+/// The levels a log directive may name.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `tracing` filter directives more strictly than `EnvFilter` does: a bare word is a level,
+/// never a target, so a typo such as `infoo` is refused instead of turning logging off.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    for directive in filter.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => level,
+            _ => directive,
+        };
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "`{directive}` in `{filter}` is not a level ({}) nor `target=level`",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| format!("`{filter}` is not a log filter ({e})"))
+}
+
+/// The CPU cores this process may use (1 if the system will not say).
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]
@@ -439,6 +515,62 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate().unwrap_err().to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn a_log_level_typo_is_refused() {
+        for good in [
+            "info",
+            "WARN",
+            "info,switchboard_broker=debug",
+            "switchboard_broker::router=trace",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for bad in ["infoo", "", "info,", "switchboard_broker", "router=loud"] {
+            let s = Settings {
+                log: Log {
+                    level: bad.into(),
+                    ..Log::default()
+                },
+                ..Settings::default()
+            };
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains("log.level"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn workers_are_bounded_by_the_machine() {
+        let s = Settings {
+            workers: MAX_WORKERS_PER_CORE * available_cores() + 1,
+            ..Settings::default()
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("`workers`"));
+        let s = Settings {
+            workers: available_cores(),
+            ..Settings::default()
+        };
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_and_named() {
+        for (text, key) in [
+            ("[limits]\nwindw = 64\n", "windw"),
+            ("[limitz]\nwindow = 64\n", "limitz"),
+            ("listn = \"127.0.0.1:1\"\n", "listn"),
+            ("[tls]\ncert = \"x\"\n", "cert"),
+        ] {
+            let err = config::Config::builder()
+                .add_source(config::File::from_str(text, config::FileFormat::Toml))
+                .build()
+                .unwrap()
+                .try_deserialize::<Settings>()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

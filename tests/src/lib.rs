@@ -199,7 +199,7 @@ impl BrokerProcess {
             .arg(data_dir)
             .current_dir(data_dir)
             .env("RUST_LOG", "info")
-            .env("SWITCHBOARD_LOG__FORMAT", "text")
+            .env("SWITCHBOARD_BROKER_LOG__FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
