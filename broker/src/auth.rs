@@ -31,6 +31,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::settings::AuthSettings;
+
 /// Why the credentials file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -226,12 +228,28 @@ impl Auth {
         self.clients.is_none()
     }
 
-    /// Refuses an open broker on a non-loopback address unless anonymous access was asked for.
-    pub fn check_listen(&self, listen: SocketAddr, allow_anonymous: bool) -> Result<(), String> {
-        if self.is_open() && !listen.ip().is_loopback() && !allow_anonymous {
+    /// Refuses, on a non-loopback address, an open broker unless anonymous access was asked for, and
+    /// a broker with credentials but no TLS unless tokens in clear were asked for.
+    pub fn check_listen(
+        &self,
+        listen: SocketAddr,
+        settings: &AuthSettings,
+        tls: bool,
+    ) -> Result<(), String> {
+        if listen.ip().is_loopback() {
+            return Ok(());
+        }
+        if self.is_open() && !settings.allow_anonymous {
             return Err(format!(
                 "refusing to listen on {listen} without credentials: anyone could read any mailbox. \
                  Set auth.credentials_file, or auth.allow_anonymous = true to accept that"
+            ));
+        }
+        if !self.is_open() && !tls && !settings.allow_cleartext_tokens {
+            return Err(format!(
+                "refusing to listen on {listen} with credentials but without TLS: every token would \
+                 cross the network in clear. Set tls.cert_file and tls.key_file, or \
+                 auth.allow_cleartext_tokens = true to accept that"
             ));
         }
         Ok(())
@@ -383,14 +401,33 @@ mod tests {
     #[test]
     fn an_open_broker_stays_on_loopback_unless_told() {
         let auth = Auth::open();
-        assert!(auth
-            .check_listen("127.0.0.1:7878".parse().expect("addr"), false)
-            .is_ok());
-        assert!(auth
-            .check_listen("0.0.0.0:7878".parse().expect("addr"), false)
-            .is_err());
-        assert!(auth
-            .check_listen("0.0.0.0:7878".parse().expect("addr"), true)
-            .is_ok());
+        let (local, public) = (
+            "127.0.0.1:7878".parse().expect("addr"),
+            "0.0.0.0:7878".parse().expect("addr"),
+        );
+        let mut told = AuthSettings::default();
+        assert!(auth.check_listen(local, &told, false).is_ok());
+        assert!(auth.check_listen(public, &told, true).is_err());
+        told.allow_anonymous = true;
+        assert!(auth.check_listen(public, &told, false).is_ok());
+    }
+
+    #[test]
+    fn tokens_cross_a_public_address_only_over_tls_unless_told() {
+        let (_dir, path) = file_with(&[("alice", entry("s3cret"))]);
+        let auth = Auth::load(&path).expect("load");
+        let (local, public) = (
+            "127.0.0.1:7878".parse().expect("addr"),
+            "0.0.0.0:7878".parse().expect("addr"),
+        );
+        let mut told = AuthSettings::default();
+        assert!(auth.check_listen(local, &told, false).is_ok());
+        assert!(auth.check_listen(public, &told, true).is_ok());
+        let err = auth
+            .check_listen(public, &told, false)
+            .expect_err("refused");
+        assert!(err.contains("allow_cleartext_tokens"), "{err}");
+        told.allow_cleartext_tokens = true;
+        assert!(auth.check_listen(public, &told, false).is_ok());
     }
 }

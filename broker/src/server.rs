@@ -83,9 +83,9 @@ impl Broker {
                 .map_err(|e| BrokerError::Settings(format!("auth.credentials_file: {e}")))?
         });
         let listen = settings.listen_addr().map_err(BrokerError::Settings)?;
-        auth.check_listen(listen, settings.auth.allow_anonymous)
-            .map_err(BrokerError::Settings)?;
         let tls = tls::acceptor(&settings.tls).map_err(|e| BrokerError::Settings(e.to_string()))?;
+        auth.check_listen(listen, &settings.auth, tls.is_some())
+            .map_err(BrokerError::Settings)?;
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
         let last_id = store.last_id().await?;
         let usage = store.usage().await?;

@@ -142,6 +142,9 @@ pub struct AuthSettings {
     pub credentials_file: PathBuf,
     /// Without credentials the broker only listens on loopback addresses unless this is true.
     pub allow_anonymous: bool,
+    /// With credentials but without TLS the broker only listens on loopback addresses unless this is
+    /// true: elsewhere every token would cross the network in clear.
+    pub allow_cleartext_tokens: bool,
     /// Every refused `Hello` is answered this long after it arrived, whatever the reason.
     pub failure_delay_ms: u64,
 }
@@ -247,6 +250,7 @@ impl Default for AuthSettings {
         Self {
             credentials_file: PathBuf::new(),
             allow_anonymous: false,
+            allow_cleartext_tokens: false,
             failure_delay_ms: 1_000,
         }
     }

@@ -124,6 +124,17 @@ fn an_open_broker_will_not_listen_on_a_public_address() {
     assert!(err.contains("allow_anonymous"), "{err}");
 }
 
+#[test]
+fn a_broker_with_credentials_will_not_send_tokens_in_clear_over_a_public_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(dir.path());
+    s.listen = "0.0.0.0:0".into();
+    s.auth.credentials_file = credentials(dir.path(), &[("alice", "t", &[], None)]);
+    let result = actix_rt::System::new().block_on(Broker::start(s));
+    let err = result.err().expect("refused").to_string();
+    assert!(err.contains("allow_cleartext_tokens"), "{err}");
+}
+
 #[tokio::test]
 async fn connections_over_the_limit_are_told_overloaded() {
     let fx = Fixture::with(|s| s.limits.max_connections = 2).await;
