@@ -49,20 +49,24 @@ use self::early::Early;
 use self::ids::Ids;
 use self::online::{Acked, Online};
 use self::usage::{Over, Usage};
-use self::window::Window;
+use self::window::{InFlight, Window};
 use crate::store::{Entry, EntryKind, MailboxUsage, StoreError, StoreHandle};
 
 /// The Router's mailbox: sessions awaiting `send` beyond this are held back (backpressure).
 const MAILBOX_CAPACITY: usize = 4_096;
 
+/// The delivery actor, on the main arbiter; see the module documentation.
 pub struct Router {
+    /// The store thread; every disk operation goes through it, never on this thread.
     store: StoreHandle,
     config: RouterConfig,
     ids: Ids,
     usage: Usage,
+    /// The batch collecting for the next commit; at most one commit in flight.
     queue: CommitQueue,
     early: Early,
     online: Online<Recipient<Deliver>>,
+    /// Entries whose delete is queued or committing, and the reads that may still see them.
     deleting: Deleting,
     /// An expiry sweep is under way.
     sweeping: bool,
@@ -155,6 +159,7 @@ impl Router {
     }
 }
 
+/// The wall clock in ms since the epoch: entries carry it, as sent-at and expiry times.
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -209,6 +214,22 @@ impl Router {
             }
         })
     }
+
+    /// Acknowledged entry `id` of `owner` leaves: out of the collecting batch if it is still there
+    /// (it was handed out early, and is never stored), by a delete otherwise; a message's sender gets
+    /// a receipt, in the same batch.
+    fn settle(&mut self, owner: &str, id: u64, done: InFlight) {
+        if self.queue.is_collecting(id) {
+            self.queue.acked(id);
+            self.usage.unqueue(owner, done.body_len);
+        } else {
+            self.delete(id, owner.to_owned(), done.body_len);
+        }
+        if done.kind == EntryKind::Message {
+            let (sender, send_id) = (done.sender, done.client_msg_id);
+            self.queue_receipt(EntryKind::Delivered, sender, owner.to_owned(), send_id, id);
+        }
+    }
 }
 
 impl Handler<Attach> for Router {
@@ -247,23 +268,7 @@ impl Handler<Ack> for Router {
             None => return,
             Some(Acked::NeverStored) => self.catch_up(owner),
             Some(Acked::Entry(done)) => {
-                if self.queue.is_collecting(msg.id) {
-                    // Handed out early and acknowledged before its batch left: it is never stored.
-                    self.queue.acked(msg.id);
-                    self.usage.unqueue(owner, done.body_len);
-                } else {
-                    self.delete(msg.id, owner.to_owned(), done.body_len);
-                }
-                if done.kind == EntryKind::Message {
-                    let (sender, send_id) = (done.sender, done.client_msg_id);
-                    self.queue_receipt(
-                        EntryKind::Delivered,
-                        sender,
-                        owner.to_owned(),
-                        send_id,
-                        msg.id,
-                    );
-                }
+                self.settle(owner, msg.id, done);
                 self.catch_up(owner);
                 self.commit_pending(ctx);
             }
