@@ -92,7 +92,7 @@ impl<S: Outlet> Online<S> {
         let window = self.current_mut(client, conn_id)?;
         let Some(done) = window.acked(id) else {
             tracing::debug!(
-                client,
+                client = %client,
                 entry = id,
                 "ack for an entry not in flight; ignored"
             );
