@@ -1,0 +1,213 @@
+//! How full each mailbox is, and whether it may take one more message.
+//!
+//! A mailbox's use is what the store holds (committed) plus what is queued or committing: a burst
+//! of sends must not slip past the limit just because none of it has reached the store yet. The
+//! counts are only entries and body bytes, one small record per non-empty mailbox, so the limits cost
+//! no store read on the path of a message.
+
+use std::collections::HashMap;
+
+use crate::store::MailboxUsage;
+
+/// Entries and body bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Count {
+    pub(super) entries: u64,
+    pub(super) bytes: u64,
+}
+
+/// The most one mailbox may hold (`mailbox.max_messages`, `mailbox.max_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) entries: u64,
+    pub(super) bytes: u64,
+}
+
+/// Why a mailbox cannot take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Over {
+    /// The body alone is larger than any mailbox may hold.
+    TooLarge,
+    /// The mailbox is at its limit.
+    Full,
+}
+
+/// Per-mailbox use, stored and queued. Keyed by client ids, which peers choose, so std's keyed hash.
+pub(super) struct Usage {
+    limits: Limits,
+    /// Committed use of every non-empty mailbox.
+    stored: HashMap<String, Count>,
+    /// Appends queued or committing, per mailbox.
+    queued: HashMap<String, Count>,
+}
+
+impl Usage {
+    /// `stored` is the store's per-mailbox usage at start-up.
+    pub(super) fn new(limits: Limits, stored: Vec<MailboxUsage>) -> Self {
+        let stored = stored
+            .into_iter()
+            .map(|u| {
+                let count = Count {
+                    entries: u.entries,
+                    bytes: u.bytes,
+                };
+                (u.mailbox, count)
+            })
+            .collect();
+        Self {
+            limits,
+            stored,
+            queued: HashMap::new(),
+        }
+    }
+
+    /// Whether `mailbox` may take a message of `len` body bytes.
+    pub(super) fn check(&self, mailbox: &str, len: u64) -> Result<(), Over> {
+        if len > self.limits.bytes {
+            return Err(Over::TooLarge);
+        }
+        let used = self.in_use(mailbox);
+        if used.entries >= self.limits.entries || used.bytes.saturating_add(len) > self.limits.bytes
+        {
+            return Err(Over::Full);
+        }
+        Ok(())
+    }
+
+    /// An append of `len` bytes is queued for `mailbox`.
+    pub(super) fn queue(&mut self, mailbox: &str, len: u64) {
+        add(&mut self.queued, mailbox, len);
+    }
+
+    /// A queued append left the queue: its commit landed (stored or not), or it was acknowledged
+    /// before its batch left and will never be stored.
+    pub(super) fn unqueue(&mut self, mailbox: &str, len: u64) {
+        sub(&mut self.queued, mailbox, len);
+    }
+
+    /// An append of `len` bytes to `mailbox` is committed.
+    pub(super) fn stored(&mut self, mailbox: &str, len: u64) {
+        add(&mut self.stored, mailbox, len);
+    }
+
+    /// A delete of an entry of `len` bytes from `mailbox` is committed.
+    pub(super) fn removed(&mut self, mailbox: &str, len: u64) {
+        sub(&mut self.stored, mailbox, len);
+    }
+
+    /// How many entries the store holds for `mailbox`.
+    pub(super) fn stored_entries(&self, mailbox: &str) -> u64 {
+        self.stored.get(mailbox).map_or(0, |c| c.entries)
+    }
+
+    /// Entries and bytes `mailbox` holds or will hold once queued writes commit.
+    fn in_use(&self, mailbox: &str) -> Count {
+        let stored = self.stored.get(mailbox).copied().unwrap_or_default();
+        let queued = self.queued.get(mailbox).copied().unwrap_or_default();
+        Count {
+            entries: stored.entries + queued.entries,
+            bytes: stored.bytes + queued.bytes,
+        }
+    }
+}
+
+fn add(map: &mut HashMap<String, Count>, mailbox: &str, bytes: u64) {
+    let count = match map.get_mut(mailbox) {
+        Some(count) => count,
+        None => map.entry(mailbox.to_owned()).or_default(),
+    };
+    count.entries += 1;
+    count.bytes += bytes;
+}
+
+/// Takes one entry of `bytes` off; a mailbox with no entries left leaves the map.
+fn sub(map: &mut HashMap<String, Count>, mailbox: &str, bytes: u64) {
+    if let Some(count) = map.get_mut(mailbox) {
+        count.entries = count.entries.saturating_sub(1);
+        count.bytes = count.bytes.saturating_sub(bytes);
+        if count.entries == 0 {
+            map.remove(mailbox);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(entries: u64, bytes: u64) -> Usage {
+        Usage::new(Limits { entries, bytes }, vec![])
+    }
+
+    #[test]
+    fn a_body_larger_than_a_whole_mailbox_is_too_large_not_full() {
+        let u = usage(10, 100);
+        assert_eq!(u.check("bob", 101), Err(Over::TooLarge));
+        assert_eq!(u.check("bob", 100), Ok(()));
+    }
+
+    #[test]
+    fn queued_appends_count_against_the_limits_before_they_are_stored() {
+        let mut u = usage(2, 100);
+        u.queue("bob", 10);
+        u.queue("bob", 10);
+        assert_eq!(u.check("bob", 1), Err(Over::Full), "two entries queued");
+        assert_eq!(u.check("carol", 1), Ok(()), "limits are per mailbox");
+
+        let mut u = usage(10, 100);
+        u.queue("bob", 60);
+        u.stored("bob", 30);
+        assert_eq!(u.check("bob", 10), Ok(()));
+        assert_eq!(
+            u.check("bob", 11),
+            Err(Over::Full),
+            "60 queued + 30 stored + 11"
+        );
+    }
+
+    #[test]
+    fn start_up_usage_counts_as_stored() {
+        let stored = vec![MailboxUsage {
+            mailbox: "bob".into(),
+            entries: 3,
+            bytes: 30,
+        }];
+        let u = Usage::new(
+            Limits {
+                entries: 3,
+                bytes: 100,
+            },
+            stored,
+        );
+        assert_eq!(u.stored_entries("bob"), 3);
+        assert_eq!(u.check("bob", 1), Err(Over::Full));
+    }
+
+    /// Every way an entry leaves brings the counts back to zero, so a mailbox emptied by acks takes
+    /// messages again and the maps hold only non-empty mailboxes.
+    #[test]
+    fn usage_counts_back_to_zero_after_acks() {
+        let mut u = usage(2, 100);
+        // Acknowledged before its batch left: queued, then unqueued, never stored.
+        u.queue("bob", 40);
+        u.unqueue("bob", 40);
+        // Committed, then acknowledged and its delete committed.
+        u.queue("bob", 50);
+        u.unqueue("bob", 50);
+        u.stored("bob", 50);
+        u.removed("bob", 50);
+        assert_eq!(u.in_use("bob"), Count::default());
+        assert!(u.stored.is_empty() && u.queued.is_empty());
+        assert_eq!(u.check("bob", 100), Ok(()));
+    }
+
+    #[test]
+    fn counts_never_go_below_zero() {
+        let mut u = usage(2, 100);
+        u.removed("bob", 10);
+        u.unqueue("bob", 10);
+        u.stored("bob", 5);
+        u.removed("bob", 50);
+        assert_eq!(u.in_use("bob"), Count::default());
+    }
+}
