@@ -8,7 +8,8 @@
 //! A message's `id` is the broker's message id (the one acknowledged); `send_id` is the sender's
 //! send id, which with `from` names the message even when a broker crash makes it come
 //! again under a new `id` (0 from brokers that do not send it). A body that is not UTF-8 is printed
-//! as `body_b64`, standard base64 with padding, instead of `body`.
+//! as `body_b64`, standard base64 with padding, instead of `body`. A receipt's `id` is the send id of
+//! the message it is about.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +32,9 @@ enum Line<'a> {
         body: Body,
     },
     Receipt {
-        id: u64,
+        /// The send id of the message the receipt is for.
+        #[serde(rename = "id")]
+        send_id: u64,
         message_id: u64,
         to: &'a str,
         status: &'static str,
@@ -64,7 +67,7 @@ pub fn message_line(message: &Message) -> serde_json::Result<String> {
 /// The line for a receipt.
 pub fn receipt_line(receipt: &Receipt) -> serde_json::Result<String> {
     serde_json::to_string(&Line::Receipt {
-        id: receipt.id,
+        send_id: receipt.id,
         message_id: receipt.message_id,
         to: &receipt.to,
         status: receipt.status.as_str(),

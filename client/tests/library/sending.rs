@@ -182,14 +182,14 @@ async fn library_sends_are_fresh_and_sends_with_a_chosen_id_are_not() {
         let answer = async {
             let send = recv_send_frame(&mut peer).await;
             peer.send(BrokerFrame::Accepted {
-                id: send.id,
+                id: send.send_id,
                 message_id: n as u64,
             })
             .await;
             send
         };
         let (sent, send) = tokio::join!(within(call, sending), answer);
-        assert_eq!(sent.expect("accepted"), send.id, "{call}");
+        assert_eq!(sent.expect("accepted"), send.send_id, "{call}");
         assert_eq!(&send.body[..], body, "{call}");
         assert_eq!(send.fresh, fresh, "{call}");
     }

@@ -222,7 +222,7 @@ async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
         }
     });
     let spooled_first = recv_send_frame(&mut first).await;
-    assert_eq!(spooled_first.id, 17);
+    assert_eq!(spooled_first.send_id, 17);
     assert!(!spooled_first.fresh, "{spooled_first:?}");
 
     // The connection breaks before any answer: each goes out again, as the same send but not fresh.
@@ -236,7 +236,7 @@ async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
         .enumerate()
     {
         let again = recv_send_frame(&mut second).await;
-        let id = before.id;
+        let send_id = before.send_id;
         assert_eq!(
             again,
             SendFrame {
@@ -247,7 +247,7 @@ async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
         );
         second
             .send(BrokerFrame::Accepted {
-                id,
+                id: send_id,
                 message_id: 40 + n as u64,
             })
             .await;
@@ -271,7 +271,7 @@ async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
     );
     third
         .send(BrokerFrame::Accepted {
-            id: later_first.id,
+            id: later_first.send_id,
             message_id: 43,
         })
         .await;

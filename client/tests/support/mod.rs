@@ -126,7 +126,7 @@ pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
             ttl_ms,
             fresh,
         }) => SendFrame {
-            id,
+            send_id: id,
             to,
             body,
             ttl_ms,
@@ -139,7 +139,8 @@ pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
 /// A `Send` frame's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendFrame {
-    pub id: u64,
+    /// `Send.id` on the wire.
+    pub send_id: u64,
     pub to: String,
     pub body: bytes::Bytes,
     pub ttl_ms: Option<u64>,
