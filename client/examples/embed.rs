@@ -4,7 +4,7 @@
 //! (with backoff) and reports each change of connection state, acknowledgements given only once the
 //! work is done, and a clean `Bye` on Ctrl-C or SIGTERM.
 //!
-//! Each reply is sent with a client message id of the service's choosing, the id of the message it
+//! Each reply is sent with a send id of the service's choosing, the id of the message it
 //! answers. Broker message ids are unique broker-wide, and far below the ids the library picks
 //! itself (microseconds since 1970), so they are unique among this service's sends; and if the
 //! service dies after replying and before acknowledging, the message comes again, the reply goes

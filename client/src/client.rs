@@ -1,95 +1,32 @@
 //! The handle a program holds: connect, send, acknowledge, close.
 //!
 //! [`Client::connect`] does the handshake itself, then hands the connection to a task of its own
-//! (`session.rs`). Every method after that is a message to that task, so a `Client` is cheap to
-//! clone and can be used from many tasks at once.
+//! (the `Driver`, `driver.rs`). Every method after that is a `Command` to that task, so a
+//! `Client` is cheap to clone and can be used from many tasks at once.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::ClientId;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::command::{ttl_millis, Command, SendCommand, MAX_UNANSWERED};
-use crate::connection::PendingAck;
+use crate::driver::Driver;
 use crate::error::ClientError;
 use crate::event::{Events, Receipt};
 use crate::handshake;
 use crate::options::ClientOptions;
-use crate::session::Session;
+use crate::sent::{ReceiptFuture, SendOptions, Sent, Tracked};
+use crate::welcome::Welcome;
+use crate::write_buffer::PendingAck;
 
 /// How many events wait for the program to read them before the connection stops reading the socket.
 /// Events are unacknowledged entries, which the broker's window caps (256 by default), so with such a
 /// window this never fills and answers to sends are never held up behind unread deliveries.
 const EVENTS_CAPACITY: usize = 1024;
 
-/// How many commands wait for the session task.
+/// How many commands wait for the driver task.
 const COMMANDS_CAPACITY: usize = 256;
-
-/// What the broker said in `Hi`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Welcome {
-    /// The agreed keepalive; the client pings when it has sent nothing for half of it.
-    pub keepalive: Duration,
-    /// This client's address as the broker sees it, `ip:port`.
-    pub address: String,
-    /// Entries (messages and receipts) waiting in the mailbox at the handshake; they arrive first.
-    pub pending: u64,
-}
-
-/// How to send one message; [`SendOptions::default`] is what [`Client::send`] uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SendOptions {
-    /// How long the broker keeps the message undelivered before removing it (the sender then gets a
-    /// receipt with status [`ReceiptStatus::Expired`](crate::ReceiptStatus::Expired)); counted from
-    /// acceptance, in whole milliseconds rounded up. `None` leaves it to the broker, which by default
-    /// keeps a message until it is delivered.
-    pub ttl: Option<Duration>,
-}
-
-/// A message the broker has stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Sent {
-    /// The client message id (`Send.id`); receipts carry it.
-    pub id: u64,
-    /// The broker's id for the message; the recipient sees it.
-    pub message_id: u64,
-}
-
-/// A message the broker has stored, and the receipt to come.
-#[derive(Debug)]
-pub struct Tracked {
-    /// The ids of the stored message.
-    pub sent: Sent,
-    /// Resolves when the recipient has acknowledged the message.
-    pub receipt: ReceiptFuture,
-}
-
-/// The receipt for a tracked message. The library acknowledges it to the broker itself.
-///
-/// Fails with [`ClientError::Closed`] if the client ends first; the receipt is then delivered on a
-/// later connection as an ordinary [`Event::Receipt`](crate::Event::Receipt). With
-/// [`ClientOptions::reconnect`] a lost connection is not an end: the receipt comes from the mailbox
-/// after the reconnect and resolves this future then.
-#[derive(Debug)]
-#[must_use = "a receipt future does nothing unless awaited"]
-pub struct ReceiptFuture {
-    rx: oneshot::Receiver<Receipt>,
-}
-
-impl Future for ReceiptFuture {
-    type Output = Result<Receipt, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|received| received.map_err(|_| ClientError::Closed))
-    }
-}
 
 /// A connected client. Clones share the connection.
 ///
@@ -119,8 +56,8 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(EVENTS_CAPACITY);
         let (welcome_tx, welcome) = watch::channel(welcome);
         let room = Arc::new(Semaphore::new(MAX_UNANSWERED));
-        let session = Session::new(opts, commands_rx, events_tx, welcome_tx, Arc::clone(&room));
-        tokio::spawn(session.run(link));
+        let driver = Driver::new(opts, commands_rx, events_tx, welcome_tx, Arc::clone(&room));
+        tokio::spawn(driver.run(link));
         let client = Client {
             commands,
             room,
@@ -144,11 +81,11 @@ impl Client {
     /// waiting (only possible with a broker window that large).
     ///
     /// With [`ClientOptions::reconnect`], a send whose connection is lost before the answer is sent
-    /// again on the next connection (same client message id, body and ttl) and resolves with the
+    /// again on the next connection (same send id, body and ttl) and resolves with the
     /// answer there; a send made while disconnected goes out after those. Without it, such a send
     /// fails with [`ClientError::Closed`], and whether the message was stored is unknown.
     ///
-    /// The library chooses the client message id ([`next_send_id`](crate::next_send_id)), so it knows
+    /// The library chooses the send id ([`next_send_id`](crate::next_send_id)), so it knows
     /// the first transmission is a first attempt and marks it `fresh`: the broker may then hand the
     /// message to an online recipient before it is on disk (the answer still comes only once it is on
     /// disk or acknowledged; see "Early delivery" in `PROTOCOL.md`). A resend after a reconnect is
@@ -171,7 +108,7 @@ impl Client {
         answer.await.map_err(|_| ClientError::Closed)?
     }
 
-    /// Sends like [`Client::send_with`], with a client message id chosen by the caller instead of the
+    /// Sends like [`Client::send_with`], with a send id chosen by the caller instead of the
     /// library.
     ///
     /// This is for resending a message persisted elsewhere, such as a file in an outbox written
@@ -195,11 +132,11 @@ impl Client {
         &self,
         to: &str,
         body: impl Into<Bytes>,
-        id: u64,
+        send_id: u64,
         options: SendOptions,
     ) -> Result<Sent, ClientError> {
         let (accepted, answer) = oneshot::channel();
-        self.submit(to, body.into(), options, Some(id), accepted, None)
+        self.submit(to, body.into(), options, Some(send_id), accepted, None)
             .await?;
         answer.await.map_err(|_| ClientError::Closed)?
     }
@@ -235,7 +172,7 @@ impl Client {
         let sent = answer.await.map_err(|_| ClientError::Closed)??;
         Ok(Tracked {
             sent,
-            receipt: ReceiptFuture { rx },
+            receipt: ReceiptFuture::new(rx),
         })
     }
 
@@ -274,13 +211,13 @@ impl Client {
         Ok(())
     }
 
-    /// Waits for room among the unanswered sends, then hands the send to the session.
+    /// Waits for room among the unanswered sends, then hands the send to the driver.
     async fn submit(
         &self,
         to: &str,
         body: Bytes,
         options: SendOptions,
-        id: Option<u64>,
+        send_id: Option<u64>,
         accepted: oneshot::Sender<Result<Sent, ClientError>>,
         receipt: Option<oneshot::Sender<Receipt>>,
     ) -> Result<(), ClientError> {
@@ -292,7 +229,7 @@ impl Client {
             to: to.to_owned(),
             body,
             ttl_ms: options.ttl.map(ttl_millis),
-            id,
+            send_id,
             accepted,
             receipt,
             room,

@@ -1,4 +1,4 @@
-//! What a `Client` handle asks of the session task, and how a send is numbered.
+//! What a `Client` handle asks of the driver task (`driver.rs`), and how a send is numbered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,17 +6,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::client::Sent;
-use crate::connection::PendingAck;
 use crate::error::ClientError;
 use crate::event::Receipt;
+use crate::sent::Sent;
+use crate::write_buffer::PendingAck;
 
 /// How many sends may wait for `Accepted` or `Rejected` at once; further sends wait for room. The
 /// broker's own limit (`limits.max_unaccepted_sends`) defaults to the same number, and every one of
 /// them is kept, encoded, until answered, in case it must be sent again.
 pub(crate) const MAX_UNANSWERED: usize = 1024;
 
-/// What a `Client` handle asks of the session.
+/// What a `Client` handle asks of the driver.
 pub(crate) enum Command {
     /// Send a message; see [`SendCommand`].
     Send(SendCommand),
@@ -31,16 +31,16 @@ pub(crate) struct SendCommand {
     pub(crate) to: String,
     pub(crate) body: Bytes,
     pub(crate) ttl_ms: Option<u64>,
-    /// The client message id the caller chose, or `None` for the next of [`next_send_id`]. Only a
+    /// The send id the caller chose, or `None` for the next of [`next_send_id`]. Only a
     /// send numbered by the library is known to be a first attempt and goes out `fresh`.
-    pub(crate) id: Option<u64>,
+    pub(crate) send_id: Option<u64>,
     pub(crate) accepted: oneshot::Sender<Result<Sent, ClientError>>,
     pub(crate) receipt: Option<oneshot::Sender<Receipt>>,
     /// One of the [`MAX_UNANSWERED`] places, held until the answer comes.
     pub(crate) room: OwnedSemaphorePermit,
 }
 
-/// A fresh client message id (`Send.id`), as the library numbers its own sends: the Unix time in
+/// A fresh send id (`Send.id`), as the library numbers its own sends: the Unix time in
 /// microseconds, or one more than the last id handed out in this process if that is larger.
 ///
 /// Ids stay unique across reconnects and, unless a process sends faster than one message per

@@ -1,23 +1,22 @@
-//! One connection's socket, after the handshake: the [`Link`], and the [`Outbox`] of bytes waiting to
-//! be written to it.
+//! One connection's socket, after the handshake: the [`Link`], its framed reader, its writer and the
+//! [`WriteBuffer`] of bytes waiting to be written to it.
 //!
-//! A link lives as long as its TCP connection; the session (`session.rs`) drives it and, when
+//! A link lives as long as its TCP connection; the driver (`driver.rs`) drives it and, when
 //! reconnecting, replaces it with a new one. Reading and writing happen in the same `select!` loop but
-//! never wait on each other: outgoing frames are encoded into a buffer that is written whenever the
-//! socket takes bytes, so a broker that stops reading while it catches up can never stop this side
-//! from reading its answers (see `limits.max_unaccepted_sends` in `PROTOCOL.md`).
+//! never wait on each other: outgoing frames are encoded into the write buffer (`write_buffer.rs`),
+//! which is written whenever the socket takes bytes, so a broker that stops reading while it catches
+//! up can never stop this side from reading its answers (see `limits.max_unaccepted_sends` in
+//! `PROTOCOL.md`).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
-use switchboard_proto::{encode_frame, BrokerFrame, ClientCodec, ClientFrame};
+use switchboard_proto::{BrokerFrame, ClientCodec, ClientFrame};
 use tokio::io::AsyncWriteExt;
-
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
+
+use crate::write_buffer::WriteBuffer;
 
 /// How long a closing connection waits for its last frames to go out and for the broker to close its
 /// side, before it simply drops the socket.
@@ -26,16 +25,16 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The shortest ping interval, whatever keepalive the broker announces.
 const MIN_PING_EVERY: Duration = Duration::from_millis(100);
 
-/// An open connection to the broker.
 /// The read side of a connection, plain TCP or TLS.
 pub(crate) type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 /// The write side of a connection, plain TCP or TLS.
 pub(crate) type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
 
+/// An open connection to the broker.
 pub(crate) struct Link {
     pub(crate) reader: FramedRead<Reader, ClientCodec>,
     pub(crate) writer: Writer,
-    pub(crate) out: Outbox,
+    pub(crate) out: WriteBuffer,
     /// Half the agreed keepalive: the longest this side stays silent.
     pub(crate) ping_every: Duration,
     /// When the handshake completed; a link that lived long enough resets the reconnect backoff.
@@ -43,7 +42,7 @@ pub(crate) struct Link {
     /// Receipts the library acknowledged on this link (the tracked ones). If the link breaks, the
     /// broker may not have read those `Ack`s and will deliver the receipts again.
     pub(crate) library_acks: Vec<u64>,
-    /// The lowest session sequence number among the unanswered sends this link has not carried yet: a
+    /// The lowest driver sequence number among the unanswered sends this link has not carried yet: a
     /// new link starts at 0 and so sends every unanswered one again, oldest first.
     pub(crate) next_send: u64,
 }
@@ -58,7 +57,7 @@ impl Link {
         Self {
             reader,
             writer,
-            out: Outbox::new(max_frame),
+            out: WriteBuffer::new(max_frame),
             ping_every: (keepalive / 2).max(MIN_PING_EVERY),
             opened: Instant::now(),
             library_acks: Vec::new(),
@@ -106,73 +105,5 @@ impl Link {
         if drained.is_err() {
             tracing::debug!("the broker did not close within {CLOSE_GRACE:?} of bye");
         }
-    }
-}
-
-/// An `Ack` the user asked for, and the caller waiting for it to be written.
-pub(crate) struct PendingAck {
-    pub(crate) id: u64,
-    pub(crate) written: oneshot::Sender<()>,
-}
-
-/// Encoded frames on their way to the socket, and the acknowledgements waiting to leave.
-pub(crate) struct Outbox {
-    /// Encoded frames not yet written to the socket.
-    pub(crate) buf: BytesMut,
-    max_frame: usize,
-    /// How many bytes were ever queued and written: positions in this connection's outgoing stream.
-    queued: u64,
-    written: u64,
-    /// User acks not yet fully written, with the position their frame ends at, in position order.
-    acks: VecDeque<(u64, PendingAck)>,
-}
-
-impl Outbox {
-    fn new(max_frame: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            max_frame,
-            queued: 0,
-            written: 0,
-            acks: VecDeque::new(),
-        }
-    }
-
-    /// Queues a frame encoded beforehand (a `Send`, which is kept encoded until answered).
-    pub(crate) fn push_encoded(&mut self, frame: &[u8]) {
-        self.buf.extend_from_slice(frame);
-        self.queued += frame.len() as u64;
-    }
-
-    /// Queues a frame that carries no user data and so cannot be too large.
-    pub(crate) fn control(&mut self, frame: ClientFrame) {
-        match encode_frame(&frame, self.max_frame) {
-            Ok(bytes) => self.push_encoded(&bytes),
-            Err(e) => tracing::warn!(error = %e, "cannot encode a control frame"),
-        }
-    }
-
-    /// Queues the `Ack` and tells its caller once it is written.
-    pub(crate) fn ack(&mut self, ack: PendingAck) {
-        self.control(ClientFrame::Ack { id: ack.id });
-        self.acks.push_back((self.queued, ack));
-    }
-
-    /// Records that `n` more bytes reached the socket.
-    pub(crate) fn wrote(&mut self, n: usize) {
-        self.written += n as u64;
-        while let Some((at, _)) = self.acks.front() {
-            if *at > self.written {
-                break;
-            }
-            if let Some((_, ack)) = self.acks.pop_front() {
-                let _ = ack.written.send(());
-            }
-        }
-    }
-
-    /// The user acks that never fully reached the socket, for the next connection to carry.
-    pub(crate) fn into_unwritten_acks(self) -> impl Iterator<Item = PendingAck> {
-        self.acks.into_iter().map(|(_, ack)| ack)
     }
 }

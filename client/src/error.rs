@@ -1,9 +1,19 @@
-//! What can go wrong for a client, as one enum.
+//! What can go wrong for a client, as one enum, and which failures are worth another try.
 //!
 //! The variants follow the life of a connection: reaching the broker ([`ClientError::Connect`],
 //! [`ClientError::Timeout`]), being let in ([`ClientError::Refused`]), having a message taken
 //! ([`ClientError::Rejected`]), and the connection ending under a pending call ([`ClientError::Closed`]).
 //! Messages are written to be printed as they are, on one line, after `error: `.
+//!
+//! Beside the type lives the rule of which failures are worth another try ([`ClientError::is_retryable`]
+//! and the `may_retry_*` functions the driver reconnects by). A network failure, a broker that hangs
+//! up, `shutting-down`, `keepalive-timeout`, `internal`, `overloaded` and (during a reconnect)
+//! `handshake-timeout` are passing troubles. Everything else is final: `session-taken-over` means
+//! another process now holds our id and reconnecting would take it back and forth forever (see
+//! "Takeover" in `PROTOCOL.md`); `invalid-client-id` and `unsupported-version` would be answered the
+//! same way every time; `bad-frame`, `frame-too-large`, `hello-required` and `unexpected-frame` mean
+//! this client and the broker disagree about the protocol, and replaying the same frames would only
+//! repeat that; a code this build does not know is not guessed at.
 
 use std::io;
 
@@ -42,9 +52,9 @@ pub enum ClientError {
         /// The broker's explanation, for people.
         text: String,
     },
-    /// [`Client::send_with_id`](crate::Client::send_with_id) was given the client message id of a
+    /// [`Client::send_with_id`](crate::Client::send_with_id) was given the send id of a
     /// send of this client still waiting for its answer; nothing was sent.
-    #[error("client message id {0} is already in use by a send waiting for its answer")]
+    #[error("send id {0} is already in use by a send waiting for its answer")]
     DuplicateId(u64),
     /// The connection ended before the call could complete. For a send this means the client cannot
     /// tell whether the message was stored.
@@ -68,7 +78,48 @@ impl ClientError {
     /// `handshake-timeout`, `keepalive-timeout`), or the connection broke. This is the rule the
     /// library itself follows when reconnecting; a program retrying a first connection can use it.
     pub fn is_retryable(&self) -> bool {
-        crate::reconnect::may_retry_connect(self)
+        may_retry_connect(self)
+    }
+}
+
+/// Whether a connection that the broker ended with `code` is worth reconnecting.
+pub(crate) fn may_retry_after(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ShuttingDown
+            | ErrorCode::KeepaliveTimeout
+            | ErrorCode::Internal
+            | ErrorCode::Overloaded
+    )
+}
+
+/// Whether a reconnect attempt that failed with `error` is worth another.
+pub(crate) fn may_retry_connect(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect { .. } | ClientError::Timeout | ClientError::Closed => true,
+        ClientError::Refused { code, .. } => {
+            may_retry_after(*code) || *code == ErrorCode::HandshakeTimeout
+        }
+        ClientError::Codec(e) => may_retry_read(e),
+        ClientError::Rejected { .. }
+        | ClientError::DuplicateId(_)
+        | ClientError::InvalidId(_)
+        | ClientError::Tls(_)
+        | ClientError::Protocol(_) => false,
+    }
+}
+
+/// Whether a connection whose reading failed with `error` is worth reconnecting: a network failure
+/// is, bytes that are not a frame (which the broker would send again) are not.
+pub(crate) fn may_retry_read(error: &CodecError) -> bool {
+    matches!(error, CodecError::Io(_))
+}
+
+/// A short reason for a failed read, as [`io_reason`] words it for an I/O error.
+pub(crate) fn codec_reason(error: &CodecError) -> String {
+    match error {
+        CodecError::Io(e) => io_reason(e),
+        other => other.to_string(),
     }
 }
 
@@ -143,5 +194,43 @@ mod tests {
             err.to_string(),
             "cannot connect to 127.0.0.1:7878: connection refused"
         );
+    }
+
+    #[test]
+    fn only_passing_troubles_are_retried() {
+        for code in [
+            ErrorCode::ShuttingDown,
+            ErrorCode::KeepaliveTimeout,
+            ErrorCode::Internal,
+        ] {
+            assert!(may_retry_after(code), "{code}");
+        }
+        for code in [
+            ErrorCode::SessionTakenOver,
+            ErrorCode::InvalidClientId,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::BadFrame,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::HelloRequired,
+            ErrorCode::UnexpectedFrame,
+            ErrorCode::Unknown,
+        ] {
+            assert!(!may_retry_after(code), "{code}");
+        }
+        let refused = |code| ClientError::Refused {
+            code,
+            text: String::new(),
+        };
+        assert!(may_retry_connect(&ClientError::Timeout));
+        assert!(may_retry_connect(&refused(ErrorCode::HandshakeTimeout)));
+        assert!(may_retry_connect(&refused(ErrorCode::ShuttingDown)));
+        assert!(!may_retry_connect(&refused(ErrorCode::SessionTakenOver)));
+        assert!(!may_retry_connect(&refused(ErrorCode::InvalidClientId)));
+        assert!(!may_retry_connect(&refused(ErrorCode::UnsupportedVersion)));
+        assert!(!may_retry_connect(&ClientError::Protocol("hi v2".into())));
+        assert!(!may_retry_read(&CodecError::FrameTooLarge { max: 1 }));
+        assert!(may_retry_read(&CodecError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
     }
 }

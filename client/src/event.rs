@@ -16,7 +16,7 @@ use futures_util::Stream;
 use switchboard_proto::{ErrorCode, ReceiptStatus};
 use tokio::sync::mpsc;
 
-use crate::client::Welcome;
+use crate::welcome::Welcome;
 
 /// One thing that happened on the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct Message {
     pub message_id: u64,
     /// The sender's client id.
     pub from: String,
-    /// The sender's client message id (its `Send.id`, [`Sent::id`](crate::Sent::id) on its side).
+    /// The sender's send id (its `Send.id`, [`Sent::id`](crate::Sent::id) on its side).
     ///
     /// With `from` it names the message across broker crashes: a message the broker handed out
     /// early, before it was on disk, can come again after a broker crash, resent by its sender, under
@@ -66,7 +66,7 @@ pub struct Message {
 pub struct Receipt {
     /// The mailbox entry holding the receipt; the id to acknowledge.
     pub receipt_id: u64,
-    /// The client message id, as in [`Sent::id`](crate::Sent::id).
+    /// The send id, as in [`Sent::id`](crate::Sent::id).
     pub id: u64,
     /// The broker's id for the message, as in [`Sent::message_id`](crate::Sent::message_id).
     pub message_id: u64,

@@ -8,10 +8,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
-use crate::client::Welcome;
 use crate::connection::{Link, Reader, Writer};
 use crate::error::ClientError;
 use crate::options::ClientOptions;
+use crate::welcome::Welcome;
 
 /// Opens the TCP connection, says `Hello` as `opts.id` and reads `Hi`, within `opts.connect_timeout`.
 ///

@@ -34,31 +34,42 @@
 //!
 //! With [`ClientOptions::reconnect`] set, a lost connection is not the end: the client connects
 //! again with backoff and sends again what the broker had not answered (the broker recognises a
-//! repeated client message id and stores the message once); see [`Reconnect`]. A message kept
+//! repeated send id and stores the message once); see [`Reconnect`]. A message kept
 //! somewhere before it could be sent (a file in an outbox, a row in a database) can carry its own
-//! client message id, chosen once with [`next_send_id`], and be sent with [`Client::send_with_id`] as
+//! send id, chosen once with [`next_send_id`], and be sent with [`Client::send_with_id`] as
 //! often as needed: the broker stores it once.
 //!
-//! Inside, `client.rs` is the handle, `command.rs` what it asks of `session.rs`, the task behind it
-//! (one per client, across connections), `connection.rs` one connection's socket, `handshake.rs` the `Hello`/`Hi` exchange
-//! and `reconnect.rs` the backoff and which failures are worth retrying.
+//! Inside, the modules build on each other bottom-up, each using only those above it in this list:
+//! `welcome.rs` (what `Hi` said), `reconnect.rs` (the backoff), `error.rs` (what can fail, and which
+//! failures are worth retrying), `write_buffer.rs` (bytes on their way to a socket), `event.rs`
+//! (what the broker tells the program), `tls.rs`, `options.rs`, `sent.rs` (what a send gives back),
+//! `connection.rs` (one connection's socket, the `Link`), `handshake.rs` (opening one: TCP, TLS,
+//! `Hello`, `Hi`), `command.rs` (what a handle asks of the driver), `unanswered.rs` (the sends kept
+//! until answered), `driver.rs` (the task that owns the connections, one per client, across
+//! reconnects) and `client.rs` (the handle).
 
 mod client;
 mod command;
 mod connection;
+mod driver;
 mod error;
 mod event;
 mod handshake;
 mod options;
 mod reconnect;
-mod session;
+mod sent;
 mod tls;
+mod unanswered;
+mod welcome;
+mod write_buffer;
 
-pub use client::{Client, ReceiptFuture, SendOptions, Sent, Tracked, Welcome};
+pub use client::Client;
 pub use command::next_send_id;
 pub use error::ClientError;
 pub use event::{CloseReason, Event, Events, Message, Receipt};
 pub use options::ClientOptions;
 pub use reconnect::Reconnect;
+pub use sent::{ReceiptFuture, SendOptions, Sent, Tracked};
 pub use switchboard_proto::{ErrorCode, ReceiptStatus, RejectReason};
 pub use tls::Tls;
+pub use welcome::Welcome;

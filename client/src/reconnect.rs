@@ -1,26 +1,16 @@
-//! When a lost connection is worth another try, and how long to wait before each one.
+//! How long to wait before each attempt to get a lost connection back.
 //!
 //! The wait is exponential backoff with full jitter: before attempt *n* the client sleeps a time drawn
 //! uniformly between `base` and `min(cap, base × 2ⁿ⁻¹)`, so a broker that restarts is not met by every
 //! client at the same instant, and a broker that keeps failing is asked at most once per `cap`.
 //!
-//! Whether to try at all depends on how the connection ended. A network failure, a broker that hangs
-//! up, `shutting-down`, `keepalive-timeout`, `internal` and (during a reconnect) `handshake-timeout`
-//! are passing troubles. Everything else is final: `session-taken-over` means another process now
-//! holds our id and reconnecting would take it back and forth forever (see "Takeover" in
-//! `PROTOCOL.md`); `invalid-client-id` and `unsupported-version` would be answered the same way every
-//! time; `bad-frame`, `frame-too-large`, `hello-required` and `unexpected-frame` mean this client and
-//! the broker disagree about the protocol, and replaying the same frames would only repeat that; a code
-//! this build does not know is not guessed at.
+//! Whether to try at all depends on how the connection ended; that rule lives beside the error type
+//! (`error.rs`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use switchboard_proto::{CodecError, ErrorCode};
-
-use crate::error::ClientError;
 
 /// How a client reconnects after losing its connection; see
 /// [`ClientOptions::reconnect`](crate::ClientOptions::reconnect).
@@ -92,39 +82,6 @@ impl Default for Reconnect {
     fn default() -> Self {
         Self::new(Duration::from_millis(100), Duration::from_secs(30))
     }
-}
-
-/// Whether a connection that the broker ended with `code` is worth reconnecting.
-pub(crate) fn may_retry_after(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::ShuttingDown
-            | ErrorCode::KeepaliveTimeout
-            | ErrorCode::Internal
-            | ErrorCode::Overloaded
-    )
-}
-
-/// Whether a reconnect attempt that failed with `error` is worth another.
-pub(crate) fn may_retry_connect(error: &ClientError) -> bool {
-    match error {
-        ClientError::Connect { .. } | ClientError::Timeout | ClientError::Closed => true,
-        ClientError::Refused { code, .. } => {
-            may_retry_after(*code) || *code == ErrorCode::HandshakeTimeout
-        }
-        ClientError::Codec(e) => may_retry_read(e),
-        ClientError::Rejected { .. }
-        | ClientError::DuplicateId(_)
-        | ClientError::InvalidId(_)
-        | ClientError::Tls(_)
-        | ClientError::Protocol(_) => false,
-    }
-}
-
-/// Whether a connection whose reading failed with `error` is worth reconnecting: a network failure
-/// is, bytes that are not a frame (which the broker would send again) are not.
-pub(crate) fn may_retry_read(error: &CodecError) -> bool {
-    matches!(error, CodecError::Io(_))
 }
 
 /// A random 64-bit value for jitter. `RandomState` is seeded from the operating system once per
@@ -205,43 +162,5 @@ mod tests {
         let inverted = Reconnect::new(ms(500), ms(100));
         assert_eq!(inverted.ceiling(5), ms(500));
         assert_eq!(inverted.delay_at(5, u64::MAX), ms(500));
-    }
-
-    #[test]
-    fn only_passing_troubles_are_retried() {
-        for code in [
-            ErrorCode::ShuttingDown,
-            ErrorCode::KeepaliveTimeout,
-            ErrorCode::Internal,
-        ] {
-            assert!(may_retry_after(code), "{code}");
-        }
-        for code in [
-            ErrorCode::SessionTakenOver,
-            ErrorCode::InvalidClientId,
-            ErrorCode::UnsupportedVersion,
-            ErrorCode::BadFrame,
-            ErrorCode::FrameTooLarge,
-            ErrorCode::HelloRequired,
-            ErrorCode::UnexpectedFrame,
-            ErrorCode::Unknown,
-        ] {
-            assert!(!may_retry_after(code), "{code}");
-        }
-        let refused = |code| ClientError::Refused {
-            code,
-            text: String::new(),
-        };
-        assert!(may_retry_connect(&ClientError::Timeout));
-        assert!(may_retry_connect(&refused(ErrorCode::HandshakeTimeout)));
-        assert!(may_retry_connect(&refused(ErrorCode::ShuttingDown)));
-        assert!(!may_retry_connect(&refused(ErrorCode::SessionTakenOver)));
-        assert!(!may_retry_connect(&refused(ErrorCode::InvalidClientId)));
-        assert!(!may_retry_connect(&refused(ErrorCode::UnsupportedVersion)));
-        assert!(!may_retry_connect(&ClientError::Protocol("hi v2".into())));
-        assert!(!may_retry_read(&CodecError::FrameTooLarge { max: 1 }));
-        assert!(may_retry_read(&CodecError::Io(std::io::Error::from(
-            std::io::ErrorKind::ConnectionReset
-        ))));
     }
 }

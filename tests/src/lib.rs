@@ -39,7 +39,7 @@ pub async fn within_for<T>(limit: Duration, what: &str, fut: impl Future<Output 
 /// The workspace's binaries and the package each belongs to.
 const BINARIES: [(&str, &str); 2] = [
     ("switchboard-broker", "switchboard-broker"),
-    ("switchboard", "switchboard-client"),
+    ("switchboard", "switchboard-cli"),
 ];
 
 /// The path of the workspace binary `name` (`switchboard-broker` or `switchboard`), next to the

@@ -3,25 +3,16 @@
 
 #![allow(dead_code)] // each test binary uses its own share of the helpers
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use switchboard_proto::{BrokerCodec, BrokerFrame, ClientFrame, PROTOCOL_VERSION};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
-/// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Fails the test if `fut` takes longer than [`WAIT`].
-pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, fut).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
-    }
-}
+/// Every wait in these tests is bounded by `switchboard_tests::WAIT`, as in the workspace's other
+/// tests.
+pub use switchboard_tests::within;
 
 /// A port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
@@ -110,7 +101,7 @@ impl Peer {
     }
 }
 
-/// The next `Send`, skipping pings: its client message id, recipient, body and time to live.
+/// The next `Send`, skipping pings: its send id, recipient, body and time to live.
 pub async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u64>) {
     match peer.recv_skipping_pings().await {
         Some(ClientFrame::Send {
@@ -124,7 +115,7 @@ pub async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u6
     }
 }
 
-/// The next `Send`, skipping pings, whole: its client message id, body and `fresh` flag are what the
+/// The next `Send`, skipping pings, whole: its send id, body and `fresh` flag are what the
 /// early-delivery tests look at.
 pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
     match peer.recv_skipping_pings().await {
@@ -135,7 +126,7 @@ pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
             ttl_ms,
             fresh,
         }) => SendFrame {
-            id,
+            send_id: id,
             to,
             body,
             ttl_ms,
@@ -148,7 +139,8 @@ pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
 /// A `Send` frame's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendFrame {
-    pub id: u64,
+    /// `Send.id` on the wire.
+    pub send_id: u64,
     pub to: String,
     pub body: bytes::Bytes,
     pub ttl_ms: Option<u64>,

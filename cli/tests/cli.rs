@@ -1,0 +1,449 @@
+//! The `switchboard` binary against a scripted broker: output, acknowledgements, exit codes.
+
+// The scripted broker the library's tests use (until the test helpers move into `switchboard-tests`).
+#[path = "../../client/tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+
+use bytes::Bytes;
+use switchboard_proto::{BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use support::*;
+
+fn switchboard(addr: SocketAddr, id: Option<&str>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("--server").arg(addr.to_string());
+    if let Some(id) = id {
+        cmd.args(["--id", id]);
+    }
+    cmd.env_remove("SWITCHBOARD_ID")
+        .env_remove("SWITCHBOARD_SERVER")
+        .env_remove("SWITCHBOARD_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn spawn(mut cmd: Command) -> Child {
+    cmd.spawn().expect("spawn switchboard")
+}
+
+async fn finish(child: Child) -> Output {
+    within("the command to exit", child.wait_with_output())
+        .await
+        .expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads the client's frames up to and including `Bye`, skipping pings.
+async fn until_bye(peer: &mut Peer) -> Vec<ClientFrame> {
+    let mut frames = Vec::new();
+    loop {
+        match peer.recv_skipping_pings().await {
+            Some(ClientFrame::Bye) => return frames,
+            Some(frame) => frames.push(frame),
+            None => panic!("closed without bye after {frames:?}"),
+        }
+    }
+}
+
+/// Answers the next `Send` with `Accepted`; returns its send id and body.
+async fn accept_send(peer: &mut Peer, message_id: u64) -> (u64, Bytes) {
+    match peer.recv_skipping_pings().await {
+        Some(ClientFrame::Send { id, body, .. }) => {
+            peer.send(BrokerFrame::Accepted { id, message_id }).await;
+            (id, body)
+        }
+        other => panic!("expected a send, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_closed_port_is_one_error_line_and_exit_1() {
+    let addr = closed_port();
+    let mut cmd = switchboard(addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "hi"]);
+    let out = finish(spawn(cmd)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("error: cannot connect to {addr}: connection refused\n")
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_id_is_a_usage_error() {
+    let mut cmd = switchboard(closed_port(), None);
+    cmd.args(["send", "--to", "bob", "hi"]);
+    let out = finish(spawn(cmd)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn send_prints_the_message_id_once_accepted_and_says_bye() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "hello bob"]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let (_, body) = accept_send(&mut peer, 42).await;
+    assert_eq!(&body[..], b"hello bob");
+    assert!(until_bye(&mut peer).await.is_empty());
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+}
+
+#[tokio::test]
+async fn send_from_stdin_waits_for_delivery() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "--wait-delivered", "--timeout", "10"])
+        .stdin(Stdio::piped());
+    let mut child = spawn(cmd);
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(&[0xff, 0xfe, 0x00, b'x'])
+        .await
+        .expect("write stdin");
+    drop(stdin);
+
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let (id, body) = accept_send(&mut peer, 42).await;
+    assert_eq!(&body[..], [0xff, 0xfe, 0x00, b'x']);
+    peer.send(BrokerFrame::Receipt {
+        receipt_id: 43,
+        id,
+        message_id: 42,
+        to: "bob".into(),
+        status: ReceiptStatus::Delivered,
+    })
+    .await;
+    assert_eq!(until_bye(&mut peer).await, [ClientFrame::Ack { id: 43 }]);
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\ndelivered\n");
+}
+
+#[tokio::test]
+async fn send_ttl_reaches_the_wire_and_an_expiry_is_printed() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args([
+        "send",
+        "--to",
+        "bob",
+        "--ttl",
+        "90s",
+        "--wait-delivered",
+        "hi",
+    ]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+    assert_eq!(ttl_ms, Some(90_000));
+    peer.send(BrokerFrame::Accepted { id, message_id: 42 })
+        .await;
+    peer.send(BrokerFrame::Receipt {
+        receipt_id: 43,
+        id,
+        message_id: 42,
+        to: "bob".into(),
+        status: ReceiptStatus::Expired,
+    })
+    .await;
+    assert_eq!(until_bye(&mut peer).await, [ClientFrame::Ack { id: 43 }]);
+    drop(peer);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\nexpired\n");
+    assert_eq!(
+        text(&out.stderr),
+        "error: message 42 was not delivered: expired\n"
+    );
+}
+
+#[tokio::test]
+async fn send_ttl_in_plain_seconds_and_without_one() {
+    for (ttl, expected) in [(Some("45"), Some(45_000)), (None, None)] {
+        let broker = MockBroker::start().await;
+        let mut cmd = switchboard(broker.addr, Some("alice"));
+        cmd.args(["send", "--to", "bob"]);
+        if let Some(ttl) = ttl {
+            cmd.args(["--ttl", ttl]);
+        }
+        cmd.arg("hi");
+        let child = spawn(cmd);
+        let (mut peer, _) = broker.welcome(30, 0).await;
+        let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+        assert_eq!(ttl_ms, expected, "--ttl {ttl:?}");
+        peer.send(BrokerFrame::Accepted { id, message_id: 1 }).await;
+        assert!(until_bye(&mut peer).await.is_empty());
+        drop(peer);
+        let out = finish(child).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+#[tokio::test]
+async fn a_zero_or_unreadable_ttl_is_a_usage_error() {
+    for ttl in ["0", "soon"] {
+        let mut cmd = switchboard(closed_port(), Some("alice"));
+        cmd.args(["send", "--to", "bob", "--ttl", ttl, "hi"]);
+        let out = finish(spawn(cmd)).await;
+        assert_eq!(out.status.code(), Some(2), "{ttl}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--ttl"), "{}", text(&out.stderr));
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_send_names_the_reason() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "not valid", "hi"]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    let Some(ClientFrame::Send { id, .. }) = peer.recv_skipping_pings().await else {
+        panic!("expected a send");
+    };
+    peer.send(BrokerFrame::Rejected {
+        id,
+        reason: RejectReason::InvalidRecipient,
+        text: "client id contains a space".into(),
+    })
+    .await;
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("invalid-recipient"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn send_gives_up_at_the_timeout() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "--timeout", "300ms", "hi"]);
+    let child = spawn(cmd);
+    let (_peer, _) = broker.welcome(30, 0).await; // never answers the send
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: timed out after 300ms"), "{err}");
+}
+
+#[tokio::test]
+async fn poll_prints_and_acks_what_was_pending_then_leaves() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("poll");
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 2).await;
+    peer.send(BrokerFrame::Deliver {
+        message_id: 42,
+        from: "alice".into(),
+        send_id: 7,
+        sent_at_ms: 1_700_000_000_123,
+        body: Bytes::from_static(b"hello bob"),
+    })
+    .await;
+    peer.send(BrokerFrame::Receipt {
+        receipt_id: 44,
+        id: 1_700_000_000_000_001,
+        message_id: 43,
+        to: "carol".into(),
+        status: ReceiptStatus::Delivered,
+    })
+    .await;
+    assert_eq!(
+        until_bye(&mut peer).await,
+        [ClientFrame::Ack { id: 42 }, ClientFrame::Ack { id: 44 }]
+    );
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        concat!(
+            r#"{"type":"message","id":42,"from":"alice","send_id":7,"sent_at":"2023-11-14T22:13:20.123Z","body":"hello bob"}"#,
+            "\n",
+            r#"{"type":"receipt","id":1700000000000001,"message_id":43,"to":"carol","status":"delivered"}"#,
+            "\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn poll_with_nothing_pending_prints_nothing() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("poll");
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    assert!(until_bye(&mut peer).await.is_empty());
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn listen_prints_each_message_then_acks_and_leaves_on_sigint() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("listen");
+    let mut child = spawn(cmd);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    for n in 0..2u64 {
+        peer.send(BrokerFrame::Deliver {
+            message_id: 10 + n,
+            from: "alice".into(),
+            send_id: 7,
+            sent_at_ms: 0,
+            body: Bytes::from(format!("live {n}")),
+        })
+        .await;
+        let line = within("a line", lines.next_line())
+            .await
+            .expect("read")
+            .expect("a line");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(value["body"], format!("live {n}"));
+        assert_eq!(value["sent_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            peer.recv_skipping_pings().await,
+            Some(ClientFrame::Ack { id: 10 + n })
+        );
+    }
+    let pid = child.id().expect("pid");
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success());
+    assert!(until_bye(&mut peer).await.is_empty());
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn listen_exits_1_when_the_broker_ends_the_connection() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.arg("listen");
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    peer.send(BrokerFrame::Error {
+        code: ErrorCode::ShuttingDown,
+        text: "the broker is shutting down".into(),
+    })
+    .await;
+    drop(peer);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: connection closed by the broker: shutting-down: the broker is shutting down\n"
+    );
+}
+
+/// The daemon prints message `id` (from `from`, send `send_id`) as its next line, then acknowledges it.
+async fn printed_then_acked(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    peer: &mut Peer,
+    id: u64,
+    from: &str,
+    send_id: u64,
+) {
+    let line = within("a printed message", lines.next_line())
+        .await
+        .expect("read")
+        .expect("a line");
+    let value: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(
+        (&value["id"], &value["from"], &value["send_id"]),
+        (&id.into(), &from.into(), &send_id.into())
+    );
+    assert_eq!(
+        peer.recv_skipping_pings().await,
+        Some(ClientFrame::Ack { id })
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_runs_its_sink_once_for_a_message_resent_under_a_new_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.args(["daemon", "--backoff-base", "0.01", "--backoff-cap", "0.1"])
+        .arg("--state-dir")
+        .arg(&state);
+    let mut child = spawn(cmd);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let deliver = |message_id, from: &str, send_id, sent_at_ms| BrokerFrame::Deliver {
+        message_id,
+        from: from.into(),
+        send_id,
+        sent_at_ms,
+        body: Bytes::from(format!("{from} {send_id}")),
+    };
+
+    // Delivered early and acknowledged; then the broker crashes before the message was on disk.
+    let (mut first, _) = broker.welcome(30, 0).await;
+    first.send(deliver(42, "alice", 7, 1_000)).await;
+    printed_then_acked(&mut lines, &mut first, 42, "alice", 7).await;
+    drop(first);
+
+    // Alice sent it again; the restarted broker delivers it under a new id and time. The daemon
+    // only acknowledges it. The same send id from another sender is another message.
+    let (mut second, _) = broker.welcome(30, 2).await;
+    second.send(deliver(57, "alice", 7, 2_000)).await;
+    assert_eq!(
+        second.recv_skipping_pings().await,
+        Some(ClientFrame::Ack { id: 57 }),
+        "the second copy is acknowledged so the broker forgets it"
+    );
+    second.send(deliver(58, "carol", 7, 2_001)).await;
+    printed_then_acked(&mut lines, &mut second, 58, "carol", 7).await;
+
+    let pid = child.id().expect("pid");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success());
+    assert!(until_bye(&mut second).await.is_empty());
+    drop(second);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        within("the end of stdout", lines.next_line())
+            .await
+            .expect("read"),
+        None,
+        "the sink ran once per message"
+    );
+    let journal = std::fs::read_to_string(state.join("handled")).expect("journal");
+    assert_eq!(journal, "42 1000 7 alice\n58 2001 7 carol\n");
+}
