@@ -159,11 +159,16 @@ mod tests {
 
     #[test]
     fn only_an_open_session_drains() {
-        for mut phase in [
+        let others = [
             Phase::Greeting,
             Phase::Refusing,
+            Phase::Draining { client: alice() },
             Phase::Closing { client: None },
-        ] {
+            Phase::Closing {
+                client: Some(alice()),
+            },
+        ];
+        for mut phase in others {
             let before = phase.clone();
             assert!(!phase.drain());
             assert_eq!(phase, before);
