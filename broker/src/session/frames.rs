@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use switchboard_proto::{ClientFrame, ClientId, ErrorCode, RejectReason};
+use switchboard_proto::{BrokerFrame, ClientFrame, ClientId, ErrorCode, RejectReason};
 
 use super::handshake::Hello;
 use super::Session;
@@ -68,7 +68,7 @@ impl Session {
                 };
                 self.on_ack(ack, ctx)
             }
-            ClientFrame::Ping => self.write(switchboard_proto::BrokerFrame::Pong, ctx),
+            ClientFrame::Ping => self.write(BrokerFrame::Pong, ctx),
             ClientFrame::Bye => {
                 tracing::debug!(parent: &self.span, "client said bye");
                 ctx.stop();
