@@ -1,17 +1,17 @@
-//! A session's outgoing side: frames encoded by the session, written to the socket by a task.
+//! The connection's writing side: frames encoded by the session, written to the socket by a task.
 //!
 //! The session encodes each frame and queues the bytes; a writer task on the same worker thread takes
 //! everything queued since its last write and writes it with one syscall, so a burst of `Deliver` or
 //! `Accepted` frames costs one write, not one each. The bytes queued and not yet written are counted:
-//! past `limits.max_outgoing_bytes` the peer is not reading fast enough and [`Outbox::send`] says so,
+//! past `limits.max_outgoing_bytes` the peer is not reading fast enough and [`SocketWriter::send`] says so,
 //! so the session can close it instead of buffering without bound. What it held unacknowledged goes
 //! back to its mailbox.
 //!
-//! Most connections are idle most of the time, so an idle outbox holds as little as possible: the
+//! Most connections are idle most of the time, so an idle connection's writer holds as little as possible: the
 //! writer task runs while there is something to write and ends when the queue is empty, giving back
 //! the queue and the encoding buffer. Starting a task for every burst would cost a busy connection,
 //! so once bursts follow each other the writer lingers, waiting for the next frame, until
-//! [`Outbox::release_if_idle`] (called now and then by the session) finds nothing queued since its
+//! [`SocketWriter::release_if_idle`] (called now and then by the session) finds nothing queued since its
 //! previous call.
 
 use std::cell::{Cell, RefCell};
@@ -34,7 +34,7 @@ const ENCODE_CHUNK: usize = 1024;
 
 /// Why a frame could not be queued.
 #[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
+pub(crate) enum WriteError {
     #[error("the peer is not reading: {queued} bytes wait to be written, the limit is {limit}")]
     Overflow { queued: usize, limit: usize },
     #[error("cannot encode a frame: {0}")]
@@ -43,8 +43,8 @@ pub enum OutboxError {
     Closed,
 }
 
-/// How the writer ended: after [`Outbox::close`] once everything was written, or on a write error.
-pub type WriterResult = Result<(), std::io::Error>;
+/// How the writer ended: after [`SocketWriter::close`] once everything was written, or on a write error.
+pub(crate) type WriterResult = Result<(), std::io::Error>;
 
 /// What the session and its writer task share; both run on the same worker thread. The socket is the
 /// last field so that one allocation holds it whatever its type.
@@ -54,9 +54,9 @@ struct Shared<W: ?Sized> {
     scratch: RefCell<BytesMut>,
     /// Bytes queued and not yet taken by the kernel.
     queued: Cell<usize>,
-    /// No more frames will come (the session closed the outbox, or writing failed).
+    /// No more frames will come (the session closed the writer, or writing failed).
     closed: Cell<bool>,
-    /// A frame was queued since the last [`Outbox::release_if_idle`].
+    /// A frame was queued since the last [`SocketWriter::release_if_idle`].
     active: Cell<bool>,
     /// The writer waits for more frames when the queue is empty, rather than ending.
     linger: Cell<bool>,
@@ -74,23 +74,24 @@ struct Shared<W: ?Sized> {
 
 type Socket = dyn AsyncWrite + Unpin;
 
-/// The session's handle on its socket's writing side.
-pub struct Outbox {
+/// The session's handle on its socket's writing side: the frames it queues, and the task that writes
+/// them.
+pub(crate) struct SocketWriter {
     shared: Rc<Shared<Socket>>,
     limit: usize,
     max_frame: usize,
 }
 
-impl Outbox {
-    /// An outbox writing to `socket`: frames up to `max_frame` bytes, at most `limit` bytes queued, and
+impl SocketWriter {
+    /// A writer to `socket`: frames up to `max_frame` bytes, at most `limit` bytes queued, and
     /// a write that makes no progress for `stall_timeout` fails. No task runs until there is
-    /// something to write; [`Outbox::poll_ended`] tells when writing has ended.
+    /// something to write; [`SocketWriter::poll_ended`] tells when writing has ended.
     pub fn new(
         socket: impl AsyncWrite + Unpin + 'static,
         max_frame: usize,
         limit: usize,
         stall_timeout: Duration,
-    ) -> Outbox {
+    ) -> SocketWriter {
         let shared: Rc<Shared<Socket>> = Rc::new(Shared {
             frames: RefCell::default(),
             scratch: RefCell::default(),
@@ -105,7 +106,7 @@ impl Outbox {
             stall_timeout,
             socket: RefCell::new(socket),
         });
-        Outbox {
+        SocketWriter {
             shared,
             limit,
             max_frame,
@@ -113,9 +114,9 @@ impl Outbox {
     }
 
     /// Encodes `frame` and queues it for writing.
-    pub fn send(&mut self, frame: BrokerFrame) -> Result<(), OutboxError> {
+    pub fn send(&mut self, frame: BrokerFrame) -> Result<(), WriteError> {
         if self.shared.closed.get() {
-            return Err(OutboxError::Closed);
+            return Err(WriteError::Closed);
         }
         let bytes = {
             let mut scratch = self.shared.scratch.borrow_mut();
@@ -127,7 +128,7 @@ impl Outbox {
         };
         let queued = self.shared.queued.get() + bytes.len();
         if queued > self.limit {
-            return Err(OutboxError::Overflow {
+            return Err(WriteError::Overflow {
                 queued,
                 limit: self.limit,
             });
@@ -146,11 +147,6 @@ impl Outbox {
         }
     }
 
-    /// Bytes queued and not yet written.
-    pub fn queued(&self) -> usize {
-        self.shared.queued.get()
-    }
-
     /// Ends a lingering writer if no frame was queued since the previous call, which gives back its
     /// memory: the session calls this now and then.
     pub fn release_if_idle(&mut self) {
@@ -164,7 +160,7 @@ impl Outbox {
         }
     }
 
-    /// Ready with the writer's result once it has ended after [`Outbox::close`] or on a write error;
+    /// Ready with the writer's result once it has ended after [`SocketWriter::close`] or on a write error;
     /// until then `cx` is woken when it does.
     pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<WriterResult> {
         if let Some(result) = self.shared.ended.take() {
@@ -186,7 +182,7 @@ impl Outbox {
     }
 
     /// Wakes the writer task if it waits for frames, or starts it on the current worker thread if none
-    /// runs; when `busy` (a frame was already queued since the last [`Outbox::release_if_idle`]) the
+    /// runs; when `busy` (a frame was already queued since the last [`SocketWriter::release_if_idle`]) the
     /// new writer lingers.
     fn start_writer(&self, busy: bool) {
         if let Some(writer) = self.shared.writer.take() {
@@ -206,7 +202,7 @@ impl Outbox {
     }
 }
 
-impl Drop for Outbox {
+impl Drop for SocketWriter {
     /// A session that stops without closing first (or whose peer stopped reading) abandons what is
     /// left: the writer may be stuck on a full socket and must not outlive the session. After a close
     /// it may finish on its own.
@@ -240,8 +236,8 @@ fn next_batch(shared: &Shared<Socket>, batch: &mut BytesMut) -> Option<Bytes> {
     Some(batch.split().freeze())
 }
 
-/// The writer task: writes what is queued, until the queue is empty and it does not linger, the outbox
-/// is closed (then it shuts the socket's write side), or writing fails.
+/// The writer task: writes what is queued, until the queue is empty and it does not linger, the
+/// [`SocketWriter`] is closed (then it shuts the socket's write side), or writing fails.
 async fn write_loop(shared: Rc<Shared<Socket>>) {
     let ended = write_until_idle(&shared).await;
     // This task is finishing: drop its handle so that its memory goes as soon as it returns.
@@ -354,16 +350,16 @@ mod tests {
         }
     }
 
-    fn writer_runs(outbox: &Outbox) -> bool {
-        let task = outbox.shared.task.take();
+    fn writer_runs(writer: &SocketWriter) -> bool {
+        let task = writer.shared.task.take();
         let runs = task.is_some();
-        outbox.shared.task.set(task);
+        writer.shared.task.set(task);
         runs
     }
 
-    fn holds_memory(outbox: &Outbox) -> bool {
-        outbox.shared.frames.borrow().capacity() > 0
-            || outbox.shared.scratch.borrow().capacity() > 0
+    fn holds_memory(writer: &SocketWriter) -> bool {
+        writer.shared.frames.borrow().capacity() > 0
+            || writer.shared.scratch.borrow().capacity() > 0
     }
 
     async fn read_frame(peer: &mut tokio::io::DuplexStream) -> Vec<u8> {
@@ -377,14 +373,14 @@ mod tests {
     fn a_lone_frame_leaves_no_writer_and_no_buffers_behind() {
         local(async {
             let (socket, mut peer) = tokio::io::duplex(1 << 16);
-            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
-            assert!(!writer_runs(&outbox));
-            outbox.send(BrokerFrame::Pong).unwrap();
+            let mut writer = SocketWriter::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
+            assert!(!writer_runs(&writer));
+            writer.send(BrokerFrame::Pong).unwrap();
             read_frame(&mut peer).await;
             settle().await;
-            assert!(!writer_runs(&outbox));
-            assert!(!holds_memory(&outbox));
-            assert_eq!(outbox.queued(), 0);
+            assert!(!writer_runs(&writer));
+            assert!(!holds_memory(&writer));
+            assert_eq!(writer.shared.queued.get(), 0, "nothing left to write");
         });
     }
 
@@ -392,26 +388,26 @@ mod tests {
     fn a_busy_writer_lingers_until_an_idle_check_finds_nothing_new() {
         local(async {
             let (socket, mut peer) = tokio::io::duplex(1 << 16);
-            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
-            outbox.send(BrokerFrame::Pong).unwrap();
+            let mut writer = SocketWriter::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
+            writer.send(BrokerFrame::Pong).unwrap();
             read_frame(&mut peer).await;
             settle().await;
             // A second burst soon after the first: the writer stays for the next one.
-            outbox.send(BrokerFrame::Pong).unwrap();
+            writer.send(BrokerFrame::Pong).unwrap();
             read_frame(&mut peer).await;
             settle().await;
-            assert!(writer_runs(&outbox));
-            outbox.send(BrokerFrame::Pong).unwrap();
+            assert!(writer_runs(&writer));
+            writer.send(BrokerFrame::Pong).unwrap();
             read_frame(&mut peer).await;
-            outbox.release_if_idle(); // Frames were queued since the last check.
+            writer.release_if_idle(); // Frames were queued since the last check.
             settle().await;
-            assert!(writer_runs(&outbox));
-            outbox.release_if_idle();
+            assert!(writer_runs(&writer));
+            writer.release_if_idle();
             settle().await;
-            assert!(!writer_runs(&outbox));
-            assert!(!holds_memory(&outbox));
+            assert!(!writer_runs(&writer));
+            assert!(!holds_memory(&writer));
             // And it starts again for the next frame.
-            outbox.send(BrokerFrame::Pong).unwrap();
+            writer.send(BrokerFrame::Pong).unwrap();
             read_frame(&mut peer).await;
         });
     }
@@ -420,14 +416,14 @@ mod tests {
     fn close_writes_what_is_queued_then_ends() {
         local(async {
             let (socket, mut peer) = tokio::io::duplex(1 << 16);
-            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
-            outbox.send(BrokerFrame::Pong).unwrap();
-            outbox.close();
+            let mut writer = SocketWriter::new(socket, 1 << 20, 1 << 20, Duration::from_secs(5));
+            writer.send(BrokerFrame::Pong).unwrap();
+            writer.close();
             assert!(matches!(
-                outbox.send(BrokerFrame::Pong),
-                Err(OutboxError::Closed)
+                writer.send(BrokerFrame::Pong),
+                Err(WriteError::Closed)
             ));
-            let ended = poll_fn(|cx| outbox.poll_ended(cx)).await;
+            let ended = poll_fn(|cx| writer.poll_ended(cx)).await;
             assert!(ended.is_ok());
             read_frame(&mut peer).await;
             let mut rest = Vec::new();
@@ -440,7 +436,8 @@ mod tests {
     fn a_peer_that_does_not_read_overflows_or_stalls_the_writer() {
         local(async {
             let (socket, _peer) = tokio::io::duplex(64);
-            let mut outbox = Outbox::new(socket, 1 << 20, 1 << 10, Duration::from_millis(100));
+            let mut writer =
+                SocketWriter::new(socket, 1 << 20, 1 << 10, Duration::from_millis(100));
             let body = bytes::Bytes::from(vec![7u8; 100]);
             let deliver = || BrokerFrame::Deliver {
                 message_id: 1,
@@ -451,12 +448,12 @@ mod tests {
             };
             let overflowed = (0..20).any(|_| {
                 matches!(
-                    outbox.send(deliver()),
-                    Err(OutboxError::Overflow { limit: 1024, .. })
+                    writer.send(deliver()),
+                    Err(WriteError::Overflow { limit: 1024, .. })
                 )
             });
             assert!(overflowed);
-            let ended = poll_fn(|cx| outbox.poll_ended(cx)).await;
+            let ended = poll_fn(|cx| writer.poll_ended(cx)).await;
             assert_eq!(ended.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
         });
     }

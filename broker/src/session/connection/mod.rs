@@ -1,0 +1,9 @@
+//! The socket under a session, in its two halves: the [`reader`] turns bytes into client frames, the
+//! [`writer`] turns broker frames into bytes and disconnects a peer that stops reading. Neither knows
+//! the protocol beyond the codec; what a frame means is the session's business.
+
+pub(crate) mod reader;
+pub(crate) mod writer;
+
+pub(crate) use reader::FrameReader;
+pub(crate) use writer::{SocketWriter, WriteError, WriterResult};

@@ -1,0 +1,163 @@
+//! What each frame from the client does, given the session's phase.
+//!
+//! Before `Hello` only `Hello` is welcome; after it, `Send` goes to the Router (once the send rules and
+//! the rate allow it), `Ack` is recorded, `Ping` is answered and `Bye` ends the session. A draining
+//! session rejects new sends at once but still records acks.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use switchboard_proto::{BrokerFrame, ClientFrame, ClientId, ErrorCode, RejectReason};
+
+use super::handshake::Hello;
+use super::Session;
+use crate::router;
+
+/// A `Send` frame from an identified client.
+struct Outgoing {
+    from: ClientId,
+    id: u64,
+    to: String,
+    body: bytes::Bytes,
+    ttl_ms: Option<u64>,
+    fresh: bool,
+}
+
+impl Session {
+    /// Acts on one frame read from the peer.
+    pub(super) fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        if !self.phase.may_read() {
+            return;
+        }
+        let Some(client) = self.phase.client() else {
+            return self.on_greeting_frame(frame, ctx);
+        };
+        match frame {
+            ClientFrame::Hello { .. } => self.fail(
+                ErrorCode::UnexpectedFrame,
+                "hello was already received",
+                ctx,
+            ),
+            ClientFrame::Send { id, .. } if !self.phase.may_accept_sends() => {
+                let seq = self.answers.owe(id);
+                let text = "the broker is shutting down; nothing was stored".to_string();
+                self.settle(seq, Err(RejectReason::Unavailable), Some(text), ctx)
+            }
+            ClientFrame::Send {
+                id,
+                to,
+                body,
+                ttl_ms,
+                fresh,
+            } => {
+                let send = Outgoing {
+                    from: client.clone(),
+                    id,
+                    to,
+                    body,
+                    ttl_ms,
+                    fresh,
+                };
+                self.on_send(send, ctx)
+            }
+            ClientFrame::Ack { id } => {
+                let ack = router::Ack {
+                    client: client.clone(),
+                    conn_id: self.conn_id,
+                    id,
+                };
+                self.on_ack(ack, ctx)
+            }
+            ClientFrame::Ping => self.write(BrokerFrame::Pong, ctx),
+            ClientFrame::Bye => {
+                tracing::debug!(parent: &self.span, "client said bye");
+                ctx.stop();
+            }
+        }
+    }
+
+    /// Before the client is identified: the first frame must be `Hello`.
+    fn on_greeting_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        match frame {
+            ClientFrame::Hello {
+                version,
+                client_id,
+                token,
+                keepalive_secs,
+            } => {
+                let hello = Hello {
+                    version,
+                    client_id,
+                    token,
+                    keepalive_secs,
+                };
+                self.on_hello(hello, ctx)
+            }
+            _ => self.fail(
+                ErrorCode::HelloRequired,
+                "the first frame must be hello",
+                ctx,
+            ),
+        }
+    }
+
+    /// Takes the send's place in line, then rejects it at once or hands it to the Router; reading
+    /// stops while `limits.max_unaccepted_sends` sends await their answer.
+    fn on_send(&mut self, send: Outgoing, ctx: &mut Context<Self>) {
+        let Outgoing {
+            from,
+            id,
+            to,
+            body,
+            ttl_ms,
+            fresh,
+        } = send;
+        let seq = self.answers.owe(id);
+        let to = match ClientId::new(to) {
+            Ok(to) => to,
+            Err(e) => {
+                let text = Some(e.to_string());
+                return self.settle(seq, Err(RejectReason::InvalidRecipient), text, ctx);
+            }
+        };
+        if !self.grant.may_send_to(to.as_str()) {
+            return self.settle(seq, Err(RejectReason::Forbidden), None, ctx);
+        }
+        if !self.send_rate.take(Instant::now()) {
+            return self.settle(seq, Err(RejectReason::RateLimited), None, ctx);
+        }
+        let submit = router::Submit {
+            from,
+            client_msg_id: id,
+            to,
+            body,
+            ttl_ms,
+            fresh,
+        };
+        let answer = self
+            .router
+            .send(submit)
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                let outcome = res.unwrap_or(Err(RejectReason::Unavailable));
+                act.settle(seq, outcome, None, ctx);
+            });
+        if self.answers.owed() >= self.settings.limits.max_unaccepted_sends {
+            ctx.wait(answer); // Too many sends in the air: stop reading until this one is answered.
+        } else {
+            ctx.spawn(answer);
+        }
+    }
+
+    /// Records an acknowledgement with the Router, never dropping it.
+    fn on_ack(&mut self, ack: router::Ack, ctx: &mut Context<Self>) {
+        if let Err(SendError::Full(ack)) = self.router.try_send(ack) {
+            // The Router is backed up: hold this session back until the ack is in, never drop it.
+            ctx.wait(self.router.send(ack).into_actor(self).map(|res, act, _| {
+                if let Err(error) = res {
+                    tracing::error!(parent: &act.span, %error, "router unreachable; ack not recorded");
+                }
+            }));
+        }
+    }
+}
