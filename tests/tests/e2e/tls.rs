@@ -206,6 +206,9 @@ async fn a_missing_key_file_stops_the_start_naming_it() {
 
 #[tokio::test]
 async fn the_library_and_the_cli_speak_tls_with_a_ca_file_and_a_client_certificate() {
+    // Built (a blocking `cargo build`) before anyone connects: while it runs this test's runtime
+    // cannot answer bob's keepalive, and a slow build would have the broker drop him.
+    let cli = switchboard_tests::binary("switchboard");
     let pki = Pki::new();
     let fx = pki.broker(true).await;
     let tls = Tls::with_ca_file(&pki.ca)
@@ -219,7 +222,7 @@ async fn the_library_and_the_cli_speak_tls_with_a_ca_file_and_a_client_certifica
         .expect("connect");
 
     let addr = fx.addr().to_string();
-    let mut cmd = tokio::process::Command::new(switchboard_tests::binary("switchboard"));
+    let mut cmd = tokio::process::Command::new(&cli);
     cmd.args(["--server", &addr, "--id", "alice", "--ca"])
         .arg(&pki.ca)
         .arg("--cert")
@@ -243,7 +246,7 @@ async fn the_library_and_the_cli_speak_tls_with_a_ca_file_and_a_client_certifica
     }
 
     // Without a client certificate the handshake fails, and the CLI says so in one line.
-    let mut cmd = tokio::process::Command::new(switchboard_tests::binary("switchboard"));
+    let mut cmd = tokio::process::Command::new(&cli);
     cmd.args(["--server", &addr, "--id", "alice", "--ca"])
         .arg(&pki.ca)
         .args(["send", "--to", "bob", "refused"]);
