@@ -7,6 +7,9 @@
 //! trait; [`settings`] is the one typed configuration; [`auth`] decides who may connect and send where.
 //! `ARCHITECTURE.md` walks through the path of a message.
 
+// The broker logs through `tracing`; nothing in the library writes to stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod auth;
 pub mod rate;
 pub mod registry;

@@ -14,7 +14,7 @@ use crate::stdio::{print_line, read_stdin, shutdown_signal};
 
 /// Sends one message and prints its broker id; with `wait_delivered`, then waits for the receipt and
 /// prints its status: `delivered`, or `expired` (then exits 1) when `options.ttl` ran out first.
-pub async fn send(
+pub(crate) async fn send(
     mut opts: ClientOptions,
     to: &str,
     text: Option<String>,
@@ -64,7 +64,7 @@ pub async fn send(
 }
 
 /// Prints and acknowledges everything that arrives until interrupted or disconnected.
-pub async fn listen(opts: ClientOptions) -> anyhow::Result<()> {
+pub(crate) async fn listen(opts: ClientOptions) -> anyhow::Result<()> {
     let (client, mut events) = connect(opts).await?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -85,7 +85,7 @@ pub async fn listen(opts: ClientOptions) -> anyhow::Result<()> {
 }
 
 /// Prints and acknowledges the entries that were waiting at the handshake, then leaves.
-pub async fn poll(opts: ClientOptions, timeout: Option<Duration>) -> anyhow::Result<()> {
+pub(crate) async fn poll(opts: ClientOptions, timeout: Option<Duration>) -> anyhow::Result<()> {
     let deadline = Deadline::after(timeout);
     let (client, mut events) = connect(opts).await?;
     let pending = client.welcome().pending;

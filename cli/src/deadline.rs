@@ -8,7 +8,7 @@ use switchboard_client::{Client, ClientError, ClientOptions, Events};
 use tokio::time::Instant;
 
 /// Connects, naming the server if the handshake times out.
-pub async fn connect(opts: ClientOptions) -> anyhow::Result<(Client, Events)> {
+pub(crate) async fn connect(opts: ClientOptions) -> anyhow::Result<(Client, Events)> {
     let server = opts.server.clone();
     Client::connect(opts).await.map_err(|e| match e {
         ClientError::Timeout => anyhow!("timed out connecting to {server}"),
@@ -17,19 +17,19 @@ pub async fn connect(opts: ClientOptions) -> anyhow::Result<(Client, Events)> {
 }
 
 /// An optional point in time that bounds a whole command.
-pub struct Deadline {
+pub(crate) struct Deadline {
     at: Option<(Instant, Duration)>,
 }
 
 impl Deadline {
-    pub fn after(timeout: Option<Duration>) -> Self {
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
         Self {
             at: timeout.map(|t| (Instant::now() + t, t)),
         }
     }
 
     /// Runs `fut`, failing with `timed out after … waiting for <what>` at the deadline.
-    pub async fn bound<T>(
+    pub(crate) async fn bound<T>(
         &self,
         what: &str,
         fut: impl std::future::Future<Output = T>,

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 /// A timeout of zero means no limit.
-pub fn limit(timeout: Duration) -> Option<Duration> {
+pub(crate) fn limit(timeout: Duration) -> Option<Duration> {
     (!timeout.is_zero()).then_some(timeout)
 }
 
 /// Plain seconds (`10`, `2.5`) or a humantime duration (`1m30s`).
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).map_err(|e| format!("{text}: {e}"));
     }
@@ -19,7 +19,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// A time to live: parsed as a timeout is, but zero is refused rather than read as "no limit",
 /// since it would let the message expire at once.
-pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_ttl(text: &str) -> Result<Duration, String> {
     let ttl = parse_timeout(text)?;
     if ttl.is_zero() {
         return Err("a time to live must be more than zero; leave out --ttl for none".into());
@@ -28,7 +28,7 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// A duration above zero: plain seconds or a duration such as `5m`.
-pub fn parse_positive(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive(text: &str) -> Result<Duration, String> {
     let duration = parse_timeout(text)?;
     if duration.is_zero() {
         return Err("must be more than zero".into());

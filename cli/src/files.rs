@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Writes `contents` to `dir/name` atomically and durably; returns the final path.
-pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<PathBuf> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<PathBuf> {
     let temporary = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let mut file = OpenOptions::new()
@@ -31,7 +31,7 @@ pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<PathB
 }
 
 /// Removes `path` and makes the removal durable.
-pub fn remove_durably(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_durably(path: &Path) -> io::Result<()> {
     fs::remove_file(path)?;
     match path.parent() {
         Some(dir) => sync_dir(dir),
@@ -40,7 +40,7 @@ pub fn remove_durably(path: &Path) -> io::Result<()> {
 }
 
 /// Moves `from` to `to` (same file system) and makes the move durable in both directories.
-pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)?;
     for dir in [to.parent(), from.parent()].into_iter().flatten() {
         sync_dir(dir)?;
@@ -49,18 +49,18 @@ pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Fsyncs a directory, so that the names created, renamed or removed in it are on disk.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Creates `dir` and its parents if missing, naming the directory in the error.
-pub fn ensure_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
     fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create the {what} {}: {e}", dir.display()))
 }
 
 /// Runs blocking file work on tokio's blocking pool, so the connection's task keeps running.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(work)
@@ -72,12 +72,12 @@ pub async fn blocking<T: Send + 'static>(
 /// The daemon holds its state directory's and its outbox's exclusively, so two daemons never share
 /// one; `send --spool` holds an outbox's shared while it tries the broker itself.
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     file: File,
 }
 
 /// What trying to take a [`DirLock`] found.
-pub enum Locked {
+pub(crate) enum Locked {
     /// The lock is ours now.
     Taken(DirLock),
     /// Another process holds it (exclusively, if we asked for it shared); the lock file says who,
@@ -87,7 +87,7 @@ pub enum Locked {
 
 impl DirLock {
     /// Tries to take the lock exclusively without waiting; on success writes `owner` into the file.
-    pub fn try_exclusive(dir: &Path, name: &str, owner: &str) -> io::Result<Locked> {
+    pub(crate) fn try_exclusive(dir: &Path, name: &str, owner: &str) -> io::Result<Locked> {
         let (path, mut file) = Self::open(dir, name)?;
         match file.try_lock() {
             Ok(()) => {
@@ -101,7 +101,7 @@ impl DirLock {
     }
 
     /// Tries to take the lock shared without waiting: fails only against an exclusive holder.
-    pub fn try_shared(dir: &Path, name: &str) -> io::Result<Locked> {
+    pub(crate) fn try_shared(dir: &Path, name: &str) -> io::Result<Locked> {
         let (path, file) = Self::open(dir, name)?;
         match file.try_lock_shared() {
             Ok(()) => Ok(Locked::Taken(DirLock { file })),

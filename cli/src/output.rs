@@ -50,7 +50,7 @@ enum Body {
 }
 
 /// The line for a delivered message.
-pub fn message_line(message: &Message) -> serde_json::Result<String> {
+pub(crate) fn message_line(message: &Message) -> serde_json::Result<String> {
     let body = match std::str::from_utf8(&message.body) {
         Ok(text) => Body::Text(text.to_owned()),
         Err(_) => Body::Base64(base64::engine::general_purpose::STANDARD.encode(&message.body)),
@@ -65,7 +65,7 @@ pub fn message_line(message: &Message) -> serde_json::Result<String> {
 }
 
 /// The line for a receipt.
-pub fn receipt_line(receipt: &Receipt) -> serde_json::Result<String> {
+pub(crate) fn receipt_line(receipt: &Receipt) -> serde_json::Result<String> {
     serde_json::to_string(&Line::Receipt {
         send_id: receipt.id,
         message_id: receipt.message_id,
@@ -75,7 +75,7 @@ pub fn receipt_line(receipt: &Receipt) -> serde_json::Result<String> {
 }
 
 /// `2026-11-24T18:00:00.123Z`. `humantime` refuses years past 9999, so later times are clamped.
-pub fn rfc3339_millis(time: SystemTime) -> String {
+pub(crate) fn rfc3339_millis(time: SystemTime) -> String {
     let time = time.min(UNIX_EPOCH + LATEST_PRINTABLE);
     humantime::format_rfc3339_millis(time).to_string()
 }

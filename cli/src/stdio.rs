@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use bytes::Bytes;
 
 /// Writes one line to stdout and flushes it, so a reader sees each line as it happens.
-pub fn print_line(line: &str) -> anyhow::Result<()> {
+pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
@@ -15,7 +15,7 @@ pub fn print_line(line: &str) -> anyhow::Result<()> {
 }
 
 /// All of stdin, read on the blocking pool (the workspace's tokio has no `io-std`).
-pub async fn read_stdin() -> anyhow::Result<Bytes> {
+pub(crate) async fn read_stdin() -> anyhow::Result<Bytes> {
     let read = tokio::task::spawn_blocking(|| {
         let mut body = Vec::new();
         std::io::stdin().lock().read_to_end(&mut body).map(|_| body)
@@ -27,7 +27,7 @@ pub async fn read_stdin() -> anyhow::Result<Bytes> {
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM where there is one.
-pub async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

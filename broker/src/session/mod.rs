@@ -46,7 +46,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const MAILBOX_HEADROOM: usize = 16;
 
 /// The actor behind one connection: what it knows of its client, and its handles on the broker.
-pub struct Session {
+pub(crate) struct Session {
     conn_id: u64,
     peer: SocketAddr,
     /// Greeting, open, draining, closing: what the connection may do now, and who the client is.
@@ -70,7 +70,7 @@ pub struct Session {
 
 /// Everything a session needs from the broker around it.
 #[derive(Clone)]
-pub struct SessionDeps {
+pub(crate) struct SessionDeps {
     pub registry: Addr<Registry>,
     pub router: Addr<Router>,
     pub settings: Arc<Settings>,
@@ -83,7 +83,7 @@ pub struct SessionDeps {
 
 impl Session {
     /// Starts the session actor for an accepted connection on the current arbiter.
-    pub fn start(
+    pub(crate) fn start(
         read: impl AsyncRead + Unpin + 'static,
         write: impl AsyncWrite + Unpin + 'static,
         peer: SocketAddr,

@@ -9,7 +9,7 @@ use crate::duration::{parse_positive, parse_timeout};
 
 /// How the daemon keeps in touch with the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Stay connected (pinging to keep the connection up) and receive at once.
     Stay,
     /// Connect every `--interval`, drain the mailbox, disconnect.
@@ -18,7 +18,7 @@ pub enum Mode {
 
 /// The daemon's flags.
 #[derive(Debug, Args)]
-pub struct DaemonArgs {
+pub(crate) struct DaemonArgs {
     /// How to keep in touch with the broker.
     #[arg(long, value_enum, default_value = "stay")]
     pub(crate) mode: Mode,
@@ -63,7 +63,7 @@ pub struct DaemonArgs {
 
 impl DaemonArgs {
     /// What clap cannot check; the message is for a usage error.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.mode == Mode::Poll && self.idle_timeout.is_some() {
             return Err("--idle-timeout is for --mode stay; in poll mode the daemon is never connected for long".into());
         }

@@ -11,7 +11,7 @@ use crate::output::rfc3339_millis;
 
 /// What became of a message the sink took.
 #[derive(Debug)]
-pub enum Delivered {
+pub(crate) enum Delivered {
     /// The sink has it.
     Handled,
     /// The sink refused it as often as allowed; it is in the dead-letter directory at this path.
@@ -20,7 +20,7 @@ pub enum Delivered {
 
 /// Why a sink did not take a message; either way it stays unacknowledged.
 #[derive(Debug)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     /// The daemon is stopping; the message comes again next time.
     Interrupted,
     /// The sink cannot work at all; the daemon stops.
@@ -29,7 +29,7 @@ pub enum SinkError {
 
 /// What `--out-dir` and the dead-letter directory write beside each body.
 #[derive(Debug, Serialize)]
-pub struct Metadata<'a> {
+pub(crate) struct Metadata<'a> {
     /// The broker's message id.
     pub message_id: u64,
     /// The sender.
@@ -44,7 +44,7 @@ pub struct Metadata<'a> {
 }
 
 impl<'a> Metadata<'a> {
-    pub fn of(message: &'a Message) -> Self {
+    pub(crate) fn of(message: &'a Message) -> Self {
         Self {
             message_id: message.message_id,
             from: &message.from,
@@ -56,6 +56,6 @@ impl<'a> Metadata<'a> {
 }
 
 /// A message's file names without extension: the message id, zero-padded so names sort by id.
-pub fn file_stem(message_id: u64) -> String {
+pub(crate) fn file_stem(message_id: u64) -> String {
     format!("{message_id:020}")
 }

@@ -34,11 +34,11 @@ use crate::files::{blocking, write_atomic};
 use crate::output::rfc3339_millis;
 
 /// How much of a failed run's standard error the failure record keeps (its end).
-pub const STDERR_TAIL: usize = 4096;
+pub(crate) const STDERR_TAIL: usize = 4096;
 
 /// The `--exec` sink's settings.
 #[derive(Debug, Clone)]
-pub struct Exec {
+pub(crate) struct Exec {
     /// The command line, for `sh -c`.
     pub command: String,
     /// How many runs a message gets before it is dead-lettered; at least 1.
@@ -51,7 +51,7 @@ pub struct Exec {
 
 /// One failed run, as the dead-letter record keeps it.
 #[derive(Debug, Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Which run it was, from 1.
     pub attempt: u32,
     /// When it ended, RFC 3339.
@@ -78,7 +78,7 @@ struct DeadLetter<'a> {
 
 impl Exec {
     /// Runs the command until it takes the message or the attempts run out.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         message: &Message,
         stop: &CancellationToken,

@@ -25,7 +25,7 @@ use crate::daemon::journal::Journal;
 use crate::daemon::sink::Sink;
 
 /// The journal, the sink, and the daemon's stop signal.
-pub struct Handler {
+pub(crate) struct Handler {
     pub journal: Journal,
     pub sink: Sink,
     pub stop: CancellationToken,
@@ -33,7 +33,7 @@ pub struct Handler {
 
 /// How handling one entry ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Handled {
+pub(crate) enum Handled {
     /// Handled (now or before) and acknowledged.
     Acked,
     /// Handled, but the client ended (or the daemon is stopping) before the ack was written; the
@@ -45,7 +45,11 @@ pub enum Handled {
 
 impl Handler {
     /// Hands a message to the sink unless the journal says it was, then acknowledges it.
-    pub async fn message(&self, client: &Client, message: &Message) -> anyhow::Result<Handled> {
+    pub(crate) async fn message(
+        &self,
+        client: &Client,
+        message: &Message,
+    ) -> anyhow::Result<Handled> {
         let id = message.message_id;
         let entry = Entry::message(message);
         match self.journal.seen(&entry) {
@@ -82,7 +86,11 @@ impl Handler {
     }
 
     /// Hands a receipt to the sink (only stdout shows it) unless already handled, then acknowledges.
-    pub async fn receipt(&self, client: &Client, receipt: &Receipt) -> anyhow::Result<Handled> {
+    pub(crate) async fn receipt(
+        &self,
+        client: &Client,
+        receipt: &Receipt,
+    ) -> anyhow::Result<Handled> {
         let id = receipt.receipt_id;
         let entry = Entry::receipt(receipt);
         if self.journal.seen(&entry).is_none() {

@@ -25,14 +25,14 @@
 //! Stopping (SIGTERM, Ctrl-C) lets the entry in hand finish (a running `--exec` command included),
 //! says `Bye`, and exits 0.
 
-pub mod args;
-pub mod delivered;
-pub mod exec;
-pub mod handler;
-pub mod journal;
-pub mod poll;
-pub mod shared;
-pub mod sink;
-pub mod start;
-pub mod state_dir;
-pub mod stay;
+pub(crate) mod args;
+pub(crate) mod delivered;
+pub(crate) mod exec;
+pub(crate) mod handler;
+pub(crate) mod journal;
+pub(crate) mod poll;
+pub(crate) mod shared;
+pub(crate) mod sink;
+pub(crate) mod start;
+pub(crate) mod state_dir;
+pub(crate) mod stay;

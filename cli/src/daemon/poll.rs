@@ -25,7 +25,7 @@ const ENTRY_WAIT: Duration = Duration::from_secs(10);
 
 /// How the polling ended.
 #[derive(Debug)]
-pub enum PollEnd {
+pub(crate) enum PollEnd {
     /// The daemon was asked to stop.
     Stopped,
     /// A poll found traffic, and the daemon was told to go back to staying connected then.
@@ -48,7 +48,7 @@ enum PollFailed {
 
 /// Polls every interval (the first at once unless `wait_first`) until stopped or, with
 /// `until_traffic`, until a poll handles or sends something.
-pub async fn run(
+pub(crate) async fn run(
     daemon: &Daemon,
     until_traffic: bool,
     wait_first: bool,

@@ -12,7 +12,7 @@ use crate::daemon::handler::Handler;
 use crate::outbox::sender::SpoolSender;
 
 /// What the modes share.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// Connection options, without reconnecting (stay mode turns it on for its client).
     pub opts: ClientOptions,
     pub backoff: Reconnect,
@@ -24,7 +24,7 @@ pub struct Daemon {
 }
 
 /// Connects, trying again with backoff while the broker cannot be reached; `None` if stopped first.
-pub async fn connect_until_up(
+pub(crate) async fn connect_until_up(
     daemon: &Daemon,
     opts: ClientOptions,
 ) -> anyhow::Result<Option<(Client, Events)>> {

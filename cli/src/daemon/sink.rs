@@ -28,7 +28,7 @@ use crate::output::{message_line, receipt_line};
 use crate::stdio::print_line;
 
 /// One daemon's sink.
-pub enum Sink {
+pub(crate) enum Sink {
     /// JSON lines on standard output.
     Stdout,
     /// A file per message in a directory.
@@ -44,7 +44,7 @@ pub enum Sink {
 
 impl Sink {
     /// Hands `message` to the sink.
-    pub async fn message(
+    pub(crate) async fn message(
         &self,
         message: &Message,
         stop: &CancellationToken,
@@ -64,7 +64,7 @@ impl Sink {
     }
 
     /// Hands a receipt to the sink; only stdout shows it.
-    pub async fn receipt(&self, receipt: &Receipt) -> Result<(), SinkError> {
+    pub(crate) async fn receipt(&self, receipt: &Receipt) -> Result<(), SinkError> {
         match self {
             Sink::Stdout => {
                 let line = receipt_line(receipt).map_err(|e| SinkError::Fatal(e.into()))?;

@@ -26,7 +26,7 @@ use crate::stdio::shutdown_signal;
 const STATE_LOCK: &str = "daemon.lock";
 
 /// Runs the daemon until SIGTERM or Ctrl-C, or an error it cannot get past.
-pub async fn run(mut opts: ClientOptions, args: DaemonArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(mut opts: ClientOptions, args: DaemonArgs) -> anyhow::Result<()> {
     let backoff = Reconnect::new(args.backoff_base, args.backoff_cap);
     opts.keepalive = args.keepalive;
     opts.reconnect = None;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// `$XDG_STATE_HOME/switchboard/ID`, else `$HOME/.local/state/switchboard/ID` (the XDG default),
 /// else `./.switchboard-state/ID`; the id is made safe as one path component.
-pub fn default_state_dir(id: &str) -> PathBuf {
+pub(crate) fn default_state_dir(id: &str) -> PathBuf {
     let absolute = |var: &str| {
         std::env::var_os(var)
             .map(PathBuf::from)

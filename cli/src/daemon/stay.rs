@@ -23,7 +23,7 @@ const OUTBOX_SCAN: Duration = Duration::from_millis(500);
 
 /// How a stay ended.
 #[derive(Debug)]
-pub enum StayEnd {
+pub(crate) enum StayEnd {
     /// The daemon was asked to stop.
     Stopped,
     /// Nothing happened for the idle timeout; poll now.
@@ -31,7 +31,7 @@ pub enum StayEnd {
 }
 
 /// Connects and stays connected until stopped, idle, or ended for good.
-pub async fn run(daemon: &Daemon) -> anyhow::Result<StayEnd> {
+pub(crate) async fn run(daemon: &Daemon) -> anyhow::Result<StayEnd> {
     let mut opts = daemon.opts.clone();
     opts.reconnect = Some(daemon.backoff);
     let Some((client, mut events)) = connect_until_up(daemon, opts).await? else {

@@ -12,6 +12,6 @@
 //! that dies between the broker's `Accepted` and the removal sends it again), the broker recognises
 //! the id and stores the message once (see "Resending" in `PROTOCOL.md`).
 
-pub mod sender;
-pub mod spool;
-pub mod spooled;
+pub(crate) mod sender;
+pub(crate) mod spool;
+pub(crate) mod spooled;

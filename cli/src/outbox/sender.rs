@@ -29,14 +29,14 @@ use crate::files::{
 use crate::outbox::spooled::{is_spool_file, Spooled, LOCK_FILE, OWNER_PREFIX};
 
 /// Where refused messages go, inside the outbox.
-pub const REJECTED_DIR: &str = "rejected";
+pub(crate) const REJECTED_DIR: &str = "rejected";
 
 /// How long the daemon waits between attempts to take an outbox lock someone else holds.
 const LOCK_RETRY: Duration = Duration::from_millis(200);
 
 /// Why a pass over the outbox stopped before the end.
 #[derive(Debug)]
-pub enum FlushError {
+pub(crate) enum FlushError {
     /// The broker refused a message for now; try again after a pause.
     Busy(String),
     /// The client ended (the connection is gone); try again on the next one.
@@ -46,7 +46,7 @@ pub enum FlushError {
 }
 
 /// The daemon's side of an outbox: it holds the lock and sends the spooled files.
-pub struct SpoolSender {
+pub(crate) struct SpoolSender {
     dir: PathBuf,
     id: String,
     /// Files from another sender, already reported, so they are reported once.
@@ -56,7 +56,7 @@ pub struct SpoolSender {
 
 impl SpoolSender {
     /// Takes the outbox's lock, waiting while a `send --spool` holds it; `None` if stopped first.
-    pub async fn open(
+    pub(crate) async fn open(
         dir: &Path,
         id: &str,
         stop: &CancellationToken,
@@ -91,7 +91,7 @@ impl SpoolSender {
 
     /// Sends every spooled file, oldest first, removing each once accepted; returns how many were
     /// sent.
-    pub async fn flush(&mut self, client: &Client) -> Result<usize, FlushError> {
+    pub(crate) async fn flush(&mut self, client: &Client) -> Result<usize, FlushError> {
         let dir = self.dir.clone();
         let names = blocking(move || list(&dir)).await.map_err(|e| {
             FlushError::Fatal(anyhow!(

@@ -26,7 +26,7 @@ use crate::outbox::spooled::{spool, Spooled, LOCK_FILE, OWNER_PREFIX};
 use crate::stdio::print_line;
 
 /// `switchboard send --spool DIR`: sends now if the broker takes it, spools it otherwise.
-pub async fn send_or_spool(
+pub(crate) async fn send_or_spool(
     mut opts: ClientOptions,
     to: &str,
     body: Bytes,

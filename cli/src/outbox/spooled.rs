@@ -21,14 +21,14 @@ use switchboard_client::SendOptions;
 use crate::files::{blocking, write_atomic};
 
 /// The lock file in an outbox directory.
-pub const LOCK_FILE: &str = ".lock";
+pub(crate) const LOCK_FILE: &str = ".lock";
 
 /// What the daemon writes into the lock file: `switchboard daemon <id>`.
-pub const OWNER_PREFIX: &str = "switchboard daemon ";
+pub(crate) const OWNER_PREFIX: &str = "switchboard daemon ";
 
 /// One spooled message, as its file holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Spooled {
+pub(crate) struct Spooled {
     /// The sender's client id; only a daemon with this id sends it.
     pub from: String,
     /// The recipient.
@@ -52,7 +52,13 @@ pub struct Spooled {
 
 impl Spooled {
     /// The message `from` sends `to` with `send_id`, as its file will hold it.
-    pub fn new(from: &str, to: &str, send_id: u64, ttl: Option<Duration>, body: &[u8]) -> Self {
+    pub(crate) fn new(
+        from: &str,
+        to: &str,
+        send_id: u64,
+        ttl: Option<Duration>,
+        body: &[u8],
+    ) -> Self {
         let (body, body_b64) = match std::str::from_utf8(body) {
             Ok(text) => (Some(text.to_owned()), None),
             Err(_) => (
@@ -73,12 +79,12 @@ impl Spooled {
     }
 
     /// The file name: the send id, zero-padded.
-    pub fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         format!("{:020}.json", self.send_id)
     }
 
     /// The body's bytes.
-    pub fn bytes(&self) -> Result<Bytes, String> {
+    pub(crate) fn bytes(&self) -> Result<Bytes, String> {
         match (&self.body, &self.body_b64) {
             (Some(text), None) => Ok(Bytes::from(text.clone())),
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
@@ -90,7 +96,7 @@ impl Spooled {
     }
 
     /// The options to send it with: its time to live.
-    pub fn options(&self) -> SendOptions {
+    pub(crate) fn options(&self) -> SendOptions {
         SendOptions {
             ttl: self.ttl_ms.map(Duration::from_millis),
         }
@@ -98,14 +104,14 @@ impl Spooled {
 }
 
 /// Whether `name` is a spooled message's file (and not a temporary file or the lock).
-pub fn is_spool_file(name: &str) -> bool {
+pub(crate) fn is_spool_file(name: &str) -> bool {
     name.len() == 25
         && name.ends_with(".json")
         && name.as_bytes()[..20].iter().all(u8::is_ascii_digit)
 }
 
 /// Writes `message` into `dir`, atomically; returns its path.
-pub async fn spool(dir: &Path, message: &Spooled) -> io::Result<PathBuf> {
+pub(crate) async fn spool(dir: &Path, message: &Spooled) -> io::Result<PathBuf> {
     let text = serde_json::to_vec_pretty(message).map_err(io::Error::other)?;
     let (dir, name) = (dir.to_path_buf(), message.file_name());
     blocking(move || write_atomic(&dir, &name, &text)).await

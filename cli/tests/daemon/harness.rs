@@ -17,17 +17,17 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 /// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Fails the test if `fut` takes longer than [`WAIT`] (longer than the workspace's default bound:
 /// these tests restart brokers and daemons).
-pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     switchboard_tests::within_for(WAIT, what, fut).await
 }
 
 /// Waits until `check` holds, looking every 20 ms; the check is of something the test cannot be
 /// told about (a file), so it is looked at, but never for longer than [`WAIT`].
-pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut check: impl FnMut() -> bool) {
     within(what, async {
         while !check() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -37,7 +37,7 @@ pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// The lines of a text file; none if it does not exist.
-pub fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -46,14 +46,14 @@ pub fn lines(path: &Path) -> Vec<String> {
 }
 
 /// Whether the daemon's journal in `state` records the entry `id` (lines are `<id> <check>`).
-pub fn journal_has(state: &Path, id: &str) -> bool {
+pub(crate) fn journal_has(state: &Path, id: &str) -> bool {
     lines(&state.join("handled"))
         .iter()
         .any(|line| line.split(' ').next() == Some(id))
 }
 
 /// The names in `dir` ending in `suffix`, sorted; none if it does not exist.
-pub fn names(dir: &Path, suffix: &str) -> Vec<String> {
+pub(crate) fn names(dir: &Path, suffix: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -66,13 +66,13 @@ pub fn names(dir: &Path, suffix: &str) -> Vec<String> {
     names
 }
 
-pub fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The broker child process and log collection are shared with the workspace's other process-level
 /// tests.
-pub use switchboard_tests::{BrokerProcess as Broker, Log};
+pub(crate) use switchboard_tests::{BrokerProcess as Broker, Log};
 
 /// Sends `signal` (`TERM`, `KILL`) to a child with `kill`.
 async fn signal(child: &Child, signal: &str) {
@@ -87,7 +87,7 @@ async fn signal(child: &Child, signal: &str) {
 }
 
 /// A `switchboard` command as `id`, talking to `addr`, with the environment cleared of settings.
-pub fn switchboard(addr: SocketAddr, id: &str) -> Command {
+pub(crate) fn switchboard(addr: SocketAddr, id: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.arg("--server")
         .arg(addr.to_string())
@@ -105,14 +105,14 @@ pub fn switchboard(addr: SocketAddr, id: &str) -> Command {
 }
 
 /// Runs a one-shot command to its end.
-pub async fn run(mut cmd: Command) -> Output {
+pub(crate) async fn run(mut cmd: Command) -> Output {
     within("the command", cmd.output())
         .await
         .expect("run switchboard")
 }
 
 /// `send` from `from` to `to`; returns the broker's message id.
-pub async fn send(addr: SocketAddr, from: &str, to: &str, body: &str) -> u64 {
+pub(crate) async fn send(addr: SocketAddr, from: &str, to: &str, body: &str) -> u64 {
     let mut cmd = switchboard(addr, from);
     cmd.args(["send", "--to", to, body]);
     let out = run(cmd).await;
@@ -125,7 +125,7 @@ pub async fn send(addr: SocketAddr, from: &str, to: &str, body: &str) -> u64 {
 
 /// `send --spool DIR` that must end spooled: exit 0, nothing on stdout, `spooled to DIR/...` on
 /// stderr. Returns the spooled file.
-pub async fn send_spooled(
+pub(crate) async fn send_spooled(
     addr: SocketAddr,
     from: &str,
     to: &str,
@@ -153,7 +153,7 @@ pub async fn send_spooled(
 }
 
 /// A `switchboard daemon` process; its stderr (logs) and stdout (the default sink) are collected.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     pub log: Log,
     stdout: mpsc::UnboundedReceiver<String>,
@@ -161,7 +161,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `switchboard --id ID daemon ARGS…` with a quick backoff.
-    pub fn start(addr: SocketAddr, id: &str, args: &[&str]) -> Daemon {
+    pub(crate) fn start(addr: SocketAddr, id: &str, args: &[&str]) -> Daemon {
         let mut cmd = switchboard(addr, id);
         cmd.args(["daemon", "--backoff-base", "0.05", "--backoff-cap", "0.5"])
             .args(args);
@@ -181,7 +181,7 @@ impl Daemon {
     }
 
     /// The next JSON line the default sink prints.
-    pub async fn next_json(&mut self) -> serde_json::Value {
+    pub(crate) async fn next_json(&mut self) -> serde_json::Value {
         let line = match tokio::time::timeout(WAIT, self.stdout.recv()).await {
             Ok(Some(line)) => line,
             Ok(None) => panic!(
@@ -197,7 +197,7 @@ impl Daemon {
     }
 
     /// SIGKILL, and wait for it to be gone.
-    pub async fn kill9(mut self) {
+    pub(crate) async fn kill9(mut self) {
         self.child.start_kill().expect("kill the daemon");
         within("the killed daemon's exit", self.child.wait())
             .await
@@ -205,7 +205,7 @@ impl Daemon {
     }
 
     /// SIGTERM; the daemon must say goodbye and exit 0.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Ok(Some(exit)) = self.child.try_wait() {
             panic!(
                 "the daemon had exited ({exit}):\n{}",
@@ -226,13 +226,13 @@ impl Daemon {
 
 /// A TCP proxy in front of the broker that can be frozen: from then on, what clients write is
 /// dropped instead of passed on, as if the network lost it (the broker's bytes still pass).
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     frozen: Arc<AtomicBool>,
 }
 
 impl Proxy {
-    pub async fn start(upstream: SocketAddr) -> Proxy {
+    pub(crate) async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the proxy");
@@ -251,7 +251,7 @@ impl Proxy {
     }
 
     /// Drops everything clients write from now on.
-    pub fn freeze(&self) {
+    pub(crate) fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use crate::harness::*;
 
 /// An `--exec` command that appends `<message id> <body>` to `file`, one line per run.
-pub fn recorder(file: &std::path::Path) -> String {
+pub(crate) fn recorder(file: &std::path::Path) -> String {
     format!(
         "printf '%s %s\\n' \"$SWITCHBOARD_MESSAGE_ID\" \"$(cat)\" >> '{}'",
         file.display()

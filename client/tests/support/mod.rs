@@ -12,30 +12,30 @@ use tokio_util::codec::Framed;
 
 /// Every wait in these tests is bounded by `switchboard_tests::WAIT`, as in the workspace's other
 /// tests.
-pub use switchboard_tests::within;
+pub(crate) use switchboard_tests::within;
 
 /// A port with nothing listening on it.
-pub fn closed_port() -> SocketAddr {
+pub(crate) fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     addr
 }
 
-pub struct MockBroker {
+pub(crate) struct MockBroker {
     listener: TcpListener,
     pub addr: SocketAddr,
 }
 
 impl MockBroker {
-    pub async fn start() -> MockBroker {
+    pub(crate) async fn start() -> MockBroker {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         MockBroker { listener, addr }
     }
 
     /// The next connection, before its `Hello`.
-    pub async fn accept(&self) -> Peer {
+    pub(crate) async fn accept(&self) -> Peer {
         let (stream, _) = within("a connection", self.listener.accept())
             .await
             .expect("accept");
@@ -45,7 +45,7 @@ impl MockBroker {
     }
 
     /// The next connection, with its `Hello` read and answered by a `Hi`.
-    pub async fn welcome(&self, keepalive_secs: u32, pending: u64) -> (Peer, ClientFrame) {
+    pub(crate) async fn welcome(&self, keepalive_secs: u32, pending: u64) -> (Peer, ClientFrame) {
         let mut peer = self.accept().await;
         let hello = peer.recv().await.expect("hello");
         assert!(
@@ -70,19 +70,19 @@ impl MockBroker {
 }
 
 /// The broker's end of one connection.
-pub struct Peer {
+pub(crate) struct Peer {
     pub framed: Framed<TcpStream, BrokerCodec>,
 }
 
 impl Peer {
-    pub async fn send(&mut self, frame: BrokerFrame) {
+    pub(crate) async fn send(&mut self, frame: BrokerFrame) {
         within("frame write", self.framed.send(frame))
             .await
             .expect("frame write");
     }
 
     /// The next frame, or `None` once the client has closed the connection.
-    pub async fn recv(&mut self) -> Option<ClientFrame> {
+    pub(crate) async fn recv(&mut self) -> Option<ClientFrame> {
         match within("a frame", self.framed.next()).await {
             Some(Ok(frame)) => Some(frame),
             Some(Err(e)) => panic!("undecodable frame from the client: {e}"),
@@ -91,7 +91,7 @@ impl Peer {
     }
 
     /// The next frame that is not a `Ping`.
-    pub async fn recv_skipping_pings(&mut self) -> Option<ClientFrame> {
+    pub(crate) async fn recv_skipping_pings(&mut self) -> Option<ClientFrame> {
         loop {
             match self.recv().await {
                 Some(ClientFrame::Ping) => continue,
@@ -102,7 +102,7 @@ impl Peer {
 }
 
 /// The next `Send`, skipping pings: its send id, recipient, body and time to live.
-pub async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u64>) {
+pub(crate) async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u64>) {
     match peer.recv_skipping_pings().await {
         Some(ClientFrame::Send {
             id,
@@ -117,7 +117,7 @@ pub async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u6
 
 /// The next `Send`, skipping pings, whole: its send id, body and `fresh` flag are what the
 /// early-delivery tests look at.
-pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
+pub(crate) async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
     match peer.recv_skipping_pings().await {
         Some(ClientFrame::Send {
             id,
@@ -138,7 +138,7 @@ pub async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
 
 /// A `Send` frame's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendFrame {
+pub(crate) struct SendFrame {
     /// `Send.id` on the wire.
     pub send_id: u64,
     pub to: String,

@@ -86,7 +86,7 @@ impl SocketWriter {
     /// A writer to `socket`: frames up to `max_frame` bytes, at most `limit` bytes queued, and
     /// a write that makes no progress for `stall_timeout` fails. No task runs until there is
     /// something to write; [`SocketWriter::poll_ended`] tells when writing has ended.
-    pub fn new(
+    pub(crate) fn new(
         socket: impl AsyncWrite + Unpin + 'static,
         max_frame: usize,
         limit: usize,
@@ -114,7 +114,7 @@ impl SocketWriter {
     }
 
     /// Encodes `frame` and queues it for writing.
-    pub fn send(&mut self, frame: BrokerFrame) -> Result<(), WriteError> {
+    pub(crate) fn send(&mut self, frame: BrokerFrame) -> Result<(), WriteError> {
         if self.shared.closed.get() {
             return Err(WriteError::Closed);
         }
@@ -141,7 +141,7 @@ impl SocketWriter {
     }
 
     /// No more frames: the writer writes what is queued, shuts the socket's write side and ends.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if !self.shared.closed.replace(true) {
             self.start_writer(false);
         }
@@ -149,7 +149,7 @@ impl SocketWriter {
 
     /// Ends a lingering writer if no frame was queued since the previous call, which gives back its
     /// memory: the session calls this now and then.
-    pub fn release_if_idle(&mut self) {
+    pub(crate) fn release_if_idle(&mut self) {
         if self.shared.active.replace(false) {
             return;
         }
@@ -162,7 +162,7 @@ impl SocketWriter {
 
     /// Ready with the writer's result once it has ended after [`SocketWriter::close`] or on a write error;
     /// until then `cx` is woken when it does.
-    pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<WriterResult> {
+    pub(crate) fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<WriterResult> {
         if let Some(result) = self.shared.ended.take() {
             return Poll::Ready(result);
         }

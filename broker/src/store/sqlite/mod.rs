@@ -21,7 +21,7 @@ use super::{
 };
 
 /// The database file's name inside the data directory.
-pub const DB_FILE: &str = "switchboard.db";
+pub(crate) const DB_FILE: &str = "switchboard.db";
 
 /// The schema this code writes; a file with a newer one is refused rather than misread.
 const SCHEMA_VERSION: i64 = 2;

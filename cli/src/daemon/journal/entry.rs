@@ -12,7 +12,7 @@ use switchboard_proto::client_id;
 
 /// What the journal knows an entry by: its broker id, and a number its redelivery repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     /// The message id or receipt id.
     pub id: u64,
     /// A message's `sent_at` in milliseconds since 1970, a receipt's send id.
@@ -22,7 +22,7 @@ pub struct Key {
 /// What the journal also knows a message by: the sender and its send id, which a copy
 /// resent after a broker crash repeats under a new message id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// The sender, a valid client id (so one field of a line).
     pub from: String,
     /// The sender's send id; never 0.
@@ -31,7 +31,7 @@ pub struct Origin {
 
 /// One handled entry: its key, and for a message that has one, its origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// What a redelivery of the same entry repeats.
     pub key: Key,
     /// What a copy resent under a new message id repeats; `None` when that cannot be told.
@@ -40,7 +40,7 @@ pub struct Entry {
 
 /// How the journal knows an entry it has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// The same entry again (same key): a redelivery.
     Redelivered,
     /// The same message under another key (same origin): resent by its sender after a broker crash.
@@ -49,7 +49,7 @@ pub enum Seen {
 
 impl Entry {
     /// A delivered message's entry: its key, and its origin when it has one.
-    pub fn message(message: &Message) -> Entry {
+    pub(crate) fn message(message: &Message) -> Entry {
         let sent_at = message
             .sent_at
             .duration_since(UNIX_EPOCH)
@@ -78,7 +78,7 @@ impl Entry {
     }
 
     /// A receipt's entry, known by its key alone.
-    pub fn receipt(receipt: &Receipt) -> Entry {
+    pub(crate) fn receipt(receipt: &Receipt) -> Entry {
         Entry {
             key: Key {
                 id: receipt.receipt_id,
@@ -89,7 +89,7 @@ impl Entry {
     }
 
     /// The entry as a line of the journal file, newline included.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let Key { id, check } = self.key;
         match &self.origin {
             None => format!("{id} {check}\n"),
@@ -98,7 +98,7 @@ impl Entry {
     }
 
     /// A line without its newline; `None` unless it is exactly one of the two forms.
-    pub fn parse(line: &[u8]) -> Option<Entry> {
+    pub(crate) fn parse(line: &[u8]) -> Option<Entry> {
         let text = std::str::from_utf8(line).ok()?;
         let mut fields = text.split(' ');
         let key = Key {

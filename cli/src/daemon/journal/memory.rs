@@ -7,7 +7,7 @@ use crate::daemon::journal::entry::{Entry, Key, Origin, Seen};
 /// The last `keep` entries, in the order they were recorded, and their keys and origins for lookup.
 /// No two remembered entries share a key or an origin, so forgetting the oldest entry forgets
 /// exactly its own.
-pub struct Memory {
+pub(crate) struct Memory {
     /// How many entries are remembered.
     pub keep: usize,
     keys: HashSet<Key>,
@@ -18,7 +18,7 @@ pub struct Memory {
 
 impl Memory {
     /// Remembers nothing yet, and at most `keep` entries.
-    pub fn new(keep: usize) -> Memory {
+    pub(crate) fn new(keep: usize) -> Memory {
         Memory {
             keep,
             keys: HashSet::new(),
@@ -28,7 +28,7 @@ impl Memory {
     }
 
     /// Whether, and how, the entry is remembered.
-    pub fn seen(&self, entry: &Entry) -> Option<Seen> {
+    pub(crate) fn seen(&self, entry: &Entry) -> Option<Seen> {
         if self.keys.contains(&entry.key) {
             Some(Seen::Redelivered)
         } else if entry
@@ -43,7 +43,7 @@ impl Memory {
     }
 
     /// Remembers an entry not seen yet, forgetting the oldest beyond `keep`; false if it was seen.
-    pub fn remember(&mut self, entry: Entry) -> bool {
+    pub(crate) fn remember(&mut self, entry: Entry) -> bool {
         if self.seen(&entry).is_some() {
             return false;
         }

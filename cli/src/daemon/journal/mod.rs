@@ -30,8 +30,8 @@
 //! rewritten with the last [`KEEP`], atomically. A torn last line (a crash mid-append) is dropped
 //! when the journal is opened.
 
-pub mod entry;
-pub mod memory;
+pub(crate) mod entry;
+pub(crate) mod memory;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -43,14 +43,14 @@ use crate::daemon::journal::memory::Memory;
 use crate::files::{blocking, write_atomic};
 
 /// How many handled entries are remembered.
-pub const KEEP: usize = 10_000;
+pub(crate) const KEEP: usize = 10_000;
 
 /// The journal's file name in the state directory.
-pub const FILE_NAME: &str = "handled";
+pub(crate) const FILE_NAME: &str = "handled";
 
 /// The journal, shared between the tasks that consult it and the blocking pool that writes it.
 #[derive(Clone)]
-pub struct Journal {
+pub(crate) struct Journal {
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -65,7 +65,7 @@ struct Inner {
 impl Journal {
     /// Opens (or creates) the journal in `dir`, remembering at most `keep` entries. Reads the lines
     /// of every version of the daemon.
-    pub fn open(dir: &Path, keep: usize) -> io::Result<Journal> {
+    pub(crate) fn open(dir: &Path, keep: usize) -> io::Result<Journal> {
         let path = dir.join(FILE_NAME);
         let text = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -107,7 +107,7 @@ impl Journal {
     }
 
     /// Whether, and how, the entry was handled.
-    pub fn seen(&self, entry: &Entry) -> Option<Seen> {
+    pub(crate) fn seen(&self, entry: &Entry) -> Option<Seen> {
         match self.inner.lock() {
             Ok(inner) => inner.memory.seen(entry),
             Err(poisoned) => poisoned.into_inner().memory.seen(entry),
@@ -115,7 +115,7 @@ impl Journal {
     }
 
     /// Records the entry as handled, durably; returns once it is on disk.
-    pub async fn record(&self, entry: Entry) -> io::Result<()> {
+    pub(crate) async fn record(&self, entry: Entry) -> io::Result<()> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
             let mut inner = inner
