@@ -9,21 +9,22 @@
 //!
 //! Nothing is silently ignored: a key no struct here knows (a typo, in a file or in the environment)
 //! refuses the start and names the key, and so does a value out of range.
+//!
+//! This file is the struct and its defaults; `load.rs` reads the layers, `validate.rs` checks what
+//! types alone cannot.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use crate::store::Durability;
 
-/// The prefix of the broker's environment variables (`SWITCHBOARD_BROKER_LISTEN`, ...).
-pub const ENV_PREFIX: &str = "SWITCHBOARD_BROKER";
+mod load;
+mod validate;
 
-/// Most session worker threads per CPU core: past the core count more threads only cost memory and
-/// start-up time (100,000 of them never get to listen).
-const MAX_WORKERS_PER_CORE: usize = 4;
+pub use load::{Overrides, ENV_PREFIX};
 
 /// Why the settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -274,157 +275,7 @@ impl Default for Log {
     }
 }
 
-/// Command-line values that override every other layer.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub config_file: Option<PathBuf>,
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-}
-
 impl Settings {
-    /// Loads the layers described in the module documentation and validates the result.
-    pub fn load(overrides: &Overrides) -> Result<Self, SettingsError> {
-        let (file, path) = match &overrides.config_file {
-            Some(path) => (
-                config::File::from(path.as_path()).required(true),
-                path.as_path(),
-            ),
-            None => (
-                config::File::from(Path::new("settings.toml")).required(false),
-                Path::new("settings.toml"),
-            ),
-        };
-        let load_error = |cause| SettingsError::Load {
-            from: format!("{} and {ENV_PREFIX}_* variables", path.display()),
-            cause,
-        };
-        let mut builder = config::Config::builder().add_source(file).add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        );
-        if let Some(listen) = &overrides.listen {
-            builder = builder
-                .set_override("listen", listen.as_str())
-                .map_err(load_error)?;
-        }
-        if let Some(dir) = &overrides.data_dir {
-            builder = builder
-                .set_override("data_dir", dir.to_string_lossy().as_ref())
-                .map_err(load_error)?;
-        }
-        let settings: Settings = builder
-            .build()
-            .and_then(config::Config::try_deserialize)
-            .map_err(load_error)?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// Checks what types alone cannot; each error names the offending key.
-    pub fn validate(&self) -> Result<(), SettingsError> {
-        let invalid = |key, reason: &str| {
-            Err(SettingsError::Invalid {
-                key,
-                reason: reason.to_string(),
-            })
-        };
-        if let Err(e) = self.listen_addr() {
-            return invalid("listen", &e);
-        }
-        let cores = available_cores();
-        if self.workers > MAX_WORKERS_PER_CORE * cores {
-            return invalid(
-                "workers",
-                &format!(
-                    "must be at most {MAX_WORKERS_PER_CORE} per CPU core ({} on this machine), or 0 for one per core",
-                    MAX_WORKERS_PER_CORE * cores
-                ),
-            );
-        }
-        if let Err(e) = check_log_filter(&self.log.level) {
-            return invalid("log.level", &e);
-        }
-        let l = &self.limits;
-        if !(64..=64 * 1024 * 1024).contains(&l.max_frame_bytes) {
-            return invalid("limits.max_frame_bytes", "must be between 64 and 67108864");
-        }
-        if l.window == 0 {
-            return invalid("limits.window", "must be at least 1");
-        }
-        if l.window_bytes == 0 {
-            return invalid("limits.window_bytes", "must be at least 1");
-        }
-        let needed = (l.window_bytes as usize).saturating_add(2 * l.max_frame_bytes);
-        if l.max_outgoing_bytes < needed {
-            return invalid(
-                "limits.max_outgoing_bytes",
-                &format!(
-                    "must be at least limits.window_bytes + 2 x limits.max_frame_bytes ({needed})"
-                ),
-            );
-        }
-        if l.write_timeout_ms == 0 {
-            return invalid("limits.write_timeout_ms", "must be at least 1");
-        }
-        if l.max_connections == 0 {
-            return invalid("limits.max_connections", "must be at least 1");
-        }
-        if l.max_unaccepted_sends == 0 {
-            return invalid("limits.max_unaccepted_sends", "must be at least 1");
-        }
-        if l.page_size == 0 {
-            return invalid("limits.page_size", "must be at least 1");
-        }
-        if l.handshake_timeout_ms == 0 {
-            return invalid("limits.handshake_timeout_ms", "must be at least 1");
-        }
-        if self.mailbox.max_messages == 0 {
-            return invalid("mailbox.max_messages", "must be at least 1");
-        }
-        if self.mailbox.max_bytes == 0 {
-            return invalid("mailbox.max_bytes", "must be at least 1");
-        }
-        if self.mailbox.expiry_sweep_ms == 0 {
-            return invalid("mailbox.expiry_sweep_ms", "must be at least 1");
-        }
-        if self.mailbox.max_ttl_secs != 0
-            && self.mailbox.default_ttl_secs > self.mailbox.max_ttl_secs
-        {
-            return invalid(
-                "mailbox.default_ttl_secs",
-                "must not exceed mailbox.max_ttl_secs",
-            );
-        }
-        if self.dedupe.max_remembered == 0 {
-            return invalid("dedupe.max_remembered", "must be at least 1");
-        }
-        let tls = &self.tls;
-        if !tls.cert_file.as_os_str().is_empty() && tls.key_file.as_os_str().is_empty() {
-            return invalid("tls.key_file", "must be set when tls.cert_file is");
-        }
-        if tls.cert_file.as_os_str().is_empty()
-            && !(tls.key_file.as_os_str().is_empty() && tls.client_ca_file.as_os_str().is_empty())
-        {
-            return invalid(
-                "tls.cert_file",
-                "must be set when tls.key_file or tls.client_ca_file is",
-            );
-        }
-        if self.keepalive.min_secs == 0 {
-            return invalid("keepalive.min_secs", "must be at least 1");
-        }
-        if self.keepalive.max_secs < self.keepalive.min_secs {
-            return invalid("keepalive.max_secs", "must not be below keepalive.min_secs");
-        }
-        if self.store == StoreKind::Sqlite && self.data_dir.as_os_str().is_empty() {
-            return invalid("data_dir", "must not be empty with the sqlite store");
-        }
-        Ok(())
-    }
-
     /// `listen` as a socket address.
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
         self.listen
@@ -463,29 +314,6 @@ impl Settings {
     }
 }
 
-/// The levels a log directive may name.
-const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-
-/// Checks `tracing` filter directives more strictly than `EnvFilter` does: a bare word is a level,
-/// never a target, so a typo such as `infoo` is refused instead of turning logging off.
-fn check_log_filter(filter: &str) -> Result<(), String> {
-    for directive in filter.split(',').map(str::trim) {
-        let level = match directive.rsplit_once('=') {
-            Some((target, level)) if !target.is_empty() => level,
-            _ => directive,
-        };
-        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
-            return Err(format!(
-                "`{directive}` in `{filter}` is not a level ({}) nor `target=level`",
-                LOG_LEVELS.join(", ")
-            ));
-        }
-    }
-    tracing_subscriber::EnvFilter::try_new(filter)
-        .map(drop)
-        .map_err(|e| format!("`{filter}` is not a log filter ({e})"))
-}
-
 /// The CPU cores this process may use (1 if the system will not say).
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -497,7 +325,7 @@ mod tests {
 
     #[test]
     fn the_documented_settings_file_is_the_defaults() {
-        let text = include_str!("../../settings.toml");
+        let text = include_str!("../../../settings.toml");
         let parsed: Settings = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
@@ -506,75 +334,6 @@ mod tests {
             .unwrap();
         assert_eq!(parsed, Settings::default());
         parsed.validate().unwrap();
-    }
-
-    #[test]
-    fn invalid_values_name_their_key() {
-        let mut s = Settings::default();
-        s.limits.window = 0;
-        let err = s.validate().unwrap_err().to_string();
-        assert!(err.contains("limits.window"), "{err}");
-        let s = Settings {
-            listen: "nowhere".into(),
-            ..Settings::default()
-        };
-        assert!(s.validate().unwrap_err().to_string().contains("`listen`"));
-    }
-
-    #[test]
-    fn a_log_level_typo_is_refused() {
-        for good in [
-            "info",
-            "WARN",
-            "info,switchboard_broker=debug",
-            "switchboard_broker::router=trace",
-        ] {
-            assert_eq!(check_log_filter(good), Ok(()), "{good}");
-        }
-        for bad in ["infoo", "", "info,", "switchboard_broker", "router=loud"] {
-            let s = Settings {
-                log: Log {
-                    level: bad.into(),
-                    ..Log::default()
-                },
-                ..Settings::default()
-            };
-            let err = s.validate().unwrap_err().to_string();
-            assert!(err.contains("log.level"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn workers_are_bounded_by_the_machine() {
-        let s = Settings {
-            workers: MAX_WORKERS_PER_CORE * available_cores() + 1,
-            ..Settings::default()
-        };
-        assert!(s.validate().unwrap_err().to_string().contains("`workers`"));
-        let s = Settings {
-            workers: available_cores(),
-            ..Settings::default()
-        };
-        s.validate().unwrap();
-    }
-
-    #[test]
-    fn an_unknown_key_is_refused_and_named() {
-        for (text, key) in [
-            ("[limits]\nwindw = 64\n", "windw"),
-            ("[limitz]\nwindow = 64\n", "limitz"),
-            ("listn = \"127.0.0.1:1\"\n", "listn"),
-            ("[tls]\ncert = \"x\"\n", "cert"),
-        ] {
-            let err = config::Config::builder()
-                .add_source(config::File::from_str(text, config::FileFormat::Toml))
-                .build()
-                .unwrap()
-                .try_deserialize::<Settings>()
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(key), "{text}: {err}");
-        }
     }
 
     #[test]
