@@ -137,42 +137,82 @@ fn absurd_worker_counts_are_refused() {
     assert!(err.contains("`workers`"), "{err}");
 }
 
+/// A broker started from `cmd`, once it says it is listening; killed when dropped.
+struct Listening(std::process::Child);
+
+impl Listening {
+    fn start(mut cmd: Command) -> Listening {
+        use std::io::{BufRead, BufReader};
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start broker");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let child = Listening(child);
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.contains("listening on") => return child,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("the broker did not start: {seen:#?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The client's documented variables, exported in the broker's shell, leave the broker alone.
 #[test]
 fn the_clients_environment_does_not_reach_the_broker() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::mpsc;
-    use std::time::Duration;
-
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = broker()
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+    let mut cmd = broker();
+    cmd.arg("--data-dir")
         .arg(dir.path())
         .env("SWITCHBOARD_TLS", "true")
         .env("SWITCHBOARD_SERVER", "127.0.0.1:1")
         .env("SWITCHBOARD_ID", "alice")
-        .env("SWITCHBOARD_TOKEN", "secret")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start broker");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let listening = loop {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.contains("listening on") => break true,
-            Ok(line) => seen.push(line),
-            Err(_) => break false,
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(listening, "the broker did not start: {seen:#?}");
+        .env("SWITCHBOARD_TOKEN", "secret");
+    let _broker = Listening::start(cmd);
+}
+
+/// Two brokers on one data directory would number from the same high-water mark and delete each
+/// other's entries: the second is refused, and told which process holds the directory.
+#[test]
+fn a_second_broker_on_the_same_data_directory_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = broker();
+    cmd.arg("--data-dir").arg(dir.path());
+    let first = Listening::start(cmd);
+    let mut second = broker();
+    second
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path());
+    let out = output_within_bound(second);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another broker"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.0.id())), "{err}");
+    drop(first);
+    // Once the first is gone (killed: the kernel drops its lock), the directory is free again.
+    let mut again = broker();
+    again.arg("--data-dir").arg(dir.path());
+    let _third = Listening::start(again);
 }

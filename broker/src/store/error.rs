@@ -12,6 +12,13 @@ pub enum StoreError {
         path: std::path::PathBuf,
         cause: std::io::Error,
     },
+    #[error(
+        "data directory {path} is in use by another broker ({holder}); one broker per directory"
+    )]
+    Locked {
+        path: std::path::PathBuf,
+        holder: String,
+    },
     #[error("stored entry {id} is corrupt: {what}")]
     Corrupt { id: u64, what: String },
     #[error("{0}")]

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    Batch, CommitOutcome, Duplicate, Durability, Entry, EntryKind, ExpiredEntry, MailboxStore,
-    MailboxUsage, Maintenance, MaintenanceReport, StoreError,
+    Batch, CommitOutcome, DataDirLock, Duplicate, Durability, Entry, EntryKind, ExpiredEntry,
+    MailboxStore, MailboxUsage, Maintenance, MaintenanceReport, StoreError,
 };
 
 /// The database file's name inside the data directory.
@@ -78,6 +78,8 @@ const VACUUM_PAGES_PER_RUN: u64 = 4_096;
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Held while the store is open: a second broker on the same directory is refused.
+    _lock: DataDirLock,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -93,10 +95,7 @@ impl SqliteStore {
     /// threads. SQLite replays the WAL on open, so a file left by a crash opens with every committed
     /// batch and nothing of a batch that was not.
     pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::DataDir {
-            path: data_dir.to_path_buf(),
-            cause,
-        })?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
         // Must precede the first table of a new file; on an existing file it is a no-op.
@@ -119,7 +118,11 @@ impl SqliteStore {
              PRAGMA cache_size = -65536;
              PRAGMA temp_store = MEMORY;"
         ))?;
-        let mut store = Self { conn, path };
+        let mut store = Self {
+            conn,
+            path,
+            _lock: lock,
+        };
         store.migrate()?;
         tracing::info!(path = %store.path.display(), ?durability, "opened SQLite store");
         Ok(store)
