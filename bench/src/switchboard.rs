@@ -106,14 +106,14 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(buf, s);
 }
 
-/// `send {id, to, body, fresh: true}`.
-pub(crate) fn put_send(buf: &mut Vec<u8>, id: u64, to: &str, body: &[u8]) {
+/// `send {id, to, body, fresh: true}`, `id` being the send id.
+pub(crate) fn put_send(buf: &mut Vec<u8>, send_id: u64, to: &str, body: &[u8]) {
     frame(buf, |b| {
         let _ = rmp::encode::write_map_len(b, 5);
         put_str(b, "type");
         put_str(b, "send");
         put_str(b, "id");
-        let _ = rmp::encode::write_uint(b, id);
+        let _ = rmp::encode::write_uint(b, send_id);
         put_str(b, "to");
         put_str(b, to);
         put_str(b, "body");
@@ -184,9 +184,9 @@ pub(crate) struct SbSender {
     incoming: mpsc::UnboundedReceiver<Incoming>,
     buf: Vec<u8>,
     body: Vec<u8>,
-    /// The next `Send.id`: Unix time in microseconds at connect, plus one per send, so ids stay
+    /// The next send id: Unix time in microseconds at connect, plus one per send, so ids stay
     /// unique across runs against a long-lived broker (the broker would take a reused id for a resend).
-    next_id: u64,
+    next_send_id: u64,
     receipts: u64,
     warned: bool,
 }
@@ -233,7 +233,7 @@ impl SbSender {
             incoming,
             buf: Vec::with_capacity(WRITE_BATCH + 4096),
             body: Vec::new(),
-            next_id: now_us,
+            next_send_id: now_us,
             receipts: 0,
             warned: false,
         })
@@ -281,11 +281,11 @@ impl Sender for SbSender {
                 body::write(&mut self.body, plan.sender, next, plan.size);
                 put_send(
                     &mut self.buf,
-                    self.next_id,
+                    self.next_send_id,
                     plan.recipient(next),
                     &self.body,
                 );
-                self.next_id += 1;
+                self.next_send_id += 1;
                 next += 1;
                 outstanding += 1;
             }
@@ -443,7 +443,7 @@ mod tests {
         let mut buf = Vec::new();
         put_send(&mut buf, 1_700_000_000_000_001, "bob", b"\x00hi");
         let send = ClientFrame::Send {
-            id: 1_700_000_000_000_001,
+            send_id: 1_700_000_000_000_001,
             to: "bob".into(),
             body: bytes::Bytes::from_static(b"\x00hi"),
             ttl_ms: None,

@@ -67,7 +67,7 @@ pub(crate) fn message_line(message: &Message) -> serde_json::Result<String> {
 /// The line for a receipt.
 pub(crate) fn receipt_line(receipt: &Receipt) -> serde_json::Result<String> {
     serde_json::to_string(&Line::Receipt {
-        send_id: receipt.id,
+        send_id: receipt.send_id,
         message_id: receipt.message_id,
         to: &receipt.to,
         status: receipt.status.as_str(),
@@ -125,7 +125,7 @@ mod tests {
     fn a_receipt_line_names_the_send_and_the_recipient() {
         let receipt = Receipt {
             receipt_id: 43,
-            id: 1_700_000_000_000_001,
+            send_id: 1_700_000_000_000_001,
             message_id: 42,
             to: "bob".into(),
             status: ReceiptStatus::Delivered,
@@ -140,7 +140,7 @@ mod tests {
     fn an_expired_receipt_says_expired() {
         let receipt = Receipt {
             receipt_id: 45,
-            id: 7,
+            send_id: 7,
             message_id: 44,
             to: "bob".into(),
             status: ReceiptStatus::Expired,

@@ -60,9 +60,13 @@ async fn until_bye(peer: &mut Peer) -> Vec<ClientFrame> {
 /// Answers the next `Send` with `Accepted`; returns its send id and body.
 async fn accept_send(peer: &mut Peer, message_id: u64) -> (u64, Bytes) {
     match peer.recv_skipping_pings().await {
-        Some(ClientFrame::Send { id, body, .. }) => {
-            peer.send(BrokerFrame::Accepted { id, message_id }).await;
-            (id, body)
+        Some(ClientFrame::Send { send_id, body, .. }) => {
+            peer.send(BrokerFrame::Accepted {
+                send_id,
+                message_id,
+            })
+            .await;
+            (send_id, body)
         }
         other => panic!("expected a send, got {other:?}"),
     }
@@ -121,11 +125,11 @@ async fn send_from_stdin_waits_for_delivery() {
     drop(stdin);
 
     let (mut peer, _) = broker.welcome(30, 0).await;
-    let (id, body) = accept_send(&mut peer, 42).await;
+    let (send_id, body) = accept_send(&mut peer, 42).await;
     assert_eq!(&body[..], [0xff, 0xfe, 0x00, b'x']);
     peer.send(BrokerFrame::Receipt {
         receipt_id: 43,
-        id,
+        send_id,
         message_id: 42,
         to: "bob".into(),
         status: ReceiptStatus::Delivered,
@@ -153,13 +157,16 @@ async fn send_ttl_reaches_the_wire_and_an_expiry_is_printed() {
     ]);
     let child = spawn(cmd);
     let (mut peer, _) = broker.welcome(30, 0).await;
-    let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+    let (send_id, _, _, ttl_ms) = recv_send(&mut peer).await;
     assert_eq!(ttl_ms, Some(90_000));
-    peer.send(BrokerFrame::Accepted { id, message_id: 42 })
-        .await;
+    peer.send(BrokerFrame::Accepted {
+        send_id,
+        message_id: 42,
+    })
+    .await;
     peer.send(BrokerFrame::Receipt {
         receipt_id: 43,
-        id,
+        send_id,
         message_id: 42,
         to: "bob".into(),
         status: ReceiptStatus::Expired,
@@ -188,9 +195,13 @@ async fn send_ttl_in_plain_seconds_and_without_one() {
         cmd.arg("hi");
         let child = spawn(cmd);
         let (mut peer, _) = broker.welcome(30, 0).await;
-        let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+        let (send_id, _, _, ttl_ms) = recv_send(&mut peer).await;
         assert_eq!(ttl_ms, expected, "--ttl {ttl:?}");
-        peer.send(BrokerFrame::Accepted { id, message_id: 1 }).await;
+        peer.send(BrokerFrame::Accepted {
+            send_id,
+            message_id: 1,
+        })
+        .await;
         assert!(until_bye(&mut peer).await.is_empty());
         drop(peer);
         let out = finish(child).await;
@@ -216,11 +227,11 @@ async fn a_rejected_send_names_the_reason() {
     cmd.args(["send", "--to", "not valid", "hi"]);
     let child = spawn(cmd);
     let (mut peer, _) = broker.welcome(30, 0).await;
-    let Some(ClientFrame::Send { id, .. }) = peer.recv_skipping_pings().await else {
+    let Some(ClientFrame::Send { send_id, .. }) = peer.recv_skipping_pings().await else {
         panic!("expected a send");
     };
     peer.send(BrokerFrame::Rejected {
-        id,
+        send_id,
         reason: RejectReason::InvalidRecipient,
         text: "client id contains a space".into(),
     })
@@ -265,7 +276,7 @@ async fn poll_prints_and_acks_what_was_pending_then_leaves() {
     .await;
     peer.send(BrokerFrame::Receipt {
         receipt_id: 44,
-        id: 1_700_000_000_000_001,
+        send_id: 1_700_000_000_000_001,
         message_id: 43,
         to: "carol".into(),
         status: ReceiptStatus::Delivered,

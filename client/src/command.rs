@@ -40,7 +40,7 @@ pub(crate) struct SendCommand {
     pub(crate) room: OwnedSemaphorePermit,
 }
 
-/// A fresh send id (`Send.id`), as the library numbers its own sends: the Unix time in
+/// A fresh send id, as the library numbers its own sends: the Unix time in
 /// microseconds, or one more than the last id handed out in this process if that is larger.
 ///
 /// Ids stay unique across reconnects and, unless a process sends faster than one message per

@@ -313,7 +313,7 @@ impl Driver {
             return;
         }
         let frame = ClientFrame::Send {
-            id: send_id,
+            send_id,
             to,
             body,
             ttl_ms,
@@ -373,7 +373,7 @@ impl Driver {
             }
             BrokerFrame::Receipt {
                 receipt_id,
-                id: send_id,
+                send_id,
                 message_id,
                 to,
                 status,
@@ -381,7 +381,7 @@ impl Driver {
                 self.entry_arrived(receipt_id);
                 let receipt = Receipt {
                     receipt_id,
-                    id: send_id,
+                    send_id,
                     message_id,
                     to,
                     status,
@@ -417,17 +417,17 @@ impl Driver {
     fn answer(&mut self, frame: BrokerFrame) {
         let (send_id, answer) = match frame {
             BrokerFrame::Accepted {
-                id: send_id,
+                send_id,
                 message_id,
             } => (
                 send_id,
                 Ok(Sent {
-                    id: send_id,
+                    send_id,
                     message_id,
                 }),
             ),
             BrokerFrame::Rejected {
-                id: send_id,
+                send_id,
                 reason,
                 text,
             } => {

@@ -46,7 +46,7 @@ pub struct Message {
     pub message_id: u64,
     /// The sender's client id.
     pub from: String,
-    /// The sender's send id (its `Send.id`, [`Sent::id`](crate::Sent::id) on its side).
+    /// The sender's send id ([`Sent::send_id`](crate::Sent::send_id) on its side).
     ///
     /// With `from` it names the message across broker crashes: a message the broker handed out
     /// early, before it was on disk, can come again after a broker crash, resent by its sender, under
@@ -66,8 +66,8 @@ pub struct Message {
 pub struct Receipt {
     /// The mailbox entry holding the receipt; the id to acknowledge.
     pub receipt_id: u64,
-    /// The send id, as in [`Sent::id`](crate::Sent::id).
-    pub id: u64,
+    /// The send id, as in [`Sent::send_id`](crate::Sent::send_id).
+    pub send_id: u64,
     /// The broker's id for the message, as in [`Sent::message_id`](crate::Sent::message_id).
     pub message_id: u64,
     /// The recipient the message was sent to.

@@ -25,8 +25,8 @@ pub struct SendOptions {
 /// A message the broker has stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sent {
-    /// The send id (`Send.id` on the wire); receipts carry it.
-    pub id: u64,
+    /// The send id (`id` in `Send` on the wire); receipts carry it.
+    pub send_id: u64,
     /// The broker's id for the message; the recipient sees it.
     pub message_id: u64,
 }

@@ -133,14 +133,14 @@ fn as_resend(frame: &[u8], max_frame: usize) -> Result<Bytes, CodecError> {
     let mut codec = FrameCodec::<ClientFrame, ClientFrame>::new(max_frame);
     match codec.decode(&mut BytesMut::from(frame))? {
         Some(ClientFrame::Send {
-            id: send_id,
+            send_id,
             to,
             body,
             ttl_ms,
             ..
         }) => {
             let resend = ClientFrame::Send {
-                id: send_id,
+                send_id,
                 to,
                 body,
                 ttl_ms,
@@ -169,7 +169,7 @@ mod tests {
 
     fn send_numbered(send_id: u64, fresh: bool) -> ClientFrame {
         ClientFrame::Send {
-            id: send_id,
+            send_id,
             to: "bob".into(),
             body: Bytes::from_static(b"\x00\xffhello"),
             ttl_ms: Some(90_000),
@@ -190,7 +190,7 @@ mod tests {
         while let Some((at, frame)) = unanswered.next_to_write(seq) {
             let mut codec = FrameCodec::<ClientFrame, ClientFrame>::new(1024);
             match codec.decode(&mut BytesMut::from(&frame[..])).unwrap() {
-                Some(ClientFrame::Send { id: send_id, .. }) => ids.push(send_id),
+                Some(ClientFrame::Send { send_id, .. }) => ids.push(send_id),
                 other => panic!("not a send: {other:?}"),
             }
             seq = at + 1;

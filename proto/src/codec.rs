@@ -185,7 +185,7 @@ mod tests {
         let mut codec = ClientCodec::new(16);
         let mut buf = BytesMut::from(&b"keep"[..]);
         let send = ClientFrame::Send {
-            id: 1,
+            send_id: 1,
             to: "bob".into(),
             body: vec![0u8; 64].into(),
             ttl_ms: None,

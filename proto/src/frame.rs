@@ -33,9 +33,10 @@ pub enum ClientFrame {
     },
     /// Hand a message to the broker for `to`.
     Send {
-        /// Chosen by the sender, unique among its own sends; echoed in `Accepted`, `Rejected` and
-        /// `Receipt`.
-        id: u64,
+        /// The send id (`id` on the wire): chosen by the sender, unique among its own sends; echoed
+        /// in `Accepted`, `Rejected` and `Receipt`.
+        #[serde(rename = "id")]
+        send_id: u64,
         to: String,
         body: Bytes,
         /// Time to live in milliseconds from acceptance: a message still undelivered by then is removed
@@ -43,7 +44,7 @@ pub enum ClientFrame {
         /// default, which is to keep the message until it is delivered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl_ms: Option<u64>,
-        /// The sender promises this is the first time it sends `id`: not a resend after a lost
+        /// The sender promises this is the first time it sends `send_id`: not a resend after a lost
         /// answer. The broker may then hand the message to its recipient before it is on disk (it
         /// still answers `Accepted` only once the message is on disk or acknowledged by the recipient).
         /// A resend must say `false` (the default, and what an absent key means), so the broker first
@@ -75,14 +76,17 @@ pub enum BrokerFrame {
     },
     /// The message is stored durably; from now on the broker answers for it.
     Accepted {
-        /// The sender's `Send.id`.
-        id: u64,
+        /// The sender's send id (`id` on the wire), as in `Send`.
+        #[serde(rename = "id")]
+        send_id: u64,
         /// The broker's id for the message, the one the recipient sees in `Deliver`.
         message_id: u64,
     },
     /// The message was not taken; nothing was stored.
     Rejected {
-        id: u64,
+        /// The sender's send id (`id` on the wire), as in `Send`.
+        #[serde(rename = "id")]
+        send_id: u64,
         reason: RejectReason,
         text: String,
     },
@@ -90,10 +94,10 @@ pub enum BrokerFrame {
     Deliver {
         message_id: u64,
         from: String,
-        /// The sender's `Send.id`. With `from` it names the message across broker restarts: after a
-        /// broker crash a message handed out before it reached the disk can come again, resent by its
-        /// sender, under a new `message_id` but with the same `from` and `send_id`. Absent (0) from
-        /// brokers older than this field.
+        /// The sender's send id, as in `Send` (which calls it `id` on the wire). With `from` it names
+        /// the message across broker restarts: after a broker crash a message handed out before it
+        /// reached the disk can come again, resent by its sender, under a new `message_id` but with
+        /// the same `from` and `send_id`. Absent (0) from brokers older than this field.
         #[serde(default)]
         send_id: u64,
         /// When the broker accepted the message, in milliseconds since the Unix epoch.
@@ -104,8 +108,9 @@ pub enum BrokerFrame {
     Receipt {
         /// The mailbox entry holding this receipt.
         receipt_id: u64,
-        /// The sender's `Send.id`.
-        id: u64,
+        /// The sender's send id (`id` on the wire), as in `Send`.
+        #[serde(rename = "id")]
+        send_id: u64,
         /// The broker's id for the message.
         message_id: u64,
         /// The recipient the message was sent to.
@@ -279,7 +284,7 @@ mod tests {
     #[test]
     fn bodies_travel_as_bin() {
         let send = ClientFrame::Send {
-            id: 7,
+            send_id: 7,
             to: "bob".into(),
             body: Bytes::from_static(b"\x00\xffhi"),
             ttl_ms: None,

@@ -33,8 +33,8 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             prop::option::of(any::<u64>()),
             any::<bool>()
         )
-            .prop_map(|(id, to, body, ttl_ms, fresh)| ClientFrame::Send {
-                id,
+            .prop_map(|(send_id, to, body, ttl_ms, fresh)| ClientFrame::Send {
+                send_id,
                 to,
                 body,
                 ttl_ms,
@@ -85,10 +85,17 @@ fn broker_frame() -> impl Strategy<Value = BrokerFrame> {
                 pending,
             }
         ),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(id, message_id)| BrokerFrame::Accepted { id, message_id }),
-        (any::<u64>(), reject_reason(), text())
-            .prop_map(|(id, reason, text)| BrokerFrame::Rejected { id, reason, text }),
+        (any::<u64>(), any::<u64>()).prop_map(|(send_id, message_id)| BrokerFrame::Accepted {
+            send_id,
+            message_id
+        }),
+        (any::<u64>(), reject_reason(), text()).prop_map(|(send_id, reason, text)| {
+            BrokerFrame::Rejected {
+                send_id,
+                reason,
+                text,
+            }
+        }),
         (any::<u64>(), text(), any::<u64>(), any::<u64>(), body()).prop_map(
             |(message_id, from, send_id, sent_at_ms, body)| BrokerFrame::Deliver {
                 message_id,
@@ -105,15 +112,15 @@ fn broker_frame() -> impl Strategy<Value = BrokerFrame> {
             text(),
             prop::sample::select(vec![ReceiptStatus::Delivered, ReceiptStatus::Expired]),
         )
-            .prop_map(
-                |(receipt_id, id, message_id, to, status)| BrokerFrame::Receipt {
+            .prop_map(|(receipt_id, send_id, message_id, to, status)| {
+                BrokerFrame::Receipt {
                     receipt_id,
-                    id,
+                    send_id,
                     message_id,
                     to,
                     status,
                 }
-            ),
+            }),
         Just(BrokerFrame::Pong),
         (error_code(), text()).prop_map(|(code, text)| BrokerFrame::Error { code, text }),
     ]

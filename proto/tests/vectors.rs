@@ -35,7 +35,7 @@ fn table() -> BTreeMap<String, Frame> {
             keepalive_secs: 30,
         }),
         Frame::Client(ClientFrame::Send {
-            id: alice_send_id,
+            send_id: alice_send_id,
             to: "bob".into(),
             body: Bytes::from_static(b"hi bob"),
             ttl_ms: None,
@@ -51,11 +51,11 @@ fn table() -> BTreeMap<String, Frame> {
             pending: 1,
         }),
         Frame::Broker(BrokerFrame::Accepted {
-            id: alice_send_id,
+            send_id: alice_send_id,
             message_id: 42,
         }),
         Frame::Broker(BrokerFrame::Rejected {
-            id: alice_send_id + 1,
+            send_id: alice_send_id + 1,
             reason: RejectReason::InvalidRecipient,
             text: "client id is empty".into(),
         }),
@@ -68,7 +68,7 @@ fn table() -> BTreeMap<String, Frame> {
         }),
         Frame::Broker(BrokerFrame::Receipt {
             receipt_id: 43,
-            id: alice_send_id,
+            send_id: alice_send_id,
             message_id: 42,
             to: "bob".into(),
             status: ReceiptStatus::Delivered,

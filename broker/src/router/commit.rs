@@ -97,12 +97,13 @@ impl CommitQueue {
             .filter(move |e| e.mailbox == owner && !self.acked.contains(&e.id))
     }
 
-    /// Whether the collecting batch holds `sender`'s message `client_msg_id` (so a resend of it will
+    /// Whether the collecting batch holds `sender`'s message `send_id` (so a resend of it will
     /// be recognised by the store and needs no room).
-    pub(super) fn holds_send(&self, sender: &str, client_msg_id: u64) -> bool {
-        self.batch.appends.iter().any(|e| {
-            e.kind == EntryKind::Message && e.peer == sender && e.client_msg_id == client_msg_id
-        })
+    pub(super) fn holds_send(&self, sender: &str, send_id: u64) -> bool {
+        self.batch
+            .appends
+            .iter()
+            .any(|e| e.kind == EntryKind::Message && e.peer == sender && e.send_id == send_id)
     }
 
     /// Append `id`, handed out early, was acknowledged while its batch was collecting: it will not be
@@ -165,7 +166,7 @@ impl CommitQueue {
 fn remembered(entry: Entry) -> Remembered {
     Remembered {
         sender: entry.peer,
-        client_msg_id: entry.client_msg_id,
+        send_id: entry.send_id,
         message_id: entry.id,
         at_ms: entry.sent_at_ms,
     }
@@ -226,7 +227,7 @@ mod tests {
             commit.batch.remembered,
             [Remembered {
                 sender: sent.peer,
-                client_msg_id: sent.client_msg_id,
+                send_id: sent.send_id,
                 message_id: 1,
                 at_ms: sent.sent_at_ms,
             }],

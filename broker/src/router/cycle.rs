@@ -85,7 +85,7 @@ impl Router {
         self.deleting.commit_landed(deletes);
         for entry in appended {
             if duplicates.contains_key(&entry.id) {
-                tracing::debug!(sender = %entry.peer, send_id = entry.client_msg_id, "resend recognised; stored once");
+                tracing::debug!(sender = %entry.peer, send_id = entry.send_id, "resend recognised; stored once");
                 self.online.not_stored(&entry);
                 continue;
             }

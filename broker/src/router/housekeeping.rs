@@ -62,7 +62,7 @@ impl Router {
                     EntryKind::Expired,
                     entry.peer,
                     entry.mailbox,
-                    entry.client_msg_id,
+                    entry.send_id,
                     about,
                 );
             }

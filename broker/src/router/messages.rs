@@ -17,7 +17,7 @@ use crate::store::{Entry, EntryKind, StoreError};
 #[rtype(result = "Result<u64, RejectReason>")]
 pub struct Submit {
     pub from: ClientId,
-    pub client_msg_id: u64,
+    pub send_id: u64,
     pub to: ClientId,
     pub body: Bytes,
     /// Time to live asked for by the sender; `None` or 0 for the broker's default.
@@ -36,7 +36,7 @@ impl Submit {
             mailbox: self.to.into_string(),
             kind: EntryKind::Message,
             peer: self.from.into_string(),
-            client_msg_id: self.client_msg_id,
+            send_id: self.send_id,
             message_id: id,
             sent_at_ms: now,
             expires_at_ms: config.expiry(now, self.ttl_ms),

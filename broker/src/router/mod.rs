@@ -116,7 +116,7 @@ impl Router {
         kind: EntryKind,
         owner: String,
         peer: String,
-        client_msg_id: u64,
+        send_id: u64,
         message_id: u64,
     ) {
         let id = self.ids.next();
@@ -125,7 +125,7 @@ impl Router {
             mailbox: owner,
             kind,
             peer,
-            client_msg_id,
+            send_id,
             message_id,
             sent_at_ms: now_ms(),
             expires_at_ms: 0,
@@ -184,7 +184,7 @@ impl Handler<Submit> for Router {
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
         match self.usage.check(msg.to.as_str(), msg.body.len() as u64) {
             Err(Over::TooLarge) => return Box::pin(async { Err(RejectReason::TooLarge) }),
-            Err(Over::Full) if !self.queue.holds_send(msg.from.as_str(), msg.client_msg_id) => {
+            Err(Over::Full) if !self.queue.holds_send(msg.from.as_str(), msg.send_id) => {
                 return self.original_or_full(msg);
             }
             // Room, or a resend of a message in the collecting batch: the store will recognise it.
@@ -205,7 +205,7 @@ impl Router {
     /// must hear the original's id, not a rejection. Asked after any commit in flight.
     fn original_or_full(&self, msg: Submit) -> ResponseFuture<Result<u64, RejectReason>> {
         let store = self.store.clone();
-        let (from, send_id) = (msg.from.into_string(), msg.client_msg_id);
+        let (from, send_id) = (msg.from.into_string(), msg.send_id);
         Box::pin(async move {
             match store.sent(from, send_id).await {
                 Ok(Some(original)) => Ok(original),
@@ -226,7 +226,7 @@ impl Router {
             self.delete(id, owner.to_owned(), done.body_len);
         }
         if done.kind == EntryKind::Message {
-            let (sender, send_id) = (done.sender, done.client_msg_id);
+            let (sender, send_id) = (done.sender, done.send_id);
             self.queue_receipt(EntryKind::Delivered, sender, owner.to_owned(), send_id, id);
         }
     }

@@ -61,7 +61,7 @@ pub(super) fn entry(id: u64, mailbox: &str, len: usize) -> Entry {
         mailbox: mailbox.into(),
         kind: EntryKind::Message,
         peer: "alice".into(),
-        client_msg_id: id * 10,
+        send_id: id * 10,
         message_id: id,
         sent_at_ms: 1_700_000_000_000 + id,
         expires_at_ms: 0,

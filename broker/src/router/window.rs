@@ -50,7 +50,7 @@ pub(super) struct WindowSize {
 pub(super) struct InFlight {
     pub(super) kind: EntryKind,
     pub(super) sender: String,
-    pub(super) client_msg_id: u64,
+    pub(super) send_id: u64,
     pub(super) body_len: u64,
 }
 
@@ -132,7 +132,7 @@ impl<S: Outlet> Window<S> {
         let in_flight = InFlight {
             kind: entry.kind,
             sender: entry.peer.clone(),
-            client_msg_id: entry.client_msg_id,
+            send_id: entry.send_id,
             body_len: entry.body.len() as u64,
         };
         let handed = self.session.offer(entry);

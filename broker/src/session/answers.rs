@@ -23,7 +23,7 @@ pub(crate) type Seq = u64;
 
 /// The answer to one `Send`, kept in arrival order until it can be written.
 struct Slot {
-    /// The sender's id for the message (`Send.id`).
+    /// The sender's send id for the message (`id` in its `Send`).
     send_id: u64,
     outcome: Option<Outcome>,
     /// Replaces the reason's standard text in a `Rejected`.
@@ -81,11 +81,11 @@ impl Answers {
         self.first_seq += 1;
         Some(match outcome {
             Ok(message_id) => BrokerFrame::Accepted {
-                id: slot.send_id,
+                send_id: slot.send_id,
                 message_id,
             },
             Err(reason) => BrokerFrame::Rejected {
-                id: slot.send_id,
+                send_id: slot.send_id,
                 reason,
                 text: slot.text.unwrap_or_else(|| reject_text(reason).to_string()),
             },
@@ -95,7 +95,7 @@ impl Answers {
     /// An entry the Router handed over: back to be written now, or `None` when it must wait (it is a
     /// receipt for a send still owed its answer, or deliveries already wait: order holds).
     pub(crate) fn pass(&mut self, entry: Entry) -> Option<Entry> {
-        if !self.held.is_empty() || (entry.kind.is_receipt() && self.owes(entry.client_msg_id)) {
+        if !self.held.is_empty() || (entry.kind.is_receipt() && self.owes(entry.send_id)) {
             self.held.push(entry);
             return None;
         }
@@ -111,7 +111,7 @@ impl Answers {
         let ready = self
             .held
             .iter()
-            .position(|e| e.kind.is_receipt() && self.owes(e.client_msg_id))
+            .position(|e| e.kind.is_receipt() && self.owes(e.send_id))
             .unwrap_or(self.held.len());
         self.held.drain(..ready).collect()
     }
@@ -146,7 +146,7 @@ mod tests {
             mailbox: "alice".into(),
             kind,
             peer: "bob".into(),
-            client_msg_id: send_id,
+            send_id,
             message_id: id,
             sent_at_ms: 0,
             expires_at_ms: 0,
@@ -168,8 +168,13 @@ mod tests {
     fn due(answers: &mut Answers) -> Vec<(u64, Outcome)> {
         std::iter::from_fn(|| answers.next_answer())
             .map(|frame| match frame {
-                BrokerFrame::Accepted { id, message_id } => (id, Ok(message_id)),
-                BrokerFrame::Rejected { id, reason, .. } => (id, Err(reason)),
+                BrokerFrame::Accepted {
+                    send_id,
+                    message_id,
+                } => (send_id, Ok(message_id)),
+                BrokerFrame::Rejected {
+                    send_id, reason, ..
+                } => (send_id, Err(reason)),
                 other => panic!("not an answer: {other:?}"),
             })
             .collect()

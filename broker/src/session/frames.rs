@@ -16,7 +16,7 @@ use crate::router;
 /// A `Send` frame from an identified client.
 struct Outgoing {
     from: ClientId,
-    id: u64,
+    send_id: u64,
     to: String,
     body: bytes::Bytes,
     ttl_ms: Option<u64>,
@@ -38,13 +38,13 @@ impl Session {
                 "hello was already received",
                 ctx,
             ),
-            ClientFrame::Send { id, .. } if !self.phase.may_accept_sends() => {
-                let seq = self.answers.owe(id);
+            ClientFrame::Send { send_id, .. } if !self.phase.may_accept_sends() => {
+                let seq = self.answers.owe(send_id);
                 let text = "the broker is shutting down; nothing was stored".to_string();
                 self.settle(seq, Err(RejectReason::Unavailable), Some(text), ctx)
             }
             ClientFrame::Send {
-                id,
+                send_id,
                 to,
                 body,
                 ttl_ms,
@@ -52,7 +52,7 @@ impl Session {
             } => {
                 let send = Outgoing {
                     from: client.clone(),
-                    id,
+                    send_id,
                     to,
                     body,
                     ttl_ms,
@@ -106,13 +106,13 @@ impl Session {
     fn on_send(&mut self, send: Outgoing, ctx: &mut Context<Self>) {
         let Outgoing {
             from,
-            id,
+            send_id,
             to,
             body,
             ttl_ms,
             fresh,
         } = send;
-        let seq = self.answers.owe(id);
+        let seq = self.answers.owe(send_id);
         let to = match ClientId::new(to) {
             Ok(to) => to,
             Err(e) => {
@@ -128,7 +128,7 @@ impl Session {
         }
         let submit = router::Submit {
             from,
-            client_msg_id: id,
+            send_id,
             to,
             body,
             ttl_ms,

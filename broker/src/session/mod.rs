@@ -209,13 +209,13 @@ fn entry_frame(entry: Entry) -> BrokerFrame {
         EntryKind::Message => BrokerFrame::Deliver {
             message_id: entry.id,
             from: entry.peer,
-            send_id: entry.client_msg_id,
+            send_id: entry.send_id,
             sent_at_ms: entry.sent_at_ms,
             body: entry.body,
         },
         EntryKind::Delivered | EntryKind::Expired => BrokerFrame::Receipt {
             receipt_id: entry.id,
-            id: entry.client_msg_id,
+            send_id: entry.send_id,
             message_id: entry.message_id,
             to: entry.peer,
             status: if entry.kind == EntryKind::Expired {

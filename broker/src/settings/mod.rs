@@ -124,7 +124,7 @@ pub struct MailboxLimits {
     pub expiry_sweep_ms: u64,
 }
 
-/// How long the broker recognises a resent `Send` (same sender, same `Send.id`).
+/// How long the broker recognises a resent `Send` (same sender, same send id).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Dedupe {

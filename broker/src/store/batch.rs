@@ -5,7 +5,7 @@ use super::Entry;
 /// Writes that must become durable together.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
-    /// New entries, in id order. A message whose sender already sent the same `client_msg_id`
+    /// New entries, in id order. A message whose sender already sent the same `send_id`
     /// (within the store's memory of sends, see [`MailboxStore::maintain`](super::MailboxStore::maintain)) is not stored again: the
     /// commit reports it as a [`Duplicate`].
     pub appends: Vec<Entry>,
@@ -42,7 +42,7 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remembered {
     pub sender: String,
-    pub client_msg_id: u64,
+    pub send_id: u64,
     /// The broker id the message had.
     pub message_id: u64,
     /// When the broker accepted it, ms since the epoch (for [`Maintenance`](super::Maintenance)).

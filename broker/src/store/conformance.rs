@@ -20,7 +20,7 @@ pub fn entry(id: u64, mailbox: &str, body: &str) -> Entry {
         mailbox: mailbox.into(),
         kind: EntryKind::Message,
         peer: "alice".into(),
-        client_msg_id: id.wrapping_mul(10),
+        send_id: id.wrapping_mul(10),
         message_id: id,
         sent_at_ms: 1_700_000_000_000 + id,
         expires_at_ms: 0,
@@ -66,7 +66,7 @@ pub fn keeps_every_field(store: &mut dyn MailboxStore) {
     let mut receipt = entry(1 << 62, "alice", "");
     receipt.kind = EntryKind::Expired;
     receipt.peer = "bob".into();
-    receipt.client_msg_id = u64::MAX;
+    receipt.send_id = u64::MAX;
     receipt.message_id = 42;
     receipt.sent_at_ms = u64::MAX;
     receipt.expires_at_ms = u64::MAX - 1;
@@ -117,13 +117,13 @@ pub fn recognises_resends_across_and_within_batches(store: &mut dyn MailboxStore
     assert_eq!(first, CommitOutcome::default());
     // Same sender, same client id: a resend, whatever the recipient or body.
     let mut resend = entry(2, "carol", "y");
-    resend.client_msg_id = 10;
+    resend.send_id = 10;
     let mut other = entry(3, "bob", "z");
     other.peer = "dave".into();
-    other.client_msg_id = 10;
+    other.send_id = 10;
     let mut again = entry(4, "bob", "z");
     again.peer = "dave".into();
-    again.client_msg_id = 10;
+    again.send_id = 10;
     let outcome = store
         .commit(&Batch {
             appends: vec![resend, other, again],
@@ -147,9 +147,9 @@ pub fn recognises_resends_across_and_within_batches(store: &mut dyn MailboxStore
 }
 
 pub fn remembers_sends_it_does_not_store(store: &mut dyn MailboxStore) {
-    let remembered = |client_msg_id, message_id| Remembered {
+    let remembered = |send_id, message_id| Remembered {
         sender: "alice".into(),
-        client_msg_id,
+        send_id,
         message_id,
         at_ms: 1_700_000_000_000,
     };
@@ -167,9 +167,9 @@ pub fn remembers_sends_it_does_not_store(store: &mut dyn MailboxStore) {
     assert_eq!(store.last_id().expect("last id"), 100);
     // A resend of a remembered send, in a later batch and in the same batch.
     let mut later = entry(101, "bob", "x");
-    later.client_msg_id = 70;
+    later.send_id = 70;
     let mut same = entry(103, "bob", "y");
-    same.client_msg_id = 71;
+    same.send_id = 71;
     let outcome = store
         .commit(&Batch {
             appends: vec![later, same],
@@ -258,7 +258,7 @@ pub fn forgets_old_sends(store: &mut dyn MailboxStore) {
     assert_eq!(remembered, [3, 4, 5]);
     // Forgotten means a resend is stored as new.
     let mut resend = entry(6, "bob", "x");
-    resend.client_msg_id = 10;
+    resend.send_id = 10;
     append(store, vec![resend]);
     assert_eq!(count(store, "bob"), 6);
 }

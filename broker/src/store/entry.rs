@@ -30,8 +30,8 @@ pub struct Entry {
     pub kind: EntryKind,
     /// For a message, its sender; for a receipt, the recipient of the original message.
     pub peer: String,
-    /// The sender's own id for the message (`Send.id`).
-    pub client_msg_id: u64,
+    /// The sender's send id for the message (`id` in its `Send`).
+    pub send_id: u64,
     /// The broker id of the message this entry is about: `id` itself for a message, the original
     /// message's id for a receipt.
     pub message_id: u64,

@@ -37,7 +37,7 @@ impl MailboxStore for MemoryStore {
         for r in &batch.remembered {
             self.last_id = self.last_id.max(r.message_id);
             self.sent
-                .entry((r.sender.clone(), r.client_msg_id))
+                .entry((r.sender.clone(), r.send_id))
                 .or_insert(Sent {
                     message_id: r.message_id,
                     at_ms: r.at_ms,
@@ -46,7 +46,7 @@ impl MailboxStore for MemoryStore {
         for entry in &batch.appends {
             self.last_id = self.last_id.max(entry.id);
             if entry.kind == EntryKind::Message {
-                let key = (entry.peer.clone(), entry.client_msg_id);
+                let key = (entry.peer.clone(), entry.send_id);
                 if let Some(sent) = self.sent.get(&key) {
                     outcome.duplicates.push(Duplicate {
                         id: entry.id,
@@ -126,10 +126,10 @@ impl MailboxStore for MemoryStore {
             .collect())
     }
 
-    fn sent(&mut self, sender: &str, client_msg_id: u64) -> Result<Option<u64>, StoreError> {
+    fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
         Ok(self
             .sent
-            .get(&(sender.to_owned(), client_msg_id))
+            .get(&(sender.to_owned(), send_id))
             .map(|s| s.message_id))
     }
 

@@ -60,7 +60,7 @@ pub struct MaintenanceReport {
 /// Durable storage for mailboxes. See the module documentation for the contract.
 pub trait MailboxStore: Send + 'static {
     /// Applies every append, then every delete, atomically, and remembers each appended message's
-    /// `(peer, client_msg_id)` so a resend is recognised. Returns only once the batch is as durable as
+    /// `(peer, send_id)` so a resend is recognised. Returns only once the batch is as durable as
     /// the implementation promises (for SQLite: per the `durability` setting).
     fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError>;
 
@@ -75,8 +75,8 @@ pub trait MailboxStore: Send + 'static {
     /// bodies: the caller only removes them and tells their senders.
     fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError>;
 
-    /// The broker id a remembered send got, if `sender` sent `client_msg_id` before.
-    fn sent(&mut self, sender: &str, client_msg_id: u64) -> Result<Option<u64>, StoreError>;
+    /// The broker id a remembered send got, if `sender` sent `send_id` before.
+    fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError>;
 
     /// Forgets old sends and hands free space back; see [`Maintenance`].
     fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError>;

@@ -30,7 +30,7 @@ enum Request {
     },
     Sent {
         sender: String,
-        client_msg_id: u64,
+        send_id: u64,
         reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
     },
     Maintain(
@@ -126,15 +126,11 @@ impl StoreHandle {
         .await
     }
 
-    /// The broker id `sender`'s send `client_msg_id` got, if it is remembered.
-    pub async fn sent(
-        &self,
-        sender: String,
-        client_msg_id: u64,
-    ) -> Result<Option<u64>, StoreError> {
+    /// The broker id `sender`'s send `send_id` got, if it is remembered.
+    pub async fn sent(&self, sender: String, send_id: u64) -> Result<Option<u64>, StoreError> {
         self.ask(|reply| Request::Sent {
             sender,
-            client_msg_id,
+            send_id,
             reply,
         })
         .await
@@ -207,10 +203,10 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
             }
             Request::Sent {
                 sender,
-                client_msg_id,
+                send_id,
                 reply,
             } => {
-                let _ = reply.send(store.sent(&sender, client_msg_id));
+                let _ = reply.send(store.sent(&sender, send_id));
             }
             Request::Maintain(what, reply) => {
                 let _ = reply.send(store.maintain(&what));

@@ -72,7 +72,7 @@ impl Sink {
             }
             Sink::OutDir { .. } | Sink::Exec(_) => {
                 tracing::info!(
-                    send_id = receipt.id,
+                    send_id = receipt.send_id,
                     message_id = receipt.message_id,
                     to = %receipt.to,
                     status = %receipt.status,

@@ -227,8 +227,8 @@ mod tests {
     #[tokio::test]
     async fn files_are_listed_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
-        for id in [30, 4, 200] {
-            spool(dir.path(), &Spooled::new("a", "b", id, None, b"x"))
+        for send_id in [30, 4, 200] {
+            spool(dir.path(), &Spooled::new("a", "b", send_id, None, b"x"))
                 .await
                 .unwrap();
         }

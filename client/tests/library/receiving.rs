@@ -128,22 +128,25 @@ async fn a_tracked_receipt_resolves_its_future_and_is_acked_by_the_library() {
     let (client, mut events, mut peer) = connect(&broker, 30, 0).await;
     let track = client.send_and_track("bob", "tracked");
     let script = async {
-        let Some(ClientFrame::Send { id, .. }) = peer.recv_skipping_pings().await else {
+        let Some(ClientFrame::Send { send_id, .. }) = peer.recv_skipping_pings().await else {
             panic!("expected a send");
         };
-        peer.send(BrokerFrame::Accepted { id, message_id: 42 })
-            .await;
-        id
+        peer.send(BrokerFrame::Accepted {
+            send_id,
+            message_id: 42,
+        })
+        .await;
+        send_id
     };
-    let (tracked, id) = tokio::join!(track, script);
+    let (tracked, send_id) = tokio::join!(track, script);
     let tracked = tracked.expect("accepted");
-    assert_eq!(tracked.sent.id, id);
+    assert_eq!(tracked.sent.send_id, send_id);
 
     // An untracked receipt first (from an earlier run, say), then the tracked one.
-    for (receipt_id, for_id) in [(50, 7), (51, id)] {
+    for (receipt_id, for_id) in [(50, 7), (51, send_id)] {
         peer.send(BrokerFrame::Receipt {
             receipt_id,
-            id: for_id,
+            send_id: for_id,
             message_id: 40 + receipt_id,
             to: "bob".into(),
             status: ReceiptStatus::Delivered,
@@ -154,8 +157,8 @@ async fn a_tracked_receipt_resolves_its_future_and_is_acked_by_the_library() {
         .await
         .expect("receipt");
     assert_eq!(
-        (receipt.receipt_id, receipt.id, receipt.to.as_str()),
-        (51, id, "bob")
+        (receipt.receipt_id, receipt.send_id, receipt.to.as_str()),
+        (51, send_id, "bob")
     );
     assert_eq!(
         peer.recv_skipping_pings().await,
@@ -164,7 +167,7 @@ async fn a_tracked_receipt_resolves_its_future_and_is_acked_by_the_library() {
 
     // Only the untracked receipt is an event, for the user to ack.
     match within("event", events.next()).await {
-        Some(Event::Receipt(r)) => assert_eq!((r.receipt_id, r.id), (50, 7)),
+        Some(Event::Receipt(r)) => assert_eq!((r.receipt_id, r.send_id), (50, 7)),
         other => panic!("expected the untracked receipt, got {other:?}"),
     }
     let hang_up = async {
@@ -188,13 +191,16 @@ async fn an_expired_receipt_resolves_a_tracked_send_with_its_status() {
     };
     let track = client.send_and_track_with("bob", "hurry", options);
     let script = async {
-        let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+        let (send_id, _, _, ttl_ms) = recv_send(&mut peer).await;
         assert_eq!(ttl_ms, Some(1_000));
-        peer.send(BrokerFrame::Accepted { id, message_id: 42 })
-            .await;
+        peer.send(BrokerFrame::Accepted {
+            send_id,
+            message_id: 42,
+        })
+        .await;
         peer.send(BrokerFrame::Receipt {
             receipt_id: 43,
-            id,
+            send_id,
             message_id: 42,
             to: "bob".into(),
             status: ReceiptStatus::Expired,

@@ -24,20 +24,22 @@ async fn pipelined_sends_resolve_with_their_own_answers() {
     let mut sends = Vec::new();
     while sends.len() < 2 {
         match peer.recv_skipping_pings().await {
-            Some(ClientFrame::Send { id, to, body, .. }) => sends.push((id, to, body)),
+            Some(ClientFrame::Send {
+                send_id, to, body, ..
+            }) => sends.push((send_id, to, body)),
             other => panic!("expected a send, got {other:?}"),
         }
     }
     assert_ne!(sends[0].0, sends[1].0, "send ids are unique");
-    for (n, (id, to, _)) in sends.iter().enumerate() {
+    for (n, (send_id, to, _)) in sends.iter().enumerate() {
         let answer = if to == "bob" {
             BrokerFrame::Accepted {
-                id: *id,
+                send_id: *send_id,
                 message_id: 100 + n as u64,
             }
         } else {
             BrokerFrame::Rejected {
-                id: *id,
+                send_id: *send_id,
                 reason: RejectReason::InvalidRecipient,
                 text: "client id contains a space".into(),
             }
@@ -52,7 +54,7 @@ async fn pipelined_sends_resolve_with_their_own_answers() {
         .iter()
         .position(|(_, to, body)| to == "bob" && &body[..] == b"one")
         .expect("sent to bob");
-    assert_eq!(accepted.id, sends[bob_send].0);
+    assert_eq!(accepted.send_id, sends[bob_send].0);
     assert_eq!(accepted.message_id, 100 + bob_send as u64);
     let err = within("second send", second)
         .await
@@ -80,16 +82,23 @@ async fn send_ids_start_at_unix_microseconds_and_increase() {
     for n in 0..3 {
         let send = client.send("bob", "x");
         let answer = async {
-            let Some(ClientFrame::Send { id, .. }) = peer.recv_skipping_pings().await else {
+            let Some(ClientFrame::Send { send_id, .. }) = peer.recv_skipping_pings().await else {
                 panic!("expected a send");
             };
-            peer.send(BrokerFrame::Accepted { id, message_id: n }).await;
-            id
+            peer.send(BrokerFrame::Accepted {
+                send_id,
+                message_id: n,
+            })
+            .await;
+            send_id
         };
-        let (sent, id) = tokio::join!(send, answer);
-        assert_eq!(sent.expect("accepted").id, id);
-        assert!(id >= before && id > last, "{id} after {last}");
-        last = id;
+        let (sent, send_id) = tokio::join!(send, answer);
+        assert_eq!(sent.expect("accepted").send_id, send_id);
+        assert!(
+            send_id >= before && send_id > last,
+            "{send_id} after {last}"
+        );
+        last = send_id;
     }
 }
 
@@ -115,9 +124,9 @@ async fn a_ttl_reaches_the_wire_in_milliseconds_and_no_ttl_is_left_out() {
     for (n, (options, expected)) in cases.into_iter().enumerate() {
         let send = client.send_with("bob", "short-lived", options);
         let answer = async {
-            let (id, _, _, ttl_ms) = recv_send(&mut peer).await;
+            let (send_id, _, _, ttl_ms) = recv_send(&mut peer).await;
             peer.send(BrokerFrame::Accepted {
-                id,
+                send_id,
                 message_id: n as u64,
             })
             .await;
@@ -166,23 +175,26 @@ async fn library_sends_are_fresh_and_sends_with_a_chosen_id_are_not() {
     for (n, (call, body, fresh)) in cases.into_iter().enumerate() {
         let sending = async {
             match call {
-                "send" => client.send("bob", body).await.map(|s| s.id),
-                "send_with" => client.send_with("bob", body, ttl).await.map(|s| s.id),
-                "send_and_track" => client.send_and_track("bob", body).await.map(|t| t.sent.id),
+                "send" => client.send("bob", body).await.map(|s| s.send_id),
+                "send_with" => client.send_with("bob", body, ttl).await.map(|s| s.send_id),
+                "send_and_track" => client
+                    .send_and_track("bob", body)
+                    .await
+                    .map(|t| t.sent.send_id),
                 "send_and_track_with" => client
                     .send_and_track_with("bob", body, ttl)
                     .await
-                    .map(|t| t.sent.id),
+                    .map(|t| t.sent.send_id),
                 _ => client
                     .send_with_id("bob", body, 17, SendOptions::default())
                     .await
-                    .map(|s| s.id),
+                    .map(|s| s.send_id),
             }
         };
         let answer = async {
             let send = recv_send_frame(&mut peer).await;
             peer.send(BrokerFrame::Accepted {
-                id: send.send_id,
+                send_id: send.send_id,
                 message_id: n as u64,
             })
             .await;

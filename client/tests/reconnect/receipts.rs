@@ -18,8 +18,13 @@ async fn a_tracked_receipt_survives_a_reconnect_and_is_not_shown_twice() {
     for message_id in [42, 43] {
         let track = client.send_and_track("bob", "tracked");
         let answer = async {
-            let (id, ..) = recv_send(&mut first).await;
-            first.send(BrokerFrame::Accepted { id, message_id }).await;
+            let (send_id, ..) = recv_send(&mut first).await;
+            first
+                .send(BrokerFrame::Accepted {
+                    send_id,
+                    message_id,
+                })
+                .await;
         };
         let (track, ()) = tokio::join!(track, answer);
         tracked.push(track.expect("accepted"));
@@ -29,7 +34,7 @@ async fn a_tracked_receipt_survives_a_reconnect_and_is_not_shown_twice() {
     first
         .send(BrokerFrame::Receipt {
             receipt_id: 50,
-            id: early.sent.id,
+            send_id: early.sent.send_id,
             message_id: 42,
             to: "bob".into(),
             status: ReceiptStatus::Delivered,
@@ -48,11 +53,13 @@ async fn a_tracked_receipt_survives_a_reconnect_and_is_not_shown_twice() {
 
     // The broker never read that ack: receipt 50 comes again, then the late one, then a message.
     let (mut second, _) = broker.welcome(30, 3).await;
-    for (receipt_id, id, message_id) in [(50, early.sent.id, 42), (52, late.sent.id, 43)] {
+    for (receipt_id, send_id, message_id) in
+        [(50, early.sent.send_id, 42), (52, late.sent.send_id, 43)]
+    {
         second
             .send(BrokerFrame::Receipt {
                 receipt_id,
-                id,
+                send_id,
                 message_id,
                 to: "bob".into(),
                 status: ReceiptStatus::Expired,

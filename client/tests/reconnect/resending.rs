@@ -22,7 +22,7 @@ async fn a_send_cut_off_before_its_answer_is_sent_again_and_answered_on_the_next
     });
 
     // The broker reads the send, and the connection breaks before it answers.
-    let (id, to, body, ttl_ms) = recv_send(&mut first).await;
+    let (send_id, to, body, ttl_ms) = recv_send(&mut first).await;
     assert_eq!(
         (to.as_str(), &body[..], ttl_ms),
         ("bob", &b"hello bob"[..], Some(90_000))
@@ -42,17 +42,20 @@ async fn a_send_cut_off_before_its_answer_is_sent_again_and_answered_on_the_next
     );
     assert_eq!(
         recv_send(&mut second).await,
-        (id, to, body, ttl_ms),
-        "the same send: id, recipient, body and ttl"
+        (send_id, to, body, ttl_ms),
+        "the same send: send id, recipient, body and ttl"
     );
     second
-        .send(BrokerFrame::Accepted { id, message_id: 42 })
+        .send(BrokerFrame::Accepted {
+            send_id,
+            message_id: 42,
+        })
         .await;
     let sent = within("the send", send)
         .await
         .expect("task")
         .expect("accepted on the second connection");
-    assert_eq!((sent.id, sent.message_id), (id, 42));
+    assert_eq!((sent.send_id, sent.message_id), (send_id, 42));
 
     match next(&mut events).await {
         Event::Reconnected(welcome) => {
@@ -101,10 +104,15 @@ async fn sends_made_during_the_outage_follow_the_resent_ones_in_order() {
     let mut acks = Vec::new();
     while sends.len() < 4 {
         match second.recv_skipping_pings().await {
-            Some(ClientFrame::Send { id, body, .. }) => {
+            Some(ClientFrame::Send { send_id, body, .. }) => {
                 let message_id = 101 + sends.len() as u64;
-                sends.push((id, body));
-                second.send(BrokerFrame::Accepted { id, message_id }).await;
+                sends.push((send_id, body));
+                second
+                    .send(BrokerFrame::Accepted {
+                        send_id,
+                        message_id,
+                    })
+                    .await;
             }
             Some(ClientFrame::Ack { id }) => acks.push(id),
             other => panic!("expected sends and an ack, got {other:?}"),
@@ -172,21 +180,27 @@ async fn sends_with_caller_chosen_ids_keep_their_ids_and_the_order_they_were_mad
     drop(first);
     disconnected(&mut events).await;
     let (mut second, _) = broker.welcome(30, 0).await;
-    let (id, ..) = recv_send(&mut second).await;
-    assert_eq!(id, newer_id);
+    let (send_id, ..) = recv_send(&mut second).await;
+    assert_eq!(send_id, newer_id);
     second
-        .send(BrokerFrame::Accepted { id, message_id: 5 })
+        .send(BrokerFrame::Accepted {
+            send_id,
+            message_id: 5,
+        })
         .await;
-    let (id, ..) = recv_send(&mut second).await;
-    assert_eq!(id, 17);
+    let (send_id, ..) = recv_send(&mut second).await;
+    assert_eq!(send_id, 17);
     second
-        .send(BrokerFrame::Accepted { id, message_id: 6 })
+        .send(BrokerFrame::Accepted {
+            send_id,
+            message_id: 6,
+        })
         .await;
     let sent = within("the older send", older).await.expect("task");
     assert_eq!(
         sent.expect("accepted"),
         Sent {
-            id: 17,
+            send_id: 17,
             message_id: 6
         }
     );
@@ -243,11 +257,11 @@ async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
                 fresh: false,
                 ..before
             },
-            "the same id, recipient, body and ttl, as a resend"
+            "the same send id, recipient, body and ttl, as a resend"
         );
         second
             .send(BrokerFrame::Accepted {
-                id: send_id,
+                send_id,
                 message_id: 40 + n as u64,
             })
             .await;
@@ -271,7 +285,7 @@ async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
     );
     third
         .send(BrokerFrame::Accepted {
-            id: later_first.send_id,
+            send_id: later_first.send_id,
             message_id: 43,
         })
         .await;

@@ -105,12 +105,12 @@ impl Peer {
 pub(crate) async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Option<u64>) {
     match peer.recv_skipping_pings().await {
         Some(ClientFrame::Send {
-            id,
+            send_id,
             to,
             body,
             ttl_ms,
             ..
-        }) => (id, to, body, ttl_ms),
+        }) => (send_id, to, body, ttl_ms),
         other => panic!("expected a send, got {other:?}"),
     }
 }
@@ -120,13 +120,13 @@ pub(crate) async fn recv_send(peer: &mut Peer) -> (u64, String, bytes::Bytes, Op
 pub(crate) async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
     match peer.recv_skipping_pings().await {
         Some(ClientFrame::Send {
-            id,
+            send_id,
             to,
             body,
             ttl_ms,
             fresh,
         }) => SendFrame {
-            send_id: id,
+            send_id,
             to,
             body,
             ttl_ms,
@@ -139,7 +139,7 @@ pub(crate) async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
 /// A `Send` frame's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SendFrame {
-    /// `Send.id` on the wire.
+    /// The send id (`id` on the wire).
     pub send_id: u64,
     pub to: String,
     pub body: bytes::Bytes,

@@ -148,10 +148,10 @@ async fn connections_over_the_limit_are_told_overloaded() {
 async fn a_flooding_sender_is_rate_limited_not_disconnected() {
     let fx = Fixture::with(|s| s.limits.max_sends_per_sec = 5).await;
     let (mut alice, _) = Raw::hello(fx.addr(), "alice", 30).await;
-    for id in 0..40 {
+    for send_id in 0..40 {
         alice
             .send(ClientFrame::Send {
-                id,
+                send_id,
                 to: "bob".into(),
                 body: Bytes::from_static(b"flood"),
                 ttl_ms: None,

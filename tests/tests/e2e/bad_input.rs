@@ -84,7 +84,7 @@ async fn a_frame_over_the_limit_gets_frame_too_large() {
     // Encode with a codec that allows it, so the bytes really go out.
     let frame = switchboard_proto::encode_frame(
         &ClientFrame::Send {
-            id: 1,
+            send_id: 1,
             to: "bob".into(),
             body: vec![7u8; 2048].into(),
             ttl_ms: None,

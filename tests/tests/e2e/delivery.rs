@@ -22,14 +22,14 @@ async fn receive_and_ack(client: &Client, events: &mut Events, n: usize) -> Vec<
     bodies
 }
 
-/// Reads `n` receipts, acknowledging each; returns the sender ids they name.
+/// Reads `n` receipts, acknowledging each; returns the send ids they name.
 async fn receipts(client: &Client, events: &mut Events, n: usize) -> Vec<u64> {
     let mut ids = Vec::with_capacity(n);
     while ids.len() < n {
         match next_event(events).await {
             Event::Receipt(r) => {
                 assert_eq!(r.status, ReceiptStatus::Delivered);
-                ids.push(r.id);
+                ids.push(r.send_id);
                 client.ack(r.receipt_id).await.expect("ack receipt");
             }
             other => panic!("expected a receipt, got {other:?}"),
@@ -58,7 +58,7 @@ async fn alice_to_online_bob_is_accepted_delivered_and_receipted() {
         other => panic!("expected a message, got {other:?}"),
     }
     let receipt = within("receipt", tracked.receipt).await.expect("receipt");
-    assert_eq!(receipt.id, tracked.sent.id);
+    assert_eq!(receipt.send_id, tracked.sent.send_id);
     assert_eq!(receipt.message_id, tracked.sent.message_id);
     assert_eq!(receipt.to, "bob");
     assert_eq!(receipt.status, ReceiptStatus::Delivered);
@@ -70,7 +70,7 @@ async fn bob_offline_gets_three_in_order_and_alice_gets_three_receipts() {
     let (alice, mut alice_events) = fx.connect("alice").await;
     let mut sent = Vec::new();
     for body in ["one", "two", "three"] {
-        sent.push(alice.send("bob", body).await.expect("accepted").id);
+        sent.push(alice.send("bob", body).await.expect("accepted").send_id);
     }
 
     let (bob, mut bob_events) = fx.connect("bob").await;
@@ -90,7 +90,7 @@ async fn receipts_wait_for_an_offline_sender() {
         .send("bob", "ping me back")
         .await
         .expect("accepted")
-        .id;
+        .send_id;
     alice.close().await.expect("close");
     drop(alice_events);
 

@@ -8,9 +8,9 @@ use switchboard_proto::{BrokerFrame, ClientFrame, ReceiptStatus, RejectReason};
 
 use crate::support::*;
 
-fn send(id: u64, to: &str, body: &str, ttl_ms: Option<u64>) -> ClientFrame {
+fn send(send_id: u64, to: &str, body: &str, ttl_ms: Option<u64>) -> ClientFrame {
     ClientFrame::Send {
-        id,
+        send_id,
         to: to.into(),
         body: Bytes::copy_from_slice(body.as_bytes()),
         ttl_ms,
@@ -106,7 +106,9 @@ async fn a_full_mailbox_rejects_new_sends_and_loses_nothing() {
         stored.push(accepted(&mut alice, send(i, "bob", &format!("m{i}"), None)).await);
     }
     match answer(&mut alice, send(4, "bob", "m4", None)).await {
-        BrokerFrame::Rejected { id: 4, reason, .. } => {
+        BrokerFrame::Rejected {
+            send_id: 4, reason, ..
+        } => {
             assert_eq!(reason, RejectReason::MailboxFull)
         }
         other => panic!("expected mailbox-full, got {other:?}"),
@@ -119,7 +121,9 @@ async fn a_full_mailbox_rejects_new_sends_and_loses_nothing() {
     // Other mailboxes are unaffected; a body over the byte limit is too large anywhere.
     accepted(&mut alice, send(5, "carol", "fine", None)).await;
     match answer(&mut alice, send(6, "carol", &"x".repeat(65), None)).await {
-        BrokerFrame::Rejected { id: 6, reason, .. } => assert_eq!(reason, RejectReason::TooLarge),
+        BrokerFrame::Rejected {
+            send_id: 6, reason, ..
+        } => assert_eq!(reason, RejectReason::TooLarge),
         other => panic!("expected too-large, got {other:?}"),
     }
 
@@ -146,18 +150,18 @@ async fn an_expired_message_is_removed_and_its_sender_told() {
     let short = accepted(&mut alice, send(1, "bob", "short-lived", Some(50))).await;
     let kept = accepted(&mut alice, send(2, "bob", "kept", None)).await;
     // bob is away; the first message expires and alice hears of it.
-    let (receipt_id, id, message_id, to, status) = match alice.recv().await {
+    let (receipt_id, send_id, message_id, to, status) = match alice.recv().await {
         Some(BrokerFrame::Receipt {
             receipt_id,
-            id,
+            send_id,
             message_id,
             to,
             status,
-        }) => (receipt_id, id, message_id, to, status),
+        }) => (receipt_id, send_id, message_id, to, status),
         other => panic!("expected a receipt, got {other:?}"),
     };
     assert_eq!(
-        (id, message_id, to.as_str(), status),
+        (send_id, message_id, to.as_str(), status),
         (1, short, "bob", ReceiptStatus::Expired)
     );
     alice.send(ClientFrame::Ack { id: receipt_id }).await;

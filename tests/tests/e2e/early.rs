@@ -87,7 +87,7 @@ impl MailboxStore for GatedStore {
             batch
                 .remembered
                 .iter()
-                .map(|r| (r.sender.clone(), r.client_msg_id)),
+                .map(|r| (r.sender.clone(), r.send_id)),
         );
         drop(state);
         self.inner.commit(batch)
@@ -105,8 +105,8 @@ impl MailboxStore for GatedStore {
         self.inner.expired(now_ms, limit)
     }
 
-    fn sent(&mut self, sender: &str, client_msg_id: u64) -> Result<Option<u64>, StoreError> {
-        self.inner.sent(sender, client_msg_id)
+    fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
+        self.inner.sent(sender, send_id)
     }
 
     fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
@@ -148,9 +148,9 @@ async fn gated_broker(
     (broker, gate, dir)
 }
 
-fn send(id: u64, to: &str, body: &'static str, fresh: bool) -> ClientFrame {
+fn send(send_id: u64, to: &str, body: &'static str, fresh: bool) -> ClientFrame {
     ClientFrame::Send {
-        id,
+        send_id,
         to: to.into(),
         body: Bytes::from_static(body.as_bytes()),
         ttl_ms: None,
@@ -176,27 +176,27 @@ async fn delivered(raw: &mut Raw, ack: bool) -> (u64, u64, Bytes) {
     }
 }
 
-/// The next frame must be `Accepted` for send `id`; returns the message id.
-async fn accepted(raw: &mut Raw, id: u64) -> u64 {
+/// The next frame must be `Accepted` for send `send_id`; returns the message id.
+async fn accepted(raw: &mut Raw, send_id: u64) -> u64 {
     match raw.recv().await {
         Some(BrokerFrame::Accepted {
-            id: got,
+            send_id: got,
             message_id,
-        }) if got == id => message_id,
-        other => panic!("expected accepted for send {id}, got {other:?}"),
+        }) if got == send_id => message_id,
+        other => panic!("expected accepted for send {send_id}, got {other:?}"),
     }
 }
 
-/// The next frame must be a `delivered` receipt for send `id`; acknowledges it.
-async fn receipt(raw: &mut Raw, id: u64) {
+/// The next frame must be a `delivered` receipt for send `send_id`; acknowledges it.
+async fn receipt(raw: &mut Raw, send_id: u64) {
     match raw.recv().await {
         Some(BrokerFrame::Receipt {
             receipt_id,
-            id: got,
+            send_id: got,
             status: ReceiptStatus::Delivered,
             ..
-        }) if got == id => raw.send(ClientFrame::Ack { id: receipt_id }).await,
-        other => panic!("expected a delivered receipt for send {id}, got {other:?}"),
+        }) if got == send_id => raw.send(ClientFrame::Ack { id: receipt_id }).await,
+        other => panic!("expected a delivered receipt for send {send_id}, got {other:?}"),
     }
 }
 
@@ -307,7 +307,7 @@ async fn a_send_that_may_be_a_resend_waits_for_its_commit_and_order_holds() {
     let mut answered = Vec::new();
     while answered.len() < 2 {
         match alice.recv().await {
-            Some(BrokerFrame::Accepted { id, .. }) => answered.push(id),
+            Some(BrokerFrame::Accepted { send_id, .. }) => answered.push(send_id),
             Some(BrokerFrame::Receipt { .. }) => {}
             other => panic!("expected answers, got {other:?}"),
         }
@@ -382,7 +382,7 @@ async fn a_resend_wrongly_marked_fresh_is_delivered_but_its_ack_uncounts_nothing
     assert_eq!((send_id, &body[..]), (10, &b"kept"[..]));
     // Alice's next frame is the receipt of "kept", not one for the copy.
     match alice.recv().await {
-        Some(BrokerFrame::Receipt { id, .. }) => assert_eq!(id, 10),
+        Some(BrokerFrame::Receipt { send_id, .. }) => assert_eq!(send_id, 10),
         other => panic!("expected the receipt of send 10, got {other:?}"),
     }
 }

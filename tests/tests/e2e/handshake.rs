@@ -97,7 +97,7 @@ async fn send_before_hello_is_an_error_and_a_close() {
     let fx = Fixture::new().await;
     let mut raw = Raw::connect(fx.addr()).await;
     raw.send(ClientFrame::Send {
-        id: 1,
+        send_id: 1,
         to: "bob".into(),
         body: "sneaky".into(),
         ttl_ms: None,

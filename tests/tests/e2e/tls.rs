@@ -142,7 +142,7 @@ async fn clients_talk_over_tls_and_plain_tcp_is_refused() {
     within(
         "send",
         alice.send(ClientFrame::Send {
-            id: 1,
+            send_id: 1,
             to: "bob".into(),
             body: Bytes::from_static(b"sealed"),
             ttl_ms: None,
@@ -153,7 +153,7 @@ async fn clients_talk_over_tls_and_plain_tcp_is_refused() {
     .expect("send");
     assert!(matches!(
         within("accepted", alice.next()).await,
-        Some(Ok(BrokerFrame::Accepted { id: 1, .. }))
+        Some(Ok(BrokerFrame::Accepted { send_id: 1, .. }))
     ));
     match within("deliver", bob.next()).await {
         Some(Ok(BrokerFrame::Deliver { body, .. })) => assert_eq!(&body[..], b"sealed"),

@@ -38,6 +38,8 @@ INSERT INTO mailboxes (mailbox, entries, bytes)
     SELECT mailbox, count(*), coalesce(sum(length(body)), 0) FROM entries GROUP BY mailbox;
 ";
 
+/// The schema of a new file. The column `client_msg_id` (in `entries` and `sent`) holds the sender's
+/// send id; it keeps its old name because renaming it would take a migration.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
     id            INTEGER PRIMARY KEY,
@@ -192,7 +194,7 @@ struct RawEntry {
     mailbox: String,
     kind: i64,
     peer: String,
-    client_msg_id: i64,
+    send_id: i64,
     message_id: i64,
     sent_at_ms: i64,
     expires_at_ms: i64,
@@ -207,7 +209,7 @@ impl RawEntry {
             mailbox: row.get(1)?,
             kind: row.get(2)?,
             peer: row.get(3)?,
-            client_msg_id: row.get(4)?,
+            send_id: row.get(4)?,
             message_id: row.get(5)?,
             sent_at_ms: row.get(6)?,
             expires_at_ms: row.get(7)?,
@@ -222,7 +224,7 @@ impl RawEntry {
             mailbox: self.mailbox,
             kind: kind_from_sql(id, self.kind)?,
             peer: self.peer,
-            client_msg_id: from_sql(self.client_msg_id),
+            send_id: from_sql(self.send_id),
             message_id: from_sql(self.message_id),
             sent_at_ms: from_sql(self.sent_at_ms),
             expires_at_ms: from_sql(self.expires_at_ms),
@@ -263,7 +265,7 @@ impl MailboxStore for SqliteStore {
                 high = high.max(r.message_id);
                 remember.execute(params![
                     r.sender,
-                    to_sql(r.client_msg_id),
+                    to_sql(r.send_id),
                     to_sql(r.message_id),
                     to_sql(r.at_ms)
                 ])?;
@@ -273,15 +275,13 @@ impl MailboxStore for SqliteStore {
                 if e.kind == EntryKind::Message {
                     let new = remember.execute(params![
                         e.peer,
-                        to_sql(e.client_msg_id),
+                        to_sql(e.send_id),
                         to_sql(e.id),
                         to_sql(e.sent_at_ms)
                     ])?;
                     if new == 0 {
                         let first: i64 = original
-                            .query_row(params![e.peer, to_sql(e.client_msg_id)], |row| {
-                                row.get(0)
-                            })?;
+                            .query_row(params![e.peer, to_sql(e.send_id)], |row| row.get(0))?;
                         outcome.duplicates.push(Duplicate {
                             id: e.id,
                             original: from_sql(first),
@@ -294,7 +294,7 @@ impl MailboxStore for SqliteStore {
                     e.mailbox,
                     kind_to_sql(e.kind),
                     e.peer,
-                    to_sql(e.client_msg_id),
+                    to_sql(e.send_id),
                     to_sql(e.message_id),
                     to_sql(e.sent_at_ms),
                     to_sql(e.expires_at_ms),
@@ -389,11 +389,11 @@ impl MailboxStore for SqliteStore {
         .collect()
     }
 
-    fn sent(&mut self, sender: &str, client_msg_id: u64) -> Result<Option<u64>, StoreError> {
+    fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
         let id: Option<i64> = self
             .conn
             .prepare_cached("SELECT message_id FROM sent WHERE sender = ?1 AND client_msg_id = ?2")?
-            .query_row(params![sender, to_sql(client_msg_id)], |row| row.get(0))
+            .query_row(params![sender, to_sql(send_id)], |row| row.get(0))
             .optional()?;
         Ok(id.map(from_sql))
     }

@@ -82,7 +82,7 @@ impl Entry {
         Entry {
             key: Key {
                 id: receipt.receipt_id,
-                check: receipt.id,
+                check: receipt.send_id,
             },
             origin: None,
         }
