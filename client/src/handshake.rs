@@ -65,6 +65,7 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
             keepalive_secs,
             address,
             pending,
+            max_body_bytes,
         })) => {
             if version != PROTOCOL_VERSION {
                 return Err(ClientError::Protocol(format!(
@@ -75,6 +76,7 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
                 keepalive: Duration::from_secs(keepalive_secs.into()),
                 address,
                 pending,
+                max_body_bytes,
             };
             let link = Link::new(reader, writer, opts.max_frame, welcome.keepalive);
             Ok((link, welcome))

@@ -14,4 +14,7 @@ pub struct Welcome {
     pub address: String,
     /// Entries (messages and receipts) waiting in the mailbox at the handshake; they arrive first.
     pub pending: u64,
+    /// The largest body the broker accepts in a send (longer ones are rejected `too-large`); 0 from
+    /// a broker too old to say.
+    pub max_body_bytes: u64,
 }

@@ -18,6 +18,18 @@ pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 
 const PREFIX_LEN: usize = 4;
 
+/// The most a `deliver` frame adds to its body, in bytes: the map with every field at its widest (a
+/// 128-byte `from`, every id and time a full `u64`) and a `bin 32` body header. PROTOCOL.md ("Limits")
+/// spells out the sum; `max_body_len` is what follows from it.
+pub const DELIVER_OVERHEAD: usize = 216;
+
+/// The largest body a broker with the frame limit `max_frame` accepts in a `send`: whatever the
+/// sender's id and the broker's numbers, the `deliver` that carries it to its recipient still fits in
+/// one frame, so an accepted message can always be delivered. (A `send` adds less than a `deliver`.)
+pub fn max_body_len(max_frame: usize) -> usize {
+    max_frame.saturating_sub(DELIVER_OVERHEAD)
+}
+
 /// Why bytes could not become a frame, or a frame could not become bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -143,6 +155,30 @@ fn is_too_large(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use crate::frame::ErrorCode;
+
+    /// The widest `deliver` there can be, with a body of `len` bytes.
+    fn widest_deliver(len: usize) -> BrokerFrame {
+        BrokerFrame::Deliver {
+            message_id: u64::MAX,
+            from: "x".repeat(crate::client_id::MAX_CLIENT_ID_LEN),
+            send_id: u64::MAX,
+            sent_at_ms: u64::MAX,
+            body: bytes::Bytes::from(vec![0; len]),
+        }
+    }
+
+    #[test]
+    fn the_largest_accepted_body_always_fits_its_deliver_exactly() {
+        for max_frame in [DEFAULT_MAX_FRAME, 64 * 1024 * 1024, 70_000] {
+            let body = max_body_len(max_frame);
+            let frame = encode_frame(&widest_deliver(body), max_frame).expect("fits");
+            assert_eq!(frame.len(), PREFIX_LEN + max_frame, "the bound is exact");
+            assert!(matches!(
+                encode_frame(&widest_deliver(body + 1), max_frame),
+                Err(CodecError::FrameTooLarge { .. })
+            ));
+        }
+    }
 
     #[test]
     fn round_trips_through_the_codec() {

@@ -73,6 +73,10 @@ pub enum BrokerFrame {
         address: String,
         /// Entries waiting in the client's mailbox at the time of the handshake.
         pending: u64,
+        /// The largest body the broker accepts in a `send` (see `max_body_len`), so a client can
+        /// refuse a larger one before sending it. Absent (0) from brokers older than this field.
+        #[serde(default)]
+        max_body_bytes: u64,
     },
     /// The message is stored durably; from now on the broker answers for it.
     Accepted {

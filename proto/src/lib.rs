@@ -12,7 +12,8 @@ pub mod frame;
 
 pub use client_id::{ClientId, InvalidClientId};
 pub use codec::{
-    encode_frame, BrokerCodec, ClientCodec, CodecError, FrameCodec, DEFAULT_MAX_FRAME,
+    encode_frame, max_body_len, BrokerCodec, ClientCodec, CodecError, FrameCodec,
+    DEFAULT_MAX_FRAME, DELIVER_OVERHEAD,
 };
 pub use frame::{
     BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason, PROTOCOL_VERSION,

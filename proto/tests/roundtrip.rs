@@ -77,14 +77,22 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn broker_frame() -> impl Strategy<Value = BrokerFrame> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), text(), any::<u64>()).prop_map(
-            |(version, keepalive_secs, address, pending)| BrokerFrame::Hi {
-                version,
-                keepalive_secs,
-                address,
-                pending,
-            }
-        ),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            text(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(version, keepalive_secs, address, pending, max_body_bytes)| BrokerFrame::Hi {
+                    version,
+                    keepalive_secs,
+                    address,
+                    pending,
+                    max_body_bytes,
+                }
+            ),
         (any::<u64>(), any::<u64>()).prop_map(|(send_id, message_id)| BrokerFrame::Accepted {
             send_id,
             message_id

@@ -49,6 +49,7 @@ fn table() -> BTreeMap<String, Frame> {
             keepalive_secs: 30,
             address: "192.0.2.7:50312".into(),
             pending: 1,
+            max_body_bytes: 1_048_360,
         }),
         Frame::Broker(BrokerFrame::Accepted {
             send_id: alice_send_id,

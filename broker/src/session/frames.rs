@@ -14,7 +14,7 @@ use super::Session;
 use crate::router;
 
 /// A `Send` frame from an identified client.
-struct Outgoing {
+struct IncomingSend {
     from: ClientId,
     send_id: u64,
     to: String,
@@ -50,7 +50,7 @@ impl Session {
                 ttl_ms,
                 fresh,
             } => {
-                let send = Outgoing {
+                let send = IncomingSend {
                     from: client.clone(),
                     send_id,
                     to,
@@ -103,8 +103,8 @@ impl Session {
 
     /// Takes the send's place in line, then rejects it at once or hands it to the Router; reading
     /// stops while `limits.max_unaccepted_sends` sends await their answer.
-    fn on_send(&mut self, send: Outgoing, ctx: &mut Context<Self>) {
-        let Outgoing {
+    fn on_send(&mut self, send: IncomingSend, ctx: &mut Context<Self>) {
+        let IncomingSend {
             from,
             send_id,
             to,
@@ -113,6 +113,15 @@ impl Session {
             fresh,
         } = send;
         let seq = self.answers.owe(send_id);
+        let max_body = self.settings.max_body_bytes();
+        if body.len() > max_body {
+            // Accepted, it could never be delivered: its `deliver` would not fit in a frame.
+            let text = format!(
+                "the body is {} bytes; this broker takes at most {max_body}",
+                body.len()
+            );
+            return self.settle(seq, Err(RejectReason::TooLarge), Some(text), ctx);
+        }
         let to = match ClientId::new(to) {
             Ok(to) => to,
             Err(e) => {

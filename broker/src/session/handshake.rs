@@ -124,6 +124,7 @@ impl Session {
             keepalive_secs: u32::try_from(self.keepalive.as_secs()).unwrap_or(u32::MAX),
             address: self.peer.to_string(),
             pending,
+            max_body_bytes: self.settings.max_body_bytes() as u64,
         };
         self.write(hi, ctx);
     }

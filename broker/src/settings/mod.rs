@@ -78,7 +78,8 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Largest frame accepted or sent, in bytes, length prefix excluded.
+    /// Largest frame accepted or sent, in bytes, length prefix excluded. A `send` body may be this
+    /// less `switchboard_proto::DELIVER_OVERHEAD` (see [`Settings::max_body_bytes`]).
     pub max_frame_bytes: usize,
     /// How long a new connection has to send `Hello`.
     pub handshake_timeout_ms: u64,
@@ -303,6 +304,11 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.limits.shutdown_grace_ms)
+    }
+
+    /// The largest body a `send` may carry: what still fits, in the widest `deliver`, in one frame.
+    pub fn max_body_bytes(&self) -> usize {
+        switchboard_proto::max_body_len(self.limits.max_frame_bytes)
     }
 
     /// Session worker threads after resolving 0 to the core count.

@@ -32,8 +32,11 @@ impl Settings {
             return invalid("log.level", &e);
         }
         let l = &self.limits;
-        if !(64..=64 * 1024 * 1024).contains(&l.max_frame_bytes) {
-            return invalid("limits.max_frame_bytes", "must be between 64 and 67108864");
+        if !(1024..=64 * 1024 * 1024).contains(&l.max_frame_bytes) {
+            return invalid(
+                "limits.max_frame_bytes",
+                "must be between 1024 and 67108864",
+            );
         }
         if l.window == 0 {
             return invalid("limits.window", "must be at least 1");

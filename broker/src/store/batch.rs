@@ -16,7 +16,7 @@ pub struct Batch {
     /// batch is recognised as a [`Duplicate`].
     pub remembered: Vec<Remembered>,
     /// Ids up to this one may already be in use outside the store (handed out before their commit):
-    /// the store's high-water mark ([`MailboxStore::last_id`]) must cover them once the batch commits,
+    /// the store's high-water mark ([`MailboxStore::last_id`](super::MailboxStore::last_id)) must cover them once the batch commits,
     /// so they are never given out again after a restart. 0 for none.
     pub reserve_ids_through: u64,
 }

@@ -53,7 +53,7 @@ pub struct MailboxUsage {
     pub bytes: u64,
 }
 
-/// An entry whose time to live ran out, as [`MailboxStore::expired`] reports it.
+/// An entry whose time to live ran out, as [`MailboxStore::expired`](super::MailboxStore::expired) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredEntry {
     /// The entry, with an empty body.

@@ -55,6 +55,7 @@ async fn a_delivery_in_the_same_packet_as_hi_is_not_held_back() {
                 keepalive_secs: 30,
                 address: "127.0.0.1:1".into(),
                 pending: 1,
+                max_body_bytes: 0,
             },
             BrokerFrame::Deliver {
                 message_id: 42,

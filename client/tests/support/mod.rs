@@ -63,6 +63,8 @@ impl MockBroker {
             keepalive_secs,
             address,
             pending,
+            max_body_bytes: switchboard_proto::max_body_len(switchboard_proto::DEFAULT_MAX_FRAME)
+                as u64,
         })
         .await;
         (peer, hello)

@@ -204,3 +204,55 @@ async fn thousands_of_silent_connections_do_not_stop_the_others() {
     bystanders.still_fine(&fx).await;
     drop(silent);
 }
+
+/// A body that fits a `send` frame but not the `deliver` carrying it (which adds the sender's id and
+/// the broker's numbers) used to be accepted and then block its recipient's mailbox for ever. Now the
+/// largest body is announced in `hi`, one byte more is `too-large`, and a body of exactly that size,
+/// from a sender with the longest id there is, reaches its recipient, with what was sent after it.
+#[tokio::test]
+async fn the_largest_accepted_body_is_delivered_and_one_byte_more_is_too_large() {
+    use switchboard_proto::BrokerFrame;
+
+    let fx = Fixture::new().await;
+    let sender = "s".repeat(switchboard_proto::client_id::MAX_CLIENT_ID_LEN);
+    let (mut raw, hi) = Raw::hello(fx.addr(), &sender, 30).await;
+    let BrokerFrame::Hi { max_body_bytes, .. } = hi else {
+        panic!("expected hi, got {hi:?}");
+    };
+    let max = usize::try_from(max_body_bytes).expect("fits");
+    let send = |send_id, len| ClientFrame::Send {
+        send_id,
+        to: "bob".into(),
+        body: vec![b'x'; len].into(),
+        ttl_ms: None,
+        fresh: false,
+    };
+    raw.send(send(1, max + 1)).await;
+    match raw.recv().await {
+        Some(BrokerFrame::Rejected {
+            send_id: 1,
+            reason: RejectReason::TooLarge,
+            text,
+        }) => assert!(text.contains(&max.to_string()), "{text}"),
+        other => panic!("expected too-large, got {other:?}"),
+    }
+    raw.send(send(2, max)).await;
+    raw.send(send(3, 1)).await;
+    for send_id in [2, 3] {
+        match raw.recv().await {
+            Some(BrokerFrame::Accepted { send_id: got, .. }) => assert_eq!(got, send_id),
+            other => panic!("expected accepted {send_id}, got {other:?}"),
+        }
+    }
+
+    let (bob, mut events) = fx.connect("bob").await;
+    for len in [max, 1] {
+        match next_event(&mut events).await {
+            Event::Message(m) => {
+                assert_eq!((m.from.as_str(), m.body.len()), (sender.as_str(), len));
+                bob.ack(m.message_id).await.expect("ack");
+            }
+            other => panic!("expected a message of {len} bytes, got {other:?}"),
+        }
+    }
+}

@@ -20,10 +20,16 @@ async fn hello_gets_hi_with_the_pending_count_and_the_address() {
         keepalive_secs,
         address,
         pending,
+        max_body_bytes,
     } = hi
     else {
         unreachable!()
     };
+    assert_eq!(
+        max_body_bytes,
+        1_048_576 - 216,
+        "the default frame less the widest deliver"
+    );
     assert_eq!(version, PROTOCOL_VERSION);
     assert_eq!(keepalive_secs, 30);
     assert!(address.starts_with("127.0.0.1:"), "{address}");
