@@ -81,6 +81,10 @@ pub struct Cli {
         requires = "cert"
     )]
     key: Option<PathBuf>,
+    /// The largest frame to read or write, in bytes. By default the limit the broker announces
+    /// (so whatever it accepted can be received), or 1 MiB with brokers too old to announce one.
+    #[arg(long, value_name = "BYTES", global = true, value_parser = clap::value_parser!(u64).range(64..=(64 << 20)))]
+    max_frame: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -162,6 +166,7 @@ impl Cli {
     fn options(&self) -> anyhow::Result<ClientOptions> {
         let mut opts = ClientOptions::new(self.server.clone(), self.id.clone().unwrap_or_default());
         opts.token = self.token.clone();
+        opts.max_frame = self.max_frame.and_then(|n| usize::try_from(n).ok());
         if self.tls || self.ca.is_some() || self.cert.is_some() {
             let tls = match &self.ca {
                 Some(ca) => Tls::with_ca_file(ca)?,

@@ -239,13 +239,15 @@ impl Driver {
         self.no_longer_fresh(link.next_send);
     }
 
+    /// The largest frame to write: the client's own limit, or the broker's if it announced more.
+    fn max_frame(&self) -> usize {
+        self.welcome.borrow().max_frame(self.opts.max_frame)
+    }
+
     /// The unanswered sends numbered below `carried` went onto a link that is now lost: from now on
     /// each is a resend (see [`Unanswered::no_longer_fresh`]). One that cannot be re-encoded fails.
     fn no_longer_fresh(&mut self, carried: u64) {
-        for (send, error) in self
-            .unanswered
-            .no_longer_fresh(carried, self.opts.max_frame)
-        {
+        for (send, error) in self.unanswered.no_longer_fresh(carried, self.max_frame()) {
             tracing::error!(send_id = send.send_id, %error, "cannot re-encode a send as a resend; failing it");
             self.tracked.remove(&send.send_id);
             let _ = send.accepted.send(Err(error.into()));
@@ -319,7 +321,7 @@ impl Driver {
             ttl_ms,
             fresh,
         };
-        match encode_frame(&frame, self.opts.max_frame) {
+        match encode_frame(&frame, self.max_frame()) {
             Ok(frame) => {
                 self.unanswered.push(PendingSend::new(
                     send_id,

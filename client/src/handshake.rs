@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use switchboard_proto::{encode_frame, BrokerFrame, ClientCodec, ClientFrame, PROTOCOL_VERSION};
+use switchboard_proto::{
+    encode_frame, BrokerFrame, ClientCodec, ClientFrame, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
@@ -45,7 +47,9 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
             (Box::new(read), Box::new(write))
         }
     };
-    let mut reader = FramedRead::new(read, ClientCodec::new(opts.max_frame));
+    // Until `hi` says otherwise, the client's own limit or the default.
+    let before_hi = opts.max_frame.unwrap_or(DEFAULT_MAX_FRAME);
+    let mut reader = FramedRead::new(read, ClientCodec::new(before_hi));
 
     let hello = ClientFrame::Hello {
         version: PROTOCOL_VERSION,
@@ -53,7 +57,7 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
         token: opts.token.clone(),
         keepalive_secs: opts.keepalive_secs(),
     };
-    let bytes = encode_frame(&hello, opts.max_frame)?;
+    let bytes = encode_frame(&hello, before_hi)?;
     writer
         .write_all(&bytes)
         .await
@@ -78,7 +82,9 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
                 pending,
                 max_body_bytes,
             };
-            let link = Link::new(reader, writer, opts.max_frame, welcome.keepalive);
+            let max_frame = welcome.max_frame(opts.max_frame);
+            reader.decoder_mut().set_max_frame(max_frame);
+            let link = Link::new(reader, writer, max_frame, welcome.keepalive);
             Ok((link, welcome))
         }
         Some(Ok(BrokerFrame::Error { code, text })) => Err(ClientError::Refused { code, text }),

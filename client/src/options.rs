@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use switchboard_proto::DEFAULT_MAX_FRAME;
-
 use crate::reconnect::Reconnect;
 use crate::tls::Tls;
 
@@ -20,9 +18,11 @@ pub struct ClientOptions {
     pub keepalive: Duration,
     /// A credential for brokers that require one. Protocol version 1 defines none.
     pub token: Option<String>,
-    /// The largest frame body read or written. Should be at least the broker's `max_frame_bytes`,
-    /// or a large delivery ends the connection.
-    pub max_frame: usize,
+    /// The largest frame body read or written. `None` (the default) follows the broker: the limit it
+    /// announces in `hi`, so whatever it accepted from a sender this client can receive (1 MiB until
+    /// then, and with brokers too old to announce one). `Some(n)` fixes it at `n` both ways; with a
+    /// broker whose `max_frame_bytes` is larger, a large delivery then ends the connection.
+    pub max_frame: Option<usize>,
     /// The bound on opening the TCP connection and receiving `Hi`, together; it applies to each
     /// reconnect attempt too.
     pub connect_timeout: Duration,
@@ -57,7 +57,7 @@ impl ClientOptions {
             id: id.into(),
             keepalive: Self::DEFAULT_KEEPALIVE,
             token: None,
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame: None,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             reconnect: None,
             tls: None,

@@ -74,6 +74,13 @@ impl<D, E> FrameCodec<D, E> {
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
+
+    /// Changes the limit, for example to what the broker announced in `hi` once the handshake is
+    /// over; frames already buffered are judged by the new limit.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.framing.set_max_frame_length(max_frame);
+        self.max_frame = max_frame;
+    }
 }
 
 impl<D, E> Default for FrameCodec<D, E> {

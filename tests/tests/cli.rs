@@ -189,3 +189,31 @@ async fn errors_are_one_line_with_the_right_exit_code() {
     );
     broker.terminate().await;
 }
+
+/// With a broker configured for larger frames than the CLI's default (1 MiB), the CLI follows what
+/// the broker announces: a 3 MiB message goes in with `send` and comes out with `poll`.
+#[tokio::test]
+async fn the_cli_sends_and_receives_bodies_as_large_as_the_broker_takes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The broker process runs in its data directory and reads the settings file there.
+    std::fs::write(
+        dir.path().join("settings.toml"),
+        "[limits]\nmax_frame_bytes = 4194304\n",
+    )
+    .expect("settings");
+    let broker = BrokerProcess::start(dir.path()).await;
+    let body = "x".repeat(3 << 20);
+    let mut cmd = switchboard(broker.addr(), Some("alice"));
+    cmd.args(["send", "--to", "bob"]);
+    let out = run_with_stdin(cmd, body.as_bytes()).await;
+    assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+    let mut cmd = switchboard(broker.addr(), Some("bob"));
+    cmd.arg("poll")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run(cmd).await;
+    assert!(out.status.success(), "poll failed: {}", text(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["body"].as_str().map(str::len), Some(body.len()));
+}

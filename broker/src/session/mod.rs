@@ -155,12 +155,14 @@ impl Session {
         ctx.stop();
     }
 
-    /// Writes `Error { code, text }` and closes once it is flushed (or after a grace period).
+    /// Writes `Error { code, text }` and closes once it is flushed (or after a grace period). The text
+    /// is clipped: a decoding error quotes the peer's own bytes, which must neither outgrow a frame
+    /// nor flood the log.
     fn fail(&mut self, code: ErrorCode, text: impl Into<String>, ctx: &mut Context<Self>) {
         if !self.phase.close() {
             return;
         }
-        let text = text.into();
+        let text = clip(text.into());
         tracing::info!(parent: &self.span, %code, reason = %text, "closing connection");
         // The writer flushes the error, shuts the socket and ends; that stops the session.
         self.write(BrokerFrame::Error { code, text }, ctx);
@@ -304,5 +306,34 @@ impl Handler<Kick> for Session {
         } else {
             self.fail(msg.code, msg.text, ctx);
         }
+    }
+}
+
+/// The longest `Error` text the broker writes or logs, in bytes.
+const MAX_ERROR_TEXT: usize = 256;
+
+/// `text`, cut at a character boundary to at most [`MAX_ERROR_TEXT`] bytes (and marked as cut).
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_clipped_at_a_character_boundary() {
+        assert_eq!(clip("short".into()), "short");
+        let long = clip("é".repeat(1000));
+        assert!(long.len() <= MAX_ERROR_TEXT, "{}", long.len());
+        assert!(long.ends_with('…'));
     }
 }

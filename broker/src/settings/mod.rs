@@ -306,9 +306,11 @@ impl Settings {
         Duration::from_millis(self.limits.shutdown_grace_ms)
     }
 
-    /// The largest body a `send` may carry: what still fits, in the widest `deliver`, in one frame.
+    /// The largest body a `send` may carry: what still fits, in the widest `deliver`, in one frame,
+    /// and no more than a whole mailbox may hold.
     pub fn max_body_bytes(&self) -> usize {
-        switchboard_proto::max_body_len(self.limits.max_frame_bytes)
+        let mailbox = usize::try_from(self.mailbox.max_bytes).unwrap_or(usize::MAX);
+        switchboard_proto::max_body_len(self.limits.max_frame_bytes).min(mailbox)
     }
 
     /// Session worker threads after resolving 0 to the core count.

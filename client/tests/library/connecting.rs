@@ -16,7 +16,7 @@ fn options_have_documented_defaults() {
     assert_eq!(opts.id, "alice");
     assert_eq!(opts.keepalive, Duration::from_secs(30));
     assert_eq!(opts.token, None);
-    assert_eq!(opts.max_frame, switchboard_proto::DEFAULT_MAX_FRAME);
+    assert_eq!(opts.max_frame, None, "follows the broker");
     assert_eq!(opts.connect_timeout, Duration::from_secs(10));
     assert_eq!(opts.reconnect, None);
 }

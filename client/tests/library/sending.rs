@@ -142,11 +142,10 @@ async fn a_ttl_reaches_the_wire_in_milliseconds_and_no_ttl_is_left_out() {
 async fn a_send_over_the_frame_limit_fails_alone() {
     let broker = MockBroker::start().await;
     let mut opts = ClientOptions::new(broker.addr.to_string(), "alice");
-    opts.max_frame = 256;
+    opts.max_frame = Some(256);
     let (connected, (mut peer, _)) = tokio::join!(Client::connect(opts), broker.welcome(30, 0));
     let (client, _events) = connected.expect("connect");
-    let err = client
-        .send("bob", vec![0u8; 1024])
+    let err = within("the oversized send", client.send("bob", vec![0u8; 1024]))
         .await
         .expect_err("too large");
     assert!(matches!(err, ClientError::Codec(_)), "{err:?}");

@@ -256,3 +256,48 @@ async fn the_largest_accepted_body_is_delivered_and_one_byte_more_is_too_large()
         }
     }
 }
+
+/// A broker configured for bodies larger than the client library's default frame (1 MiB) says so in
+/// `hi`, and clients on default options follow it: what the broker accepted, its recipient receives.
+#[tokio::test]
+async fn clients_follow_the_frame_limit_the_broker_announces() {
+    let fx = Fixture::with(|s| s.limits.max_frame_bytes = 4 << 20).await;
+    let (alice, _alice_events) = fx.connect("alice").await;
+    let (bob, mut bob_events) = fx.connect("bob").await;
+    let body = vec![b'x'; 3 << 20];
+    alice
+        .send("bob", body.clone())
+        .await
+        .expect("a 3 MiB body is accepted");
+    match next_event(&mut bob_events).await {
+        Event::Message(m) => {
+            assert_eq!(m.body.len(), body.len());
+            bob.ack(m.message_id).await.expect("ack");
+        }
+        other => panic!("expected the 3 MiB message, got {other:?}"),
+    }
+}
+
+/// A decoding error quotes the peer's bytes (`unknown variant ...`): a frame kind as long as a whole
+/// frame still gets its one-line `bad-frame` answer, not a silent close.
+#[tokio::test]
+async fn a_huge_unknown_frame_kind_still_gets_a_short_bad_frame() {
+    #[derive(serde::Serialize)]
+    struct Odd {
+        r#type: String,
+    }
+    let fx = Fixture::new().await;
+    let bystanders = Bystanders::new(&fx).await;
+    let (mut raw, _) = Raw::hello(fx.addr(), "mallory", 30).await;
+    let odd = Odd {
+        // As long as a frame allows: the error quoting it would not fit in one.
+        r#type: "t".repeat(1_048_500),
+    };
+    let body = rmp_serde::to_vec_named(&odd).expect("encode");
+    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    raw.send_bytes(&bytes).await;
+    let frames = raw.until_closed().await;
+    assert_closed_with(&frames, ErrorCode::BadFrame);
+    bystanders.still_fine(&fx).await;
+}
