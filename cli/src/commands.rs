@@ -9,6 +9,7 @@ use switchboard_client::{
 };
 
 use crate::deadline::{connect, Deadline};
+use crate::exit::BrokerClosed;
 use crate::output::{message_line, receipt_line};
 use crate::stdio::{print_line, read_stdin, shutdown_signal};
 
@@ -103,7 +104,7 @@ async fn handle(client: &Client, event: Option<Event>) -> anyhow::Result<()> {
     match event {
         Some(Event::Message(message)) => print_message(client, &message).await,
         Some(Event::Receipt(receipt)) => print_receipt(client, &receipt).await,
-        Some(Event::Closed(reason)) => Err(anyhow!("{reason}")),
+        Some(Event::Closed(reason)) => Err(BrokerClosed(reason).into()),
         // The command line does not reconnect; were it to, these are news, not errors.
         Some(Event::Disconnected(reason)) => {
             tracing::warn!(%reason, "reconnecting");

@@ -10,7 +10,7 @@
 //!
 //! The modules, bottom-up (each uses only those before it): `duration.rs` (how durations are
 //! written), `output.rs` (the JSON lines), `stdio.rs` (stdout, stdin, signals), `files.rs` (atomic
-//! files, directory locks), `deadline.rs` (a bound on a whole command), `outbox/` (spooled messages:
+//! files, directory locks), `deadline.rs` (a bound on a whole command), `exit.rs` (what the exit status says), `outbox/` (spooled messages:
 //! the file, `send --spool`, and the daemon's `SpoolSender`), `commands.rs` (`send`, `listen`,
 //! `poll`), `daemon/` (`switchboard daemon`), and this file.
 
@@ -18,6 +18,7 @@ mod commands;
 mod daemon;
 mod deadline;
 mod duration;
+pub mod exit;
 mod files;
 mod outbox;
 mod output;
@@ -58,7 +59,14 @@ pub struct Cli {
     )]
     token: Option<String>,
     /// Speak TLS to the broker, trusting the system's certificate authorities (or `--ca`).
-    #[arg(long, env = "SWITCHBOARD_TLS", global = true)]
+    /// `SWITCHBOARD_TLS` takes the usual spellings: 1/0, true/false, yes/no, on/off.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TLS",
+        global = true,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     tls: bool,
     /// Trust only the certificate authorities in this PEM file (implies --tls).
     #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CA", global = true)]

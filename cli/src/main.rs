@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard_cli::Cli;
+use switchboard_cli::{exit, Cli};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -24,7 +24,14 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(switchboard_cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string()),
+        Err(e) => {
+            let status = exit::status(&e);
+            match exit::hint(status) {
+                Some(hint) => fail(&format!("{e}; {hint}")),
+                None => fail(&e.to_string()),
+            };
+            ExitCode::from(status)
+        }
     }
 }
 

@@ -458,3 +458,91 @@ async fn the_daemon_runs_its_sink_once_for_a_message_resent_under_a_new_id() {
     let journal = std::fs::read_to_string(state.join("handled")).expect("journal");
     assert_eq!(journal, "42 1000 7 alice\n58 2001 7 carol\n");
 }
+
+/// Under systemd (`Restart=always`) a daemon that exits 1 on `session-taken-over` comes back and
+/// takes the id back, every `RestartSec`: it exits 3 instead, which the unit does not restart on.
+#[tokio::test]
+async fn a_daemon_whose_id_is_taken_over_exits_3_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.args(["daemon", "--state-dir"]).arg(dir.path());
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    peer.send(BrokerFrame::Error {
+        code: ErrorCode::SessionTakenOver,
+        text: "client id bob connected again from 127.0.0.1:1".into(),
+    })
+    .await;
+    drop(peer);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("session-taken-over") && err.contains("not retrying"),
+        "{err}"
+    );
+}
+
+/// A refused token does not get better by retrying either: exit 4.
+#[tokio::test]
+async fn a_daemon_refused_as_unauthorized_exits_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.args(["daemon", "--state-dir"]).arg(dir.path());
+    let child = spawn(cmd);
+    let mut peer = broker.accept().await;
+    peer.recv().await.expect("hello");
+    peer.send(BrokerFrame::Error {
+        code: ErrorCode::Unauthorized,
+        text: "not authorized".into(),
+    })
+    .await;
+    drop(peer);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unauthorized"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `SWITCHBOARD_TLS` takes the spellings people use: the first bytes on the wire are a TLS
+/// ClientHello (a handshake record, 0x16) for 1/yes/on/true, and a plain frame for 0/no/off/false.
+#[tokio::test]
+async fn switchboard_tls_takes_the_usual_boolean_spellings() {
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    for (value, tls) in [
+        ("1", true),
+        ("yes", true),
+        ("on", true),
+        ("true", true),
+        ("0", false),
+        ("no", false),
+        ("off", false),
+        ("false", false),
+    ] {
+        let mut cmd = switchboard(addr, Some("alice"));
+        cmd.env("SWITCHBOARD_TLS", value)
+            .args(["send", "--to", "bob", "--timeout", "5", "hi"]);
+        let child = spawn(cmd);
+        let (mut socket, _) = within("the connection", listener.accept())
+            .await
+            .expect("accept");
+        let mut first = [0u8; 1];
+        within("the first byte", socket.read_exact(&mut first))
+            .await
+            .expect("read");
+        assert_eq!(first[0] == 0x16, tls, "SWITCHBOARD_TLS={value}");
+        drop(socket);
+        let out = finish(child).await;
+        assert_eq!(out.status.code(), Some(1), "{value}: {}", text(&out.stderr));
+    }
+}

@@ -14,6 +14,7 @@ use switchboard_client::{Client, CloseReason, ErrorCode, Event, Events};
 
 use crate::daemon::handler::Handled;
 use crate::daemon::shared::Daemon;
+use crate::exit::BrokerClosed;
 use crate::outbox::sender::FlushError;
 
 /// How long a poll waits for more once the announced entries are handled.
@@ -168,7 +169,7 @@ fn closed(reason: CloseReason) -> PollFailed {
         CloseReason::Broker {
             code: ErrorCode::SessionTakenOver,
             ..
-        } => PollFailed::Fatal(anyhow!("{reason}")),
-        reason => PollFailed::Retry(anyhow!("{reason}")),
+        } => PollFailed::Fatal(BrokerClosed(reason).into()),
+        reason => PollFailed::Retry(BrokerClosed(reason).into()),
     }
 }

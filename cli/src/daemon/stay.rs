@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::handler::Handled;
 use crate::daemon::shared::{connect_until_up, Daemon};
+use crate::exit::BrokerClosed;
 use crate::outbox::sender::{FlushError, SpoolSender};
 
 /// How often a connected daemon looks for new files in its outbox.
@@ -88,7 +89,7 @@ async fn serve(
                         reconnected.notify_one();
                         continue;
                     }
-                    Some(Event::Closed(reason)) => return Err(anyhow!("{reason}")),
+                    Some(Event::Closed(reason)) => return Err(BrokerClosed(reason).into()),
                     None => return Err(anyhow!("the connection to the broker is closed")),
                 };
                 if handled == Handled::Interrupted {
