@@ -44,6 +44,36 @@ impl From<StoreError> for BrokerError {
     }
 }
 
+/// Settings that passed every check a start makes before it opens anything.
+struct Checked {
+    settings: Arc<Settings>,
+    auth: Arc<Auth>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Checked {
+    fn new(settings: Settings) -> Result<Self, BrokerError> {
+        settings
+            .validate()
+            .map_err(|e| BrokerError::Settings(e.to_string()))?;
+        let auth = if settings.auth.credentials_file.as_os_str().is_empty() {
+            Auth::open()
+        } else {
+            Auth::load(&settings.auth.credentials_file)
+                .map_err(|e| BrokerError::Settings(format!("auth.credentials_file: {e}")))?
+        };
+        let listen = settings.listen_addr().map_err(BrokerError::Settings)?;
+        let tls = tls::acceptor(&settings.tls).map_err(|e| BrokerError::Settings(e.to_string()))?;
+        auth.check_listen(listen, &settings.auth, tls.is_some())
+            .map_err(BrokerError::Settings)?;
+        Ok(Self {
+            settings: Arc::new(settings),
+            auth: Arc::new(auth),
+            tls,
+        })
+    }
+}
+
 /// A running broker.
 pub struct Broker {
     local_addr: SocketAddr,
@@ -58,12 +88,12 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the store, binds `settings.listen` and starts serving. Must run inside an actix system.
+    /// Everything that can refuse the start is checked before the store is opened (and its data
+    /// directory locked).
     pub async fn start(settings: Settings) -> Result<Broker, BrokerError> {
-        settings
-            .validate()
-            .map_err(|e| BrokerError::Settings(e.to_string()))?;
-        let store = open_store(&settings).await?;
-        Self::start_with_store(settings, store).await
+        let checked = Checked::new(settings)?;
+        let store = open_store(&checked.settings).await?;
+        Self::serve(checked, store).await
     }
 
     /// Starts serving like [`Broker::start`], with mailboxes in `store` instead of the one
@@ -72,20 +102,15 @@ impl Broker {
         settings: Settings,
         store: Box<dyn MailboxStore>,
     ) -> Result<Broker, BrokerError> {
-        settings
-            .validate()
-            .map_err(|e| BrokerError::Settings(e.to_string()))?;
-        let settings = Arc::new(settings);
-        let auth = Arc::new(if settings.auth.credentials_file.as_os_str().is_empty() {
-            Auth::open()
-        } else {
-            Auth::load(&settings.auth.credentials_file)
-                .map_err(|e| BrokerError::Settings(format!("auth.credentials_file: {e}")))?
-        });
-        let listen = settings.listen_addr().map_err(BrokerError::Settings)?;
-        let tls = tls::acceptor(&settings.tls).map_err(|e| BrokerError::Settings(e.to_string()))?;
-        auth.check_listen(listen, &settings.auth, tls.is_some())
-            .map_err(BrokerError::Settings)?;
+        Self::serve(Checked::new(settings)?, store).await
+    }
+
+    async fn serve(checked: Checked, store: Box<dyn MailboxStore>) -> Result<Broker, BrokerError> {
+        let Checked {
+            settings,
+            auth,
+            tls,
+        } = checked;
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
         let last_id = store.last_id().await?;
         let usage = store.usage().await?;

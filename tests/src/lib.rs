@@ -192,7 +192,12 @@ impl BrokerProcess {
     /// The working directory is `data_dir`, so no `settings.toml` of the workspace is read.
     pub async fn start_on(data_dir: &Path, port: u16) -> BrokerProcess {
         std::fs::create_dir_all(data_dir).expect("create the data directory");
-        let mut child = Command::new(binary("switchboard-broker"))
+        // `binary` may run a `cargo build`: on a blocking thread, so the test's runtime keeps
+        // serving whatever connections the test already has open.
+        let program = tokio::task::spawn_blocking(|| binary("switchboard-broker"))
+            .await
+            .expect("find the broker binary");
+        let mut child = Command::new(program)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
