@@ -47,7 +47,13 @@ pub(crate) struct DaemonArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) out_dir: Option<PathBuf>,
     /// With --exec: runs per message before it goes to the dead-letter directory.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..),
+        requires = "exec"
+    )]
     pub(crate) max_attempts: u32,
     /// With --exec: where refused messages go [default: STATE_DIR/dead-letter].
     #[arg(long, value_name = "DIR", requires = "exec")]
@@ -66,6 +72,12 @@ impl DaemonArgs {
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.mode == Mode::Poll && self.idle_timeout.is_some() {
             return Err("--idle-timeout is for --mode stay; in poll mode the daemon is never connected for long".into());
+        }
+        if self.backoff_base > self.backoff_cap {
+            return Err(format!(
+                "--backoff-base ({:?}) is longer than --backoff-cap ({:?}); waits grow from the base up to the cap",
+                self.backoff_base, self.backoff_cap
+            ));
         }
         Ok(())
     }
@@ -124,6 +136,14 @@ mod tests {
             parse(&["--max-attempts", "0"]).err(),
             Some(ErrorKind::ValueValidation)
         );
+        assert_eq!(
+            parse(&["--max-attempts", "3"]).err(),
+            Some(ErrorKind::MissingRequiredArgument),
+            "attempts are --exec's"
+        );
+        assert!(parse(&["--exec", "true", "--max-attempts", "3"]).is_ok());
+        let args = parse(&["--backoff-base", "10", "--backoff-cap", "1"]).unwrap();
+        assert!(args.check().is_err(), "a base above the cap");
         assert_eq!(
             parse(&["--interval", "0"]).err(),
             Some(ErrorKind::ValueValidation)
