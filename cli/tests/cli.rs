@@ -546,3 +546,56 @@ async fn switchboard_tls_takes_the_usual_boolean_spellings() {
         assert_eq!(out.status.code(), Some(1), "{value}: {}", text(&out.stderr));
     }
 }
+
+/// `send --spool` refuses what no broker would take, rather than spooling it to be refused later:
+/// an invalid recipient, or (with the broker away) a body over the frame limit. Exit 1, nothing
+/// spooled; a good message is spooled as before.
+#[tokio::test]
+async fn send_spool_refuses_an_invalid_recipient_and_an_oversized_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = dir.path().join("outbox");
+    let addr = closed_port();
+    let spooled_files = || {
+        std::fs::read_dir(&outbox)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+
+    let mut cmd = switchboard(addr, Some("alice"));
+    cmd.args(["send", "--to", "not an id", "--spool"])
+        .arg(&outbox)
+        .arg("hi");
+    let out = finish(spawn(cmd)).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not an id"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut cmd = switchboard(addr, Some("alice"));
+    cmd.args(["--max-frame", "1024", "send", "--to", "bob", "--spool"])
+        .arg(&outbox)
+        .arg("x".repeat(2000));
+    let out = finish(spawn(cmd)).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not spooled"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(spooled_files(), 0, "nothing was spooled");
+
+    let mut cmd = switchboard(addr, Some("alice"));
+    cmd.args(["send", "--to", "bob", "--spool"])
+        .arg(&outbox)
+        .arg("hi");
+    let out = finish(spawn(cmd)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(spooled_files(), 1, "a good message is spooled");
+}

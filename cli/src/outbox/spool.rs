@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use bytes::Bytes;
 use switchboard_client::{ClientError, ClientOptions, SendOptions};
+use switchboard_proto::{max_body_len, ClientId, DEFAULT_MAX_FRAME};
 
 use crate::deadline::{connect, Deadline};
 use crate::files::{ensure_dir, DirLock, Locked};
@@ -34,6 +35,10 @@ pub(crate) async fn send_or_spool(
     dir: &Path,
     timeout: Option<Duration>,
 ) -> anyhow::Result<()> {
+    // A message the broker would refuse must not wait in the outbox to be refused later.
+    if let Err(e) = ClientId::new(to) {
+        anyhow::bail!("cannot send to {to:?}: {e}");
+    }
     ensure_dir(dir, "outbox")?;
     let message = Spooled::new(
         &opts.id,
@@ -55,11 +60,13 @@ pub(crate) async fn send_or_spool(
                     );
                 }
             }
+            check_size(&body, opts.max_frame)?;
             return spooled(dir, &message, "the daemon serving this outbox sends it").await;
         }
         Locked::Taken(lock) => lock,
     };
 
+    let max_frame = opts.max_frame;
     let deadline = Deadline::after(timeout);
     if let Some(timeout) = timeout {
         opts.connect_timeout = opts.connect_timeout.min(timeout);
@@ -68,7 +75,10 @@ pub(crate) async fn send_or_spool(
         Ok(connected) => connected,
         Err(e) => match e.downcast_ref::<ClientError>() {
             Some(client_error) if !client_error.is_retryable() => return Err(e),
-            _ => return spooled(dir, &message, &e.to_string()).await,
+            _ => {
+                check_size(&body, max_frame)?;
+                return spooled(dir, &message, &e.to_string()).await;
+            }
         },
     };
     let sent = deadline
@@ -90,6 +100,20 @@ pub(crate) async fn send_or_spool(
     };
     client.close().await?;
     spooled(dir, &message, &why).await
+}
+
+/// Refuses to spool a body no broker with this frame limit (`--max-frame`, or the default) takes.
+/// Online, the broker itself says; offline, this is the limit the daemon will send under.
+fn check_size(body: &[u8], max_frame: Option<usize>) -> anyhow::Result<()> {
+    let limit = max_body_len(max_frame.unwrap_or(DEFAULT_MAX_FRAME));
+    if body.len() > limit {
+        anyhow::bail!(
+            "the body is {} bytes; a broker with a {}-byte frame limit takes at most {limit} (--max-frame sets the limit), so it is not spooled",
+            body.len(),
+            max_frame.unwrap_or(DEFAULT_MAX_FRAME)
+        );
+    }
+    Ok(())
 }
 
 async fn spooled(dir: &Path, message: &Spooled, why: &str) -> anyhow::Result<()> {
