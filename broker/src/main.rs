@@ -112,7 +112,7 @@ fn passwd(action: Passwd) -> anyhow::Result<()> {
             println!("{verb} {id} in {}", file.display());
         }
         Passwd::Remove { file, id } => {
-            let mut credentials = CredentialsFile::load(&file)?;
+            let mut credentials = load_existing(&file)?;
             if credentials.clients.remove(&id).is_none() {
                 anyhow::bail!("{id} is not in {}", file.display());
             }
@@ -120,7 +120,7 @@ fn passwd(action: Passwd) -> anyhow::Result<()> {
             println!("removed {id} from {}", file.display());
         }
         Passwd::List { file } => {
-            for (id, entry) in CredentialsFile::load(&file)?.clients {
+            for (id, entry) in load_existing(&file)?.clients {
                 let mut line = id;
                 if !entry.networks.is_empty() {
                     line.push_str(&format!(" networks={}", entry.networks.join(",")));
@@ -133,6 +133,18 @@ fn passwd(action: Passwd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The credentials file at `file`, which must exist: only `passwd add` creates one, so a typo in
+/// `--file` is an error, not an empty list.
+fn load_existing(file: &std::path::Path) -> anyhow::Result<CredentialsFile> {
+    if !file
+        .try_exists()
+        .with_context(|| format!("cannot read {}", file.display()))?
+    {
+        anyhow::bail!("{} does not exist (passwd add creates it)", file.display());
+    }
+    Ok(CredentialsFile::load(file)?)
 }
 
 /// The token for `id`: prompted twice on a terminal, else the first line of stdin.

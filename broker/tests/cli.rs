@@ -216,3 +216,23 @@ fn a_second_broker_on_the_same_data_directory_is_refused_naming_the_first() {
     again.arg("--data-dir").arg(dir.path());
     let _third = Listening::start(again);
 }
+
+/// `passwd list` and `passwd remove` on a file that is not there (a typo in `--file`) say so and exit
+/// 1, rather than listing nothing and succeeding.
+#[test]
+fn passwd_on_a_missing_file_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("typo.toml");
+    for args in [vec!["passwd", "list"], vec!["passwd", "remove"]] {
+        let mut cmd = broker();
+        cmd.args(&args).arg("--file").arg(&missing);
+        if args[1] == "remove" {
+            cmd.arg("alice");
+        }
+        let out = output_within_bound(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("typo.toml does not exist"), "{args:?}: {err}");
+    }
+    assert!(!missing.exists(), "nothing was created");
+}
