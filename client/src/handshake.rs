@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use switchboard_proto::{
-    encode_frame, BrokerFrame, ClientCodec, ClientFrame, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    encode_frame, BrokerFrame, ClientCodec, ClientFrame, CodecError, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -92,6 +93,11 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
             "expected hi, got {}",
             frame_kind(&other)
         ))),
+        Some(Err(CodecError::TlsRecord)) => Err(ClientError::Tls(
+            "the broker answered in TLS, and this client connected without it \
+             (set ClientOptions::tls; with the CLI, --tls or --ca)"
+                .into(),
+        )),
         Some(Err(e)) => Err(e.into()),
         None => Err(ClientError::Closed),
     }

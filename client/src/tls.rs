@@ -110,11 +110,33 @@ impl Tls {
         TlsConnector::from(Arc::new(config))
             .connect(name, stream)
             .await
-            .map_err(|source| ClientError::Connect {
-                addr: server.to_string(),
-                source,
+            .map_err(|source| {
+                if answered_in_plain(&source) {
+                    return ClientError::Tls(format!(
+                        "{server} did not answer in TLS: it looks like a plain listener \
+                         (connect without TLS, or check the port)"
+                    ));
+                }
+                ClientError::Connect {
+                    addr: server.to_string(),
+                    source,
+                }
             })
     }
+}
+
+/// Whether the TLS handshake failed because the broker's bytes were not TLS records at all (a plain
+/// Switchboard frame starts with a length prefix, which TLS reads as an invalid content type).
+fn answered_in_plain(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        })
 }
 
 /// `host` of `host:port` or `[v6]:port`.

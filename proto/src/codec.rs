@@ -37,6 +37,11 @@ pub enum CodecError {
     Io(#[from] io::Error),
     #[error("frame larger than the {max}-byte limit")]
     FrameTooLarge { max: usize },
+    /// The bytes are a TLS record, not a frame: the peer speaks TLS and this side does not. (A TLS
+    /// record header read as a length prefix is hundreds of megabytes, so it is told apart from a
+    /// frame that is merely too large.)
+    #[error("the peer speaks TLS, and this connection does not")]
+    TlsRecord,
     #[error("malformed frame: {0}")]
     Malformed(#[from] rmp_serde::decode::Error),
     #[error("cannot encode frame: {0}")]
@@ -97,6 +102,7 @@ impl<D: DeserializeOwned, E> Decoder for FrameCodec<D, E> {
         let body = match self.framing.decode(src) {
             Ok(Some(body)) => body,
             Ok(None) => return Ok(None),
+            Err(e) if is_too_large(&e) && looks_like_tls(src) => return Err(CodecError::TlsRecord),
             Err(e) if is_too_large(&e) => {
                 return Err(CodecError::FrameTooLarge {
                     max: self.max_frame,
@@ -122,6 +128,12 @@ impl<D, E: Serialize> Encoder<&E> for FrameCodec<D, E> {
     fn encode(&mut self, frame: &E, dst: &mut BytesMut) -> Result<(), CodecError> {
         encode_into(frame, self.max_frame, dst)
     }
+}
+
+/// Whether `src` starts like a TLS record: a content type (change_cipher_spec, alert, handshake or
+/// application_data, 0x14 to 0x17) and protocol major version 3.
+fn looks_like_tls(src: &[u8]) -> bool {
+    matches!(src, [0x14..=0x17, 0x03, ..])
 }
 
 /// Writes the length prefix and the named MessagePack body straight into `dst`, with no staging copy.
@@ -172,6 +184,22 @@ mod tests {
             sent_at_ms: u64::MAX,
             body: bytes::Bytes::from(vec![0; len]),
         }
+    }
+
+    #[test]
+    fn a_tls_record_is_told_apart_from_a_frame_that_is_too_large() {
+        let mut codec = BrokerCodec::new(DEFAULT_MAX_FRAME);
+        // The first bytes of a TLS 1.2+ ClientHello, read as a length prefix: about 369 MB.
+        let mut hello = BytesMut::from(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]);
+        assert!(matches!(
+            codec.decode(&mut hello),
+            Err(CodecError::TlsRecord)
+        ));
+        let mut huge = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff, 0x00][..]);
+        assert!(matches!(
+            codec.decode(&mut huge),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

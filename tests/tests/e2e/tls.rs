@@ -258,3 +258,25 @@ async fn the_library_and_the_cli_speak_tls_with_a_ca_file_and_a_client_certifica
         "{stderr}"
     );
 }
+
+/// A mismatch says what it is, on both sides: a plain client against a TLS broker hears that the
+/// broker answered in TLS (not "frame larger than the limit"), and a TLS client against a plain
+/// broker hears that it did not answer in TLS (not "corrupt message of type InvalidContentType").
+#[tokio::test]
+async fn a_tls_plain_mismatch_is_named_on_both_sides() {
+    let pki = Pki::new();
+    let tls_broker = pki.broker(false).await;
+    let plain_client = ClientOptions::new(tls_broker.addr().to_string(), "alice");
+    let Err(err) = within("the plain client", Client::connect(plain_client)).await else {
+        panic!("the plain client was let in");
+    };
+    assert!(err.to_string().contains("answered in TLS"), "{err}");
+
+    let plain_broker = Fixture::new().await;
+    let mut tls_client = ClientOptions::new(plain_broker.addr().to_string(), "alice");
+    tls_client.tls = Some(Tls::with_ca_file(&pki.ca).expect("ca"));
+    let Err(err) = within("the tls client", Client::connect(tls_client)).await else {
+        panic!("the tls client was let in");
+    };
+    assert!(err.to_string().contains("did not answer in TLS"), "{err}");
+}
