@@ -60,7 +60,9 @@ impl Router {
     ) {
         self.queue.landed();
         for entry in &appended {
-            self.usage.unqueue(&entry.mailbox, entry.body.len() as u64);
+            let receipt = entry.kind.is_receipt();
+            self.usage
+                .unqueue(&entry.mailbox, entry.body.len() as u64, receipt);
         }
         let outcome = match result {
             Ok(outcome) => outcome,

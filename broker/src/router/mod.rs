@@ -100,7 +100,9 @@ impl Router {
     /// Queues `entry` for the next commit and counts it against its mailbox; with `early`, hands it
     /// to its online owner at once if nothing older of the mailbox is still waiting.
     fn append(&mut self, entry: Entry, early: bool) {
-        self.usage.queue(&entry.mailbox, entry.body.len() as u64);
+        let receipt = entry.kind.is_receipt();
+        self.usage
+            .queue(&entry.mailbox, entry.body.len() as u64, receipt);
         let may_go_early = early && self.ids.may_go_early(entry.id);
         let window = self.online.get_mut(&entry.mailbox);
         if self.early.admit(&entry, may_go_early, window).is_err() {
@@ -221,7 +223,8 @@ impl Router {
     fn settle(&mut self, owner: &str, id: u64, done: InFlight) {
         if self.queue.is_collecting(id) {
             self.queue.acked(id);
-            self.usage.unqueue(owner, done.body_len);
+            self.usage
+                .unqueue(owner, done.body_len, done.kind.is_receipt());
         } else {
             self.delete(id, owner.to_owned(), done.body_len);
         }
@@ -242,10 +245,14 @@ impl Handler<Attach> for Router {
         self.online.attach(msg.client.clone(), window);
         self.early.requeue(msg.client.as_str(), &self.queue);
         self.refill(&msg.client, ctx);
-        // What this session will be handed: the committed entries less those being deleted.
-        let stored = self.usage.stored_entries(msg.client.as_str());
-        let leaving = self.deleting.count_in(msg.client.as_str());
-        Ok(stored.saturating_sub(leaving))
+        // What this session will be handed: the committed entries less those being deleted, and the
+        // receipts on their way to the store (an ack just before this connection must not leave
+        // its receipt uncounted). Queued messages are left out: one may be a resend the store
+        // turns away, and `pending` must never promise an entry that does not come.
+        let client = msg.client.as_str();
+        let stored = self.usage.stored_entries(client);
+        let leaving = self.deleting.count_in(client);
+        Ok(stored.saturating_sub(leaving) + self.usage.queued_receipts(client))
     }
 }
 

@@ -39,6 +39,9 @@ pub(super) struct Usage {
     stored: HashMap<String, Count>,
     /// Appends queued or committing, per mailbox.
     queued: HashMap<String, Count>,
+    /// Of those, receipts: never a resend the store could turn away, so each one is sure to reach
+    /// its owner, and `Hi.pending` counts them.
+    queued_receipts: HashMap<String, u64>,
 }
 
 impl Usage {
@@ -58,6 +61,7 @@ impl Usage {
             limits,
             stored,
             queued: HashMap::new(),
+            queued_receipts: HashMap::new(),
         }
     }
 
@@ -74,15 +78,31 @@ impl Usage {
         Ok(())
     }
 
-    /// An append of `len` bytes is queued for `mailbox`.
-    pub(super) fn queue(&mut self, mailbox: &str, len: u64) {
+    /// An append of `len` bytes (a receipt or not) is queued for `mailbox`.
+    pub(super) fn queue(&mut self, mailbox: &str, len: u64, receipt: bool) {
         add(&mut self.queued, mailbox, len);
+        if receipt {
+            *self.queued_receipts.entry(mailbox.to_owned()).or_default() += 1;
+        }
     }
 
     /// A queued append left the queue: its commit landed (stored or not), or it was acknowledged
     /// before its batch left and will never be stored.
-    pub(super) fn unqueue(&mut self, mailbox: &str, len: u64) {
+    pub(super) fn unqueue(&mut self, mailbox: &str, len: u64, receipt: bool) {
         sub(&mut self.queued, mailbox, len);
+        if receipt {
+            if let Some(n) = self.queued_receipts.get_mut(mailbox) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.queued_receipts.remove(mailbox);
+                }
+            }
+        }
+    }
+
+    /// Receipts queued or committing for `mailbox`: not stored yet, but sure to be handed to it.
+    pub(super) fn queued_receipts(&self, mailbox: &str) -> u64 {
+        self.queued_receipts.get(mailbox).copied().unwrap_or(0)
     }
 
     /// An append of `len` bytes to `mailbox` is committed.
@@ -149,13 +169,13 @@ mod tests {
     #[test]
     fn queued_appends_count_against_the_limits_before_they_are_stored() {
         let mut u = usage(2, 100);
-        u.queue("bob", 10);
-        u.queue("bob", 10);
+        u.queue("bob", 10, false);
+        u.queue("bob", 10, false);
         assert_eq!(u.check("bob", 1), Err(Over::Full), "two entries queued");
         assert_eq!(u.check("carol", 1), Ok(()), "limits are per mailbox");
 
         let mut u = usage(10, 100);
-        u.queue("bob", 60);
+        u.queue("bob", 60, false);
         u.stored("bob", 30);
         assert_eq!(u.check("bob", 10), Ok(()));
         assert_eq!(
@@ -189,11 +209,11 @@ mod tests {
     fn usage_counts_back_to_zero_after_acks() {
         let mut u = usage(2, 100);
         // Acknowledged before its batch left: queued, then unqueued, never stored.
-        u.queue("bob", 40);
-        u.unqueue("bob", 40);
+        u.queue("bob", 40, false);
+        u.unqueue("bob", 40, false);
         // Committed, then acknowledged and its delete committed.
-        u.queue("bob", 50);
-        u.unqueue("bob", 50);
+        u.queue("bob", 50, false);
+        u.unqueue("bob", 50, false);
         u.stored("bob", 50);
         u.removed("bob", 50);
         assert_eq!(u.in_use("bob"), Count::default());
@@ -202,10 +222,30 @@ mod tests {
     }
 
     #[test]
+    fn queued_receipts_are_counted_until_they_leave_the_queue() {
+        let mut u = usage(10, 100);
+        u.queue("alice", 0, true);
+        u.queue("alice", 5, false);
+        u.queue("alice", 0, true);
+        assert_eq!(u.queued_receipts("alice"), 2, "messages are not counted");
+        assert_eq!(u.queued_receipts("bob"), 0);
+        u.unqueue("alice", 0, true);
+        u.unqueue("alice", 5, false);
+        assert_eq!(u.queued_receipts("alice"), 1);
+        u.unqueue("alice", 0, true);
+        u.unqueue("alice", 0, true);
+        assert_eq!(u.queued_receipts("alice"), 0, "never below zero");
+        assert!(
+            u.queued_receipts.is_empty(),
+            "no entry kept for an empty mailbox"
+        );
+    }
+
+    #[test]
     fn counts_never_go_below_zero() {
         let mut u = usage(2, 100);
         u.removed("bob", 10);
-        u.unqueue("bob", 10);
+        u.unqueue("bob", 10, false);
         u.stored("bob", 5);
         u.removed("bob", 50);
         assert_eq!(u.in_use("bob"), Count::default());

@@ -386,3 +386,32 @@ async fn a_resend_wrongly_marked_fresh_is_delivered_but_its_ack_uncounts_nothing
         other => panic!("expected the receipt of send 10, got {other:?}"),
     }
 }
+
+/// `hi.pending` counts a receipt that is on its way to the store: bob acknowledges alice's message
+/// while commits are held, alice connects before the receipt is written, and her `hi` says 1 (a
+/// `poll` that drains `pending` entries would otherwise leave without it).
+#[actix_rt::test]
+async fn a_receipt_still_committing_counts_in_pending() {
+    let (broker, gate, _dir) = gated_broker(|_| {}).await;
+    let (mut alice, _) = Raw::hello(broker.addr, "alice", 30).await;
+    let (mut bob, _) = Raw::hello(broker.addr, "bob", 30).await;
+    // Not fresh: the message is committed before bob gets it, so his ack queues a receipt that must
+    // go through the store.
+    alice.send(send(7, "bob", "for the record", false)).await;
+    accepted(&mut alice, 7).await;
+    alice.send(ClientFrame::Bye).await;
+    alice.until_closed().await;
+    broker.gone("alice").await;
+
+    gate.set_open(false);
+    delivered(&mut bob, true).await;
+    gate.until_a_commit_is_held().await;
+
+    let (mut alice, hi) = Raw::hello(broker.addr, "alice", 30).await;
+    match hi {
+        BrokerFrame::Hi { pending, .. } => assert_eq!(pending, 1, "the committing receipt"),
+        other => panic!("expected hi, got {other:?}"),
+    }
+    gate.set_open(true);
+    receipt(&mut alice, 7).await;
+}
