@@ -64,25 +64,53 @@ pub(crate) async fn send(
     Ok(())
 }
 
-/// Prints and acknowledges everything that arrives until interrupted or disconnected.
-pub(crate) async fn listen(opts: ClientOptions) -> anyhow::Result<()> {
+/// Prints and acknowledges what arrives until interrupted or disconnected, or until `count` entries
+/// are handled, or `timeout` has passed: with `count`, running out of time first is an error;
+/// without it, the time is simply how long to listen. Leaving says `Bye` after the acks, so exactly
+/// the printed entries are acknowledged.
+pub(crate) async fn listen(
+    opts: ClientOptions,
+    count: Option<u64>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
     let (client, mut events) = connect(opts).await?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
-    loop {
+    let time_up = async {
+        match timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(time_up);
+    let mut handled = 0;
+    while count.is_none_or(|count| handled < count) {
         tokio::select! {
             event = events.next() => {
                 tracing::trace!(?event, "event");
-                handle(&client, event).await?;
+                if handle(&client, event).await? {
+                    handled += 1;
+                }
+            }
+            () = &mut time_up => {
+                client.close().await?;
+                return match (count, timeout) {
+                    (Some(count), Some(timeout)) => Err(anyhow!(
+                        "timed out after {} with {handled} of {count} entries",
+                        humantime::format_duration(timeout)
+                    )),
+                    _ => Ok(()),
+                };
             }
             stopped = &mut stop => {
                 stopped?;
                 tracing::debug!("interrupted; saying bye");
-                client.close().await?;
-                return Ok(());
+                break;
             }
         }
     }
+    client.close().await?;
+    Ok(())
 }
 
 /// Prints and acknowledges the entries that were waiting at the handshake, then leaves.
@@ -90,29 +118,33 @@ pub(crate) async fn poll(opts: ClientOptions, timeout: Option<Duration>) -> anyh
     let deadline = Deadline::after(timeout);
     let (client, mut events) = connect(opts).await?;
     let pending = client.welcome().pending;
-    for handled in 0..pending {
+    let mut handled = 0;
+    while handled < pending {
         let what = format!("entry {} of {pending}", handled + 1);
         let event = deadline.bound(&what, events.next()).await?;
-        handle(&client, event).await?;
+        if handle(&client, event).await? {
+            handled += 1;
+        }
     }
     client.close().await?;
     Ok(())
 }
 
-/// Prints a message or receipt and acknowledges it; an end of the connection is an error.
-async fn handle(client: &Client, event: Option<Event>) -> anyhow::Result<()> {
+/// Prints a message or receipt and acknowledges it (`true`: an entry was handled); an end of the
+/// connection is an error.
+async fn handle(client: &Client, event: Option<Event>) -> anyhow::Result<bool> {
     match event {
-        Some(Event::Message(message)) => print_message(client, &message).await,
-        Some(Event::Receipt(receipt)) => print_receipt(client, &receipt).await,
+        Some(Event::Message(message)) => print_message(client, &message).await.map(|()| true),
+        Some(Event::Receipt(receipt)) => print_receipt(client, &receipt).await.map(|()| true),
         Some(Event::Closed(reason)) => Err(BrokerClosed(reason).into()),
         // The command line does not reconnect; were it to, these are news, not errors.
         Some(Event::Disconnected(reason)) => {
             tracing::warn!(%reason, "reconnecting");
-            Ok(())
+            Ok(false)
         }
         Some(Event::Reconnected(welcome)) => {
             tracing::info!(pending = welcome.pending, "reconnected");
-            Ok(())
+            Ok(false)
         }
         None => Err(anyhow!("the connection to the broker is closed")),
     }

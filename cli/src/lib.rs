@@ -31,7 +31,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use switchboard_client::{ClientOptions, SendOptions, Tls};
 
 use crate::daemon::args::DaemonArgs;
-use crate::duration::{limit, parse_timeout, parse_ttl};
+use crate::duration::{limit, parse_positive, parse_timeout, parse_ttl};
 
 /// Send and receive Switchboard messages.
 #[derive(Debug, Parser)]
@@ -102,7 +102,7 @@ enum Command {
     /// Send one message; prints the broker's message id once it is stored.
     Send(SendArgs),
     /// Stay connected; print each message and receipt as a JSON line, then acknowledge it.
-    Listen,
+    Listen(ListenArgs),
     /// Print and acknowledge what is waiting in the mailbox, then exit.
     Poll(PollArgs),
     /// Keep the mailbox drained, handing each message to stdout, a directory or a command; send
@@ -133,6 +133,18 @@ struct SendArgs {
     /// Give up after this long (seconds, or a duration such as `1m30s`; 0 waits forever).
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct ListenArgs {
+    /// Leave after printing (and acknowledging) this many messages and receipts. Safer than piping
+    /// into `head -n N`, which cannot stop the acknowledgement of lines it never reads.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Listen for at most this long (seconds, or a duration such as `1m30s`). With --count, time
+    /// running out before N entries is an error.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive)]
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -219,7 +231,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Listen => commands::listen(opts).await,
+        Command::Listen(args) => commands::listen(opts, args.count, args.timeout).await,
         Command::Poll(args) => commands::poll(opts, limit(args.timeout)).await,
         Command::Daemon(args) => daemon::start::run(opts, args).await,
     }

@@ -599,3 +599,72 @@ async fn send_spool_refuses_an_invalid_recipient_and_an_oversized_body() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(spooled_files(), 1, "a good message is spooled");
 }
+
+/// `listen --count N` prints and acknowledges exactly N entries, then says `Bye`: what came after
+/// them is neither printed nor acknowledged (unlike `listen | head -n N`).
+#[tokio::test]
+async fn listen_count_acknowledges_exactly_what_it_printed() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.args(["listen", "--count", "2"]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 3).await;
+    for n in 0..3u64 {
+        peer.send(BrokerFrame::Deliver {
+            message_id: 20 + n,
+            from: "alice".into(),
+            send_id: n,
+            sent_at_ms: 0,
+            body: Bytes::from(format!("m{n}")),
+        })
+        .await;
+    }
+    assert_eq!(
+        until_bye(&mut peer).await,
+        [ClientFrame::Ack { id: 20 }, ClientFrame::Ack { id: 21 }]
+    );
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+    assert!(!printed.contains("m2"), "{printed}");
+}
+
+/// `listen --timeout` listens that long and leaves cleanly; with `--count`, running out of time
+/// first is an error that says how far it got.
+#[tokio::test]
+async fn listen_timeout_ends_listening_and_bounds_a_count() {
+    let broker = MockBroker::start().await;
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    cmd.args(["listen", "--timeout", "0.3"]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    assert!(until_bye(&mut peer).await.is_empty());
+    drop(peer);
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut cmd = switchboard(broker.addr, Some("bob"));
+    // Long enough that the one message surely arrives first, even on a loaded machine.
+    cmd.args(["listen", "--count", "2", "--timeout", "2"]);
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 1).await;
+    peer.send(BrokerFrame::Deliver {
+        message_id: 30,
+        from: "alice".into(),
+        send_id: 1,
+        sent_at_ms: 0,
+        body: Bytes::from_static(b"only one"),
+    })
+    .await;
+    assert_eq!(until_bye(&mut peer).await, [ClientFrame::Ack { id: 30 }]);
+    drop(peer);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("with 1 of 2 entries"),
+        "{}",
+        text(&out.stderr)
+    );
+}
