@@ -72,6 +72,28 @@ async fn accept_send(peer: &mut Peer, message_id: u64) -> (u64, Bytes) {
     }
 }
 
+/// A message from alice, as the broker delivers it (sent at the epoch).
+fn from_alice(message_id: u64, send_id: u64, body: impl Into<Bytes>) -> BrokerFrame {
+    BrokerFrame::Deliver {
+        message_id,
+        from: "alice".into(),
+        send_id,
+        sent_at_ms: 0,
+        body: body.into(),
+    }
+}
+
+/// Sends the running command `signal` (`-INT`, `-TERM`), as a terminal or a service manager would.
+async fn send_signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("pid");
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn a_closed_port_is_one_error_line_and_exit_1() {
     let addr = closed_port();
@@ -323,14 +345,7 @@ async fn listen_prints_each_message_then_acks_and_leaves_on_sigint() {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let (mut peer, _) = broker.welcome(30, 0).await;
     for n in 0..2u64 {
-        peer.send(BrokerFrame::Deliver {
-            message_id: 10 + n,
-            from: "alice".into(),
-            send_id: 7,
-            sent_at_ms: 0,
-            body: Bytes::from(format!("live {n}")),
-        })
-        .await;
+        peer.send(from_alice(10 + n, 7, format!("live {n}"))).await;
         let line = within("a line", lines.next_line())
             .await
             .expect("read")
@@ -343,13 +358,7 @@ async fn listen_prints_each_message_then_acks_and_leaves_on_sigint() {
             Some(ClientFrame::Ack { id: 10 + n })
         );
     }
-    let pid = child.id().expect("pid");
-    let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(status.success());
+    send_signal(&child, "-INT").await;
     assert!(until_bye(&mut peer).await.is_empty());
     drop(peer);
     let out = finish(child).await;
@@ -437,13 +446,7 @@ async fn the_daemon_runs_its_sink_once_for_a_message_resent_under_a_new_id() {
     second.send(deliver(58, "carol", 7, 2_001)).await;
     printed_then_acked(&mut lines, &mut second, 58, "carol", 7).await;
 
-    let pid = child.id().expect("pid");
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(status.success());
+    send_signal(&child, "-TERM").await;
     assert!(until_bye(&mut second).await.is_empty());
     drop(second);
     let out = finish(child).await;
@@ -610,14 +613,7 @@ async fn listen_count_acknowledges_exactly_what_it_printed() {
     let child = spawn(cmd);
     let (mut peer, _) = broker.welcome(30, 3).await;
     for n in 0..3u64 {
-        peer.send(BrokerFrame::Deliver {
-            message_id: 20 + n,
-            from: "alice".into(),
-            send_id: n,
-            sent_at_ms: 0,
-            body: Bytes::from(format!("m{n}")),
-        })
-        .await;
+        peer.send(from_alice(20 + n, n, format!("m{n}"))).await;
     }
     assert_eq!(
         until_bye(&mut peer).await,
@@ -650,14 +646,7 @@ async fn listen_timeout_ends_listening_and_bounds_a_count() {
     cmd.args(["listen", "--count", "2", "--timeout", "2"]);
     let child = spawn(cmd);
     let (mut peer, _) = broker.welcome(30, 1).await;
-    peer.send(BrokerFrame::Deliver {
-        message_id: 30,
-        from: "alice".into(),
-        send_id: 1,
-        sent_at_ms: 0,
-        body: Bytes::from_static(b"only one"),
-    })
-    .await;
+    peer.send(from_alice(30, 1, "only one")).await;
     assert_eq!(until_bye(&mut peer).await, [ClientFrame::Ack { id: 30 }]);
     drop(peer);
     let out = finish(child).await;

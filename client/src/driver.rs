@@ -69,6 +69,9 @@ pub(crate) struct Driver {
     events: EventQueue,
     /// The latest `Hi`, for [`Client::welcome`](crate::Client::welcome).
     welcome: watch::Sender<Welcome>,
+    /// The largest frame to write on the current connection (the client's own limit, or the one
+    /// its `Hi` announced); kept here so a send reads a field, not the watch.
+    max_frame: usize,
     /// The places for unanswered sends; closed when the driver ends, so that waiting sends fail.
     room: Arc<Semaphore>,
     /// Sends waiting for `Accepted` or `Rejected`, in the order the driver took them in.
@@ -93,11 +96,13 @@ impl Driver {
         welcome: watch::Sender<Welcome>,
         room: Arc<Semaphore>,
     ) -> Self {
+        let max_frame = welcome.borrow().max_frame(opts.max_frame);
         Self {
             opts: Arc::new(opts),
             commands,
             events: EventQueue::new(events),
             welcome,
+            max_frame,
             room,
             unanswered: Unanswered::default(),
             tracked: HashMap::new(),
@@ -213,6 +218,7 @@ impl Driver {
                     for ack in self.acks.drain(..) {
                         link.out.ack(ack);
                     }
+                    self.max_frame = welcome.max_frame(self.opts.max_frame);
                     self.welcome.send_replace(welcome.clone());
                     self.events.push(Event::Reconnected(welcome));
                     return Ok(link);
@@ -239,15 +245,10 @@ impl Driver {
         self.no_longer_fresh(link.next_send);
     }
 
-    /// The largest frame to write: the client's own limit, or the broker's if it announced more.
-    fn max_frame(&self) -> usize {
-        self.welcome.borrow().max_frame(self.opts.max_frame)
-    }
-
     /// The unanswered sends numbered below `carried` went onto a link that is now lost: from now on
     /// each is a resend (see [`Unanswered::no_longer_fresh`]). One that cannot be re-encoded fails.
     fn no_longer_fresh(&mut self, carried: u64) {
-        for (send, error) in self.unanswered.no_longer_fresh(carried, self.max_frame()) {
+        for (send, error) in self.unanswered.no_longer_fresh(carried, self.max_frame) {
             tracing::error!(send_id = send.send_id, %error, "cannot re-encode a send as a resend; failing it");
             self.tracked.remove(&send.send_id);
             let _ = send.accepted.send(Err(error.into()));
@@ -321,7 +322,7 @@ impl Driver {
             ttl_ms,
             fresh,
         };
-        match encode_frame(&frame, self.max_frame()) {
+        match encode_frame(&frame, self.max_frame) {
             Ok(frame) => {
                 self.unanswered.push(PendingSend::new(
                     send_id,
