@@ -89,6 +89,9 @@ persistence_location $SERVER_DIR/
 max_queued_messages 0
 max_queued_bytes 0
 max_inflight_messages 256
+# Nagle off on the broker's sockets, as mosquitto.conf(5) advises for latency-sensitive use (the
+# bench's MQTT client sets TCP_NODELAY on its side too).
+set_tcp_nodelay true
 CONF
         "$MOSQUITTO" -c "$SERVER_DIR/mosquitto.conf" >"$SERVER_DIR/server.log" 2>&1 &
         ;;

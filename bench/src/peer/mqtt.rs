@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
@@ -51,6 +51,11 @@ impl Mqtt {
         subscribe: Option<String>,
     ) -> anyhow::Result<(AsyncClient, EventLoop)> {
         let (client, mut events) = AsyncClient::new(self.options(name, clean), 1024);
+        // rumqttc leaves Nagle on by default; an MQTT user who measures latency turns it off (the
+        // broker side is `set_tcp_nodelay true` in compare.sh).
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        events.set_network_options(network);
         let deadline = Instant::now() + self.connect_timeout;
         let mut waiting_for_suback = false;
         loop {

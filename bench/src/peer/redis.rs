@@ -13,7 +13,9 @@ use anyhow::{anyhow, bail, Context as _};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
 use redis::streams::StreamReadReply;
+use redis::IntoConnectionInfo as _;
 use tokio::time::timeout_at;
 
 use crate::body;
@@ -39,8 +41,13 @@ fn key(name: &str) -> String {
 }
 
 impl Redis {
+    /// A client with `TCP_NODELAY` set, as Redis clients that care about latency run it (redis-rs
+    /// leaves Nagle on by default; the server sets `TCP_NODELAY` on its side itself).
     fn client(&self) -> anyhow::Result<redis::Client> {
-        Ok(redis::Client::open(format!("redis://{}/", self.addr))?)
+        let info = format!("redis://{}/", self.addr)
+            .into_connection_info()?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        Ok(redis::Client::open(info)?)
     }
 
     async fn connection(&self) -> anyhow::Result<MultiplexedConnection> {
