@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use switchboard_broker::auth::{hash_token, CredentialsFile};
+use switchboard_broker::auth::{self, hash_token, Auth, CredentialsEdit, CredentialsFile};
 use switchboard_broker::settings::{LogFormat, Overrides, Settings};
 use switchboard_broker::Broker;
 use switchboard_proto::ClientId;
@@ -48,11 +48,25 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum Passwd {
     /// Adds a client id, or replaces its token. The token is read from stdin (first line), or
-    /// prompted for when stdin is a terminal; never pass it as an argument.
+    /// prompted for when stdin is a terminal, or generated; never pass it as an argument. Rules
+    /// given here replace that kind of rule; rules not given stay as they were.
     Add {
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
         id: String,
+        /// Generate a random token (256 bits) and print it on stdout, the only thing printed there.
+        #[arg(long)]
+        generate_token: bool,
+        #[command(flatten)]
+        rules: RuleFlags,
+    },
+    /// Changes a client's rules, keeping its token.
+    Set {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        id: String,
+        #[command(flatten)]
+        rules: RuleFlags,
     },
     /// Removes a client id.
     Remove {
@@ -65,6 +79,42 @@ enum Passwd {
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+/// A client's rules as `passwd` flags; each kind left out stays as it was.
+#[derive(Debug, clap::Args)]
+struct RuleFlags {
+    /// A network (CIDR or address) the client may connect from; repeat for several.
+    #[arg(long = "network", value_name = "CIDR", conflicts_with = "any_network")]
+    networks: Vec<String>,
+    /// The client may connect from anywhere (removes its networks).
+    #[arg(long)]
+    any_network: bool,
+    /// A client id (glob) the client may send to; repeat for several.
+    #[arg(long = "may-send-to", value_name = "GLOB", conflicts_with = "anyone")]
+    may_send_to: Vec<String>,
+    /// The client may send to anyone (removes its may_send_to).
+    #[arg(long)]
+    anyone: bool,
+}
+
+impl RuleFlags {
+    fn is_empty(&self) -> bool {
+        self.networks.is_empty() && !self.any_network && self.may_send_to.is_empty() && !self.anyone
+    }
+
+    /// Writes the kinds of rule that were given into `id`'s entry.
+    fn apply(&self, edit: &mut CredentialsEdit, id: &str) -> anyhow::Result<()> {
+        if !self.networks.is_empty() || self.any_network {
+            edit.set_networks(id, &self.networks)?;
+        }
+        if !self.may_send_to.is_empty() {
+            edit.set_may_send_to(id, Some(&self.may_send_to))?;
+        } else if self.anyone {
+            edit.set_may_send_to(id, None)?;
+        }
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
@@ -99,28 +149,60 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 fn passwd(action: Passwd) -> anyhow::Result<()> {
     match action {
-        Passwd::Add { file, id } => {
+        Passwd::Add {
+            file,
+            id,
+            generate_token,
+            rules,
+        } => {
             ClientId::new(id.as_str())
                 .with_context(|| format!("`{id}` is not a valid client id"))?;
-            let token = read_token(&id)?;
-            let mut credentials = CredentialsFile::load(&file)?;
-            let hash = hash_token(&token)?;
-            let existed = credentials.clients.contains_key(&id);
-            credentials.clients.entry(id.clone()).or_default().hash = hash;
-            credentials.save(&file)?;
+            let mut edit = CredentialsEdit::open(&file, true)?;
+            let token = if generate_token {
+                auth::generate_token()
+            } else {
+                read_token(&id)?
+            };
+            let existed = edit.contains(&id);
+            edit.set_hash(&id, &hash_token(&token)?)?;
+            rules.apply(&mut edit, &id)?;
+            edit.save()?;
             let verb = if existed { "updated" } else { "added" };
-            println!("{verb} {id} in {}", file.display());
+            if generate_token {
+                // The token alone on stdout, so `TOKEN=$(... --generate-token)` captures it.
+                println!("{token}");
+                eprintln!("{verb} {id} in {}", file.display());
+            } else {
+                println!("{verb} {id} in {}", file.display());
+            }
+        }
+        Passwd::Set { file, id, rules } => {
+            if rules.is_empty() {
+                anyhow::bail!(
+                    "nothing to set: give --network, --any-network, --may-send-to or --anyone"
+                );
+            }
+            let mut edit = CredentialsEdit::open(&file, false)?;
+            if !edit.contains(&id) {
+                anyhow::bail!("{id} is not in {} (passwd add adds it)", file.display());
+            }
+            rules.apply(&mut edit, &id)?;
+            edit.save()?;
+            println!("updated {id} in {}", file.display());
         }
         Passwd::Remove { file, id } => {
-            let mut credentials = load_existing(&file)?;
-            if credentials.clients.remove(&id).is_none() {
+            let mut edit = CredentialsEdit::open(&file, false)?;
+            if !edit.remove(&id) {
                 anyhow::bail!("{id} is not in {}", file.display());
             }
-            credentials.save(&file)?;
+            edit.save()?;
             println!("removed {id} from {}", file.display());
         }
         Passwd::List { file } => {
-            for (id, entry) in load_existing(&file)?.clients {
+            // Loaded as the broker loads it: a file the broker would refuse is refused here too.
+            let credentials = CredentialsFile::load_existing(&file)?;
+            Auth::from_credentials(&file, credentials.clone())?;
+            for (id, entry) in credentials.clients {
                 let mut line = id;
                 if !entry.networks.is_empty() {
                     line.push_str(&format!(" networks={}", entry.networks.join(",")));
@@ -133,18 +215,6 @@ fn passwd(action: Passwd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The credentials file at `file`, which must exist: only `passwd add` creates one, so a typo in
-/// `--file` is an error, not an empty list.
-fn load_existing(file: &std::path::Path) -> anyhow::Result<CredentialsFile> {
-    if !file
-        .try_exists()
-        .with_context(|| format!("cannot read {}", file.display()))?
-    {
-        anyhow::bail!("{} does not exist (passwd add creates it)", file.display());
-    }
-    Ok(CredentialsFile::load(file)?)
 }
 
 /// The token for `id`: prompted twice on a terminal, else the first line of stdin.

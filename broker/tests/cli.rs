@@ -236,3 +236,116 @@ fn passwd_on_a_missing_file_is_an_error() {
     }
     assert!(!missing.exists(), "nothing was created");
 }
+
+/// Runs `switchboard-broker passwd ARGS --file FILE` with `stdin`, bounded; (exit code, stdout,
+/// stderr).
+fn passwd(file: &std::path::Path, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = broker()
+        .arg("passwd")
+        .args(args)
+        .arg("--file")
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run passwd");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("token");
+    drop(input);
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(out) => out.expect("wait for passwd"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("passwd {args:?} did not finish");
+        }
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// An operator's hand-edited file: `passwd add`, `set` and `remove` change one client's entry and
+/// keep every comment and line of the others.
+#[test]
+fn passwd_keeps_a_hand_edited_file_and_sets_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials.toml");
+    let (code, _, err) = passwd(&file, &["add", "bob"], "b-token\n");
+    assert_eq!(code, Some(0), "{err}");
+    let bob = std::fs::read_to_string(&file).expect("read");
+    let hand_written = format!("# Ask ops before adding a client.\n\n# bob is billing\n{bob}");
+    std::fs::write(&file, &hand_written).expect("write");
+
+    let (code, _, err) = passwd(&file, &["add", "alice", "--network", "10.0.0.0/8"], "a\n");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = passwd(&file, &["set", "alice", "--may-send-to", "bob*"], "");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, listed, err) = passwd(&file, &["list"], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(listed, "alice networks=10.0.0.0/8 may_send_to=bob*\nbob\n");
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(text.starts_with(&hand_written), "{text}");
+
+    let (code, _, err) = passwd(&file, &["set", "alice", "--any-network", "--anyone"], "");
+    assert_eq!(code, Some(0), "{err}");
+    let (_, listed, _) = passwd(&file, &["list"], "");
+    assert_eq!(listed, "alice\nbob\n");
+    let (code, _, err) = passwd(&file, &["remove", "alice"], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), hand_written);
+}
+
+/// A rule the broker would refuse, or a `set` on a client that is not there, is an error that
+/// names it, and the file stays as it was.
+#[test]
+fn passwd_refuses_rules_the_broker_would_refuse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials.toml");
+    let (code, _, err) = passwd(&file, &["add", "alice"], "a\n");
+    assert_eq!(code, Some(0), "{err}");
+    let before = std::fs::read_to_string(&file).expect("read");
+    for (args, says) in [
+        (
+            vec!["set", "alice", "--network", "10.0.0.0/33"],
+            "10.0.0.0/33",
+        ),
+        (vec!["set", "alice", "--may-send-to", "bo[b"], "bo[b"),
+        (vec!["set", "carol", "--anyone"], "carol is not in"),
+        (vec!["set", "alice"], "nothing to set"),
+    ] {
+        let (code, _, err) = passwd(&file, &args, "");
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, _, err) = passwd(
+        &file,
+        &["set", "alice", "--network", "::1", "--any-network"],
+        "",
+    );
+    assert_eq!(code, Some(2), "conflicting flags are a usage error: {err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), before);
+}
+
+/// `passwd add --generate-token` prints a fresh token, alone on stdout, that the broker accepts.
+#[test]
+fn passwd_generates_a_token_the_broker_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials.toml");
+    let (code, token, err) = passwd(&file, &["add", "alice", "--generate-token"], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("added alice"), "{err}");
+    let token = token.trim_end();
+    assert_eq!(token.len(), 43, "256 bits in URL-safe base64: {token}");
+    let (_, again, _) = passwd(&file, &["add", "alice", "--generate-token"], "");
+    assert_ne!(again.trim_end(), token, "each token is fresh");
+    let auth = switchboard_broker::auth::Auth::load(&file).expect("load");
+    let local = "127.0.0.1".parse().expect("ip");
+    assert!(auth.check("alice", Some(again.trim_end()), local).is_ok());
+    assert!(auth.check("alice", Some(token), local).is_err(), "replaced");
+}

@@ -9,7 +9,8 @@
 //! may_send_to = ["bob", "sensor-*"]              # optional: whom alice may send to (globs)
 //! ```
 //!
-//! `switchboard-broker passwd add|remove|list` manages it. Without a credentials file the broker is
+//! `switchboard-broker passwd add|set|remove|list` manages it ([`CredentialsEdit`]), keeping what a
+//! person wrote in it. Without a credentials file the broker is
 //! open to any client id, which [`Auth::check_listen`] only allows on a loopback address unless
 //! `auth.allow_anonymous` says otherwise.
 //!
@@ -17,19 +18,22 @@
 //! pool, and a successful verification is remembered (as a keyed SHA-256 of the token, never the token)
 //! so that a reconnecting client does not pay it again.
 
-use std::collections::{BTreeMap, HashMap};
+mod edit;
+mod file;
+
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::Argon2;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use edit::CredentialsEdit;
+pub use file::{generate_token, hash_token, ClientEntry, CredentialsFile};
 
 use crate::settings::AuthSettings;
 
@@ -46,87 +50,12 @@ pub enum AuthError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error("{path} does not exist (passwd add creates it)")]
+    Missing { path: PathBuf },
     #[error("{path} is not a valid credentials file: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("cannot hash the token: {0}")]
     Hash(String),
-}
-
-/// One client's entry in the credentials file. An unknown key (`may_send_too`, `network`) refuses
-/// the file: silently dropping a misspelt rule would drop the client's restriction.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClientEntry {
-    /// argon2id hash of the client's token, in PHC string format.
-    pub hash: String,
-    /// Networks (CIDR) the client may connect from; empty means anywhere.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub networks: Vec<String>,
-    /// Client ids (globs) the client may send to; absent means anyone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub may_send_to: Option<Vec<String>>,
-}
-
-/// The credentials file as stored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialsFile {
-    #[serde(default)]
-    pub clients: BTreeMap<String, ClientEntry>,
-}
-
-impl CredentialsFile {
-    /// Reads `path`; a missing file is an empty one (so `passwd add` can create it).
-    pub fn load(path: &Path) -> Result<Self, AuthError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(cause) => {
-                return Err(AuthError::Read {
-                    path: path.into(),
-                    cause,
-                })
-            }
-        };
-        toml::from_str(&text).map_err(|e| AuthError::Invalid {
-            path: path.into(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// Writes the file atomically (temporary file, fsync, rename), readable by its owner only.
-    pub fn save(&self, path: &Path) -> Result<(), AuthError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let write_err = |cause| AuthError::Write {
-            path: path.into(),
-            cause,
-        };
-        let text = toml::to_string_pretty(self).map_err(|e| AuthError::Invalid {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(write_err)?;
-        file.write_all(text.as_bytes()).map_err(write_err)?;
-        file.sync_all().map_err(write_err)?;
-        std::fs::rename(&tmp, path).map_err(write_err)
-    }
-}
-
-/// Hashes `token` with argon2id and a fresh salt, for the credentials file.
-pub fn hash_token(token: &str) -> Result<String, AuthError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(token.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Hash(e.to_string()))
 }
 
 /// A client's rules, checked and compiled.
@@ -177,7 +106,12 @@ impl Auth {
                 cause: std::io::ErrorKind::NotFound.into(),
             });
         }
-        let file = CredentialsFile::load(path)?;
+        Self::from_credentials(path, CredentialsFile::load(path)?)
+    }
+
+    /// Compiles `file` (read from `path`, which errors name): every id, hash, network and glob is
+    /// checked, so a file that compiles is one the broker starts with.
+    pub fn from_credentials(path: &Path, file: CredentialsFile) -> Result<Self, AuthError> {
         let invalid = |reason: String| AuthError::Invalid {
             path: path.into(),
             reason,
