@@ -1,6 +1,8 @@
 //! The Switchboard broker as a library, so tests and embedders run the real thing.
 //!
-//! Layout, one question per file: [`server`] accepts connections and runs shutdown; a `session/` actor
+//! Layout, one question per file: [`server`] starts the broker and runs shutdown; `accept` takes
+//! connections in (and tells those it cannot take why), `descriptors` fits the connection limit to the
+//! process's file descriptors; a `session/` actor
 //! speaks the protocol on one connection (its phase, handshake, frames, answer order and clock in one
 //! file each, and its socket's reader and writer in `session/connection/`); the [`registry`] knows who
 //! is connected; the [`router`] owns delivery and the mailboxes; [`store`] makes them durable behind a
@@ -10,7 +12,9 @@
 // The broker logs through `tracing`; nothing in the library writes to stdout or stderr.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod accept;
 pub mod auth;
+mod descriptors;
 pub mod rate;
 pub mod registry;
 pub mod router;

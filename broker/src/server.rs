@@ -7,18 +7,19 @@
 //! sessions to close, let the Router commit everything queued, then close the store.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::accept;
 use crate::auth::Auth;
-use crate::rate::TokenBucket;
+use crate::descriptors;
 use crate::registry::{self, Registry};
 use crate::router::{self, Router, RouterConfig};
-use crate::session::{Session, SessionDeps};
+use crate::session::SessionDeps;
 use crate::settings::{Settings, StoreKind};
 use crate::store::{MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread};
 use crate::tls;
@@ -52,10 +53,12 @@ struct Checked {
 }
 
 impl Checked {
-    fn new(settings: Settings) -> Result<Self, BrokerError> {
+    fn new(mut settings: Settings) -> Result<Self, BrokerError> {
         settings
             .validate()
             .map_err(|e| BrokerError::Settings(e.to_string()))?;
+        settings.limits.max_connections =
+            descriptors::connection_limit(settings.limits.max_connections);
         let auth = if settings.auth.credentials_file.as_os_str().is_empty() {
             Auth::open()
         } else {
@@ -150,7 +153,7 @@ impl Broker {
         let tls_on = deps.tls.is_some();
         let (stop_accepting, stopped) = oneshot::channel();
         let handles = workers.iter().map(Arbiter::handle).collect();
-        let accept_loop = actix_rt::spawn(accept(listener, handles, deps, stopped));
+        let accept_loop = actix_rt::spawn(accept::run(listener, handles, deps, stopped));
         tracing::info!(address = %local_addr, store = ?settings.store, tls = tls_on, last_id, mailboxes, entries, "listening on {local_addr}");
         Ok(Broker {
             local_addr,
@@ -220,162 +223,5 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
                 .map_err(|_| StoreError::Stopped)?
                 .map(|s| Box::new(s) as Box<dyn MailboxStore>)
         }
-    }
-}
-
-/// Accepts connections until told to stop, handing each to the next worker in turn.
-async fn accept(
-    listener: TcpListener,
-    workers: Vec<ArbiterHandle>,
-    deps: SessionDeps,
-    mut stop: oneshot::Receiver<()>,
-) {
-    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-    let mut next_worker = 0usize;
-    let mut per_address = ConnectRate::new(deps.settings.limits.max_connects_per_sec_per_ip);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Typically EMFILE: the connection stays in the backlog; back off briefly.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if !per_address.admit(peer.ip()) {
-            tracing::debug!(%peer, "too many new connections from this address; dropped");
-            continue;
-        }
-        let open = deps.connections.fetch_add(1, Ordering::Relaxed);
-        if open >= deps.settings.limits.max_connections {
-            deps.connections.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%peer, open, "connection limit reached; refusing");
-            actix_rt::spawn(refuse(stream, deps.settings.limits.max_frame_bytes));
-            continue;
-        }
-        let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = hand_to_worker(stream, peer, conn_id, &workers, &mut next_worker, &deps)
-        {
-            deps.connections.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%peer, %error, "cannot start session");
-        }
-    }
-}
-
-/// A [`TokenBucket`] per source address for `limits.max_connects_per_sec_per_ip`. Addresses idle for
-/// a minute are forgotten, so the table stays small.
-struct ConnectRate {
-    rate: u64,
-    buckets: std::collections::HashMap<std::net::IpAddr, TokenBucket>,
-    last_sweep: std::time::Instant,
-}
-
-impl ConnectRate {
-    fn new(rate: u64) -> Self {
-        Self {
-            rate,
-            buckets: std::collections::HashMap::new(),
-            last_sweep: std::time::Instant::now(),
-        }
-    }
-
-    fn admit(&mut self, ip: std::net::IpAddr) -> bool {
-        if self.rate == 0 {
-            return true;
-        }
-        let now = std::time::Instant::now();
-        let minute = std::time::Duration::from_secs(60);
-        if now.duration_since(self.last_sweep) > minute {
-            self.buckets
-                .retain(|_, bucket| now.duration_since(bucket.last_used()) < minute);
-            self.last_sweep = now;
-        }
-        let rate = self.rate;
-        self.buckets
-            .entry(ip)
-            .or_insert_with(|| TokenBucket::new(rate, now))
-            .take(now)
-    }
-}
-
-/// Tells a connection over `limits.max_connections` why it is closed, without starting a session.
-async fn refuse(mut stream: TcpStream, max_frame: usize) {
-    use tokio::io::AsyncWriteExt;
-    let frame = switchboard_proto::BrokerFrame::Error {
-        code: switchboard_proto::ErrorCode::Overloaded,
-        text: "the broker is at its connection limit; try again later".into(),
-    };
-    if let Ok(bytes) = switchboard_proto::encode_frame(&frame, max_frame) {
-        let write = async {
-            stream.write_all(&bytes).await?;
-            stream.shutdown().await
-        };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
-    }
-}
-
-/// Completes the TLS handshake (within the handshake timeout), then starts the session.
-async fn start_tls(
-    acceptor: tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    conn_id: u64,
-    deps: SessionDeps,
-) {
-    let handshake =
-        tokio::time::timeout(deps.settings.handshake_timeout(), acceptor.accept(stream));
-    match handshake.await {
-        Ok(Ok(tls)) => {
-            let (read, write) = tokio::io::split(tls);
-            Session::start(read, write, peer, conn_id, deps);
-        }
-        Ok(Err(error)) => {
-            deps.connections.fetch_sub(1, Ordering::Relaxed);
-            tracing::info!(%peer, %error, "TLS handshake failed");
-        }
-        Err(_) => {
-            deps.connections.fetch_sub(1, Ordering::Relaxed);
-            tracing::info!(%peer, "TLS handshake timed out");
-        }
-    }
-}
-
-fn hand_to_worker(
-    stream: TcpStream,
-    peer: SocketAddr,
-    conn_id: u64,
-    workers: &[ArbiterHandle],
-    next_worker: &mut usize,
-    deps: &SessionDeps,
-) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    // A tokio socket belongs to the runtime that registered it; move it as a std socket.
-    let stream = stream.into_std()?;
-    let deps = deps.clone();
-    let worker = &workers[*next_worker % workers.len()];
-    *next_worker = next_worker.wrapping_add(1);
-    let spawned = worker.spawn_fn(move || match TcpStream::from_std(stream) {
-        Ok(stream) => match deps.tls.clone() {
-            None => {
-                let (read, write) = stream.into_split();
-                Session::start(read, write, peer, conn_id, deps);
-            }
-            Some(acceptor) => {
-                actix_rt::spawn(start_tls(acceptor, stream, peer, conn_id, deps));
-            }
-        },
-        Err(error) => {
-            deps.connections.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%peer, %error, "cannot register connection");
-        }
-    });
-    if spawned {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("worker thread has stopped"))
     }
 }

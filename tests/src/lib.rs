@@ -191,13 +191,33 @@ impl BrokerProcess {
     ///
     /// The working directory is `data_dir`, so no `settings.toml` of the workspace is read.
     pub async fn start_on(data_dir: &Path, port: u16) -> BrokerProcess {
+        Self::spawn(data_dir, port, None).await
+    }
+
+    /// Starts a broker like [`BrokerProcess::start`] that may open at most `descriptors` files
+    /// (`ulimit -n`, soft and hard), as on a machine whose limit is too low for its settings.
+    pub async fn start_with_descriptor_limit(data_dir: &Path, descriptors: u64) -> BrokerProcess {
+        Self::spawn(data_dir, 0, Some(descriptors)).await
+    }
+
+    async fn spawn(data_dir: &Path, port: u16, descriptors: Option<u64>) -> BrokerProcess {
         std::fs::create_dir_all(data_dir).expect("create the data directory");
         // `binary` may run a `cargo build`: on a blocking thread, so the test's runtime keeps
         // serving whatever connections the test already has open.
         let program = tokio::task::spawn_blocking(|| binary("switchboard-broker"))
             .await
             .expect("find the broker binary");
-        let mut child = Command::new(program)
+        let mut command = match descriptors {
+            None => Command::new(program),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(program);
+                sh
+            }
+        };
+        let mut child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -227,6 +247,11 @@ impl BrokerProcess {
             }
             Err(_) => panic!("the broker did not listen within {WAIT:?}:\n{}", log.tail()),
         }
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the broker is running")
     }
 
     /// The address the broker listens on.

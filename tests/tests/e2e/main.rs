@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod delivery;
+mod descriptors;
 mod durability;
 mod early;
 mod handshake;
