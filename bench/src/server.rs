@@ -65,6 +65,8 @@ impl BrokerProcess {
             // No settings.toml is picked up by accident: the working directory is the bench's own.
             .current_dir(&workdir)
             .env_remove("RUST_LOG")
+            // Not the default admin port: a broker the user runs may hold it.
+            .env("SWITCHBOARD_BROKER_ADMIN__LISTEN", "127.0.0.1:0")
             .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,12 +9,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
 use crate::rate::TokenBucket;
 use crate::session::{Session, SessionDeps};
 
@@ -27,6 +29,7 @@ pub(crate) async fn run(
     listener: TcpListener,
     workers: Vec<ArbiterHandle>,
     deps: SessionDeps,
+    metrics: Arc<Metrics>,
     mut stop: oneshot::Receiver<()>,
 ) {
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -50,6 +53,7 @@ pub(crate) async fn run(
                 }
             },
         };
+        metrics.connection();
         if !per_address.admit(peer.ip()) {
             tracing::debug!(%peer, "too many new connections from this address; dropped");
             continue;

@@ -13,8 +13,10 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod accept;
+pub mod admin;
 pub mod auth;
 mod descriptors;
+pub mod metrics;
 pub mod rate;
 pub mod registry;
 pub mod router;

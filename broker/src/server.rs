@@ -15,8 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::accept;
+use crate::admin::{AdminListener, AdminState, Readiness};
 use crate::auth::Auth;
 use crate::descriptors;
+use crate::metrics::Metrics;
 use crate::registry::{self, Registry};
 use crate::router::{self, Router, RouterConfig};
 use crate::session::SessionDeps;
@@ -87,6 +89,8 @@ pub struct Broker {
     accept_loop: tokio::task::JoinHandle<()>,
     workers: Vec<Arbiter>,
     store_thread: StoreThread,
+    readiness: Arc<Readiness>,
+    admin: Option<AdminListener>,
 }
 
 impl Broker {
@@ -114,7 +118,8 @@ impl Broker {
             auth,
             tls,
         } = checked;
-        let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH)?;
+        let metrics = Arc::new(Metrics::new());
+        let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH, metrics.clone())?;
         let last_id = store.last_id().await?;
         let usage = store.usage().await?;
         let (mailboxes, entries) = (usage.len(), usage.iter().map(|u| u.entries).sum::<u64>());
@@ -133,27 +138,59 @@ impl Broker {
 
         let registry = Registry::default().start();
         let router = Router::new(
-            store,
+            store.clone(),
             RouterConfig::from_settings(&settings),
             last_id,
             usage,
         )
+        .with_metrics(metrics.clone())
         .start();
         let workers: Vec<Arbiter> = (0..settings.worker_threads())
             .map(|_| Arbiter::new())
             .collect();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let readiness = Arc::new(Readiness::default());
+        let admin = match settings.admin_addr().map_err(BrokerError::Settings)? {
+            None => None,
+            Some(_) => {
+                let state = AdminState::new(
+                    &settings.admin,
+                    metrics.clone(),
+                    readiness.clone(),
+                    store.clone(),
+                    router.clone(),
+                    connections.clone(),
+                );
+                let admin =
+                    AdminListener::start(&settings.admin.listen, state).map_err(|cause| {
+                        BrokerError::Bind {
+                            addr: format!("{} (admin.listen)", settings.admin.listen),
+                            cause,
+                        }
+                    })?;
+                Some(admin)
+            }
+        };
         let deps = SessionDeps {
             registry: registry.clone(),
             router: router.clone(),
             settings: settings.clone(),
             auth,
-            connections: Arc::new(AtomicUsize::new(0)),
+            connections,
             tls,
+            metrics: metrics.clone(),
         };
         let tls_on = deps.tls.is_some();
         let (stop_accepting, stopped) = oneshot::channel();
         let handles = workers.iter().map(Arbiter::handle).collect();
-        let accept_loop = actix_rt::spawn(accept::run(listener, handles, deps, stopped));
+        let accept_loop = actix_rt::spawn(accept::run(
+            listener,
+            handles,
+            deps,
+            metrics.clone(),
+            stopped,
+        ));
+        readiness.serving();
         tracing::info!(address = %local_addr, store = ?settings.store, tls = tls_on, last_id, mailboxes, entries, "listening on {local_addr}");
         Ok(Broker {
             local_addr,
@@ -164,12 +201,19 @@ impl Broker {
             accept_loop,
             workers,
             store_thread,
+            readiness,
+            admin,
         })
     }
 
     /// The address the listener is bound to (with the real port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminListener::local_addr)
     }
 
     /// The Registry, to ask who is connected.
@@ -180,6 +224,7 @@ impl Broker {
     /// Stops accepting, tells every client `shutting-down`, waits (up to the grace period) for the
     /// sessions to close and for every queued write to be committed, then closes the store.
     pub async fn shutdown(self) {
+        self.readiness.stopping();
         let _ = self.stop_accepting.send(());
         let _ = self.accept_loop.await;
         let grace = self.settings.shutdown_grace();
@@ -197,6 +242,10 @@ impl Broker {
         match tokio::time::timeout(grace, self.router.send(router::Drain)).await {
             Ok(_) => tracing::info!("store writes committed"),
             Err(_) => tracing::error!("store writes still pending after the grace period"),
+        }
+        // The admin listener holds a store handle too: it goes first.
+        if let Some(admin) = self.admin {
+            admin.stop().await;
         }
         // The Router holds the last store handle; stopping it lets the store thread finish and close.
         let _ = self.router.send(router::Stop).await;

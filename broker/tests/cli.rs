@@ -11,6 +11,8 @@ fn broker() -> Command {
             cmd.env_remove(key);
         }
     }
+    // Brokers of parallel tests must not meet on the default admin port.
+    cmd.env("SWITCHBOARD_BROKER_ADMIN__LISTEN", "127.0.0.1:0");
     cmd
 }
 

@@ -122,6 +122,15 @@ pub struct BrokerProcess {
     log: Log,
 }
 
+/// The address in the first log line that says `"{what}ADDR"` (`admin listener at `), if it has come
+/// yet.
+fn address_in(log: &Log, what: &str) -> Option<SocketAddr> {
+    log.lines().iter().find_map(|line| {
+        let (_, rest) = line.split_once(what)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 /// Lines a child process writes, collected as they come by a task that drains the stream (so the
 /// child never blocks on a full pipe).
 #[derive(Clone, Default)]
@@ -225,6 +234,8 @@ impl BrokerProcess {
             .current_dir(data_dir)
             .env("RUST_LOG", "info")
             .env("SWITCHBOARD_BROKER_LOG__FORMAT", "text")
+            // Each broker's admin listener on a port of its own (`admin_addr`).
+            .env("SWITCHBOARD_BROKER_ADMIN__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -257,6 +268,12 @@ impl BrokerProcess {
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the broker's admin listener (logged before `listening on`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        address_in(&self.log, "admin listener at ")
+            .unwrap_or_else(|| panic!("no admin listener in the log:\n{}", self.log()))
     }
 
     /// The broker's last log lines (up to 200), oldest first, for failure messages.

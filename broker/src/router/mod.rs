@@ -17,6 +17,7 @@
 //! being deleted. The actor's conversations with the store sit beside this file, one each:
 //! `cycle.rs` (commits), `flush.rs` (page reads), `housekeeping.rs` (the timers).
 
+mod admin;
 mod commit;
 mod config;
 mod cycle;
@@ -33,13 +34,15 @@ mod usage;
 mod window;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use switchboard_proto::RejectReason;
+use switchboard_proto::{ReceiptStatus, RejectReason};
 use tokio::sync::oneshot;
 
+pub use admin::{MailboxTotals, Totals};
 pub use config::RouterConfig;
 pub use messages::{Ack, Attach, Deliver, Detach, Drain, Stop, Submit};
 
@@ -50,6 +53,7 @@ use self::ids::Ids;
 use self::online::{Acked, Online};
 use self::usage::{Over, Usage};
 use self::window::{InFlight, Window};
+use crate::metrics::Metrics;
 use crate::store::{Entry, EntryKind, MailboxUsage, StoreError, StoreHandle};
 
 /// The Router's mailbox: sessions awaiting `send` beyond this are held back (backpressure).
@@ -72,6 +76,8 @@ pub struct Router {
     sweeping: bool,
     /// Shutdown waiting for everything queued to be committed.
     drained: VecDeque<oneshot::Sender<()>>,
+    /// The broker's counters (`GET /metrics`).
+    metrics: Arc<Metrics>,
 }
 
 impl Router {
@@ -94,7 +100,14 @@ impl Router {
             deleting: Deleting::default(),
             sweeping: false,
             drained: VecDeque::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts into `metrics` (the admin listener's) instead of counters nobody reads.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Queues `entry` for the next commit and counts it against its mailbox; with `early`, hands it
@@ -121,6 +134,11 @@ impl Router {
         send_id: u64,
         message_id: u64,
     ) {
+        match kind {
+            EntryKind::Delivered => self.metrics.receipt(ReceiptStatus::Delivered),
+            EntryKind::Expired => self.metrics.receipt(ReceiptStatus::Expired),
+            EntryKind::Message => {}
+        }
         let id = self.ids.next();
         let receipt = Entry {
             id,

@@ -65,6 +65,16 @@ impl Usage {
         }
     }
 
+    /// Non-empty mailboxes and what they hold together, committed (for the admin listener; one pass
+    /// over the mailboxes, so it is asked for per scrape, never per message).
+    pub(super) fn stored_totals(&self) -> (u64, Count) {
+        let total = self.stored.values().fold(Count::default(), |sum, c| Count {
+            entries: sum.entries + c.entries,
+            bytes: sum.bytes + c.bytes,
+        });
+        (self.stored.len() as u64, total)
+    }
+
     /// Whether `mailbox` may take a message of `len` body bytes.
     pub(super) fn check(&self, mailbox: &str, len: u64) -> Result<(), Over> {
         if len > self.limits.bytes {

@@ -58,6 +58,7 @@ impl Session {
         ctx.wait(check.into_actor(self).map(move |result, act, ctx| match result {
             Ok(grant) => act.admit(client, keepalive_secs, grant, ctx),
             Err(Denied(reason)) => {
+                act.metrics.auth_failure();
                 tracing::warn!(parent: &act.span, client = %client, %reason, "authentication failed");
                 // Every refusal takes the same time, whatever the reason.
                 act.phase.refuse();

@@ -31,9 +31,10 @@ use tracing::Span;
 
 use self::answers::{Answers, Outcome, Seq};
 use self::clock::Clock;
-use self::connection::{FrameReader, SocketWriter, WriteError, WriterResult};
+use self::connection::{Counted, FrameReader, SocketWriter, WriteError, WriterResult};
 use self::phase::Phase;
 use crate::auth::{Auth, Grant};
+use crate::metrics::Metrics;
 use crate::rate::TokenBucket;
 use crate::registry::{self, Kick, Registry};
 use crate::router::{self, Deliver, Router};
@@ -61,6 +62,7 @@ pub(crate) struct Session {
     registry: Addr<Registry>,
     router: Addr<Router>,
     settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
     span: Span,
     keepalive: Duration,
     last_heard: Instant,
@@ -79,6 +81,8 @@ pub(crate) struct SessionDeps {
     pub connections: Arc<AtomicUsize>,
     /// TLS for new connections, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The broker's counters (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Session {
@@ -96,6 +100,10 @@ impl Session {
         let window = deps.settings.limits.window;
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
+            let (read, write) = (
+                Counted::new(read, deps.metrics.clone()),
+                Counted::new(write, deps.metrics.clone()),
+            );
             ctx.add_stream(FrameReader::new(read, BrokerCodec::new(max_frame)));
             let writer = SocketWriter::new(
                 write,
@@ -116,6 +124,7 @@ impl Session {
                 router: deps.router,
                 keepalive: deps.settings.agreed_keepalive(0),
                 settings: deps.settings,
+                metrics: deps.metrics,
                 span,
                 last_heard: Instant::now(),
                 answers: Answers::default(),
@@ -193,6 +202,10 @@ impl Session {
         text: Option<String>,
         ctx: &mut Context<Self>,
     ) {
+        match outcome {
+            Ok(_) => self.metrics.accepted(),
+            Err(reason) => self.metrics.rejected(reason),
+        };
         if !self.answers.settle(seq, outcome, text) {
             return;
         }

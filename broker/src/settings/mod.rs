@@ -62,6 +62,7 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub keepalive: Keepalive,
     pub log: Log,
+    pub admin: AdminSettings,
 }
 
 /// The embedded stores; a distributed engine would add a variant here.
@@ -163,6 +164,26 @@ pub struct TlsSettings {
     pub client_ca_file: PathBuf,
 }
 
+/// The admin listener (metrics, health, the admin API); off while `listen` is empty.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address (ip:port) of the HTTP admin listener; empty turns it off. Port 0 picks a free port.
+    pub listen: String,
+    /// Bearer token every admin request but `/healthz` and `/readyz` must carry; required when
+    /// `listen` is not a loopback address.
+    pub token: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7879".into(),
+            token: String::new(),
+        }
+    }
+}
+
 /// Keepalive negotiation: the client asks, the broker clamps to `[min_secs, max_secs]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -203,6 +224,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             keepalive: Keepalive::default(),
             log: Log::default(),
+            admin: AdminSettings::default(),
         }
     }
 }

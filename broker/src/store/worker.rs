@@ -6,7 +6,11 @@
 //! while the previous one ran are merged into one transaction, so the store never does more fsyncs
 //! than it has to, whoever the callers are.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
 
 use super::{
     Batch, CommitOutcome, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
@@ -62,14 +66,16 @@ impl StoreThread {
 impl StoreHandle {
     /// Moves `store` onto a new thread named `switchboard-store`, serving up to `queue_depth`
     /// queued requests.
+    /// Each commit's time and size go to `metrics`.
     pub fn spawn(
         store: Box<dyn MailboxStore>,
         queue_depth: usize,
+        metrics: Arc<Metrics>,
     ) -> Result<(StoreHandle, StoreThread), StoreError> {
         let (requests, rx) = mpsc::channel(queue_depth.max(1));
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || serve(store, rx))
+            .spawn(move || serve(store, rx, &metrics))
             .map_err(StoreError::Thread)?;
         Ok((StoreHandle { requests }, StoreThread(thread)))
     }
@@ -147,7 +153,7 @@ impl StoreHandle {
     }
 }
 
-fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
+fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>, metrics: &Metrics) {
     let mut next = rx.blocking_recv();
     while let Some(request) = next.take() {
         match request {
@@ -170,12 +176,14 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>) {
                 }
                 let started = std::time::Instant::now();
                 let result = store.commit(&merged);
+                let took = started.elapsed();
+                metrics.commit(took, merged.appends.len() + merged.deletes.len());
                 tracing::debug!(
                     appends = merged.appends.len(),
                     deletes = merged.deletes.len(),
                     remembered = merged.remembered.len(),
                     callers = callers.len(),
-                    micros = started.elapsed().as_micros() as u64,
+                    micros = took.as_micros() as u64,
                     "store commit"
                 );
                 answer_merged(result, &merged, callers);
@@ -262,7 +270,8 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
-        let (handle, thread) = StoreHandle::spawn(Box::new(MemoryStore::new()), 64).expect("spawn");
+        let (handle, thread) =
+            StoreHandle::spawn(Box::new(MemoryStore::new()), 64, Arc::default()).expect("spawn");
         rt.block_on(async {
             let commits = (1..=20).map(|i| {
                 let handle = handle.clone();

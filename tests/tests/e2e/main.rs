@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, one module per area, all against a real broker over TCP.
 
+mod admin;
 mod auth;
 mod bad_input;
 mod delivery;

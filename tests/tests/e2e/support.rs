@@ -21,7 +21,7 @@ use tokio_util::codec::Framed;
 /// The bounded waits every test shares.
 pub(crate) use switchboard_tests::{within, WAIT};
 
-/// Settings for a test broker: port 0, SQLite in `data_dir`, quiet.
+/// Settings for a test broker: port 0 (admin listener too), SQLite in `data_dir`, quiet.
 pub(crate) fn settings(data_dir: &Path) -> Settings {
     let mut s = Settings {
         listen: "127.0.0.1:0".into(),
@@ -31,12 +31,16 @@ pub(crate) fn settings(data_dir: &Path) -> Settings {
         ..Settings::default()
     };
     s.limits.shutdown_grace_ms = 2_000;
+    // Many test brokers run at once: each admin listener on a port of its own.
+    s.admin.listen = "127.0.0.1:0".into();
     s
 }
 
 /// A broker running on its own thread with its own actix system, like a separate process would.
 pub(crate) struct TestBroker {
     pub addr: SocketAddr,
+    /// The admin listener's address, when the settings turn it on.
+    pub admin: Option<SocketAddr>,
     registry: Addr<Registry>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -71,17 +75,23 @@ impl TestBroker {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok((broker.local_addr(), broker.registry().clone())));
+                let ready = (
+                    broker.local_addr(),
+                    broker.admin_addr(),
+                    broker.registry().clone(),
+                );
+                let _ = ready_tx.send(Ok(ready));
                 let _ = stop_rx.await;
                 broker.shutdown().await;
             });
         });
-        let (addr, registry) = within("broker start", ready_rx)
+        let (addr, admin, registry) = within("broker start", ready_rx)
             .await
             .expect("broker thread died")
             .expect("broker failed to start");
         TestBroker {
             addr,
+            admin,
             registry,
             stop: Some(stop_tx),
             thread: Some(thread),

@@ -1,0 +1,215 @@
+//! The admin listener: metrics, health and readiness over HTTP/1.1, for the operators and the
+//! monitoring around a long-lived broker.
+//!
+//! It runs on its own arbiter (one thread with its own runtime), so a slow scrape never delays a
+//! session or the Router, and it only ever asks the actors with bounded waits. Loopback by default;
+//! a non-loopback address requires `admin.token`, which every request but the two health probes
+//! must carry as `Authorization: Bearer TOKEN` (compared in constant time).
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /healthz` | 200 `ok`: the process serves |
+//! | `GET /readyz` | 200 `ready`, or 503 with the reason (starting, shutting down, store not answering) |
+//! | `GET /metrics` | the counters of [`Metrics`](crate::metrics::Metrics), OpenMetrics text |
+
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+
+pub use health::Readiness;
+
+use crate::metrics::{self, Metrics, Snapshot};
+use crate::router::{self, Router};
+use crate::settings::AdminSettings;
+use crate::store::StoreHandle;
+
+/// What the admin listener reads from the rest of the broker.
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub store: StoreHandle,
+    pub router: Addr<Router>,
+    pub connections: Arc<AtomicUsize>,
+    /// SHA-256 of `admin.token`; `None` when no token is set (loopback only).
+    token: Option<[u8; 32]>,
+}
+
+impl AdminState {
+    pub(crate) fn new(
+        settings: &AdminSettings,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        store: StoreHandle,
+        router: Addr<Router>,
+        connections: Arc<AtomicUsize>,
+    ) -> Self {
+        let token = (!settings.token.is_empty()).then(|| digest(&settings.token));
+        Self {
+            metrics,
+            readiness,
+            store,
+            router,
+            connections,
+            token,
+        }
+    }
+}
+
+/// The running admin listener; dropping it does not stop it, [`AdminListener::stop`] does.
+pub(crate) struct AdminListener {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    arbiter: Arbiter,
+}
+
+impl AdminListener {
+    /// Binds `listen` (already validated) and serves on a new arbiter.
+    pub(crate) fn start(listen: &str, state: AdminState) -> std::io::Result<AdminListener> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let arbiter = Arbiter::new();
+        let app = routes(state);
+        let spawned = arbiter.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "admin listener cannot start");
+                    return;
+                }
+            };
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%error, "admin listener failed");
+            }
+        });
+        if !spawned {
+            return Err(std::io::Error::other("the admin arbiter has stopped"));
+        }
+        tracing::info!(address = %addr, "admin listener at {addr}");
+        Ok(AdminListener {
+            addr,
+            stop,
+            arbiter,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits for its thread to end (and let go of its store handle).
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        self.arbiter.stop();
+        let arbiter = self.arbiter;
+        if tokio::task::spawn_blocking(move || arbiter.join())
+            .await
+            .is_err()
+        {
+            tracing::error!("admin listener thread panicked");
+        }
+    }
+}
+
+fn routes(state: AdminState) -> axum::Router {
+    let guarded = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
+        .with_state(state)
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// 401 unless the request carries the token (when one is set). Digests are compared, so neither the
+/// token's bytes nor its length show in the time taken.
+async fn require_token(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(digest);
+        let ok = given.is_some_and(|given| bool::from(given.ct_eq(&expected)));
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid admin token is required\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if let Some(reason) = state.readiness.not_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
+    }
+    match tokio::time::timeout(health::STORE_DEADLINE, state.store.last_id()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(error)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failed: {error}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store not answering\n".to_string(),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let totals = tokio::time::timeout(health::STORE_DEADLINE, state.router.send(router::Totals))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let snapshot = Snapshot {
+        connections: state.connections.load(Ordering::Relaxed) as u64,
+        mailboxes: totals.mailboxes,
+        mailbox_entries: totals.entries,
+        mailbox_bytes: totals.bytes,
+    };
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(&snapshot),
+    )
+        .into_response()
+}
