@@ -62,6 +62,10 @@ async def within(what: str, awaitable: Awaitable[_T], timeout: float = WAIT) -> 
         pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+_LIVE: List["Broker"] = []
+"""Every broker started, restarts included, so the fixture can kill what a failed test left."""
+
+
 class Broker:
     """A ``switchboard-broker`` process; ``settings`` are broker settings as environment variables
     (``{"MAILBOX__MAX_MESSAGES": "2"}`` is ``SWITCHBOARD_BROKER_MAILBOX__MAX_MESSAGES=2``)."""
@@ -79,6 +83,7 @@ class Broker:
             [str(broker_binary()), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
             cwd=data_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
+        _LIVE.append(self)
         self._listening = threading.Event()
         self.addr = ""
         threading.Thread(target=self._drain, daemon=True).start()
@@ -122,16 +127,16 @@ class Broker:
 @pytest.fixture
 def start_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     """Starts brokers (each in its own data directory under the test's), killed after the test."""
-    started: List[Broker] = []
+    count = 0
 
     def start(settings: Optional[Dict[str, str]] = None, name: str = "broker") -> Broker:
-        broker = Broker(tmp_path / f"{name}-{len(started)}", settings)
-        started.append(broker)
-        return broker
+        nonlocal count
+        count += 1
+        return Broker(tmp_path / f"{name}-{count}", settings)
 
     yield start
-    for broker in started:
-        broker.kill()
+    while _LIVE:
+        _LIVE.pop().kill()
 
 
 @pytest.fixture

@@ -130,17 +130,17 @@ def test_a_send_cut_off_before_its_answer_is_resent_with_its_id_and_stored_once(
 def test_a_reconnecting_client_rides_out_a_broker_restart(broker: Broker) -> None:
     async def scenario() -> None:
         alice = await Client.connect(broker.addr, "alice", reconnect=FAST)
-        restarted = broker.restart()
+        restarting = asyncio.ensure_future(asyncio.to_thread(broker.restart))
         lost = await within("disconnected", alice.next_event())
         assert isinstance(lost, switchboard.Disconnected)
         assert isinstance(lost.reason, switchboard.ShuttingDown)
+        restarted = await within("the restart", restarting)
         assert isinstance(await within("reconnected", alice.next_event()), switchboard.Reconnected)
         message_id = await within("accepted", alice.send("bob", b"after the restart"))
         bob = await Client.connect(restarted.addr, "bob")
         assert (await next_message(bob)).message_id == message_id
         await alice.close()
         await bob.close()
-        restarted.kill()
     run(scenario())
 
 
