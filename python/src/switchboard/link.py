@@ -73,14 +73,28 @@ class Link:
         self.max_frame = max_frame
         self.opened = time.monotonic()
         self.last_write = self.opened
+        self._out: list[bytes] = []
         self.library_acks: list[int] = []
         """Receipts the client acknowledged itself on this link (tracked sends)."""
 
     def write(self, data: bytes) -> None:
-        self.writer.write(data)
+        """Queues ``data``; everything queued in one turn of the event loop goes out as one write
+        (one system call instead of one per frame), in order."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._out.append(data)
         self.last_write = time.monotonic()
 
+    def flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            if not self.writer.is_closing():
+                self.writer.write(data)
+
     async def drain(self) -> None:
+        """Waits until what was written is handed to the socket (or below its high-water mark)."""
+        self.flush()
         await self.writer.drain()
 
     async def read_frame(self) -> frames.BrokerFrame:
@@ -88,6 +102,7 @@ class Link:
         return await read_frame(self.reader, self.max_frame)
 
     def close(self) -> None:
+        self.flush()
         self.writer.close()
 
 
