@@ -164,6 +164,27 @@ def test_a_new_connection_takes_over_and_unacked_deliveries_return(broker: Broke
     run(scenario())
 
 
+def test_a_send_with_its_own_id_is_stored_once_however_often_it_is_sent(broker: Broker) -> None:
+    async def scenario() -> None:
+        proxy = await Proxy(broker.addr).start()
+        alice = await Client.connect(proxy.addr, "alice")
+        send_id = switchboard.next_send_id()
+        first = await alice.send_with_id("bob", b"spooled", send_id)
+        assert await alice.send_with_id("bob", b"spooled", send_id) == first
+        both = asyncio.gather(alice.send_with_id("bob", b"x", send_id + 1),
+                              alice.send_with_id("bob", b"x", send_id + 1), return_exceptions=True)
+        results = await within("both answers", both)
+        assert sum(isinstance(r, switchboard.DuplicateIdError) for r in results) == 1
+        sends = [f for f in proxy.client_frames if isinstance(f, frames.Send)]
+        assert [s.fresh for s in sends] == [False] * 3, "a caller's id may be a resend: never fresh"
+        bob = await Client.connect(broker.addr, "bob")
+        assert bob.welcome.pending == 2
+        await alice.close()
+        await bob.close()
+        await proxy.close()
+    run(scenario())
+
+
 def test_the_client_pings_when_idle_and_the_connection_stays_up(broker: Broker) -> None:
     async def scenario() -> None:
         proxy = await Proxy(broker.addr).start()
