@@ -334,7 +334,7 @@ class Client:
                     break
                 self._carry_over(link)
                 log.warning("connection lost (%s); reconnecting", reason)
-                await self._events.put(Disconnected(reason))
+                self._events.report(Disconnected(reason))
                 reason = await self._reconnect_loop(self._reconnect, link.opened)
                 if reason is not None or self._link is None:
                     break
@@ -406,7 +406,7 @@ class Client:
 
     async def _on_receipt(self, link: Link, frame: frames.Receipt) -> None:
         self._entry_arrived(frame.receipt_id)
-        receipt = Receipt(frame.receipt_id, frame.send_id, frame.message_id, frame.to, frame.status)
+        receipt = frame
         waiter = self._tracked.pop(frame.send_id, None)
         if waiter is not None or frame.receipt_id in self._library_acked:
             # A tracked receipt is the client's to acknowledge (again, if it comes again).
@@ -462,7 +462,7 @@ class Client:
                 link.close()
                 return None
             self._resume(link)
-            await self._events.put(Reconnected(link.welcome))
+            self._events.report(Reconnected(link.welcome))
             return None
 
     def _resume(self, link: Link) -> None:

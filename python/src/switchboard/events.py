@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Deque, Optional, Union
 
+from . import frames
 from .errors import SwitchboardError
 from .link import Welcome
 
@@ -41,21 +42,9 @@ class Message:
         return _EPOCH + timedelta(milliseconds=self.sent_at_ms)
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """News about a message this client sent; acknowledge it with ``ack(receipt_id)``."""
-
-    receipt_id: int
-    """The mailbox entry holding the receipt; the id to acknowledge."""
-    send_id: int
-    message_id: int
-    to: str
-    status: str
-    """``"delivered"``, ``"expired"``, or a status this package does not know, as the broker sent it."""
-
-    @property
-    def delivered(self) -> bool:
-        return self.status == "delivered"
+Receipt = frames.Receipt
+"""News about a message this client sent; acknowledge it with ``ack(receipt_id)``. The event is the
+``receipt`` frame itself."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +89,12 @@ class EventQueue:
         while len(self._items) >= self._capacity:
             self._changed.clear()
             await self._changed.wait()
+        self._items.append(event)
+        self._changed.set()
+
+    def report(self, event: Union[Disconnected, Reconnected]) -> None:
+        """Appends an event about the connection, past the capacity if need be: the few of them
+        never wait for the program, so closing is never held up behind unread events."""
         self._items.append(event)
         self._changed.set()
 

@@ -106,11 +106,19 @@ class Deliver:
 
 @dataclass(frozen=True)
 class Receipt:
+    """News about a message this client sent (also the event the client hands the program)."""
+
     receipt_id: int
+    """The mailbox entry holding the receipt; the id to acknowledge."""
     send_id: int
     message_id: int
     to: str
     status: str
+    """``"delivered"``, ``"expired"``, or a status this package does not know, as the broker sent it."""
+
+    @property
+    def delivered(self) -> bool:
+        return self.status == "delivered"
 
 
 @dataclass(frozen=True)
