@@ -4,7 +4,9 @@
 is PROTOCOL.md in the Switchboard repository, the guarantees GUARANTEES.md.
 """
 
-from .client import Client, Reconnect, Tracked, next_send_id
+from .client import Client
+from .reconnect import Reconnect
+from .sent import Tracked, next_send_id
 from .errors import (
     BadFrame,
     BrokerError,

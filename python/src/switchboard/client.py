@@ -24,11 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import random
-import threading
 import time
-from dataclasses import dataclass
 from typing import AsyncIterator, Dict, List, Optional, Set, Tuple, TypeVar, Union
 
 from . import frames
@@ -44,6 +40,8 @@ from .errors import (
 from .events import Closed, Disconnected, Event, EventQueue, Message, Receipt, Reconnected
 from .ids import check_client_id
 from .link import Link, TlsOption, Welcome, open_link
+from .reconnect import Reconnect
+from .sent import Body, Pending, Tracked, as_bytes, next_send_id, ttl_ms
 
 log = logging.getLogger("switchboard")
 
@@ -54,84 +52,6 @@ MAX_UNANSWERED = 1024
 
 CLOSE_GRACE = 5.0
 """How long ``close`` waits for the broker to hang up after ``bye``, in seconds."""
-
-Body = Union[bytes, bytearray, memoryview, str]
-"""A message body; ``str`` is sent as its UTF-8 bytes."""
-
-
-@dataclass(frozen=True)
-class Reconnect:
-    """Reconnect with exponential backoff and full jitter: before attempt *n* of one outage, wait a
-    time drawn uniformly between ``base`` and ``min(cap, base * 2**(n-1))`` seconds. A connection that
-    stayed up ``cap`` seconds counts as a success: the attempts after its loss count from one again."""
-
-    base: float = 0.1
-    cap: float = 30.0
-
-    MIN_DELAY = 0.01
-    """The floor under ``base``, so a client never spins against a dead broker."""
-
-    def ceiling(self, attempt: int) -> float:
-        base = max(self.base, self.MIN_DELAY)
-        return min(max(self.cap, base), base * 2.0 ** min(max(attempt - 1, 0), 64))
-
-    def delay(self, attempt: int) -> float:
-        base = max(self.base, self.MIN_DELAY)
-        return random.uniform(base, self.ceiling(attempt))
-
-
-_last_send_id = 0
-_send_id_lock = threading.Lock()
-
-
-def next_send_id() -> int:
-    """A fresh send id: the Unix time in microseconds, or one more than the last one handed out in
-    this process if that is larger, as the Rust library numbers its sends. Unique across reconnects
-    and, unless a process sends faster than one message per microsecond, across restarts."""
-    global _last_send_id
-    with _send_id_lock:
-        _last_send_id = max(time.time_ns() // 1000, _last_send_id + 1)
-        return _last_send_id
-
-
-def _as_bytes(body: Body) -> bytes:
-    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
-
-
-def _ttl_ms(ttl: Optional[float]) -> Optional[int]:
-    """Seconds as whole milliseconds, rounded up so a short ttl is not zero."""
-    if ttl is None:
-        return None
-    return max(0, math.ceil(ttl * 1000))
-
-
-class _Pending:
-    """A send waiting for its answer, kept encoded so a resend is the same bytes but ``fresh``."""
-
-    def __init__(self, frame: frames.Send, data: bytes, answer: "asyncio.Future[int]") -> None:
-        self.frame = frame
-        self.data = data
-        self.answer = answer
-        self.written = False
-        """Whether a connection carried it; once that one is lost it is a resend."""
-
-
-@dataclass(frozen=True)
-class Tracked:
-    """A sent message whose receipt the client waits for; the receipt is acknowledged by the client
-    and does not appear among the events."""
-
-    send_id: int
-    message_id: int
-    _receipt: "asyncio.Future[Receipt]"
-
-    async def receipt(self, timeout: Optional[float] = None) -> Receipt:
-        """The message's receipt (``status`` ``delivered`` or ``expired``)."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._receipt), timeout)
-        except asyncio.TimeoutError:
-            raise Timeout(f"no receipt for message {self.message_id} within {timeout} s") from None
-
 
 class Client:
     """A connected client. Make one with :meth:`Client.connect` (or ``async with await ...``)."""
@@ -147,7 +67,7 @@ class Client:
         self._link: Optional[Link] = link
         self._welcome = link.welcome
         self._entries = 0
-        self._unanswered: Dict[int, _Pending] = {}
+        self._unanswered: Dict[int, Pending] = {}
         self._room = asyncio.Semaphore(MAX_UNANSWERED)
         self._tracked: Dict[int, "asyncio.Future[Receipt]"] = {}
         self._waiting_acks: List[Tuple[int, "asyncio.Future[None]"]] = []
@@ -230,13 +150,13 @@ class Client:
             if send_id is not None and send_id in self._unanswered:
                 raise DuplicateIdError(f"send id {send_id} is in use by a send waiting for its answer")
             frame = frames.Send(send_id if send_id is not None else next_send_id(), to,
-                                _as_bytes(body), _ttl_ms(ttl), fresh=send_id is None)
+                                as_bytes(body), ttl_ms(ttl), fresh=send_id is None)
             data = frames.encode(frame, self.max_frame)
         except BaseException:
             self._room.release()
             raise
         answer: "asyncio.Future[int]" = asyncio.get_running_loop().create_future()
-        pending = _Pending(frame, data, answer)
+        pending = Pending(frame, data, answer)
         self._unanswered[frame.send_id] = pending
         if receipt is not None:
             self._tracked[frame.send_id] = receipt

@@ -20,7 +20,9 @@ import threading
 from types import TracebackType
 from typing import Any, Coroutine, Iterator, List, Optional, Type, TypeVar
 
-from .client import Body, Client, Reconnect
+from .client import Client
+from .reconnect import Reconnect
+from .sent import Body
 from .errors import Timeout
 from .events import Closed, Message, Receipt
 from .link import TlsOption, Welcome
