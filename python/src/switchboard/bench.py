@@ -29,7 +29,7 @@ import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .client import Client
-from .events import Message
+from .events import Message, Receipt
 
 _HEADER = struct.Struct(">IQQ")
 
@@ -84,7 +84,10 @@ async def _receive(client: Client, checklist: _Checklist, count: int) -> None:
 
 
 async def _stream(client: Client, index: int, to: str, messages: int, size: int,
-                  inflight: int) -> None:
+                  inflight: int) -> int:
+    """Sends ``messages``, at most ``inflight`` unanswered, and acknowledges their receipts, as the
+    Rust bench's senders do; returns how many receipts came."""
+    receipts = asyncio.ensure_future(_acknowledge_receipts(client, messages))
     room = asyncio.Semaphore(inflight)
     sends: List["asyncio.Future[int]"] = []
     for seq in range(messages):
@@ -93,6 +96,17 @@ async def _stream(client: Client, index: int, to: str, messages: int, size: int,
         send.add_done_callback(lambda _: room.release())
         sends.append(send)
     await asyncio.gather(*sends)
+    return await receipts
+
+
+async def _acknowledge_receipts(client: Client, count: int) -> int:
+    got = 0
+    while got < count:
+        event = await client.next_event(timeout=60)
+        if isinstance(event, Receipt):
+            await client.ack(event.receipt_id)
+            got += 1
+    return got
 
 
 async def relay(addr: str, pairs: int, messages: int, size: int, inflight: int) -> Dict[str, Any]:
@@ -102,16 +116,17 @@ async def relay(addr: str, pairs: int, messages: int, size: int, inflight: int) 
     checklist = _Checklist(pairs, messages)
     started = time.perf_counter()
     receiving = [asyncio.ensure_future(_receive(r, checklist, messages)) for r in receivers]
-    await asyncio.gather(*(_stream(s, i, f"bench-{run}-r{i}", messages, size, inflight)
-                           for i, s in enumerate(senders)))
+    streams = asyncio.gather(*(_stream(s, i, f"bench-{run}-r{i}", messages, size, inflight)
+                               for i, s in enumerate(senders)))
     await asyncio.gather(*receiving)
     elapsed = time.perf_counter() - started
+    receipts = sum(await streams)
     for client in senders + receivers:
         await client.close()
     return {"workload": "relay", "client": "python", "pairs": pairs, "messages": messages,
             "size": size, "inflight": inflight, "secs": round(elapsed, 3),
             "msgs_per_sec": round(pairs * messages / elapsed), **_summary(checklist.latencies),
-            "delivery": checklist.delivery()}
+            "delivery": checklist.delivery(), "receipts": receipts}
 
 
 async def latency(addr: str, messages: int, warmup: int, size: int) -> Dict[str, Any]:

@@ -92,7 +92,8 @@ class Client:
         never retried: its failure is raised (a :class:`~switchboard.errors.BrokerError` if the
         broker refused it).
         """
-        hello = frames.Hello(check_client_id(client_id), token, max(1, int(keepalive)))
+        keepalive_secs = min(max(1, int(keepalive)), (1 << 32) - 1)  # whole seconds, a u32, never 0
+        hello = frames.Hello(check_client_id(client_id), token, keepalive_secs)
         link = await open_link(server, hello, tls, max_frame, connect_timeout)
         return cls(server, hello, tls, max_frame, connect_timeout, reconnect, link)
 
@@ -204,6 +205,8 @@ class Client:
     async def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
         """The next event, ``None`` once :class:`~switchboard.events.Closed` has been read; raises
         :class:`~switchboard.errors.Timeout` if none comes within ``timeout`` seconds."""
+        if self._events.ready() or timeout is None:
+            return await self._events.get()  # no timer for what is already there
         try:
             return await asyncio.wait_for(self._events.get(), timeout)
         except asyncio.TimeoutError:

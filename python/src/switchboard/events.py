@@ -115,6 +115,16 @@ class EventQueue:
                 return None
             self._changed.clear()
             await self._changed.wait()
+        return self.take()
+
+    def ready(self) -> bool:
+        """Whether :meth:`take` has an answer now (an event, or the end)."""
+        return bool(self._items) or self._closed
+
+    def take(self) -> Optional[Event]:
+        """The next event without waiting; ``None`` if there is none (or the end was taken)."""
+        if not self._items:
+            return None
         event = self._items.popleft()
         if isinstance(event, Closed):
             # Stay ended: every later get answers None.
