@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
+import msgpack
 import pytest
 
 from conftest import REPO
@@ -30,7 +31,7 @@ def wire(value: Any) -> Any:
 
 def as_frame(entry: Dict[str, Any]) -> frames.Frame:
     """The entry's frame as this package's dataclass (absent keys read as the decoder reads them)."""
-    body = frames.msgpack.packb(wire(entry["frame"]), use_bin_type=True)
+    body = msgpack.packb(wire(entry["frame"]), use_bin_type=True)
     if entry["from"] == "client":
         return frames.decode_client_frame(body)
     return frames.decode_broker_frame(body)
