@@ -1,86 +1,125 @@
-//! The test vectors in `PROTOCOL.md`, checked against this crate's encoder and decoders.
+//! The protocol's test vectors, kept in `vectors.json` beside this file and shown in `PROTOCOL.md`,
+//! checked against this crate's encoder and decoders.
 //!
-//! `PROTOCOL.md` is what implementers in other languages work from, so its bytes must be the bytes
-//! this crate really writes and reads. Three kinds of fenced block are checked:
-//! - `vector`: exactly one per frame kind. The value encodes to exactly the hex, and the hex decodes
-//!   back to the value.
+//! `vectors.json` is the one copy every implementation's tests read (this file, and the Python
+//! client's `python/tests/test_vectors.py`), so the implementations cannot drift apart; `PROTOCOL.md`
+//! is what implementers in other languages read, so its blocks must show exactly that file. Three
+//! kinds of vector are checked:
+//! - `vectors`: exactly one per frame kind. The frame encodes to exactly the hex, and the hex decodes
+//!   back to the frame.
 //! - `lenient`: bytes another encoder may write (other key order, wider integers, unknown keys or
-//!   codes). The hex decodes to the value shown.
+//!   codes). The hex decodes to the frame shown.
 //! - `refused`: bytes the broker must refuse, with the error code it answers.
 //!
-//! A failing vector prints the block as it should read, so fixing the document is a copy.
+//! A frame in the file is the map on the wire as JSON (a `bin` is `{"bin_hex": ...}`), read into this
+//! crate's frame types with serde. A failing vector prints what it should read, so fixing the file or
+//! the document is a copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::de::{value::MapDeserializer, DeserializeOwned};
 use serde::Deserialize;
 use switchboard_proto::{
     encode_frame, BrokerCodec, BrokerFrame, ClientCodec, ClientFrame, CodecError, ErrorCode,
-    ReceiptStatus, RejectReason, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_FRAME,
 };
 use tokio_util::codec::Decoder;
 
 const SPEC: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md"));
+const SHARED: &str = include_str!("vectors.json");
 
-/// The value behind every `vector` block, keyed by frame kind, exactly as `PROTOCOL.md` states it.
-fn table() -> BTreeMap<String, Frame> {
-    let alice_send_id = 1_700_000_000_000_001;
-    let frames = [
-        Frame::Client(ClientFrame::Hello {
-            version: 1,
-            client_id: "alice".into(),
-            token: None,
-            keepalive_secs: 30,
-        }),
-        Frame::Client(ClientFrame::Send {
-            send_id: alice_send_id,
-            to: "bob".into(),
-            body: Bytes::from_static(b"hi bob"),
-            ttl_ms: None,
-            fresh: true,
-        }),
-        Frame::Client(ClientFrame::Ack { id: 42 }),
-        Frame::Client(ClientFrame::Ping),
-        Frame::Client(ClientFrame::Bye),
-        Frame::Broker(BrokerFrame::Hi {
-            version: 1,
-            keepalive_secs: 30,
-            address: "192.0.2.7:50312".into(),
-            pending: 1,
-            max_body_bytes: 1_048_360,
-        }),
-        Frame::Broker(BrokerFrame::Accepted {
-            send_id: alice_send_id,
-            message_id: 42,
-        }),
-        Frame::Broker(BrokerFrame::Rejected {
-            send_id: alice_send_id + 1,
-            reason: RejectReason::InvalidRecipient,
-            text: "client id is empty".into(),
-        }),
-        Frame::Broker(BrokerFrame::Deliver {
-            message_id: 42,
-            from: "alice".into(),
-            send_id: alice_send_id,
-            sent_at_ms: 1_700_000_000_123,
-            body: Bytes::from_static(b"hi bob"),
-        }),
-        Frame::Broker(BrokerFrame::Receipt {
-            receipt_id: 43,
-            send_id: alice_send_id,
-            message_id: 42,
-            to: "bob".into(),
-            status: ReceiptStatus::Delivered,
-        }),
-        Frame::Broker(BrokerFrame::Pong),
-        Frame::Broker(BrokerFrame::Error {
-            code: ErrorCode::SessionTakenOver,
-            text: "another connection logged in as alice".into(),
-        }),
-    ];
-    frames.into_iter().map(|f| (f.kind(), f)).collect()
+/// `vectors.json`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Shared {
+    #[allow(dead_code)]
+    about: String,
+    vectors: Vec<Entry>,
+    lenient: Vec<Entry>,
+    refused: Vec<Refused>,
+}
+
+/// A `vectors` or `lenient` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    #[serde(default)]
+    #[allow(dead_code)]
+    about: Option<String>,
+    /// The frame kind, its `type` on the wire.
+    name: String,
+    /// Which side sends it, so which side decodes it.
+    from: Side,
+    hex: String,
+    frame: serde_json::Value,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+enum Side {
+    Client,
+    Broker,
+}
+
+/// A `refused` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refused {
+    #[allow(dead_code)]
+    about: String,
+    hex: String,
+    error: String,
+}
+
+fn shared() -> Shared {
+    serde_json::from_str(SHARED).expect("vectors.json is the shape this test reads")
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vectors.json `{}` ({:?} frame)", self.name, self.from)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vectors.json refused `{}`", self.hex)
+    }
+}
+
+impl Entry {
+    /// The frame as this crate's type, read from its JSON form.
+    fn frame(&self) -> Frame {
+        let wire = with_bins(self.frame.clone());
+        let frame = match self.from {
+            Side::Client => serde_json::from_value(wire).map(Frame::Client),
+            Side::Broker => serde_json::from_value(wire).map(Frame::Broker),
+        };
+        frame.unwrap_or_else(|e| panic!("{self}: the frame does not read as one: {e}"))
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        parse_hex(self, &self.hex)
+    }
+}
+
+/// Every `{"bin_hex": ...}` as the array of bytes serde reads a `Bytes` from.
+fn with_bins(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => match map.get("bin_hex").and_then(Value::as_str) {
+            Some(hex) if map.len() == 1 => Value::Array(
+                parse_hex(&"a bin_hex", hex)
+                    .into_iter()
+                    .map(Value::from)
+                    .collect(),
+            ),
+            _ => Value::Object(map.into_iter().map(|(k, v)| (k, with_bins(v))).collect()),
+        },
+        other => other,
+    }
 }
 
 #[test]
@@ -90,49 +129,38 @@ fn every_frame_kind_has_exactly_one_vector() {
     let kinds: BTreeSet<String> = kinds.into_iter().map(String::from).collect();
 
     let mut documented = BTreeSet::new();
-    for block in blocks("vector") {
-        let frame = block.get("frame");
+    for entry in shared().vectors {
         assert!(
-            documented.insert(frame.to_string()),
-            "{block}: a second vector for `{frame}`"
+            documented.insert(entry.name.clone()),
+            "{entry}: a second vector for `{}`",
+            entry.name
+        );
+        assert_eq!(
+            entry.frame().kind(),
+            entry.name,
+            "{entry}: the frame's type is not its name"
         );
     }
     let missing: Vec<_> = kinds.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&kinds).collect();
     assert!(
         missing.is_empty(),
-        "PROTOCOL.md has no vector for {missing:?}"
+        "vectors.json has no vector for {missing:?}"
     );
     assert!(
         unknown.is_empty(),
-        "PROTOCOL.md has vectors for unknown frame kinds {unknown:?}"
-    );
-
-    let tabled: BTreeSet<String> = table().into_keys().collect();
-    assert_eq!(
-        tabled, kinds,
-        "the table in this test must hold one value per frame kind"
+        "vectors.json has vectors for unknown frame kinds {unknown:?}"
     );
 }
 
 #[test]
 fn vectors_encode_to_the_documented_bytes() {
-    let table = table();
     let mut failures = Vec::new();
-    for block in blocks("vector") {
-        let Some(frame) = table.get(block.get("frame")) else {
+    for entry in shared().vectors {
+        let bytes = entry.frame().encode();
+        if entry.bytes() != bytes {
             failures.push(format!(
-                "{block}: the table in this test has no `{}`",
-                block.get("frame")
-            ));
-            continue;
-        };
-        let bytes = frame.encode();
-        if block.get("value") != frame.to_doc() || parse_hex(&block, block.get("hex")) != bytes {
-            failures.push(format!(
-                "{block} should read:\n```vector\nframe: {}\nvalue: {}\nhex: {}\n```",
-                frame.kind(),
-                frame.to_doc(),
+                "{entry}: encodes to\n\"hex\": \"{}\"",
                 to_hex(&bytes)
             ));
         }
@@ -142,20 +170,12 @@ fn vectors_encode_to_the_documented_bytes() {
 
 #[test]
 fn vectors_decode_to_the_documented_values() {
-    let table = table();
     let mut failures = Vec::new();
-    for block in blocks("vector") {
-        let Some(expected) = table.get(block.get("frame")) else {
-            failures.push(format!(
-                "{block}: the table in this test has no `{}`",
-                block.get("frame")
-            ));
-            continue;
-        };
-        let bytes = parse_hex(&block, block.get("hex"));
-        match decode(expected.direction(), &bytes) {
-            Ok(frame) if frame == *expected => {}
-            other => failures.push(format!("{block}: decodes to {other:?}, not {expected:?}")),
+    for entry in shared().vectors {
+        let expected = entry.frame();
+        match decode(entry.from, &entry.bytes()) {
+            Ok(frame) if frame == expected => {}
+            other => failures.push(format!("{entry}: decodes to {other:?}, not {expected:?}")),
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
@@ -164,15 +184,13 @@ fn vectors_decode_to_the_documented_values() {
 #[test]
 fn lenient_input_decodes_to_the_documented_values() {
     let mut failures = Vec::new();
-    let lenient = blocks("lenient");
-    assert!(!lenient.is_empty(), "PROTOCOL.md has no `lenient` blocks");
-    for block in lenient {
-        let value = block.get("value");
-        let direction = Direction::of_doc_value(&block, value);
-        let bytes = parse_hex(&block, block.get("hex"));
-        match decode(direction, &bytes) {
-            Ok(frame) if frame.to_doc() == value && frame.kind() == block.get("frame") => {}
-            other => failures.push(format!("{block}: decodes to {other:?}, not {value}")),
+    let lenient = shared().lenient;
+    assert!(!lenient.is_empty(), "vectors.json has no `lenient` entries");
+    for entry in lenient {
+        let expected = entry.frame();
+        match decode(entry.from, &entry.bytes()) {
+            Ok(frame) if frame == expected && frame.kind() == entry.name => {}
+            other => failures.push(format!("{entry}: decodes to {other:?}, not {expected:?}")),
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
@@ -180,31 +198,78 @@ fn lenient_input_decodes_to_the_documented_values() {
 
 #[test]
 fn refused_input_is_refused_with_the_documented_error() {
-    let refused = blocks("refused");
-    let huge_prefix = refused.iter().any(|b| {
-        parse_hex(b, b.get("hex")) == [0xff; 4]
-            && b.get("error") == ErrorCode::FrameTooLarge.as_str()
-    });
+    let refused = shared().refused;
+    let huge_prefix = refused
+        .iter()
+        .any(|r| parse_hex(r, &r.hex) == [0xff; 4] && r.error == ErrorCode::FrameTooLarge.as_str());
     assert!(
         huge_prefix,
-        "PROTOCOL.md must refuse the length prefix ffffffff as frame-too-large"
+        "vectors.json must refuse the length prefix ffffffff as frame-too-large"
     );
 
     let mut failures = Vec::new();
-    for block in refused {
-        let mut buf = BytesMut::from(&parse_hex(&block, block.get("hex"))[..]);
+    for entry in refused {
+        let mut buf = BytesMut::from(&parse_hex(&entry, &entry.hex)[..]);
         let answer = match BrokerCodec::default().decode(&mut buf) {
             Err(CodecError::FrameTooLarge { .. }) => ErrorCode::FrameTooLarge.as_str(),
             Err(CodecError::Malformed(_)) => ErrorCode::BadFrame.as_str(),
             other => {
-                failures.push(format!("{block}: not refused: {other:?}"));
+                failures.push(format!("{entry}: not refused: {other:?}"));
                 continue;
             }
         };
-        if answer != block.get("error") {
+        if answer != entry.error {
+            failures.push(format!("{entry}: refused as {answer}, not {}", entry.error));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+/// `PROTOCOL.md` shows every vector of the shared file, in its order, and nothing else: for each,
+/// the same frame kind and bytes, and the frame's value in Rust notation.
+#[test]
+fn protocol_md_shows_exactly_the_shared_vectors() {
+    let shared = shared();
+    let mut failures = Vec::new();
+    for (info, entries) in [("vector", &shared.vectors), ("lenient", &shared.lenient)] {
+        let blocks = blocks(info);
+        if blocks.len() != entries.len() {
             failures.push(format!(
-                "{block}: refused as {answer}, not {}",
-                block.get("error")
+                "PROTOCOL.md has {} `{info}` blocks, vectors.json {} entries",
+                blocks.len(),
+                entries.len()
+            ));
+        }
+        for (block, entry) in blocks.iter().zip(entries.iter()) {
+            let frame = entry.frame();
+            if block.get("frame") != entry.name
+                || block.get("value") != frame.to_doc()
+                || parse_hex(block, block.get("hex")) != entry.bytes()
+            {
+                failures.push(format!(
+                    "{block} should read:\n```{info}\nframe: {}\nvalue: {}\nhex: {}\n```",
+                    entry.name,
+                    frame.to_doc(),
+                    to_hex(&entry.bytes())
+                ));
+            }
+        }
+    }
+    let blocks = blocks("refused");
+    if blocks.len() != shared.refused.len() {
+        failures.push(format!(
+            "PROTOCOL.md has {} `refused` blocks, vectors.json {} entries",
+            blocks.len(),
+            shared.refused.len()
+        ));
+    }
+    for (block, entry) in blocks.iter().zip(shared.refused.iter()) {
+        if block.get("error") != entry.error
+            || parse_hex(block, block.get("hex")) != parse_hex(entry, &entry.hex)
+        {
+            failures.push(format!(
+                "{block} should read:\n```refused\nhex: {}\nerror: {}\n```",
+                entry.hex, entry.error
             ));
         }
     }
@@ -245,41 +310,16 @@ impl Frame {
         let tag: Tag = rmp_serde::from_slice(&self.encode()[4..]).expect("a frame has a type");
         tag.r#type
     }
-
-    fn direction(&self) -> Direction {
-        match self {
-            Frame::Client(_) => Direction::ToBroker,
-            Frame::Broker(_) => Direction::ToClient,
-        }
-    }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Direction {
-    ToBroker,
-    ToClient,
-}
-
-impl Direction {
-    fn of_doc_value(block: &Block, value: &str) -> Self {
-        if value.starts_with("ClientFrame::") {
-            Direction::ToBroker
-        } else if value.starts_with("BrokerFrame::") {
-            Direction::ToClient
-        } else {
-            panic!("{block}: a value starts with ClientFrame:: or BrokerFrame::")
-        }
-    }
-}
-
-/// Decodes one complete frame with the codec of the side that receives it.
-fn decode(direction: Direction, bytes: &[u8]) -> Result<Frame, String> {
+/// Decodes one complete frame sent by `from` with the codec of the side that receives it.
+fn decode(from: Side, bytes: &[u8]) -> Result<Frame, String> {
     let mut buf = BytesMut::from(bytes);
-    let frame = match direction {
-        Direction::ToBroker => BrokerCodec::default()
+    let frame = match from {
+        Side::Client => BrokerCodec::default()
             .decode(&mut buf)
             .map(|f| f.map(Frame::Client)),
-        Direction::ToClient => ClientCodec::default()
+        Side::Broker => ClientCodec::default()
             .decode(&mut buf)
             .map(|f| f.map(Frame::Broker)),
     };
@@ -385,8 +425,8 @@ fn blocks(info: &'static str) -> Vec<Block> {
     found
 }
 
-/// Hex digits to bytes; white space between digits is ignored.
-fn parse_hex(block: &Block, hex: &str) -> Vec<u8> {
+/// Hex digits to bytes; white space between digits is ignored. `block` names the source in messages.
+fn parse_hex(block: &dyn fmt::Display, hex: &str) -> Vec<u8> {
     let digits: Vec<u8> = hex
         .chars()
         .filter(|c| !c.is_whitespace())
