@@ -77,7 +77,8 @@ class Broker:
         self.log: List[str] = []
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_BROKER_")}
-        env.update({"RUST_LOG": "info", "SWITCHBOARD_BROKER_LOG__FORMAT": "text"})
+        env.update({"RUST_LOG": "info", "SWITCHBOARD_BROKER_LOG__FORMAT": "text",
+                    "SWITCHBOARD_BROKER_ADMIN__LISTEN": "127.0.0.1:0"})
         env.update({f"SWITCHBOARD_BROKER_{k}": v for k, v in self.settings.items()})
         self.process = subprocess.Popen(
             [str(broker_binary()), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],

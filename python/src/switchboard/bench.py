@@ -156,8 +156,10 @@ async def latency(addr: str, messages: int, warmup: int, size: int) -> Dict[str,
 
 
 def _start_broker(path: str, data_dir: str) -> Tuple["subprocess.Popen[str]", str]:
+    # Not the default admin port either: a broker the user runs may hold it.
+    env = {**os.environ, "SWITCHBOARD_BROKER_ADMIN__LISTEN": "127.0.0.1:0"}
     broker = subprocess.Popen([os.path.abspath(path), "--listen", "127.0.0.1:0", "--data-dir", data_dir],
-                              cwd=data_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              cwd=data_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     assert broker.stderr is not None
     for line in broker.stderr:
