@@ -1,0 +1,215 @@
+//! Opening a log: the snapshot (if there is a valid one) plus the frames after it, or every frame
+//! from the oldest segment; and what a damaged frame means depending on where it is.
+//!
+//! Only the newest segment can end in a torn write (a sealed segment is fsynced before the head
+//! moves on), so a bad frame there, with nothing valid behind it, is a write the crash interrupted:
+//! it is cut off and the file truncated to the last whole frame. A bad frame anywhere else, or one
+//! in the newest segment followed by a valid frame (damage, not a torn write), is refused with the
+//! file and the offset: the store never skips data silently.
+
+use std::path::Path;
+
+use super::frame::{self, Header, HEADER};
+use super::index::Index;
+use super::segment::{self, SegmentId, Segments};
+use super::snapshot;
+use crate::store::StoreError;
+
+/// A log opened and its index rebuilt.
+pub(super) struct Recovered {
+    pub segments: Segments,
+    pub index: Index,
+    /// Bytes of frames replayed (what a new snapshot would save the next open).
+    pub replayed_bytes: u64,
+}
+
+/// Why a replay from a snapshot did not work.
+enum ReplayError {
+    /// The snapshot does not describe this log; a full replay will.
+    Stale(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ReplayError {
+    fn from(error: StoreError) -> Self {
+        ReplayError::Store(error)
+    }
+}
+
+/// Opens the log in `dir` (creating its first segment if there is none) and rebuilds the index.
+pub(super) fn recover(dir: &Path, segment_bytes: u64) -> Result<Recovered, StoreError> {
+    let io = |cause| StoreError::Io {
+        path: dir.to_path_buf(),
+        cause,
+    };
+    let mut ids = segment::list(dir).map_err(io)?;
+    if ids.is_empty() {
+        Segments::create(dir, 1).map_err(io)?;
+        ids.push(1);
+    }
+    let (index, head_len, replayed_bytes) = match snapshot::load(dir) {
+        Some(snap) => {
+            let mut index = snap.index;
+            match replay(dir, &ids, &mut index, snap.segment, snap.offset) {
+                Ok((head_len, replayed)) => (index, head_len, replayed),
+                Err(ReplayError::Store(error)) => return Err(error),
+                Err(ReplayError::Stale(why)) => {
+                    tracing::warn!(dir = %dir.display(), why, "the log snapshot does not match the log; replaying the whole log");
+                    full_replay(dir, &ids)?
+                }
+            }
+        }
+        None => full_replay(dir, &ids)?,
+    };
+    let segments = Segments::open(dir, &ids, head_len, segment_bytes).map_err(io)?;
+    Ok(Recovered {
+        segments,
+        index,
+        replayed_bytes,
+    })
+}
+
+fn full_replay(dir: &Path, ids: &[SegmentId]) -> Result<(Index, u64, u64), StoreError> {
+    let mut index = Index::default();
+    match replay(dir, ids, &mut index, ids[0], 0) {
+        Ok((head_len, replayed)) => Ok((index, head_len, replayed)),
+        Err(ReplayError::Store(error)) => Err(error),
+        Err(ReplayError::Stale(why)) => Err(StoreError::Incompatible(format!(
+            "the log in {} is inconsistent: {why}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Applies every frame from `offset` in segment `from` on; returns the head's length and the bytes
+/// replayed.
+fn replay(
+    dir: &Path,
+    ids: &[SegmentId],
+    index: &mut Index,
+    from: SegmentId,
+    offset: u64,
+) -> Result<(u64, u64), ReplayError> {
+    let newest = ids[ids.len() - 1];
+    if from > newest {
+        return Err(ReplayError::Stale(format!(
+            "it covers segment {from}, the newest is {newest}"
+        )));
+    }
+    let mut head_len = 0;
+    let mut replayed = 0;
+    for &id in ids.iter().filter(|&&id| id >= from) {
+        let path = dir.join(segment::file_name(id));
+        let bytes = std::fs::read(&path).map_err(|cause| StoreError::Io {
+            path: path.clone(),
+            cause,
+        })?;
+        if bytes.len() as u64 >= u64::from(u32::MAX) {
+            return Err(corrupt(&path, 0, "larger than a segment can be").into());
+        }
+        let start = if id == from { offset } else { 0 } as usize;
+        if start > bytes.len() {
+            return Err(ReplayError::Stale(format!(
+                "it covers {start} bytes of {}, which has {}",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        let end = replay_segment(&path, &bytes, start, id == newest, |payload, at| {
+            let decoded = frame::decode(payload).map_err(|what| corrupt(&path, at, &what))?;
+            index.apply(&decoded, id, at + HEADER as u64);
+            Ok(())
+        })?;
+        replayed += (end - start) as u64;
+        head_len = end as u64;
+    }
+    check_locations(index, ids).map_err(ReplayError::Stale)?;
+    Ok((head_len, replayed))
+}
+
+/// Calls `apply` with each frame's payload and start in `bytes` from `start`; returns where the
+/// last whole frame ends. In the newest segment a torn tail is cut off (the file truncated).
+fn replay_segment(
+    path: &Path,
+    bytes: &[u8],
+    start: usize,
+    newest: bool,
+    mut apply: impl FnMut(&[u8], u64) -> Result<(), StoreError>,
+) -> Result<usize, StoreError> {
+    let mut at = start;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if let Some(len) = frame::valid_frame(rest) {
+            apply(&rest[HEADER..len], at as u64)?;
+            at += len;
+            continue;
+        }
+        let what = damage(rest);
+        if !newest || !is_torn_tail(rest) {
+            return Err(corrupt(path, at as u64, what));
+        }
+        let dropped = bytes.len() - at;
+        tracing::warn!(file = %path.display(), offset = at, dropped_bytes = dropped, what, "cut off a torn write at the end of the log");
+        truncate(path, at as u64)?;
+        break;
+    }
+    Ok(at)
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
+    let io = |cause| StoreError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    file.set_len(len).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// What is wrong with the frame at the start of `rest`, which is not valid.
+fn damage(rest: &[u8]) -> &'static str {
+    match frame::header(rest) {
+        Header::Short => "the frame is cut short",
+        Header::BadLength => "the frame has an impossible length",
+        Header::Frame { .. } => "the frame's checksum does not match",
+    }
+}
+
+/// Whether an invalid frame at the start of `rest` is a torn write: nothing valid follows it.
+/// A frame whose length is intact and whose successor is valid was damaged after it was written.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    match frame::header(rest) {
+        Header::Short | Header::BadLength => true,
+        Header::Frame { len, .. } => frame::valid_frame(&rest[HEADER + len..]).is_none(),
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, what: &str) -> StoreError {
+    StoreError::LogCorrupt {
+        path: path.to_path_buf(),
+        offset,
+        what: what.to_owned(),
+    }
+}
+
+/// Every live entry and remembered send must lie in a segment that exists.
+fn check_locations(index: &mut Index, ids: &[SegmentId]) -> Result<(), String> {
+    let exists = |id: &SegmentId| ids.binary_search(id).is_ok();
+    if let Some((_, meta)) = index.entries().find(|(_, m)| !exists(&m.segment)) {
+        return Err(format!(
+            "entry {} lies in segment {}, which is gone",
+            meta.id, meta.segment
+        ));
+    }
+    if let Some((sender, id, sent)) = index.sent.iter().find(|(_, _, s)| !exists(&s.segment)) {
+        return Err(format!(
+            "the send {id} of {sender} is recorded in segment {}, which is gone",
+            sent.segment
+        ));
+    }
+    index.segments.retain(|id, _| exists(id));
+    Ok(())
+}

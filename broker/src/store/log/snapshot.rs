@@ -1,0 +1,277 @@
+//! The index snapshot: the whole in-memory index in one checksummed file, with the log position it
+//! covers, so an open reads one file and replays only the frames after it instead of the whole log.
+//!
+//! Written at a clean close and by housekeeping once enough was logged since the last one; always
+//! to a temporary file that is fsynced and renamed over the old one, so a crash leaves the old
+//! snapshot or the new, never half of one. A snapshot is only an accelerator: the log alone always
+//! holds everything, so one that is missing, damaged or does not match the log is logged and
+//! ignored. Layout (little-endian):
+//!
+//! ```text
+//! magic "SBLOGSN1", u32 segment, u64 offset (the position covered), u64 last_id
+//! u32 n, n × str name                       (every name below is an index into this table)
+//! u32 n, n × (u32 segment, u32 k, k × u32 dep)
+//! u32 n, n × (u32 mailbox, u32 k, k × entry: u64 id, u8 kind, u32 peer, u64 send_id,
+//!             u64 message_id, u64 sent_at_ms, u64 expires_at_ms, u32 segment, u32 offset, u32 len)
+//! u32 n, n × (u32 sender, u32 k, k × (u64 send_id, u64 message_id, u64 at_ms, u32 segment))
+//! u32 crc32c of everything before it
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::frame::{kind_byte, kind_from};
+use super::index::{Index, Meta};
+use super::remembered::Sent;
+use super::segment::{sync_dir, SegmentId, Segments};
+use crate::store::StoreError;
+
+const FILE: &str = "index.snap";
+const TEMP: &str = "index.snap.tmp";
+const MAGIC: &[u8; 8] = b"SBLOGSN1";
+
+/// A loaded snapshot: the index as it was once every frame before `segment`/`offset` applied.
+pub(super) struct Snapshot {
+    pub index: Index,
+    pub segment: SegmentId,
+    pub offset: u64,
+}
+
+/// Writes a snapshot of `index`, which covers the log up to the end of the head.
+pub(super) fn write(segments: &Segments, index: &Index) -> Result<(), StoreError> {
+    let dir = segments.dir();
+    let io = |cause| StoreError::Io {
+        path: dir.join(TEMP),
+        cause,
+    };
+    segments.sync_head().map_err(io)?;
+    let bytes = encode(index, segments.head(), segments.head_len());
+    let mut file = std::fs::File::create(dir.join(TEMP)).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(dir.join(TEMP), dir.join(FILE)).map_err(io)?;
+    sync_dir(dir).map_err(io)
+}
+
+fn encode(index: &Index, segment: SegmentId, offset: u64) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.buf.extend_from_slice(MAGIC);
+    w.u32(segment);
+    w.u64(offset);
+    w.u64(index.last_id);
+    let mut names: HashMap<*const u8, u32> = HashMap::new();
+    let mut table: Vec<Arc<str>> = Vec::new();
+    let mut name = |n: &Arc<str>, table: &mut Vec<Arc<str>>| -> u32 {
+        *names.entry(n.as_ptr()).or_insert_with(|| {
+            table.push(n.clone());
+            (table.len() - 1) as u32
+        })
+    };
+    // Names first (into a side buffer), since the table precedes what refers to it.
+    let mut body = Writer::default();
+    body.u32(index.segments.len() as u32);
+    for (id, stats) in &index.segments {
+        body.u32(*id);
+        body.u32(stats.deps.len() as u32);
+        stats.deps.iter().for_each(|d| body.u32(*d));
+    }
+    let mailboxes: Vec<_> = index
+        .mailboxes
+        .iter()
+        .filter(|m| !m.entries.is_empty())
+        .collect();
+    body.u32(mailboxes.len() as u32);
+    for m in mailboxes {
+        body.u32(name(&m.name, &mut table));
+        body.u32(m.entries.len() as u32);
+        for e in &m.entries {
+            body.u64(e.id);
+            body.buf.push(kind_byte(e.kind));
+            body.u32(name(&e.peer, &mut table));
+            for v in [e.send_id, e.message_id, e.sent_at_ms, e.expires_at_ms] {
+                body.u64(v);
+            }
+            for v in [e.segment, e.offset, e.body_len] {
+                body.u32(v);
+            }
+        }
+    }
+    let senders: Vec<_> = index.sent.senders().collect();
+    body.u32(senders.len() as u32);
+    for (sender, sends) in senders {
+        body.u32(name(sender, &mut table));
+        body.u32(sends.len() as u32);
+        for (send_id, s) in sends {
+            for v in [*send_id, s.message_id, s.at_ms] {
+                body.u64(v);
+            }
+            body.u32(s.segment);
+        }
+    }
+    w.u32(table.len() as u32);
+    for n in table {
+        w.u32(n.len() as u32);
+        w.buf.extend_from_slice(n.as_bytes());
+    }
+    w.buf.extend_from_slice(&body.buf);
+    let crc = crc32c::crc32c(&w.buf);
+    w.u32(crc);
+    w.buf
+}
+
+#[derive(Default)]
+struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The snapshot in `dir`, if there is a valid one; a damaged one is logged and ignored.
+pub(super) fn load(dir: &Path) -> Option<Snapshot> {
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot read the log snapshot; replaying the whole log");
+            return None;
+        }
+    };
+    match decode(&bytes) {
+        Ok(snapshot) => Some(snapshot),
+        Err(why) => {
+            tracing::warn!(file = %path.display(), why, "the log snapshot is damaged; replaying the whole log");
+            None
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    let body_len = bytes
+        .len()
+        .checked_sub(4)
+        .filter(|&n| n >= MAGIC.len())
+        .ok_or("too short")?;
+    let (body, crc) = bytes.split_at(body_len);
+    if crc32c::crc32c(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err("checksum does not match".into());
+    }
+    if &body[..MAGIC.len()] != MAGIC {
+        return Err("not a snapshot of this version".into());
+    }
+    let mut r = Reader {
+        buf: body,
+        at: MAGIC.len(),
+    };
+    let segment = r.u32()?;
+    let offset = r.u64()?;
+    let mut index = Index::default();
+    index.last_id = r.u64()?;
+    let mut names = Vec::new();
+    for _ in 0..r.u32()? {
+        let len = r.u32()? as usize;
+        let text = std::str::from_utf8(r.take(len)?).map_err(|_| "a name is not UTF-8")?;
+        names.push(index.intern(text));
+    }
+    let name = |i: u32| names.get(i as usize).cloned().ok_or("bad name index");
+    for _ in 0..r.u32()? {
+        let id = r.u32()?;
+        let deps = (0..r.u32()?).map(|_| r.u32()).collect::<Result<_, _>>()?;
+        index.stats(id).deps = deps;
+    }
+    for _ in 0..r.u32()? {
+        let mailbox = name(r.u32()?)?;
+        let n = r.u32()? as usize;
+        let mut entries = Vec::with_capacity(n.min(r.remaining() / 57));
+        for _ in 0..n {
+            entries.push(r.meta(&name)?);
+        }
+        index.load_mailbox(&mailbox, entries);
+    }
+    for _ in 0..r.u32()? {
+        let sender = name(r.u32()?)?;
+        for _ in 0..r.u32()? {
+            let send_id = r.u64()?;
+            let (message_id, at_ms) = (r.u64()?, r.u64()?);
+            let segment = r.u32()?;
+            let sent = Sent {
+                message_id,
+                at_ms,
+                segment,
+            };
+            index.remember(sender.clone(), send_id, sent);
+        }
+    }
+    if r.at != body.len() {
+        return Err("bytes after the last record".into());
+    }
+    Ok(Snapshot {
+        index,
+        segment,
+        offset,
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.at
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.remaining() < n {
+            return Err("cut short".into());
+        }
+        self.at += n;
+        Ok(&self.buf[self.at - n..self.at])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut v = [0; 8];
+        v.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(v))
+    }
+
+    fn meta(
+        &mut self,
+        name: &impl Fn(u32) -> Result<Arc<str>, &'static str>,
+    ) -> Result<Meta, String> {
+        let id = self.u64()?;
+        let kind =
+            kind_from(self.take(1)?[0]).ok_or_else(|| format!("entry {id}: unknown kind"))?;
+        let peer = name(self.u32()?)?;
+        let (send_id, message_id) = (self.u64()?, self.u64()?);
+        let (sent_at_ms, expires_at_ms) = (self.u64()?, self.u64()?);
+        let (segment, offset, body_len) = (self.u32()?, self.u32()?, self.u32()?);
+        Ok(Meta {
+            id,
+            send_id,
+            message_id,
+            sent_at_ms,
+            expires_at_ms,
+            peer,
+            offset,
+            body_len,
+            segment,
+            kind,
+        })
+    }
+}
