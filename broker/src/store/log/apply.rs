@@ -13,7 +13,11 @@ impl Index {
     /// Applies `frame`, found in `segment` with its payload starting at byte `payload_at`.
     pub(super) fn apply(&mut self, frame: &Decoded<'_>, segment: SegmentId, payload_at: u64) {
         self.last_id = self.last_id.max(frame.last_id);
-        if frame.forget_before_ms > 0 {
+        let forget = frame.forget_before_ms;
+        // A forget carried forward by compaction, if already applied, is not applied again: it
+        // would forget sends remembered since the original.
+        if forget > 0 && (!frame.copy || forget > self.forgot_before) {
+            self.forgot_before = self.forgot_before.max(forget);
             self.forget_before(frame.forget_before_ms, segment);
         }
         for r in &frame.remembered {
@@ -53,10 +57,10 @@ impl Index {
             self.insert(a.mailbox, meta);
             self.last_id = self.last_id.max(a.id);
         }
-        for &id in &frame.deletes {
-            if let Some(gone) = self.remove(id) {
-                self.depends(segment, gone.segment);
-            }
+        for &(id, recorded_in) in &frame.deletes {
+            self.remove(id);
+            // Kept even when the entry is gone already: a tombstone carried forward by compaction.
+            self.depends(segment, recorded_in);
         }
     }
 
@@ -72,17 +76,12 @@ impl Index {
     }
 
     fn forget_before(&mut self, before_ms: u64, segment: SegmentId) {
+        let stats = self.stats(segment);
+        stats.forget = stats.forget.max(before_ms);
         let segments = &mut self.segments;
         self.sent.forget_before(before_ms, |sender, sent| {
             let stats = segments.entry(sent.segment).or_default();
             stats.live = stats.live.saturating_sub(remembered_size(sender));
-            if sent.segment != segment {
-                segments
-                    .entry(segment)
-                    .or_default()
-                    .deps
-                    .insert(sent.segment);
-            }
         });
     }
 

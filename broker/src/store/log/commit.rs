@@ -77,8 +77,11 @@ pub(super) fn encode(index: &Index, batch: &Batch, frame: &mut FrameBuilder) -> 
     records += stored.len();
     frame.section();
     for &id in &deletes {
-        if !gone_at_once.contains(&id) && index.contains(id) {
-            frame.delete(id);
+        if gone_at_once.contains(&id) {
+            continue;
+        }
+        if let Some((_, meta)) = index.get(id) {
+            frame.delete(id, meta.segment);
             records += 1;
         }
     }

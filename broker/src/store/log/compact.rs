@@ -2,13 +2,13 @@
 //! dead is compacted, its live entries and remembered sends copied into the head as an ordinary
 //! frame (same ids, so `last_id` and the order are unchanged) and the old file deleted.
 //!
-//! A segment whose deletes (or forgets) removed records of an older segment that still exists must
-//! stay: without its tombstones a replay would bring those records back. Segments are visited
-//! oldest first, so the older ones it waits for usually go in the same pass.
+//! A segment whose deletes removed entries recorded in an older segment that still exists carries
+//! those tombstones forward into the copy: without them a replay would bring the entries back. Its
+//! latest "forget sends before" time is carried forward the same way while older segments remain.
 
 use bytes::Bytes;
 
-use super::frame::REMEMBER;
+use super::frame::{self, REMEMBER};
 use super::segment::SegmentId;
 use super::LogStore;
 use crate::store::{Entry, EntryKind, StoreError};
@@ -27,19 +27,27 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
     let mut freed = 0;
     for id in sealed {
         let stats = store.index.segments.get(&id).cloned().unwrap_or_default();
-        let waits = stats
-            .deps
-            .iter()
-            .any(|&dep| dep != id && store.segments.contains(dep));
-        if waits {
-            continue;
-        }
         let len = store.segments.len(id);
         if stats.live > 0 && stats.live * 4 >= len * COMPACT_BELOW_LIVE_QUARTERS {
             continue;
         }
-        if stats.live > 0 {
-            copy_live(store, id, len)?;
+        let older_remain = store.segments.ids().next().is_some_and(|first| first < id);
+        let forget = if older_remain { stats.forget } else { 0 };
+        let needs_tombstones = stats
+            .deps
+            .iter()
+            .any(|&dep| dep != id && store.segments.contains(dep));
+        let bytes = if stats.live > 0 || needs_tombstones {
+            let bytes = store
+                .segments
+                .read(id, 0, len as usize)
+                .map_err(|cause| store.io_error(id, cause))?;
+            Some(Bytes::from(bytes))
+        } else {
+            None
+        };
+        if bytes.is_some() || forget > 0 {
+            copy_forward(store, id, bytes.unwrap_or_default(), forget)?;
         }
         store
             .segments
@@ -57,13 +65,35 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
     Ok(freed)
 }
 
-/// Copies everything live in segment `id` (`len` bytes) into the head, as one frame.
-fn copy_live(store: &mut LogStore, id: SegmentId, len: u64) -> Result<(), StoreError> {
-    let bytes = store
-        .segments
-        .read(id, 0, len as usize)
-        .map_err(|cause| store.io_error(id, cause))?;
-    let bytes = Bytes::from(bytes);
+/// The tombstones in segment `id` (its bytes) that are still needed: those of entries recorded
+/// in an older segment that still exists.
+fn needed_tombstones(store: &LogStore, id: SegmentId, bytes: &[u8]) -> Vec<(u64, u32)> {
+    let mut needed = Vec::new();
+    let mut at = 0;
+    while let Some(len) = frame::valid_frame(&bytes[at..]) {
+        if let Ok(decoded) = frame::decode(&bytes[at + frame::HEADER..at + len]) {
+            needed.extend(
+                decoded
+                    .deletes
+                    .into_iter()
+                    .filter(|&(_, seg)| seg != id && store.segments.contains(seg)),
+            );
+        }
+        at += len;
+    }
+    needed
+}
+
+/// Copies everything segment `id` (`bytes`, empty if nothing is needed from it) still holds that
+/// is needed into the head, as one frame: live entries, remembered sends, tombstones of older
+/// segments, and its forget time.
+fn copy_forward(
+    store: &mut LogStore,
+    id: SegmentId,
+    bytes: Bytes,
+    forget: u64,
+) -> Result<(), StoreError> {
+    let tombstones = needed_tombstones(store, id, &bytes);
     let index = &store.index;
     let mut entries: Vec<(Entry, u8)> = Vec::new();
     for (mailbox, meta) in index.entries().filter(|(_, m)| m.segment == id) {
@@ -84,7 +114,7 @@ fn copy_live(store: &mut LogStore, id: SegmentId, len: u64) -> Result<(), StoreE
         .map(|(e, _)| (e.peer.as_str(), e.send_id))
         .collect();
     let frame = &mut store.frame;
-    frame.start(index.last_id, 0);
+    frame.start_copy(index.last_id, forget);
     frame.section();
     for (sender, send_id, sent) in index.sent.iter() {
         if sent.segment == id && !carried.contains(&(&**sender, send_id)) {
@@ -96,5 +126,8 @@ fn copy_live(store: &mut LogStore, id: SegmentId, len: u64) -> Result<(), StoreE
         frame.append(entry, *flags);
     }
     frame.section();
+    for (deleted, recorded_in) in tombstones {
+        frame.delete(deleted, recorded_in);
+    }
     store.write_frame()
 }

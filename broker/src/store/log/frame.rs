@@ -7,13 +7,13 @@
 //! needs no decisions:
 //!
 //! ```text
-//! u8  kind (1 = batch)
+//! u8  kind (1 = a batch, 2 = a copy made by compaction or migration)
 //! u64 last_id            the store's high-water mark once this frame applies
 //! u64 forget_before_ms   remembered sends older than this are forgotten (0: none)
 //! u32 n, n × remembered: str sender, u64 send_id, u64 message_id, u64 at_ms
 //! u32 n, n × append:     u64 id, u8 kind, u8 flags, str mailbox, str peer, u64 send_id,
 //!                        u64 message_id, u64 sent_at_ms, u64 expires_at_ms, u32 body_len, body
-//! u32 n, n × delete:     u64 id
+//! u32 n, n × delete:     u64 id, u32 segment (where the deleted entry was recorded)
 //! ```
 //!
 //! (`str` is `u32 len` + UTF-8 bytes.) The append flag [`REMEMBER`] says the append also records
@@ -25,8 +25,10 @@ use crate::store::{Entry, EntryKind};
 pub(super) const HEADER: usize = 8;
 /// The smallest payload a frame can have (kind, last_id, forget, three empty sections).
 pub(super) const MIN_PAYLOAD: usize = 1 + 8 + 8 + 4 * 3;
-/// Payload kind of a batch frame, the only kind so far.
+/// Payload kind of a batch's frame.
 const KIND_BATCH: u8 = 1;
+/// Payload kind of a frame that copies records forward (compaction, migration).
+const KIND_COPY: u8 = 2;
 /// Append flag: the append also remembers `(peer, send_id)` → `id`.
 pub(super) const REMEMBER: u8 = 1;
 
@@ -39,11 +41,20 @@ pub(super) struct FrameBuilder {
 }
 
 impl FrameBuilder {
-    /// Starts a new frame, forgetting the previous one.
+    /// Starts a new frame for a batch, forgetting the previous one.
     pub(super) fn start(&mut self, last_id: u64, forget_before_ms: u64) {
+        self.begin(KIND_BATCH, last_id, forget_before_ms);
+    }
+
+    /// Starts a new frame of records copied forward.
+    pub(super) fn start_copy(&mut self, last_id: u64, forget_before_ms: u64) {
+        self.begin(KIND_COPY, last_id, forget_before_ms);
+    }
+
+    fn begin(&mut self, kind: u8, last_id: u64, forget_before_ms: u64) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; HEADER]);
-        self.buf.push(KIND_BATCH);
+        self.buf.push(kind);
         self.u64(last_id);
         self.u64(forget_before_ms);
         self.section = None;
@@ -95,9 +106,10 @@ impl FrameBuilder {
         self.bytes(&entry.body);
     }
 
-    pub(super) fn delete(&mut self, id: u64) {
+    pub(super) fn delete(&mut self, id: u64, segment: u32) {
         self.counted();
         self.u64(id);
+        self.buf.extend_from_slice(&segment.to_le_bytes());
     }
 
     /// Closes the frame: fills in its length and checksum and returns it whole.
@@ -209,11 +221,14 @@ pub(super) struct AppendRecord<'a> {
 /// A decoded payload; strings borrow from it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Decoded<'a> {
+    /// Records copied forward rather than a batch: its forget time may have been applied already.
+    pub copy: bool,
     pub last_id: u64,
     pub forget_before_ms: u64,
     pub remembered: Vec<RememberedRecord<'a>>,
     pub appends: Vec<AppendRecord<'a>>,
-    pub deletes: Vec<u64>,
+    /// Ids deleted, each with the segment that recorded the entry.
+    pub deletes: Vec<(u64, u32)>,
 }
 
 /// Decodes a payload whose checksum matched; an error says what is malformed (a checksum that
@@ -223,10 +238,13 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
         buf: payload,
         at: 0,
     };
-    if r.u8()? != KIND_BATCH {
-        return Err("unknown frame kind".into());
-    }
+    let copy = match r.u8()? {
+        KIND_BATCH => false,
+        KIND_COPY => true,
+        _ => return Err("unknown frame kind".into()),
+    };
     let mut frame = Decoded {
+        copy,
         last_id: r.u64()?,
         forget_before_ms: r.u64()?,
         ..Decoded::default()
@@ -243,7 +261,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
         frame.appends.push(r.append()?);
     }
     for _ in 0..r.u32()? {
-        frame.deletes.push(r.u64()?);
+        frame.deletes.push((r.u64()?, r.u32()?));
     }
     if r.at != payload.len() {
         return Err(format!(
@@ -343,8 +361,8 @@ mod tests {
         let e = entry(9, "bob", "hello");
         b.append(&e, REMEMBER);
         b.section();
-        b.delete(5);
-        b.delete(6);
+        b.delete(5, 1);
+        b.delete(6, 2);
         let frame = b.finish().to_vec();
         assert_eq!(valid_frame(&frame), Some(frame.len()));
         let payload = &frame[HEADER..];
@@ -358,7 +376,7 @@ mod tests {
         );
         let body = &payload[a.body_at..a.body_at + a.body_len as usize];
         assert_eq!(body, b"hello");
-        assert_eq!(d.deletes, [5, 6]);
+        assert_eq!(d.deletes, [(5, 1), (6, 2)]);
     }
 
     #[test]

@@ -45,9 +45,12 @@ pub(super) struct Mailbox {
 pub(super) struct SegmentStats {
     /// Record bytes still needed: live entries and remembered sends recorded here.
     pub live: u64,
-    /// Older segments holding entries (or sends) that this segment's deletes (or forgets) removed:
-    /// this segment must outlive them, or a replay would bring those back.
+    /// Older segments holding entries that this segment's deletes removed: while one of them
+    /// exists, those tombstones are still needed (compaction carries them forward).
     pub deps: BTreeSet<SegmentId>,
+    /// The latest "forget sends before" this segment records (0: none), carried forward when the
+    /// segment goes while older ones remain.
+    pub forget: u64,
 }
 
 /// The whole in-memory state of a log store.
@@ -64,6 +67,8 @@ pub(super) struct Index {
     pub segments: BTreeMap<SegmentId, SegmentStats>,
     /// The highest id ever committed or reserved.
     pub last_id: u64,
+    /// The latest "forget sends accepted before this time" applied.
+    pub forgot_before: u64,
 }
 
 impl Index {
@@ -171,10 +176,6 @@ impl Index {
         Some((&m.name, &m.entries[at]))
     }
 
-    pub(super) fn contains(&self, id: u64) -> bool {
-        self.owners.contains_key(&id)
-    }
-
     /// Up to `limit` entries of `mailbox` after id `after`, in order.
     pub(super) fn page(
         &self,
@@ -226,6 +227,7 @@ impl Index {
     }
 
     /// Bytes of memory the index holds for entries, from capacities (for the memory figures).
+    #[cfg(test)]
     pub(super) fn entry_memory_bytes(&self) -> usize {
         let deques: usize = self
             .mailboxes

@@ -72,7 +72,7 @@ pub(super) fn finish(
     // One fsync at the end instead of one per frame.
     store.durability = Durability::Os;
     for chunk in dump.sent.chunks(CHUNK) {
-        store.frame.start(dump.last_id, 0);
+        store.frame.start_copy(dump.last_id, 0);
         store.frame.section();
         for r in chunk {
             store
@@ -84,7 +84,7 @@ pub(super) fn finish(
         store.write_frame()?;
     }
     for chunk in dump.entries.chunks(CHUNK) {
-        store.frame.start(dump.last_id, 0);
+        store.frame.start_copy(dump.last_id, 0);
         store.frame.section();
         store.frame.section();
         chunk.iter().for_each(|e| store.frame.append(e, 0));
@@ -92,7 +92,7 @@ pub(super) fn finish(
         store.write_frame()?;
     }
     if dump.last_id > store.index.last_id {
-        store.frame.start(dump.last_id, 0);
+        store.frame.start_copy(dump.last_id, 0);
         (0..3).for_each(|_| store.frame.section());
         store.write_frame()?;
     }

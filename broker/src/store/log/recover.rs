@@ -47,11 +47,16 @@ pub(super) fn recover(dir: &Path, segment_bytes: u64) -> Result<Recovered, Store
         Segments::create(dir, 1).map_err(io)?;
         ids.push(1);
     }
-    let (index, head_len, replayed_bytes) = match snapshot::load(dir) {
+    let (index, replayed) = match snapshot::load(dir) {
         Some(snap) => {
             let mut index = snap.index;
-            match replay(dir, &ids, &mut index, snap.segment, snap.offset) {
-                Ok((head_len, replayed)) => (index, head_len, replayed),
+            let from = Position {
+                segment: snap.segment,
+                offset: snap.offset,
+                last_frame: snap.last_frame,
+            };
+            match replay(dir, &ids, &mut index, from) {
+                Ok(replayed) => (index, replayed),
                 Err(ReplayError::Store(error)) => return Err(error),
                 Err(ReplayError::Stale(why)) => {
                     tracing::warn!(dir = %dir.display(), why, "the log snapshot does not match the log; replaying the whole log");
@@ -61,18 +66,45 @@ pub(super) fn recover(dir: &Path, segment_bytes: u64) -> Result<Recovered, Store
         }
         None => full_replay(dir, &ids)?,
     };
-    let segments = Segments::open(dir, &ids, head_len, segment_bytes).map_err(io)?;
+    let segments = Segments::open(
+        dir,
+        &ids,
+        replayed.head_len,
+        replayed.last_frame,
+        segment_bytes,
+    )
+    .map_err(io)?;
     Ok(Recovered {
         segments,
         index,
-        replayed_bytes,
+        replayed_bytes: replayed.bytes,
     })
 }
 
-fn full_replay(dir: &Path, ids: &[SegmentId]) -> Result<(Index, u64, u64), StoreError> {
+/// Where a replay starts: a segment, an offset in it, and the frame that must end there.
+struct Position {
+    segment: SegmentId,
+    offset: u64,
+    last_frame: Option<(u64, u32)>,
+}
+
+/// What a replay found.
+struct Replayed {
+    head_len: u64,
+    /// Where the head's last frame starts, and its checksum.
+    last_frame: Option<(u64, u32)>,
+    bytes: u64,
+}
+
+fn full_replay(dir: &Path, ids: &[SegmentId]) -> Result<(Index, Replayed), StoreError> {
     let mut index = Index::default();
-    match replay(dir, ids, &mut index, ids[0], 0) {
-        Ok((head_len, replayed)) => Ok((index, head_len, replayed)),
+    let from = Position {
+        segment: ids[0],
+        offset: 0,
+        last_frame: None,
+    };
+    match replay(dir, ids, &mut index, from) {
+        Ok(replayed) => Ok((index, replayed)),
         Err(ReplayError::Store(error)) => Err(error),
         Err(ReplayError::Stale(why)) => Err(StoreError::Incompatible(format!(
             "the log in {} is inconsistent: {why}",
@@ -81,23 +113,29 @@ fn full_replay(dir: &Path, ids: &[SegmentId]) -> Result<(Index, u64, u64), Store
     }
 }
 
-/// Applies every frame from `offset` in segment `from` on; returns the head's length and the bytes
-/// replayed.
+/// Applies every frame from `from` on.
 fn replay(
     dir: &Path,
     ids: &[SegmentId],
     index: &mut Index,
-    from: SegmentId,
-    offset: u64,
-) -> Result<(u64, u64), ReplayError> {
+    from: Position,
+) -> Result<Replayed, ReplayError> {
+    let Position {
+        segment: from,
+        offset,
+        last_frame,
+    } = from;
     let newest = ids[ids.len() - 1];
     if from > newest {
         return Err(ReplayError::Stale(format!(
             "it covers segment {from}, the newest is {newest}"
         )));
     }
-    let mut head_len = 0;
-    let mut replayed = 0;
+    let mut replayed = Replayed {
+        head_len: 0,
+        last_frame: None,
+        bytes: 0,
+    };
     for &id in ids.iter().filter(|&&id| id >= from) {
         let path = dir.join(segment::file_name(id));
         let bytes = std::fs::read(&path).map_err(|cause| StoreError::Io {
@@ -108,23 +146,22 @@ fn replay(
             return Err(corrupt(&path, 0, "larger than a segment can be").into());
         }
         let start = if id == from { offset } else { 0 } as usize;
-        if start > bytes.len() {
-            return Err(ReplayError::Stale(format!(
-                "it covers {start} bytes of {}, which has {}",
-                path.display(),
-                bytes.len()
-            )));
+        if id == from {
+            check_covered(&path, &bytes, start, last_frame).map_err(ReplayError::Stale)?;
         }
+        let mut last = None;
         let end = replay_segment(&path, &bytes, start, id == newest, |payload, at| {
             let decoded = frame::decode(payload).map_err(|what| corrupt(&path, at, &what))?;
             index.apply(&decoded, id, at + HEADER as u64);
+            last = Some((at, frame_crc(&bytes[at as usize..])));
             Ok(())
         })?;
-        replayed += (end - start) as u64;
-        head_len = end as u64;
+        replayed.bytes += (end - start) as u64;
+        replayed.head_len = end as u64;
+        replayed.last_frame = last.or(if id == from { last_frame } else { None });
     }
     check_locations(index, ids).map_err(ReplayError::Stale)?;
-    Ok((head_len, replayed))
+    Ok(replayed)
 }
 
 /// Calls `apply` with each frame's payload and start in `bytes` from `start`; returns where the
@@ -184,6 +221,43 @@ fn is_torn_tail(rest: &[u8]) -> bool {
     match frame::header(rest) {
         Header::Short | Header::BadLength => true,
         Header::Frame { len, .. } => frame::valid_frame(&rest[HEADER + len..]).is_none(),
+    }
+}
+
+/// The checksum in the frame header at the start of `bytes` (which holds a valid frame).
+fn frame_crc(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]])
+}
+
+/// Whether `bytes` (segment `path`) is the log a snapshot covering `offset` bytes of it, ending
+/// with `last_frame`, was taken of.
+fn check_covered(
+    path: &Path,
+    bytes: &[u8],
+    offset: usize,
+    last_frame: Option<(u64, u32)>,
+) -> Result<(), String> {
+    if offset > bytes.len() {
+        return Err(format!(
+            "it covers {offset} bytes of {}, which has {}",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    let Some((start, crc)) = last_frame else {
+        return Ok(());
+    };
+    let start = start as usize;
+    let matches = bytes.get(start..offset).is_some_and(|frame| {
+        frame::valid_frame(frame) == Some(frame.len()) && frame_crc(frame) == crc
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(format!(
+            "the frame it ends with is not at byte {start} of {}",
+            path.display()
+        ))
     }
 }
 

@@ -100,6 +100,7 @@ impl Remembered {
     }
 
     /// Bytes of memory the map holds, from its capacities (for the memory figures).
+    #[cfg(test)]
     pub(super) fn memory_bytes(&self) -> usize {
         let per_send = std::mem::size_of::<(u64, Sent)>() + 1;
         let per_sender = std::mem::size_of::<(Arc<str>, HashMap<u64, Sent>)>() + 1;

@@ -53,6 +53,9 @@ pub(super) struct Segments {
     head_len: u64,
     /// Roll to a new head before a frame would take the head past this.
     limit: u64,
+    /// Where the head's last frame starts and its checksum: a snapshot names it, so a later open
+    /// can tell that the log it replays on top of is the one the snapshot covered.
+    last_frame: Option<(u64, u32)>,
 }
 
 impl Segments {
@@ -62,6 +65,7 @@ impl Segments {
         dir: &Path,
         ids: &[SegmentId],
         head_len: u64,
+        last_frame: Option<(u64, u32)>,
         limit: u64,
     ) -> io::Result<Self> {
         let mut files = BTreeMap::new();
@@ -81,6 +85,7 @@ impl Segments {
             head,
             head_len,
             limit: limit.min(u64::from(u32::MAX)),
+            last_frame,
         })
     }
 
@@ -103,6 +108,10 @@ impl Segments {
 
     pub(super) fn head_len(&self) -> u64 {
         self.head_len
+    }
+
+    pub(super) fn last_frame(&self) -> Option<(u64, u32)> {
+        self.last_frame
     }
 
     pub(super) fn path(&self, id: SegmentId) -> PathBuf {
@@ -154,6 +163,8 @@ impl Segments {
             file.sync_data()?;
         }
         self.head_len = at + size;
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        self.last_frame = Some((at, crc));
         Ok((self.head, at))
     }
 
@@ -169,6 +180,7 @@ impl Segments {
         self.files.insert(next, file);
         self.head = next;
         self.head_len = 0;
+        self.last_frame = None;
         tracing::debug!(segment = next, "log rolled to a new segment");
         Ok(())
     }

@@ -8,9 +8,10 @@
 //! ignored. Layout (little-endian):
 //!
 //! ```text
-//! magic "SBLOGSN1", u32 segment, u64 offset (the position covered), u64 last_id
+//! magic "SBLOGSN1", u32 segment, u64 offset (the position covered), u64 start and u32 crc of
+//! the frame ending there (0, 0: none), u64 last_id, u64 forgot_before
 //! u32 n, n × str name                       (every name below is an index into this table)
-//! u32 n, n × (u32 segment, u32 k, k × u32 dep)
+//! u32 n, n × (u32 segment, u64 forget, u32 k, k × u32 dep)
 //! u32 n, n × (u32 mailbox, u32 k, k × entry: u64 id, u8 kind, u32 peer, u64 send_id,
 //!             u64 message_id, u64 sent_at_ms, u64 expires_at_ms, u32 segment, u32 offset, u32 len)
 //! u32 n, n × (u32 sender, u32 k, k × (u64 send_id, u64 message_id, u64 at_ms, u32 segment))
@@ -37,6 +38,8 @@ pub(super) struct Snapshot {
     pub index: Index,
     pub segment: SegmentId,
     pub offset: u64,
+    /// Where the frame ending at `offset` starts, and its checksum.
+    pub last_frame: Option<(u64, u32)>,
 }
 
 /// Writes a snapshot of `index`, which covers the log up to the end of the head.
@@ -47,7 +50,7 @@ pub(super) fn write(segments: &Segments, index: &Index) -> Result<(), StoreError
         cause,
     };
     segments.sync_head().map_err(io)?;
-    let bytes = encode(index, segments.head(), segments.head_len());
+    let bytes = encode(index, segments);
     let mut file = std::fs::File::create(dir.join(TEMP)).map_err(io)?;
     file.write_all(&bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
@@ -55,12 +58,16 @@ pub(super) fn write(segments: &Segments, index: &Index) -> Result<(), StoreError
     sync_dir(dir).map_err(io)
 }
 
-fn encode(index: &Index, segment: SegmentId, offset: u64) -> Vec<u8> {
+fn encode(index: &Index, segments: &Segments) -> Vec<u8> {
     let mut w = Writer::default();
     w.buf.extend_from_slice(MAGIC);
-    w.u32(segment);
-    w.u64(offset);
+    w.u32(segments.head());
+    w.u64(segments.head_len());
+    let (last_start, last_crc) = segments.last_frame().unwrap_or((0, 0));
+    w.u64(last_start);
+    w.u32(last_crc);
     w.u64(index.last_id);
+    w.u64(index.forgot_before);
     let mut names: HashMap<*const u8, u32> = HashMap::new();
     let mut table: Vec<Arc<str>> = Vec::new();
     let mut name = |n: &Arc<str>, table: &mut Vec<Arc<str>>| -> u32 {
@@ -74,6 +81,7 @@ fn encode(index: &Index, segment: SegmentId, offset: u64) -> Vec<u8> {
     body.u32(index.segments.len() as u32);
     for (id, stats) in &index.segments {
         body.u32(*id);
+        body.u64(stats.forget);
         body.u32(stats.deps.len() as u32);
         stats.deps.iter().for_each(|d| body.u32(*d));
     }
@@ -174,8 +182,11 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     };
     let segment = r.u32()?;
     let offset = r.u64()?;
+    let last_start = r.u64()?;
+    let last_crc = r.u32()?;
     let mut index = Index::default();
     index.last_id = r.u64()?;
+    index.forgot_before = r.u64()?;
     let mut names = Vec::new();
     for _ in 0..r.u32()? {
         let len = r.u32()? as usize;
@@ -185,8 +196,11 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     let name = |i: u32| names.get(i as usize).cloned().ok_or("bad name index");
     for _ in 0..r.u32()? {
         let id = r.u32()?;
+        let forget = r.u64()?;
         let deps = (0..r.u32()?).map(|_| r.u32()).collect::<Result<_, _>>()?;
-        index.stats(id).deps = deps;
+        let stats = index.stats(id);
+        stats.deps = deps;
+        stats.forget = forget;
     }
     for _ in 0..r.u32()? {
         let mailbox = name(r.u32()?)?;
@@ -218,6 +232,7 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         index,
         segment,
         offset,
+        last_frame: (offset > 0).then_some((last_start, last_crc)),
     })
 }
 
