@@ -106,8 +106,8 @@ impl Settings {
         if self.keepalive.max_secs < self.keepalive.min_secs {
             return invalid("keepalive.max_secs", "must not be below keepalive.min_secs");
         }
-        if self.store == StoreKind::Sqlite && self.data_dir.as_os_str().is_empty() {
-            return invalid("data_dir", "must not be empty with the sqlite store");
+        if self.store != StoreKind::Memory && self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty with a durable store");
         }
         Ok(())
     }
