@@ -66,7 +66,7 @@ impl Index {
 
     /// Remembers a send recorded in `sent.segment`, moving its accounting from wherever it was
     /// recorded before.
-    pub(super) fn remember(&mut self, sender: Arc<str>, send_id: u64, sent: Sent) {
+    fn remember(&mut self, sender: Arc<str>, send_id: u64, sent: Sent) {
         let size = remembered_size(&sender);
         self.stats(sent.segment).live += size;
         if let Some(old) = self.sent.insert(sender, send_id, sent) {

@@ -95,6 +95,7 @@ impl LogStore {
         durability: Durability,
         options: LogOptions,
     ) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
         let (lock, dump) = migrate::prepare(data_dir, durability)?;
         let dir = data_dir.join(LOG_DIR);
         let target = match &dump {
@@ -107,7 +108,8 @@ impl LogStore {
         }
         tracing::info!(
             dir = %dir.display(), ?durability, entries = store.index.len(),
-            remembered = store.index.sent.len(), "opened log store"
+            remembered = store.index.sent.len(), replayed_bytes = store.since_snapshot,
+            millis = started.elapsed().as_millis() as u64, "opened log store"
         );
         Ok(store)
     }

@@ -138,37 +138,42 @@ fn replay(
     };
     for &id in ids.iter().filter(|&&id| id >= from) {
         let path = dir.join(segment::file_name(id));
-        let bytes = std::fs::read(&path).map_err(|cause| StoreError::Io {
-            path: path.clone(),
-            cause,
-        })?;
-        if bytes.len() as u64 >= u64::from(u32::MAX) {
-            return Err(corrupt(&path, 0, "larger than a segment can be").into());
-        }
-        let start = if id == from { offset } else { 0 } as usize;
+        // From a snapshot, only the frame it ends with and what follows are read.
+        let base = match (id == from, last_frame) {
+            (true, Some((start, _))) => start.min(offset),
+            (true, None) => offset,
+            (false, _) => 0,
+        };
+        let bytes = read_from(&path, base)?;
+        let start = if id == from { offset - base } else { 0 } as usize;
         if id == from {
+            let last_frame = last_frame.map(|(at, crc)| (at - base, crc));
             check_covered(&path, &bytes, start, last_frame).map_err(ReplayError::Stale)?;
         }
         let mut last = None;
-        let end = replay_segment(&path, &bytes, start, id == newest, |payload, at| {
-            let decoded = frame::decode(payload).map_err(|what| corrupt(&path, at, &what))?;
-            index.apply(&decoded, id, at + HEADER as u64);
-            last = Some((at, frame_crc(&bytes[at as usize..])));
+        let at_base = |at: u64| at + base;
+        let end = replay_segment(&path, &bytes, base, start, id == newest, |payload, at| {
+            let decoded =
+                frame::decode(payload).map_err(|what| corrupt(&path, at_base(at), &what))?;
+            index.apply(&decoded, id, at_base(at) + HEADER as u64);
+            last = Some((at_base(at), frame_crc(&bytes[at as usize..])));
             Ok(())
         })?;
         replayed.bytes += (end - start) as u64;
-        replayed.head_len = end as u64;
+        replayed.head_len = base + end as u64;
         replayed.last_frame = last.or(if id == from { last_frame } else { None });
     }
     check_locations(index, ids).map_err(ReplayError::Stale)?;
     Ok(replayed)
 }
 
-/// Calls `apply` with each frame's payload and start in `bytes` from `start`; returns where the
-/// last whole frame ends. In the newest segment a torn tail is cut off (the file truncated).
+/// Calls `apply` with each frame's payload and start in `bytes` (the file from byte `base` on)
+/// from `start`; returns where the last whole frame ends. In the newest segment a torn tail is cut
+/// off (the file truncated).
 fn replay_segment(
     path: &Path,
     bytes: &[u8],
+    base: u64,
     start: usize,
     newest: bool,
     mut apply: impl FnMut(&[u8], u64) -> Result<(), StoreError>,
@@ -182,15 +187,34 @@ fn replay_segment(
             continue;
         }
         let what = damage(rest);
+        let offset = base + at as u64;
         if !newest || !is_torn_tail(rest) {
-            return Err(corrupt(path, at as u64, what));
+            return Err(corrupt(path, offset, what));
         }
         let dropped = bytes.len() - at;
-        tracing::warn!(file = %path.display(), offset = at, dropped_bytes = dropped, what, "cut off a torn write at the end of the log");
-        truncate(path, at as u64)?;
+        tracing::warn!(file = %path.display(), offset, dropped_bytes = dropped, what, "cut off a torn write at the end of the log");
+        truncate(path, offset)?;
         break;
     }
     Ok(at)
+}
+
+/// Segment `path` from byte `base` on (nothing if it is shorter).
+fn read_from(path: &Path, base: u64) -> Result<Vec<u8>, StoreError> {
+    use std::io::{Read as _, Seek as _};
+    let io = |cause| StoreError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len >= u64::from(u32::MAX) {
+        return Err(corrupt(path, 0, "larger than a segment can be"));
+    }
+    let mut bytes = Vec::with_capacity(len.saturating_sub(base) as usize);
+    file.seek(std::io::SeekFrom::Start(base)).map_err(io)?;
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {

@@ -49,6 +49,13 @@ impl Remembered {
         old
     }
 
+    /// Adds a sender's sends wholesale (from a snapshot, where each send appears once).
+    pub(super) fn load_sender(&mut self, sender: Arc<str>, sends: HashMap<u64, Sent>) {
+        let added = sends.len();
+        let old = self.by_sender.insert(sender, sends);
+        self.len = self.len + added - old.map_or(0, |o| o.len());
+    }
+
     /// Forgets every send accepted before `before_ms`, telling `gone` about each.
     pub(super) fn forget_before(&mut self, before_ms: u64, mut gone: impl FnMut(&str, Sent)) {
         let mut forgotten = 0;

@@ -213,7 +213,9 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     }
     for _ in 0..r.u32()? {
         let sender = name(r.u32()?)?;
-        for _ in 0..r.u32()? {
+        let n = r.u32()? as usize;
+        let mut sends = HashMap::with_capacity(n.min(r.remaining() / 28));
+        for _ in 0..n {
             let send_id = r.u64()?;
             let (message_id, at_ms) = (r.u64()?, r.u64()?);
             let segment = r.u32()?;
@@ -222,8 +224,9 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
                 at_ms,
                 segment,
             };
-            index.remember(sender.clone(), send_id, sent);
+            sends.insert(send_id, sent);
         }
+        index.load_sends(sender, sends);
     }
     if r.at != body.len() {
         return Err("bytes after the last record".into());
