@@ -159,7 +159,12 @@ impl Index {
         }
         let m = &mut self.mailboxes[slot as usize];
         m.bytes += entries.iter().map(|e| u64::from(e.body_len)).sum::<u64>();
-        m.entries.extend(entries);
+        if m.entries.is_empty() {
+            // Takes the vector's buffer over: no second copy of a million entries.
+            m.entries = VecDeque::from(entries);
+        } else {
+            m.entries.extend(entries);
+        }
     }
 
     /// Adds every remembered send of one sender (from a snapshot), faster than one by one.
