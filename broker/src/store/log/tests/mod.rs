@@ -87,7 +87,7 @@ fn a_reopened_log_has_every_entry_send_and_the_high_water_mark() {
     for batch in 0..40u64 {
         add(&mut store, "bob", batch * 5 + 1..=batch * 5 + 5);
     }
-    let deletes: Vec<u64> = (1..=200).filter(|i| i % 3 == 0).collect();
+    let deletes: Vec<u64> = (1..=200).filter(|i: &u64| i.is_multiple_of(3)).collect();
     store
         .commit(&crate::store::Batch {
             deletes: deletes.clone(),
@@ -95,7 +95,7 @@ fn a_reopened_log_has_every_entry_send_and_the_high_water_mark() {
             ..Default::default()
         })
         .expect("commit");
-    let expected: Vec<u64> = (1..=200).filter(|i| i % 3 != 0).collect();
+    let expected: Vec<u64> = (1..=200).filter(|i: &u64| !i.is_multiple_of(3)).collect();
     assert!(
         segment_files(dir.path()).len() > 2,
         "the test rolls segments"
