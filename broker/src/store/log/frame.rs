@@ -272,13 +272,23 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
     Ok(frame)
 }
 
-struct Reader<'a> {
+/// Reads little-endian values off a byte slice, saying where it ran out (frames and snapshots).
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    /// A reader of `buf` from byte `at`.
+    pub(super) fn new(buf: &'a [u8], at: usize) -> Self {
+        Self { buf, at }
+    }
+
+    pub(super) fn remaining(&self) -> usize {
+        self.buf.len() - self.at
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|&end| end <= self.buf.len());
         let Some(end) = end else {
             return Err(format!("record runs past the payload at byte {}", self.at));
@@ -288,16 +298,16 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    pub(super) fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(super) fn u32(&mut self) -> Result<u32, String> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    pub(super) fn u64(&mut self) -> Result<u64, String> {
         let mut value = [0; 8];
         value.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(value))

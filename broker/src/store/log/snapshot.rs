@@ -23,7 +23,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::frame::{kind_byte, kind_from};
+use super::frame::{kind_byte, kind_from, Reader};
 use super::index::{Index, Meta};
 use super::remembered::Sent;
 use super::segment::{sync_dir, SegmentId, Segments};
@@ -176,10 +176,7 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     if &body[..MAGIC.len()] != MAGIC {
         return Err("not a snapshot of this version".into());
     }
-    let mut r = Reader {
-        buf: body,
-        at: MAGIC.len(),
-    };
+    let mut r = Reader::new(body, MAGIC.len());
     let segment = r.u32()?;
     let offset = r.u64()?;
     let last_start = r.u64()?;
@@ -207,7 +204,7 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         let n = r.u32()? as usize;
         let mut entries = Vec::with_capacity(n.min(r.remaining() / 57));
         for _ in 0..n {
-            entries.push(r.meta(&name)?);
+            entries.push(meta(&mut r, &name)?);
         }
         index.load_mailbox(&mailbox, entries);
     }
@@ -228,7 +225,7 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         }
         index.load_sends(sender, sends);
     }
-    if r.at != body.len() {
+    if r.remaining() != 0 {
         return Err("bytes after the last record".into());
     }
     Ok(Snapshot {
@@ -239,57 +236,27 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     })
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.at
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.remaining() < n {
-            return Err("cut short".into());
-        }
-        self.at += n;
-        Ok(&self.buf[self.at - n..self.at])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut v = [0; 8];
-        v.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(v))
-    }
-
-    fn meta(
-        &mut self,
-        name: &impl Fn(u32) -> Result<Arc<str>, &'static str>,
-    ) -> Result<Meta, String> {
-        let id = self.u64()?;
-        let kind =
-            kind_from(self.take(1)?[0]).ok_or_else(|| format!("entry {id}: unknown kind"))?;
-        let peer = name(self.u32()?)?;
-        let (send_id, message_id) = (self.u64()?, self.u64()?);
-        let (sent_at_ms, expires_at_ms) = (self.u64()?, self.u64()?);
-        let (segment, offset, body_len) = (self.u32()?, self.u32()?, self.u32()?);
-        Ok(Meta {
-            id,
-            send_id,
-            message_id,
-            sent_at_ms,
-            expires_at_ms,
-            peer,
-            offset,
-            body_len,
-            segment,
-            kind,
-        })
-    }
+/// One entry of the snapshot.
+fn meta(
+    r: &mut Reader<'_>,
+    name: &impl Fn(u32) -> Result<Arc<str>, &'static str>,
+) -> Result<Meta, String> {
+    let id = r.u64()?;
+    let kind = kind_from(r.take(1)?[0]).ok_or_else(|| format!("entry {id}: unknown kind"))?;
+    let peer = name(r.u32()?)?;
+    let (send_id, message_id) = (r.u64()?, r.u64()?);
+    let (sent_at_ms, expires_at_ms) = (r.u64()?, r.u64()?);
+    let (segment, offset, body_len) = (r.u32()?, r.u32()?, r.u32()?);
+    Ok(Meta {
+        id,
+        send_id,
+        message_id,
+        sent_at_ms,
+        expires_at_ms,
+        peer,
+        offset,
+        body_len,
+        segment,
+        kind,
+    })
 }
