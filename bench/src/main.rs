@@ -44,6 +44,9 @@ struct Cli {
     /// The started broker's `durability` setting.
     #[arg(long, global = true, value_enum, default_value_t = Durability::Fsync)]
     durability: Durability,
+    /// The started broker's mailbox store [default: the broker's own default].
+    #[arg(long, global = true, value_enum)]
+    store: Option<Store>,
     /// The broker binary to start [default: switchboard-broker next to this executable].
     #[arg(long, global = true, value_name = "PATH")]
     broker_bin: Option<PathBuf>,
@@ -119,6 +122,24 @@ enum Durability {
     Os,
 }
 
+/// The broker's `store` setting.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Store {
+    Sqlite,
+    Log,
+    Memory,
+}
+
+impl Store {
+    fn as_str(self) -> &'static str {
+        match self {
+            Store::Sqlite => "sqlite",
+            Store::Log => "log",
+            Store::Memory => "memory",
+        }
+    }
+}
+
 impl Durability {
     fn as_str(self) -> &'static str {
         match self {
@@ -153,6 +174,9 @@ struct Line {
     workload: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     durability: Option<&'static str>,
+    /// The started broker's store, when --store chose one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     label: Option<String>,
     #[serde(flatten)]
@@ -207,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             system: peer.name(),
             workload: cli.workload.name(),
             durability: None,
+            store: None,
             label: cli.label,
             figures,
             server_peak_rss_bytes: workload::server_memory(&ctx).map(|m| m.peak),
@@ -229,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             system: sys.name(),
             workload: cli.workload.name(),
             durability: None,
+            store: None,
             label: cli.label,
             figures,
             server_peak_rss_bytes: workload::server_memory(&ctx).map(|m| m.peak),
@@ -255,6 +281,9 @@ async fn run_with_own_broker(cli: Cli, tag: String, timeout: Duration) -> anyhow
             cli.broker_log.clone(),
         ),
     ];
+    if let Some(store) = cli.store {
+        env.push(("SWITCHBOARD_BROKER_STORE".into(), store.as_str().into()));
+    }
     if let Workload::LargeMailbox(args) = &cli.workload {
         // The default limits (1,000,000 entries, 1 GiB) must not refuse the fill.
         let entries = args.messages.saturating_add(1_000).max(1_000_000);
@@ -304,6 +333,7 @@ async fn run_with_own_broker(cli: Cli, tag: String, timeout: Duration) -> anyhow
         system: "switchboard",
         workload: cli.workload.name(),
         durability: Some(cli.durability.as_str()),
+        store: cli.store.map(Store::as_str),
         label: cli.label,
         figures,
         server_peak_rss_bytes: peak,

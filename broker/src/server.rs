@@ -23,7 +23,9 @@ use crate::registry::{self, Registry};
 use crate::router::{self, Router, RouterConfig};
 use crate::session::SessionDeps;
 use crate::settings::{Settings, StoreKind};
-use crate::store::{MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread};
+use crate::store::{
+    LogStore, MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread,
+};
 use crate::tls;
 
 /// Requests the store thread may have queued before senders wait.
@@ -265,12 +267,33 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
     match settings.store {
         StoreKind::Memory => Ok(Box::new(MemoryStore::new())),
         StoreKind::Sqlite => {
-            let dir = settings.data_dir.clone();
-            let durability = settings.durability;
-            tokio::task::spawn_blocking(move || SqliteStore::open(&dir, durability))
-                .await
-                .map_err(|_| StoreError::Stopped)?
-                .map(|s| Box::new(s) as Box<dyn MailboxStore>)
+            open_blocking(settings, |dir, durability| {
+                Ok(Box::new(SqliteStore::open(dir, durability)?))
+            })
+            .await
+        }
+        StoreKind::Log => {
+            open_blocking(settings, |dir, durability| {
+                Ok(Box::new(LogStore::open(dir, durability)?))
+            })
+            .await
         }
     }
+}
+
+/// Opens a store on disk with `open(data_dir, durability)`, off the actor threads.
+async fn open_blocking(
+    settings: &Settings,
+    open: impl FnOnce(
+            &std::path::Path,
+            crate::store::Durability,
+        ) -> Result<Box<dyn MailboxStore>, StoreError>
+        + Send
+        + 'static,
+) -> Result<Box<dyn MailboxStore>, StoreError> {
+    let dir = settings.data_dir.clone();
+    let durability = settings.durability;
+    tokio::task::spawn_blocking(move || open(&dir, durability))
+        .await
+        .map_err(|_| StoreError::Stopped)?
 }

@@ -47,7 +47,7 @@ pub enum SettingsError {
 pub struct Settings {
     /// Address the TCP listener binds. Port 0 picks a free port (tests use it).
     pub listen: String,
-    /// Directory of the SQLite store.
+    /// Directory of the durable store (the log's `log/`, or SQLite's `switchboard.db`).
     pub data_dir: PathBuf,
     /// Which mailbox store to use.
     pub store: StoreKind,
@@ -71,6 +71,9 @@ pub struct Settings {
 pub enum StoreKind {
     /// SQLite in `data_dir`: WAL, `synchronous=FULL`. Survives crashes and power loss.
     Sqlite,
+    /// A segmented append-only log in `data_dir/log/` with its index in memory: one write (and
+    /// with fsync durability one fsync) per batch. Survives crashes and power loss.
+    Log,
     /// Process memory: lost when the broker stops. For tests and throwaway brokers.
     Memory,
 }

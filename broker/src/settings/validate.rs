@@ -111,8 +111,8 @@ impl Settings {
         if let Err((key, reason)) = self.check_admin() {
             return invalid(key, &reason);
         }
-        if self.store == StoreKind::Sqlite && self.data_dir.as_os_str().is_empty() {
-            return invalid("data_dir", "must not be empty with the sqlite store");
+        if self.store != StoreKind::Memory && self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty with a durable store");
         }
         Ok(())
     }

@@ -19,6 +19,18 @@ pub enum StoreError {
         path: std::path::PathBuf,
         holder: String,
     },
+    #[error("{path}: {cause}")]
+    Io {
+        path: std::path::PathBuf,
+        cause: std::io::Error,
+    },
+    /// A log segment holds a damaged frame where no torn write can be: refused, never skipped.
+    #[error("log segment {path} is corrupt at byte {offset}: {what}")]
+    LogCorrupt {
+        path: std::path::PathBuf,
+        offset: u64,
+        what: String,
+    },
     #[error("stored entry {id} is corrupt: {what}")]
     Corrupt { id: u64, what: String },
     #[error("{0}")]

@@ -17,6 +17,7 @@ pub mod conformance;
 mod entry;
 mod error;
 mod lock;
+pub(crate) mod log;
 mod memory;
 pub(crate) mod sqlite;
 mod worker;
@@ -25,6 +26,7 @@ pub use batch::{Batch, CommitOutcome, Duplicate, Remembered};
 pub use entry::{Entry, EntryKind, ExpiredEntry, MailboxUsage};
 pub use error::StoreError;
 pub use lock::DataDirLock;
+pub use log::{LogOptions, LogStore};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use worker::{StoreHandle, StoreThread};
@@ -93,5 +95,6 @@ mod engines {
     crate::store_conformance! {
         memory => ((), MemoryStore::new());
         sqlite => crate::store::sqlite::tests::open_sqlite();
+        log => crate::store::log::tests::open_log();
     }
 }

@@ -444,5 +444,8 @@ impl MailboxStore for SqliteStore {
     }
 }
 
+mod dump;
+pub(crate) use dump::Dump;
+
 #[cfg(test)]
 pub(crate) mod tests;

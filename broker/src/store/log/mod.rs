@@ -1,0 +1,330 @@
+//! The log engine: mailboxes as an append-only, segmented log on disk and an index in memory.
+//!
+//! Every commit is one frame appended to the newest segment in one write (and with
+//! `durability = "fsync"`, one `fdatasync` before the commit returns); the frame records what the
+//! batch did, deletes as tombstones. The index in memory ([`index`]) holds every live entry's
+//! metadata and its body's place on disk, so a fetch is a lookup and a few positioned reads. On
+//! open the index is rebuilt from a snapshot plus the frames after it, or from the whole log
+//! ([`recover`]); a torn write at the very end is cut off, damage anywhere else is refused.
+//! Housekeeping deletes segments nothing live needs and rewrites mostly-dead ones ([`compact`]).
+//! The design is that of NATS JetStream's file store and of Kafka's log.
+
+mod apply;
+mod commit;
+mod compact;
+mod frame;
+mod index;
+mod migrate;
+mod recover;
+mod remembered;
+mod segment;
+mod snapshot;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use self::frame::{FrameBuilder, HEADER};
+use self::index::{Index, Meta};
+use self::segment::Segments;
+use super::{
+    Batch, CommitOutcome, DataDirLock, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage,
+    Maintenance, MaintenanceReport, StoreError,
+};
+
+/// The directory inside the data directory that holds the segments and the snapshot.
+pub(crate) const LOG_DIR: &str = "log";
+
+/// Sizes that tests shrink; the defaults suit a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Roll to a new segment once the head would pass this many bytes.
+    pub segment_bytes: u64,
+    /// Write a snapshot from housekeeping once this many bytes were logged since the last one.
+    pub snapshot_after_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            snapshot_after_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Mailboxes in a segmented log under `data_dir/log/`.
+pub struct LogStore {
+    segments: Segments,
+    index: Index,
+    /// The frame being built, reused so a commit allocates nothing for it.
+    frame: FrameBuilder,
+    durability: Durability,
+    options: LogOptions,
+    /// Bytes logged since the last snapshot.
+    since_snapshot: u64,
+    /// Set once a write or fsync failed: after a failed fsync the file's state is unknown, so the
+    /// store refuses further commits until a restart recovers it from disk.
+    failed: Option<String>,
+    /// Held while the store is open: a second broker on the same directory is refused. Taken out
+    /// only when a migration hands it to the store it reopens.
+    lock: Option<DataDirLock>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("dir", &self.segments.dir())
+            .field("entries", &self.index.len())
+            .finish()
+    }
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log in `data_dir`, migrating a SQLite store found there on
+    /// the first open. Blocks on disk: call it off the actor threads.
+    pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, durability, LogOptions::default())
+    }
+
+    /// [`LogStore::open`] with explicit sizes.
+    pub fn open_with(
+        data_dir: &Path,
+        durability: Durability,
+        options: LogOptions,
+    ) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
+        let (lock, dump) = migrate::prepare(data_dir, durability)?;
+        let dir = data_dir.join(LOG_DIR);
+        let target = match &dump {
+            Some(_) => data_dir.join(migrate::MIGRATING_DIR),
+            None => dir.clone(),
+        };
+        let mut store = Self::open_dir(&target, durability, options, lock)?;
+        if let Some(dump) = dump {
+            store = migrate::finish(store, dump, data_dir)?;
+        }
+        tracing::info!(
+            dir = %dir.display(), ?durability, entries = store.index.len(),
+            remembered = store.index.sent.len(), replayed_bytes = store.since_snapshot,
+            millis = started.elapsed().as_millis() as u64, "opened log store"
+        );
+        Ok(store)
+    }
+
+    fn open_dir(
+        dir: &Path,
+        durability: Durability,
+        options: LogOptions,
+        lock: DataDirLock,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|cause| StoreError::DataDir {
+            path: dir.to_path_buf(),
+            cause,
+        })?;
+        let recovered = recover::recover(dir, options.segment_bytes)?;
+        Ok(Self {
+            segments: recovered.segments,
+            index: recovered.index,
+            frame: FrameBuilder::default(),
+            durability,
+            options,
+            since_snapshot: recovered.replayed_bytes,
+            failed: None,
+            lock: Some(lock),
+        })
+    }
+
+    /// Writes the frame in `self.frame` and applies it to the index.
+    fn write_frame(&mut self) -> Result<(), StoreError> {
+        if let Some(failed) = &self.failed {
+            return Err(StoreError::Failed(failed.clone()));
+        }
+        let bytes = self.frame.finish();
+        let sync = self.durability == Durability::Fsync;
+        let (segment, at) = match self.segments.append(bytes, sync) {
+            Ok(place) => place,
+            Err(cause) => {
+                let error = StoreError::Io {
+                    path: self.segments.path(self.segments.head()),
+                    cause,
+                };
+                self.failed = Some(format!(
+                    "an earlier write failed ({error}); restart the broker"
+                ));
+                return Err(error);
+            }
+        };
+        self.since_snapshot += bytes.len() as u64;
+        let decoded = frame::decode(&bytes[HEADER..]).map_err(|what| StoreError::LogCorrupt {
+            path: self.segments.path(segment),
+            offset: at,
+            what: format!("a frame just written does not decode: {what}"),
+        })?;
+        self.index.apply(&decoded, segment, at + HEADER as u64);
+        Ok(())
+    }
+
+    fn io_error(&self, segment: segment::SegmentId, cause: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.segments.path(segment),
+            cause,
+        }
+    }
+
+    /// Reads the bodies of `metas`, one positioned read per run of neighbouring bodies.
+    fn bodies(&self, metas: &[&Meta]) -> Result<Vec<Bytes>, StoreError> {
+        /// Bodies closer than this share a read; a run is at most `MAX_RUN` bytes.
+        const GAP: u64 = 4096;
+        const MAX_RUN: u64 = 1 << 20;
+        let mut bodies = Vec::with_capacity(metas.len());
+        let mut i = 0;
+        while i < metas.len() {
+            let first = metas[i];
+            let start = u64::from(first.offset);
+            let mut end = start + u64::from(first.body_len);
+            let mut j = i + 1;
+            while let Some(next) = metas.get(j) {
+                let (at, len) = (u64::from(next.offset), u64::from(next.body_len));
+                if next.segment != first.segment || at < end || at - end > GAP {
+                    break;
+                }
+                if at + len - start > MAX_RUN {
+                    break;
+                }
+                end = at + len;
+                j += 1;
+            }
+            let run = self
+                .segments
+                .read(first.segment, start, (end - start) as usize)
+                .map_err(|cause| self.io_error(first.segment, cause))?;
+            let run = Bytes::from(run);
+            for meta in &metas[i..j] {
+                let at = (u64::from(meta.offset) - start) as usize;
+                bodies.push(run.slice(at..at + meta.body_len as usize));
+            }
+            i = j;
+        }
+        Ok(bodies)
+    }
+
+    /// Writes a snapshot of the index covering everything logged so far.
+    fn snapshot(&mut self) -> Result<(), StoreError> {
+        snapshot::write(&self.segments, &self.index)?;
+        self.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> PathBuf {
+        self.segments.dir().to_path_buf()
+    }
+}
+
+fn entry(mailbox: &str, meta: &Meta, body: Bytes) -> Entry {
+    Entry {
+        id: meta.id,
+        mailbox: mailbox.to_owned(),
+        kind: meta.kind,
+        peer: meta.peer.to_string(),
+        send_id: meta.send_id,
+        message_id: meta.message_id,
+        sent_at_ms: meta.sent_at_ms,
+        expires_at_ms: meta.expires_at_ms,
+        body,
+    }
+}
+
+impl MailboxStore for LogStore {
+    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(CommitOutcome::default());
+        }
+        let encoded = commit::encode(&self.index, batch, &mut self.frame);
+        if encoded.changes {
+            self.write_frame()?;
+        }
+        Ok(encoded.outcome)
+    }
+
+    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let metas: Vec<&Meta> = self.index.page(mailbox, after, limit).collect();
+        let bodies = self.bodies(&metas)?;
+        Ok(metas
+            .iter()
+            .zip(bodies)
+            .map(|(meta, body)| entry(mailbox, meta, body))
+            .collect())
+    }
+
+    fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
+        Ok(self.index.usage())
+    }
+
+    fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
+        Ok(self
+            .index
+            .due(now_ms, limit)
+            .into_iter()
+            .filter_map(|id| self.index.get(id))
+            .map(|(mailbox, meta)| ExpiredEntry {
+                entry: entry(mailbox, meta, Bytes::new()),
+                body_len: u64::from(meta.body_len),
+            })
+            .collect())
+    }
+
+    fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
+        Ok(self.index.sent.get(sender, send_id).map(|s| s.message_id))
+    }
+
+    fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
+        let before = self.index.sent.len();
+        let cutoff = self
+            .index
+            .sent
+            .cutoff(what.forget_sent_before_ms, what.remember_at_most);
+        if self.index.sent.any_before(cutoff) {
+            self.frame.start(self.index.last_id, cutoff);
+            for _ in 0..3 {
+                self.frame.section();
+            }
+            self.write_frame()?;
+        }
+        let forgotten = (before - self.index.sent.len()) as u64;
+        let freed = compact::reclaim(self)?;
+        self.index.prune_names();
+        if self.since_snapshot >= self.options.snapshot_after_bytes {
+            self.snapshot()?;
+        }
+        Ok(MaintenanceReport {
+            forgotten,
+            reclaimed_pages: freed / 4096,
+        })
+    }
+
+    fn last_id(&mut self) -> Result<u64, StoreError> {
+        Ok(self.index.last_id)
+    }
+}
+
+impl Drop for LogStore {
+    /// A clean close leaves a snapshot, so the next open skips the replay.
+    fn drop(&mut self) {
+        if self.failed.is_some() || self.since_snapshot == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.snapshot() {
+            Ok(()) => tracing::info!(
+                entries = self.index.len(),
+                millis = started.elapsed().as_millis() as u64,
+                "log store snapshot written at close"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot write the log store snapshot at close"),
+        }
+    }
+}
