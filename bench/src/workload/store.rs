@@ -35,6 +35,8 @@ const SENT_AT: u64 = 1_700_000_000_000;
 pub enum Engine {
     Memory,
     Sqlite,
+    #[cfg(feature = "fjall")]
+    Fjall,
 }
 
 /// Opens `engine` in `dir`. The one place that names the engines.
@@ -46,6 +48,10 @@ fn open(
     Ok(match engine {
         Engine::Memory => Box::new(MemoryStore::new()),
         Engine::Sqlite => Box::new(SqliteStore::open(dir, durability)?),
+        #[cfg(feature = "fjall")]
+        Engine::Fjall => Box::new(switchboard_broker::store::FjallStore::open(
+            dir, durability,
+        )?),
     })
 }
 

@@ -16,6 +16,8 @@ mod batch;
 pub mod conformance;
 mod entry;
 mod error;
+#[cfg(feature = "fjall")]
+mod fjall;
 mod lock;
 mod memory;
 pub(crate) mod sqlite;
@@ -24,6 +26,8 @@ mod worker;
 pub use batch::{Batch, CommitOutcome, Duplicate, Remembered};
 pub use entry::{Entry, EntryKind, ExpiredEntry, MailboxUsage};
 pub use error::StoreError;
+#[cfg(feature = "fjall")]
+pub use fjall::FjallStore;
 pub use lock::DataDirLock;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -94,4 +98,6 @@ mod engines {
         memory => ((), MemoryStore::new());
         sqlite => crate::store::sqlite::tests::open_sqlite();
     }
+    #[cfg(feature = "fjall")]
+    crate::store_conformance! { fjall => crate::store::fjall::tests::open_fjall(); }
 }
