@@ -29,7 +29,8 @@ const PAGE: usize = 256;
 /// The send time of message 0; message `k` is sent at `SENT_AT + k` ms.
 const SENT_AT: u64 = 1_700_000_000_000;
 
-/// The engines the bench can open. Adding one is one variant and one arm of [`open`].
+/// The engines the bench can open. Adding one is one variant here and one arm in [`open`] (for the
+/// segmented log: `Engine::Log => Box::new(LogStore::open(dir, durability)?)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
@@ -66,8 +67,10 @@ pub enum Phase {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// The store engine to drive.
     #[arg(long, value_enum, default_value_t = Engine::Sqlite)]
     pub engine: Engine,
+    /// What to time: accept, drain (after an untimed accept) or relay.
     #[arg(long, value_enum, default_value_t = Phase::Accept)]
     pub workload: Phase,
     /// Messages in total.

@@ -13,8 +13,8 @@ use crate::store::{Entry, EntryKind, StoreError};
 /// `[len u16][name]`, the prefix of every key of one mailbox (or sender).
 pub(super) fn name_prefix(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + name.len() + 8);
-    // Client ids are far shorter than 64 KiB (the protocol caps them); a longer one is cut, which
-    // only merges its keys with another's prefix, never misreads a value.
+    // Client ids are at most 128 bytes (`MAX_CLIENT_ID_LEN` in the protocol), far below what the
+    // length field holds; the cut only keeps a name the broker never accepts from overflowing it.
     let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
