@@ -27,7 +27,9 @@ use crate::peer::Peer;
 use crate::server::{BrokerConfig, BrokerProcess};
 use crate::switchboard::Switchboard;
 use crate::system::System;
-use crate::workload::{fan_in, idle, large_mailbox, latency, offline, relay, storm, Ctx, Load};
+use crate::workload::{
+    fan_in, idle, large_mailbox, latency, offline, relay, store, storm, Ctx, Load,
+};
 
 /// Benchmarks Switchboard and its peers; prints one JSON line per run.
 #[derive(Debug, Parser)]
@@ -94,6 +96,8 @@ pub enum Workload {
     ReconnectStorm(storm::Args),
     /// One mailbox of N messages across a broker restart: restart time, drain rate, peak memory.
     LargeMailbox(large_mailbox::Args),
+    /// Not over the network: one store engine driven directly with the Router's batch shapes.
+    Store(store::Args),
     /// Not a workload: prints the JSON lines in FILEs as Markdown tables of medians.
     Summarize {
         #[arg(required = true)]
@@ -111,6 +115,7 @@ impl Workload {
             Workload::FanIn(_) => "fan-in",
             Workload::ReconnectStorm(_) => "reconnect-storm",
             Workload::LargeMailbox(_) => "large-mailbox",
+            Workload::Store(_) => "store",
             Workload::Summarize { .. } => "summarize",
         }
     }
@@ -141,6 +146,13 @@ impl Store {
 }
 
 impl Durability {
+    fn to_store(self) -> switchboard_broker::store::Durability {
+        match self {
+            Durability::Fsync => switchboard_broker::store::Durability::Fsync,
+            Durability::Os => switchboard_broker::store::Durability::Os,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Durability::Fsync => "fsync",
@@ -188,6 +200,12 @@ struct Line {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Workload::Store(args) = &cli.workload {
+        // On this thread and without a runtime, so an instruction count sees only the store.
+        let line = store::run(args, cli.durability.to_store(), cli.durability.as_str())
+            .and_then(|report| Ok(serde_json::to_string(&report)?));
+        return print(line);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
         .enable_all()
@@ -199,7 +217,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    print(runtime.block_on(run(cli)))
+}
+
+/// Prints a run's JSON line, or its error.
+fn print(line: anyhow::Result<String>) -> ExitCode {
+    match line {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -357,6 +380,7 @@ pub async fn run_workload<S: System>(
             Figures::ReconnectStorm(storm::run(sys, args, ctx).await?)
         }
         Workload::LargeMailbox(_) => anyhow::bail!("large-mailbox runs on Switchboard only"),
+        Workload::Store(_) => anyhow::bail!("store drives a store engine, not a system"),
         Workload::Summarize { .. } => anyhow::bail!("summarize is not a workload"),
     })
 }

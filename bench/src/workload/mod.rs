@@ -10,6 +10,7 @@ pub(crate) mod large_mailbox;
 pub(crate) mod latency;
 pub(crate) mod offline;
 pub(crate) mod relay;
+pub(crate) mod store;
 pub(crate) mod storm;
 
 use std::sync::Arc;

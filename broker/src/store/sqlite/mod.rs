@@ -2,76 +2,31 @@
 //!
 //! WAL journal; with `durability = "fsync"` every commit is fsynced (`synchronous=FULL`) and survives
 //! power loss, with `"os"` it is handed to the OS (`synchronous=NORMAL`) and survives a broker crash.
-//! Every [`Batch`] is one `IMMEDIATE` transaction, hence at most one fsync of the WAL.
+//! Every [`Batch`] is one `IMMEDIATE` transaction, hence at most one fsync of the WAL, written in a
+//! handful of multi-row statements whatever its size (`commit.rs`); the tables and how an older file
+//! is migrated are in `schema.rs`.
 //!
 //! Besides the entries the file holds per-mailbox usage (so start-up costs one row per mailbox,
 //! never a scan of the entries) and the remembered sends that make a resend idempotent.
 //! SQLite integers are signed; ids and timestamps are stored as the same 64 bits reinterpreted, so
 //! every `u64` round-trips exactly and the order of ids below 2^63 (all of them in practice) holds.
 
-use std::collections::HashMap;
+mod commit;
+mod schema;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
+use self::commit::Sql;
 use super::{
-    Batch, CommitOutcome, DataDirLock, Duplicate, Durability, Entry, EntryKind, ExpiredEntry,
-    MailboxStore, MailboxUsage, Maintenance, MaintenanceReport, StoreError,
+    Batch, CommitOutcome, DataDirLock, Durability, Entry, EntryKind, ExpiredEntry, MailboxStore,
+    MailboxUsage, Maintenance, MaintenanceReport, StoreError,
 };
 
 /// The database file's name inside the data directory.
 pub(crate) const DB_FILE: &str = "switchboard.db";
-
-/// The schema this code writes; a file with a newer one is refused rather than misread.
-const SCHEMA_VERSION: i64 = 2;
-
-/// Version 1 → 2: expiry times, per-mailbox usage and remembered sends.
-const MIGRATE_1_TO_2: &str = "
-ALTER TABLE entries ADD COLUMN expires_at_ms INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE mailboxes (
-    mailbox TEXT PRIMARY KEY,
-    entries INTEGER NOT NULL,
-    bytes   INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO mailboxes (mailbox, entries, bytes)
-    SELECT mailbox, count(*), coalesce(sum(length(body)), 0) FROM entries GROUP BY mailbox;
-";
-
-/// The schema of a new file. The column `client_msg_id` (in `entries` and `sent`) holds the sender's
-/// send id; it keeps its old name because renaming it would take a migration.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries (
-    id            INTEGER PRIMARY KEY,
-    mailbox       TEXT    NOT NULL,
-    kind          INTEGER NOT NULL,
-    peer          TEXT    NOT NULL,
-    client_msg_id INTEGER NOT NULL,
-    message_id    INTEGER NOT NULL,
-    sent_at_ms    INTEGER NOT NULL,
-    body          BLOB    NOT NULL,
-    expires_at_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS entries_by_mailbox ON entries (mailbox, id);
-CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires_at_ms) WHERE expires_at_ms > 0;
-CREATE TABLE IF NOT EXISTS mailboxes (
-    mailbox TEXT PRIMARY KEY,
-    entries INTEGER NOT NULL,
-    bytes   INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sent (
-    sender        TEXT    NOT NULL,
-    client_msg_id INTEGER NOT NULL,
-    message_id    INTEGER NOT NULL,
-    at_ms         INTEGER NOT NULL,
-    PRIMARY KEY (sender, client_msg_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sent_by_time ON sent (at_ms);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-";
 
 /// Free pages handed back to the file system per maintenance run, to keep each run short.
 const VACUUM_PAGES_PER_RUN: u64 = 4_096;
@@ -80,6 +35,8 @@ const VACUUM_PAGES_PER_RUN: u64 = 4_096;
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// The write path's statement texts.
+    sql: Sql,
     /// Held while the store is open: a second broker on the same directory is refused.
     _lock: DataDirLock,
 }
@@ -120,37 +77,16 @@ impl SqliteStore {
              PRAGMA cache_size = -65536;
              PRAGMA temp_store = MEMORY;"
         ))?;
+        conn.set_prepared_statement_cache_capacity(Sql::statements());
         let mut store = Self {
             conn,
             path,
+            sql: Sql::new(),
             _lock: lock,
         };
-        store.migrate()?;
+        schema::migrate(&mut store.conn, &store.path)?;
         tracing::info!(path = %store.path.display(), ?durability, "opened SQLite store");
         Ok(store)
-    }
-
-    fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Incompatible(format!(
-                "{} has schema version {version}; this broker understands up to {SCHEMA_VERSION}",
-                self.path.display()
-            )));
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
-        if version == 1 {
-            tracing::info!("migrating the store from schema 1 to 2");
-            tx.execute_batch(MIGRATE_1_TO_2)?;
-        }
-        tx.execute_batch(SCHEMA)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
-        tx.commit()?;
-        Ok(())
     }
 }
 
@@ -235,113 +171,7 @@ impl RawEntry {
 
 impl MailboxStore for SqliteStore {
     fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
-        let mut outcome = CommitOutcome::default();
-        if batch.is_empty() {
-            return Ok(outcome);
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut remember = tx.prepare_cached(
-                "INSERT INTO sent (sender, client_msg_id, message_id, at_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (sender, client_msg_id) DO NOTHING",
-            )?;
-            let mut original = tx.prepare_cached(
-                "SELECT message_id FROM sent WHERE sender = ?1 AND client_msg_id = ?2",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO entries (id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms,
-                                      expires_at_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            let mut delete = tx.prepare_cached(
-                "DELETE FROM entries WHERE id = ?1 RETURNING mailbox, length(body)",
-            )?;
-            // Usage changes per mailbox, written once per batch rather than once per entry.
-            let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
-            let mut high = batch.reserve_ids_through;
-            for r in &batch.remembered {
-                high = high.max(r.message_id);
-                remember.execute(params![
-                    r.sender,
-                    to_sql(r.send_id),
-                    to_sql(r.message_id),
-                    to_sql(r.at_ms)
-                ])?;
-            }
-            for e in &batch.appends {
-                high = high.max(e.id);
-                if e.kind == EntryKind::Message {
-                    let new = remember.execute(params![
-                        e.peer,
-                        to_sql(e.send_id),
-                        to_sql(e.id),
-                        to_sql(e.sent_at_ms)
-                    ])?;
-                    if new == 0 {
-                        let first: i64 = original
-                            .query_row(params![e.peer, to_sql(e.send_id)], |row| row.get(0))?;
-                        outcome.duplicates.push(Duplicate {
-                            id: e.id,
-                            original: from_sql(first),
-                        });
-                        continue;
-                    }
-                }
-                insert.execute(params![
-                    to_sql(e.id),
-                    e.mailbox,
-                    kind_to_sql(e.kind),
-                    e.peer,
-                    to_sql(e.send_id),
-                    to_sql(e.message_id),
-                    to_sql(e.sent_at_ms),
-                    to_sql(e.expires_at_ms),
-                    &e.body[..],
-                ])?;
-                let u = usage.entry(e.mailbox.clone()).or_default();
-                u.0 += 1;
-                u.1 += e.body.len() as i64;
-            }
-            let mut emptied = Vec::new();
-            for id in &batch.deletes {
-                let gone: Option<(String, i64)> = delete
-                    .query_row([to_sql(*id)], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                if let Some((mailbox, bytes)) = gone {
-                    let u = usage.entry(mailbox.clone()).or_default();
-                    u.0 -= 1;
-                    u.1 -= bytes;
-                    emptied.push(mailbox);
-                }
-            }
-            let mut add = tx.prepare_cached(
-                "INSERT INTO mailboxes (mailbox, entries, bytes) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (mailbox) DO UPDATE
-                 SET entries = entries + excluded.entries, bytes = bytes + excluded.bytes",
-            )?;
-            for (mailbox, (entries, bytes)) in usage {
-                if entries != 0 || bytes != 0 {
-                    add.execute(params![mailbox, entries, bytes])?;
-                }
-            }
-            let mut drop_empty =
-                tx.prepare_cached("DELETE FROM mailboxes WHERE mailbox = ?1 AND entries <= 0")?;
-            for mailbox in emptied {
-                drop_empty.execute([mailbox])?;
-            }
-            if high > 0 {
-                // The high-water mark outlives the entries, so ids are never reused after deletes.
-                tx.prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-                )?
-                .execute([to_sql(high)])?;
-            }
-        }
-        tx.commit()?;
-        Ok(outcome)
+        commit::commit(&mut self.conn, &self.sql, batch)
     }
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {

@@ -2,7 +2,7 @@
 
 use super::{SqliteStore, DB_FILE};
 use crate::store::conformance::{append, count, entry};
-use crate::store::{Batch, Durability, MailboxStore, Maintenance};
+use crate::store::{Batch, Durability, EntryKind, MailboxStore, Maintenance};
 
 pub(crate) fn open_sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -126,4 +126,100 @@ fn sqlite_file_stops_growing_under_churn() {
             .all(|&size| size <= settled + settled / 10),
         "file keeps growing: {sizes:?}"
     );
+}
+
+/// The schema the broker before the tuned write path wrote (schema 2), as it wrote it: the tuned
+/// one must read such a file as it is.
+const V2_SCHEMA: &str = "
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, kind INTEGER NOT NULL, peer TEXT NOT NULL,
+    client_msg_id INTEGER NOT NULL, message_id INTEGER NOT NULL, sent_at_ms INTEGER NOT NULL,
+    body BLOB NOT NULL, expires_at_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX entries_by_mailbox ON entries (mailbox, id);
+CREATE INDEX entries_by_expiry ON entries (expires_at_ms) WHERE expires_at_ms > 0;
+CREATE TABLE mailboxes (
+    mailbox TEXT PRIMARY KEY, entries INTEGER NOT NULL, bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE sent (
+    sender TEXT NOT NULL, client_msg_id INTEGER NOT NULL, message_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL, PRIMARY KEY (sender, client_msg_id)
+) WITHOUT ROWID;
+CREATE INDEX sent_by_time ON sent (at_ms);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+#[test]
+fn sqlite_opens_a_version_2_file_and_reads_everything_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;")
+        .expect("pragmas");
+    conn.execute_batch(V2_SCHEMA).expect("version 2 schema");
+    conn.execute_batch(
+        "INSERT INTO entries VALUES (1, 'bob', 0, 'alice', 10, 1, 1700000000001, x'6f6e65', 0);
+         INSERT INTO entries VALUES (2, 'alice', 1, 'bob', 10, 1, 1700000000002, x'', 0);
+         INSERT INTO entries VALUES (3, 'bob', 0, 'alice', 30, 3, 1700000000003, x'0074776f', 5000);
+         INSERT INTO mailboxes VALUES ('bob', 2, 7), ('alice', 1, 0);
+         INSERT INTO sent VALUES ('alice', 10, 1, 1700000000001), ('alice', 30, 3, 1700000000003),
+                                 ('alice', 20, 9, 1700000000002);
+         INSERT INTO meta VALUES ('last_id', 9);
+         PRAGMA user_version = 2;",
+    )
+    .expect("version 2 rows");
+    drop(conn);
+
+    let mut store = SqliteStore::open(dir.path(), Durability::Fsync).expect("opened");
+    let mut three = entry(3, "bob", "");
+    three.send_id = 30;
+    three.expires_at_ms = 5000;
+    three.body = bytes::Bytes::from_static(&[0, b't', b'w', b'o']);
+    assert_eq!(
+        store.fetch("bob", 0, 10).expect("fetch"),
+        vec![entry(1, "bob", "one"), three.clone()]
+    );
+    let receipts = store.fetch("alice", 0, 10).expect("fetch");
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(
+        (
+            receipts[0].kind,
+            receipts[0].peer.as_str(),
+            receipts[0].message_id
+        ),
+        (EntryKind::Delivered, "bob", 1)
+    );
+    assert_eq!(store.sent("alice", 20).expect("sent"), Some(9));
+    assert_eq!(store.last_id().expect("last id"), 9);
+    let mut usage = store.usage().expect("usage");
+    usage.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+    let usage: Vec<_> = usage
+        .iter()
+        .map(|u| (u.mailbox.as_str(), u.entries, u.bytes))
+        .collect();
+    assert_eq!(usage, [("alice", 1, 0), ("bob", 2, 7)]);
+    let due = store.expired(5000, 10).expect("expired");
+    assert_eq!(
+        due.iter()
+            .map(|e| (e.entry.id, e.body_len))
+            .collect::<Vec<_>>(),
+        [(3, 4)]
+    );
+    // The migrated file goes on like a new one: a resend is recognised, a delete frees its row.
+    let mut resend = entry(10, "bob", "again");
+    resend.send_id = 30;
+    let outcome = store
+        .commit(&Batch {
+            appends: vec![resend],
+            deletes: vec![1],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(outcome.duplicates.len(), 1);
+    assert_eq!(store.fetch("bob", 0, 10).expect("fetch"), vec![three]);
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("version");
+    assert_eq!(version, super::schema::SCHEMA_VERSION);
 }
