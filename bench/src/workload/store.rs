@@ -36,6 +36,7 @@ const SENT_AT: u64 = 1_700_000_000_000;
 pub enum Engine {
     Memory,
     Sqlite,
+    Log,
     #[cfg(feature = "fjall")]
     Fjall,
 }
@@ -49,6 +50,7 @@ fn open(
     Ok(match engine {
         Engine::Memory => Box::new(MemoryStore::new()),
         Engine::Sqlite => Box::new(SqliteStore::open(dir, durability)?),
+        Engine::Log => Box::new(switchboard_broker::store::LogStore::open(dir, durability)?),
         #[cfg(feature = "fjall")]
         Engine::Fjall => Box::new(switchboard_broker::store::FjallStore::open(
             dir, durability,
