@@ -8,9 +8,10 @@ use std::io;
 use std::marker::PhantomData;
 
 use bytes::{BufMut, BytesMut};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
+use crate::decode::{DecodeError, DecodeFrame};
 use crate::frame::{BrokerFrame, ClientFrame};
 
 /// The default largest frame, length prefix excluded: 1 MiB.
@@ -43,7 +44,7 @@ pub enum CodecError {
     #[error("the peer speaks TLS, and this connection does not")]
     TlsRecord,
     #[error("malformed frame: {0}")]
-    Malformed(#[from] rmp_serde::decode::Error),
+    Malformed(#[from] DecodeError),
     #[error("cannot encode frame: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
 }
@@ -94,7 +95,7 @@ impl<D, E> Default for FrameCodec<D, E> {
     }
 }
 
-impl<D: DeserializeOwned, E> Decoder for FrameCodec<D, E> {
+impl<D: DecodeFrame, E> Decoder for FrameCodec<D, E> {
     type Item = D;
     type Error = CodecError;
 
@@ -110,7 +111,8 @@ impl<D: DeserializeOwned, E> Decoder for FrameCodec<D, E> {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(Some(rmp_serde::from_slice(&body)?))
+        // The frame's bodies share the read buffer rather than being copied out of it.
+        Ok(Some(D::decode_frame(&body.freeze())?))
     }
 }
 

@@ -8,13 +8,16 @@
 
 pub mod client_id;
 pub mod codec;
+pub mod decode;
 pub mod frame;
+mod msgpack;
 
 pub use client_id::{ClientId, InvalidClientId};
 pub use codec::{
     encode_frame, max_body_len, BrokerCodec, ClientCodec, CodecError, FrameCodec,
     DEFAULT_MAX_FRAME, DELIVER_OVERHEAD,
 };
+pub use decode::{DecodeError, DecodeFrame};
 pub use frame::{
     BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason, PROTOCOL_VERSION,
 };
