@@ -90,6 +90,6 @@ for name in $RUNS; do
     read -r total store < <(run "$name" "$name" $LOAD)
     awk -v name="$name" -v t="$total" -v s="$store" -v bt="$base_total" -v bs="$base_store" -v n="$n" \
         'BEGIN { d = t - bt; ds = s - bs;
-                 printf "%-8s %14d %14d %12.0f %12.0f %12.0f\n", name, t, d, d / n, ds / n, (d - ds) / n }'
+                 printf "%-8s %14.0f %14.0f %12.0f %12.0f %12.0f\n", name, t, d, d / n, ds / n, (d - ds) / n }'
 done
 log "callgrind files, bench JSON and annotations (NAME.self.txt: functions by their own cost) in $OUT"
