@@ -8,10 +8,10 @@ use std::io;
 use std::marker::PhantomData;
 
 use bytes::{BufMut, BytesMut};
-use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 use crate::decode::{DecodeError, DecodeFrame};
+use crate::encode::EncodeFrame;
 use crate::frame::{BrokerFrame, ClientFrame};
 
 /// The default largest frame, length prefix excluded: 1 MiB.
@@ -45,8 +45,6 @@ pub enum CodecError {
     TlsRecord,
     #[error("malformed frame: {0}")]
     Malformed(#[from] DecodeError),
-    #[error("cannot encode frame: {0}")]
-    Encode(#[from] rmp_serde::encode::Error),
 }
 
 /// Decodes frames of type `D` and encodes frames of type `E`.
@@ -116,7 +114,7 @@ impl<D: DecodeFrame, E> Decoder for FrameCodec<D, E> {
     }
 }
 
-impl<D, E: Serialize> Encoder<E> for FrameCodec<D, E> {
+impl<D, E: EncodeFrame> Encoder<E> for FrameCodec<D, E> {
     type Error = CodecError;
 
     fn encode(&mut self, frame: E, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -124,7 +122,7 @@ impl<D, E: Serialize> Encoder<E> for FrameCodec<D, E> {
     }
 }
 
-impl<D, E: Serialize> Encoder<&E> for FrameCodec<D, E> {
+impl<D, E: EncodeFrame> Encoder<&E> for FrameCodec<D, E> {
     type Error = CodecError;
 
     fn encode(&mut self, frame: &E, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -138,16 +136,15 @@ fn looks_like_tls(src: &[u8]) -> bool {
     matches!(src, [0x14..=0x17, 0x03, ..])
 }
 
-/// Writes the length prefix and the named MessagePack body straight into `dst`, with no staging copy.
-fn encode_into<E: Serialize>(frame: &E, max: usize, dst: &mut BytesMut) -> Result<(), CodecError> {
+/// Writes the length prefix and the MessagePack body straight into `dst`, with no staging copy.
+fn encode_into<E: EncodeFrame>(
+    frame: &E,
+    max: usize,
+    dst: &mut BytesMut,
+) -> Result<(), CodecError> {
     let start = dst.len();
     dst.put_u32(0);
-    let mut writer = dst.writer();
-    if let Err(e) = rmp_serde::encode::write_named(&mut writer, frame) {
-        writer.into_inner().truncate(start);
-        return Err(e.into());
-    }
-    let dst = writer.into_inner();
+    frame.encode_map(dst);
     let body_len = dst.len() - start - PREFIX_LEN;
     if body_len > max {
         dst.truncate(start);
@@ -161,7 +158,7 @@ fn encode_into<E: Serialize>(frame: &E, max: usize, dst: &mut BytesMut) -> Resul
 
 /// Encodes one frame to a standalone buffer (prefix included): for tests, tools and other languages'
 /// test vectors.
-pub fn encode_frame<E: Serialize>(frame: &E, max: usize) -> Result<BytesMut, CodecError> {
+pub fn encode_frame<E: EncodeFrame>(frame: &E, max: usize) -> Result<BytesMut, CodecError> {
     let mut dst = BytesMut::new();
     encode_into(frame, max, &mut dst)?;
     Ok(dst)
