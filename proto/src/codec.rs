@@ -47,6 +47,9 @@ pub enum CodecError {
     TlsRecord,
     #[error("malformed frame: {0}")]
     Malformed(#[from] DecodeError),
+    /// Only from [`encode_value`]: serde could not write the value.
+    #[error("cannot encode frame: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
 }
 
 /// Decodes frames of type `D` and encodes frames of type `E`.
@@ -165,6 +168,21 @@ pub fn encode_frame<E: EncodeFrame>(frame: &E, max: usize) -> Result<BytesMut, C
     Ok(dst)
 }
 
+/// Encodes any serde value as a frame (prefix included), the way serde's derive writes it: for tests
+/// and tools that must write what this crate's frames cannot, such as an older broker's `deliver`.
+pub fn encode_value<T: serde::Serialize>(value: &T, max: usize) -> Result<BytesMut, CodecError> {
+    let mut dst = BytesMut::new();
+    dst.put_u32(0);
+    rmp_serde::encode::write_named(&mut (&mut dst).writer(), value)?;
+    let body_len = dst.len() - PREFIX_LEN;
+    if body_len > max {
+        return Err(CodecError::FrameTooLarge { max });
+    }
+    let prefix = u32::try_from(body_len).map_err(|_| CodecError::FrameTooLarge { max })?;
+    dst[..PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
+    Ok(dst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +261,17 @@ mod tests {
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         assert!(buf.capacity() >= 4 + 65_536, "room for the whole frame");
         assert_eq!(buf.len(), 5, "nothing consumed");
+    }
+
+    #[test]
+    fn any_value_encodes_as_serde_writes_it_within_the_limit() {
+        let ack = ClientFrame::Ack { id: 300 };
+        let by_hand = encode_frame(&ack, 1024).unwrap();
+        assert_eq!(encode_value(&ack, 1024).unwrap(), by_hand);
+        assert!(matches!(
+            encode_value(&ack, 4),
+            Err(CodecError::FrameTooLarge { max: 4 })
+        ));
     }
 
     #[test]

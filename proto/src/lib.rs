@@ -17,7 +17,7 @@ mod msgpack;
 
 pub use client_id::{ClientId, InvalidClientId};
 pub use codec::{
-    encode_frame, max_body_len, BrokerCodec, ClientCodec, CodecError, FrameCodec,
+    encode_frame, encode_value, max_body_len, BrokerCodec, ClientCodec, CodecError, FrameCodec,
     DEFAULT_MAX_FRAME, DELIVER_OVERHEAD,
 };
 pub use decode::{DecodeError, DecodeFrame};
