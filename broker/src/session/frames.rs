@@ -9,27 +9,9 @@ use std::time::Instant;
 use actix::prelude::*;
 use switchboard_proto::{BrokerFrame, ClientFrame, ClientId, ErrorCode, RejectReason};
 
-use super::answers::{Outcome, Seq};
 use super::handshake::Hello;
 use super::Session;
 use crate::router;
-
-/// The Router's answer to a send, handed back to its session (`do_send`: one per send, and at most
-/// `limits.max_unaccepted_sends` in the air, so the mailbox cannot grow without bound).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct Answered {
-    seq: Seq,
-    outcome: Outcome,
-}
-
-impl Handler<Answered> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: Answered, ctx: &mut Context<Self>) {
-        self.settle(msg.seq, msg.outcome, None, ctx);
-    }
-}
 
 /// A `Send` frame from an identified client.
 struct IncomingSend {
@@ -161,22 +143,18 @@ impl Session {
             ttl_ms,
             fresh,
         };
-        let answer = self.router.send(submit);
-        if self.answers.owed() >= self.settings.limits.max_unaccepted_sends {
-            // Too many sends in the air: stop reading until this one is answered.
-            ctx.wait(answer.into_actor(self).map(move |res, act, ctx| {
+        let answer = self
+            .router
+            .send(submit)
+            .into_actor(self)
+            .map(move |res, act, ctx| {
                 let outcome = res.unwrap_or(Err(RejectReason::Unavailable));
                 act.settle(seq, outcome, None, ctx);
-            }));
-        } else {
-            // Awaited on a task of its own, which is polled only when its answer comes, and handed
-            // back as a message: a future spawned on the context would be polled at every wake-up
-            // of the session, with hundreds of sends in the air.
-            let session = ctx.address();
-            actix_rt::spawn(async move {
-                let outcome = answer.await.unwrap_or(Err(RejectReason::Unavailable));
-                session.do_send(Answered { seq, outcome });
             });
+        if self.answers.owed() >= self.settings.limits.max_unaccepted_sends {
+            ctx.wait(answer); // Too many sends in the air: stop reading until this one is answered.
+        } else {
+            ctx.spawn(answer);
         }
     }
 
