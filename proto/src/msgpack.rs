@@ -4,7 +4,7 @@
 //! Strings and binaries are handed out as slices of the frame, and a body as a [`Bytes`] sharing the
 //! frame's buffer, so reading a frame copies no body. Where serde's MessagePack reader takes a value,
 //! this one takes the same value (integers of any width when they fit, `str` or `bin` for text),
-//! with the exceptions `decode.rs` lists.
+//! with the exceptions `decode/mod.rs` lists.
 
 use bytes::Bytes;
 
