@@ -4,7 +4,7 @@
 //! same id connects again, the newer connection takes over and the older one is told to leave
 //! (`session-taken-over`). The Registry is also how shutdown reaches every connected client.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 

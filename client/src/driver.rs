@@ -173,7 +173,12 @@ impl Driver {
                 () = self.events.pass_on(), if self.events.is_waiting() => {}
                 command = self.commands.recv(), if link.out.buf.len() < OUT_HIGH_WATER => match command {
                     Some(Command::Close(closed)) => return End::Local(Some(closed)),
-                    Some(command) => self.on_command(command, Some(link)),
+                    Some(command) => {
+                        self.on_command(command, Some(link));
+                        if let Some(end) = self.take_ready_commands(link) {
+                            return end;
+                        }
+                    }
                     None => return End::Local(None),
                 },
                 () = &mut ping => {
@@ -339,6 +344,20 @@ impl Driver {
                 let _ = accepted.send(Err(e.into()));
             }
         }
+    }
+
+    /// Takes the commands already waiting, up to the high water, so that their frames leave in one
+    /// write rather than one write each; `Some` when one of them closes the client.
+    fn take_ready_commands(&mut self, link: &mut Link) -> Option<End> {
+        while link.out.buf.len() < OUT_HIGH_WATER {
+            match self.commands.try_recv() {
+                Ok(Command::Close(closed)) => return Some(End::Local(Some(closed))),
+                Ok(command) => self.on_command(command, Some(link)),
+                // Empty, or every handle is gone: the next `recv` says which.
+                Err(_) => break,
+            }
+        }
+        None
     }
 
     /// Queues the unanswered sends this link has not carried yet, in the order they were made, up to

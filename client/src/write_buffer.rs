@@ -9,8 +9,9 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use switchboard_proto::{encode_frame, ClientFrame};
+use switchboard_proto::{ClientCodec, ClientFrame};
 use tokio::sync::oneshot;
+use tokio_util::codec::Encoder;
 
 /// An `Ack` the user asked for, and the caller waiting for it to be written.
 pub(crate) struct PendingAck {
@@ -49,8 +50,10 @@ impl WriteBuffer {
 
     /// Queues a frame that carries no user data and so cannot be too large.
     pub(crate) fn control(&mut self, frame: ClientFrame) {
-        match encode_frame(&frame, self.max_frame) {
-            Ok(bytes) => self.push_encoded(&bytes),
+        let before = self.buf.len();
+        // Encoded in place, behind the frames already queued: no buffer of its own.
+        match ClientCodec::new(self.max_frame).encode(frame, &mut self.buf) {
+            Ok(()) => self.queued += (self.buf.len() - before) as u64,
             Err(e) => tracing::warn!(error = %e, "cannot encode a control frame"),
         }
     }

@@ -52,13 +52,23 @@ pub fn validate(id: &str) -> Result<(), InvalidClientId> {
     if id.len() > MAX_CLIENT_ID_LEN {
         return Err(InvalidClientId::TooLong(id.len()));
     }
-    if let Some((at, _)) = id
-        .char_indices()
-        .find(|(_, c)| c.is_whitespace() || c.is_control())
-    {
-        return Err(InvalidClientId::BadCharacter(at));
+    // Every `send` names its recipient, so the common case, ASCII, is checked a byte at a time.
+    let bad = if id.is_ascii() {
+        id.bytes().position(|b| !printable_ascii(b))
+    } else {
+        id.char_indices()
+            .find(|(_, c)| c.is_whitespace() || c.is_control())
+            .map(|(at, _)| at)
+    };
+    match bad {
+        Some(at) => Err(InvalidClientId::BadCharacter(at)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The ASCII bytes that are neither white space nor control characters: `!` to `~`.
+fn printable_ascii(b: u8) -> bool {
+    b > b' ' && b != 0x7f
 }
 
 impl<'de> Deserialize<'de> for ClientId {
@@ -120,5 +130,17 @@ mod tests {
             ClientId::new("tab\there"),
             Err(InvalidClientId::BadCharacter(3))
         );
+    }
+
+    #[test]
+    fn the_ascii_rule_is_the_unicode_rule_for_ascii() {
+        for b in 0..0x80u8 {
+            let c = char::from(b);
+            assert_eq!(
+                printable_ascii(b),
+                !(c.is_whitespace() || c.is_control()),
+                "{b:#04x}"
+            );
+        }
     }
 }

@@ -1,16 +1,19 @@
 //! Bytes to frames and back: a 4-byte big-endian length, then a MessagePack map.
 //!
-//! Framing is `tokio_util`'s `LengthDelimitedCodec`, which refuses a length above the maximum as soon
-//! as it has read the prefix, so a peer announcing 4 GiB costs the reader four bytes, not four gigabytes.
-//! The same limit applies when encoding: an oversized frame is an error, never a truncation.
+//! A length above the maximum is refused as soon as the prefix is read, so a peer announcing 4 GiB
+//! costs the reader four bytes, not four gigabytes; a frame that is still arriving has its whole
+//! length reserved in the read buffer, so it arrives in few reads. (This is what `tokio_util`'s
+//! `LengthDelimitedCodec` did, at a third of the instructions per frame.) The same limit applies
+//! when encoding: an oversized frame is an error, never a truncation.
 
 use std::io;
 use std::marker::PhantomData;
 
-use bytes::{BufMut, BytesMut};
-use serde::{de::DeserializeOwned, Serialize};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
 
+use crate::decode::{DecodeError, DecodeFrame};
+use crate::encode::EncodeFrame;
 use crate::frame::{BrokerFrame, ClientFrame};
 
 /// The default largest frame, length prefix excluded: 1 MiB.
@@ -43,7 +46,8 @@ pub enum CodecError {
     #[error("the peer speaks TLS, and this connection does not")]
     TlsRecord,
     #[error("malformed frame: {0}")]
-    Malformed(#[from] rmp_serde::decode::Error),
+    Malformed(#[from] DecodeError),
+    /// Only from [`encode_value`]: serde could not write the value.
     #[error("cannot encode frame: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
 }
@@ -51,7 +55,6 @@ pub enum CodecError {
 /// Decodes frames of type `D` and encodes frames of type `E`.
 #[derive(Debug)]
 pub struct FrameCodec<D, E> {
-    framing: LengthDelimitedCodec,
     max_frame: usize,
     _frames: PhantomData<fn(E) -> D>,
 }
@@ -64,13 +67,7 @@ pub type ClientCodec = FrameCodec<BrokerFrame, ClientFrame>;
 impl<D, E> FrameCodec<D, E> {
     /// A codec refusing frames whose body is longer than `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        let framing = LengthDelimitedCodec::builder()
-            .length_field_length(PREFIX_LEN)
-            .big_endian()
-            .max_frame_length(max_frame)
-            .new_codec();
         Self {
-            framing,
             max_frame,
             _frames: PhantomData,
         }
@@ -83,7 +80,6 @@ impl<D, E> FrameCodec<D, E> {
     /// Changes the limit, for example to what the broker announced in `hi` once the handshake is
     /// over; frames already buffered are judged by the new limit.
     pub fn set_max_frame(&mut self, max_frame: usize) {
-        self.framing.set_max_frame_length(max_frame);
         self.max_frame = max_frame;
     }
 }
@@ -94,27 +90,35 @@ impl<D, E> Default for FrameCodec<D, E> {
     }
 }
 
-impl<D: DeserializeOwned, E> Decoder for FrameCodec<D, E> {
+impl<D: DecodeFrame, E> Decoder for FrameCodec<D, E> {
     type Item = D;
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<D>, CodecError> {
-        let body = match self.framing.decode(src) {
-            Ok(Some(body)) => body,
-            Ok(None) => return Ok(None),
-            Err(e) if is_too_large(&e) && looks_like_tls(src) => return Err(CodecError::TlsRecord),
-            Err(e) if is_too_large(&e) => {
-                return Err(CodecError::FrameTooLarge {
-                    max: self.max_frame,
-                })
-            }
-            Err(e) => return Err(e.into()),
+        let Some(prefix) = src.first_chunk::<PREFIX_LEN>() else {
+            return Ok(None);
         };
-        Ok(Some(rmp_serde::from_slice(&body)?))
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if len > self.max_frame {
+            if looks_like_tls(src) {
+                return Err(CodecError::TlsRecord);
+            }
+            return Err(CodecError::FrameTooLarge {
+                max: self.max_frame,
+            });
+        }
+        if src.len() < PREFIX_LEN + len {
+            src.reserve(PREFIX_LEN + len - src.len());
+            return Ok(None);
+        }
+        src.advance(PREFIX_LEN);
+        // The frame's bodies share the read buffer rather than being copied out of it.
+        let frame = src.split_to(len).freeze();
+        Ok(Some(D::decode_frame(&frame)?))
     }
 }
 
-impl<D, E: Serialize> Encoder<E> for FrameCodec<D, E> {
+impl<D, E: EncodeFrame> Encoder<E> for FrameCodec<D, E> {
     type Error = CodecError;
 
     fn encode(&mut self, frame: E, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -122,7 +126,7 @@ impl<D, E: Serialize> Encoder<E> for FrameCodec<D, E> {
     }
 }
 
-impl<D, E: Serialize> Encoder<&E> for FrameCodec<D, E> {
+impl<D, E: EncodeFrame> Encoder<&E> for FrameCodec<D, E> {
     type Error = CodecError;
 
     fn encode(&mut self, frame: &E, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -136,16 +140,15 @@ fn looks_like_tls(src: &[u8]) -> bool {
     matches!(src, [0x14..=0x17, 0x03, ..])
 }
 
-/// Writes the length prefix and the named MessagePack body straight into `dst`, with no staging copy.
-fn encode_into<E: Serialize>(frame: &E, max: usize, dst: &mut BytesMut) -> Result<(), CodecError> {
+/// Writes the length prefix and the MessagePack body straight into `dst`, with no staging copy.
+fn encode_into<E: EncodeFrame>(
+    frame: &E,
+    max: usize,
+    dst: &mut BytesMut,
+) -> Result<(), CodecError> {
     let start = dst.len();
     dst.put_u32(0);
-    let mut writer = dst.writer();
-    if let Err(e) = rmp_serde::encode::write_named(&mut writer, frame) {
-        writer.into_inner().truncate(start);
-        return Err(e.into());
-    }
-    let dst = writer.into_inner();
+    frame.encode_map(dst);
     let body_len = dst.len() - start - PREFIX_LEN;
     if body_len > max {
         dst.truncate(start);
@@ -159,15 +162,25 @@ fn encode_into<E: Serialize>(frame: &E, max: usize, dst: &mut BytesMut) -> Resul
 
 /// Encodes one frame to a standalone buffer (prefix included): for tests, tools and other languages'
 /// test vectors.
-pub fn encode_frame<E: Serialize>(frame: &E, max: usize) -> Result<BytesMut, CodecError> {
+pub fn encode_frame<E: EncodeFrame>(frame: &E, max: usize) -> Result<BytesMut, CodecError> {
     let mut dst = BytesMut::new();
     encode_into(frame, max, &mut dst)?;
     Ok(dst)
 }
 
-fn is_too_large(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+/// Encodes any serde value as a frame (prefix included), the way serde's derive writes it: for tests
+/// and tools that must write what this crate's frames cannot, such as an older broker's `deliver`.
+pub fn encode_value<T: serde::Serialize>(value: &T, max: usize) -> Result<BytesMut, CodecError> {
+    let mut dst = BytesMut::new();
+    dst.put_u32(0);
+    rmp_serde::encode::write_named(&mut (&mut dst).writer(), value)?;
+    let body_len = dst.len() - PREFIX_LEN;
+    if body_len > max {
+        return Err(CodecError::FrameTooLarge { max });
+    }
+    let prefix = u32::try_from(body_len).map_err(|_| CodecError::FrameTooLarge { max })?;
+    dst[..PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
+    Ok(dst)
 }
 
 #[cfg(test)]
@@ -239,6 +252,26 @@ mod tests {
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(&bytes[3..]);
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(ClientFrame::Ping));
+    }
+
+    #[test]
+    fn a_frame_still_arriving_has_its_whole_length_reserved() {
+        let mut codec = BrokerCodec::new(1 << 20);
+        let mut buf = BytesMut::from(&[0, 1, 0, 0, 0x81][..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() >= 4 + 65_536, "room for the whole frame");
+        assert_eq!(buf.len(), 5, "nothing consumed");
+    }
+
+    #[test]
+    fn any_value_encodes_as_serde_writes_it_within_the_limit() {
+        let ack = ClientFrame::Ack { id: 300 };
+        let by_hand = encode_frame(&ack, 1024).unwrap();
+        assert_eq!(encode_value(&ack, 1024).unwrap(), by_hand);
+        assert!(matches!(
+            encode_value(&ack, 4),
+            Err(CodecError::FrameTooLarge { max: 4 })
+        ));
     }
 
     #[test]

@@ -205,6 +205,14 @@ macro_rules! wire_names {
             pub fn as_str(&self) -> &'static str {
                 match self { $(Self::$variant => $name),* }
             }
+
+            /// The value named `name` on the wire; a name this build does not know is `Unknown`.
+            pub(crate) fn from_wire(name: &[u8]) -> Self {
+                match name {
+                    $(n if n == $name.as_bytes() => Self::$variant,)*
+                    _ => Self::Unknown,
+                }
+            }
         }
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -123,13 +123,22 @@ impl CommitQueue {
         keep_back: impl Fn(&Entry) -> bool,
     ) -> Commit {
         self.committing = true;
-        let mut batch = mem::take(&mut self.batch);
-        let mut answers = mem::take(&mut self.accepted);
-        let acked = mem::take(&mut self.acked);
-        self.index = FxHashMap::default();
+        // The next batch starts with room for as much as this one held, and the maps keep theirs:
+        // no growing and rehashing from nothing at every batch.
+        let mut next = Batch::default();
+        next.appends.reserve(self.batch.appends.len());
+        let mut batch = mem::replace(&mut self.batch, next);
+        let room = self.accepted.len();
+        let mut answers = mem::replace(
+            &mut self.accepted,
+            Answers::with_capacity_and_hasher(room, Default::default()),
+        );
+        self.index.clear();
         let mut kept = Vec::new();
-        for entry in mem::take(&mut batch.appends) {
-            if acked.contains(&entry.id) {
+        let room = Vec::with_capacity(batch.appends.len());
+        let appends = mem::replace(&mut batch.appends, room);
+        for entry in appends {
+            if self.acked.contains(&entry.id) {
                 self.carried.remove(&entry.id);
                 if entry.kind == EntryKind::Message {
                     batch.remembered.push(remembered(entry));
@@ -141,6 +150,7 @@ impl CommitQueue {
                 kept.push(entry);
             }
         }
+        self.acked.clear();
         for entry in kept {
             if let Some(tx) = answers.remove(&entry.id) {
                 self.accepted.insert(entry.id, tx);

@@ -9,8 +9,9 @@
 //! entry that may not go out early (a possible resend, or an id not covered by a committed
 //! reservation) stops the queue until its commit; it then reaches the owner like any committed entry.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
+use foldhash::{HashMap, HashSet};
 use rustc_hash::FxHashMap;
 
 use super::commit::CommitQueue;
@@ -25,7 +26,7 @@ struct Waiting {
 }
 
 /// Per owner, what of the collecting batch waits for it, and who must wait for the committing batch.
-/// Keyed by client ids, which peers choose, so std's keyed hash.
+/// Keyed by client ids, which peers choose, so a hash seeded per process (foldhash).
 #[derive(Default)]
 pub(super) struct Early {
     /// Per online owner, the appends of the collecting batch not handed out yet, in id order.

@@ -74,6 +74,7 @@ impl Router {
     }
 
     pub(super) fn maintain(&mut self, ctx: &mut Context<Self>) {
+        self.usage.forget_idle();
         let what = maintenance(&self.config, now_ms());
         let store = self.store.clone();
         async move { store.maintain(what).await }

@@ -5,7 +5,7 @@
 //! counts are only entries and body bytes, one small record per non-empty mailbox, so the limits cost
 //! no store read on the path of a message.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::store::MailboxUsage;
 
@@ -32,16 +32,25 @@ pub(super) enum Over {
     Full,
 }
 
-/// Per-mailbox use, stored and queued. Keyed by client ids, which peers choose, so std's keyed hash.
+/// Per-mailbox use, stored and queued. Keyed by client ids, which peers choose, so a hash seeded per
+/// process (foldhash), not the unseeded Fx hash used for the broker's own ids.
 pub(super) struct Usage {
     limits: Limits,
     /// Committed use of every non-empty mailbox.
     stored: HashMap<String, Count>,
-    /// Appends queued or committing, per mailbox.
-    queued: HashMap<String, Count>,
+    /// Appends queued or committing, per mailbox. A record that falls to zero stays until
+    /// [`Usage::forget_idle`], so a mailbox whose messages come and go (the common case, acked before
+    /// their batch leaves) costs no key allocation per message.
+    queued: HashMap<String, Queued>,
+}
+
+/// What is queued or committing for one mailbox.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Queued {
+    count: Count,
     /// Of those, receipts: never a resend the store could turn away, so each one is sure to reach
     /// its owner, and `Hi.pending` counts them.
-    queued_receipts: HashMap<String, u64>,
+    receipts: u64,
 }
 
 impl Usage {
@@ -60,8 +69,7 @@ impl Usage {
         Self {
             limits,
             stored,
-            queued: HashMap::new(),
-            queued_receipts: HashMap::new(),
+            queued: HashMap::default(),
         }
     }
 
@@ -90,29 +98,34 @@ impl Usage {
 
     /// An append of `len` bytes (a receipt or not) is queued for `mailbox`.
     pub(super) fn queue(&mut self, mailbox: &str, len: u64, receipt: bool) {
-        add(&mut self.queued, mailbox, len);
-        if receipt {
-            *self.queued_receipts.entry(mailbox.to_owned()).or_default() += 1;
-        }
+        let queued = match self.queued.get_mut(mailbox) {
+            Some(queued) => queued,
+            None => self.queued.entry(mailbox.to_owned()).or_default(),
+        };
+        queued.count.entries += 1;
+        queued.count.bytes += len;
+        queued.receipts += u64::from(receipt);
     }
 
     /// A queued append left the queue: its commit landed (stored or not), or it was acknowledged
     /// before its batch left and will never be stored.
     pub(super) fn unqueue(&mut self, mailbox: &str, len: u64, receipt: bool) {
-        sub(&mut self.queued, mailbox, len);
-        if receipt {
-            if let Some(n) = self.queued_receipts.get_mut(mailbox) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.queued_receipts.remove(mailbox);
-                }
-            }
+        if let Some(queued) = self.queued.get_mut(mailbox) {
+            queued.count.entries = queued.count.entries.saturating_sub(1);
+            queued.count.bytes = queued.count.bytes.saturating_sub(len);
+            queued.receipts = queued.receipts.saturating_sub(u64::from(receipt));
         }
+    }
+
+    /// Forgets the mailboxes with nothing queued (the Router's maintenance timer calls this), so the
+    /// map holds the mailboxes that had traffic lately, not every mailbox that ever had.
+    pub(super) fn forget_idle(&mut self) {
+        self.queued.retain(|_, queued| queued.count.entries > 0);
     }
 
     /// Receipts queued or committing for `mailbox`: not stored yet, but sure to be handed to it.
     pub(super) fn queued_receipts(&self, mailbox: &str) -> u64 {
-        self.queued_receipts.get(mailbox).copied().unwrap_or(0)
+        self.queued.get(mailbox).map_or(0, |q| q.receipts)
     }
 
     /// An append of `len` bytes to `mailbox` is committed.
@@ -133,7 +146,11 @@ impl Usage {
     /// Entries and bytes `mailbox` holds or will hold once queued writes commit.
     fn in_use(&self, mailbox: &str) -> Count {
         let stored = self.stored.get(mailbox).copied().unwrap_or_default();
-        let queued = self.queued.get(mailbox).copied().unwrap_or_default();
+        let queued = self
+            .queued
+            .get(mailbox)
+            .map(|q| q.count)
+            .unwrap_or_default();
         Count {
             entries: stored.entries + queued.entries,
             bytes: stored.bytes + queued.bytes,
@@ -227,6 +244,7 @@ mod tests {
         u.stored("bob", 50);
         u.removed("bob", 50);
         assert_eq!(u.in_use("bob"), Count::default());
+        u.forget_idle();
         assert!(u.stored.is_empty() && u.queued.is_empty());
         assert_eq!(u.check("bob", 100), Ok(()));
     }
@@ -245,10 +263,8 @@ mod tests {
         u.unqueue("alice", 0, true);
         u.unqueue("alice", 0, true);
         assert_eq!(u.queued_receipts("alice"), 0, "never below zero");
-        assert!(
-            u.queued_receipts.is_empty(),
-            "no entry kept for an empty mailbox"
-        );
+        u.forget_idle();
+        assert!(u.queued.is_empty(), "no entry kept for an empty mailbox");
     }
 
     #[test]

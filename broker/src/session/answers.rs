@@ -36,8 +36,9 @@ pub(crate) struct Answers {
     /// Oldest first; `first_seq` is the place in line of the front slot.
     owed: VecDeque<Slot>,
     first_seq: Seq,
-    /// Deliveries held back, in order, behind a receipt whose send's answer is not written yet.
-    held: Vec<Entry>,
+    /// Deliveries held back, in order, behind a receipt whose send's answer is not written yet; they
+    /// leave from the front.
+    held: VecDeque<Entry>,
 }
 
 impl Answers {
@@ -96,24 +97,20 @@ impl Answers {
     /// receipt for a send still owed its answer, or deliveries already wait: order holds).
     pub(crate) fn pass(&mut self, entry: Entry) -> Option<Entry> {
         if !self.held.is_empty() || (entry.kind.is_receipt() && self.owes(entry.send_id)) {
-            self.held.push(entry);
+            self.held.push_back(entry);
             return None;
         }
         Some(entry)
     }
 
-    /// The held deliveries that no longer wait for an answer, in order: up to the first receipt whose
-    /// send is still owed its answer.
-    pub(crate) fn released(&mut self) -> Vec<Entry> {
-        if self.held.is_empty() {
-            return Vec::new();
+    /// The next held delivery that no longer waits for an answer, in order: none from the first
+    /// receipt whose send is still owed its answer.
+    pub(crate) fn next_released(&mut self) -> Option<Entry> {
+        let front = self.held.front()?;
+        if front.kind.is_receipt() && self.owes(front.send_id) {
+            return None;
         }
-        let ready = self
-            .held
-            .iter()
-            .position(|e| e.kind.is_receipt() && self.owes(e.send_id))
-            .unwrap_or(self.held.len());
-        self.held.drain(..ready).collect()
+        self.held.pop_front()
     }
 
     /// Whether the answer to this connection's send `send_id` has not been written yet.
@@ -180,8 +177,10 @@ mod tests {
             .collect()
     }
 
-    fn ids(entries: Vec<Entry>) -> Vec<u64> {
-        entries.into_iter().map(|e| e.id).collect()
+    fn released(answers: &mut Answers) -> Vec<u64> {
+        std::iter::from_fn(|| answers.next_released())
+            .map(|e| e.id)
+            .collect()
     }
 
     #[test]
@@ -266,11 +265,11 @@ mod tests {
             None,
             "send 5 is not answered"
         );
-        assert_eq!(ids(answers.released()), Vec::<u64>::new());
+        assert_eq!(released(&mut answers), Vec::<u64>::new());
         answers.settle(seq, Ok(99), None);
         assert_eq!(due(&mut answers), [(5, Ok(99))]);
-        assert_eq!(ids(answers.released()), [100]);
-        assert_eq!(ids(answers.released()), Vec::<u64>::new(), "released once");
+        assert_eq!(released(&mut answers), [100]);
+        assert_eq!(released(&mut answers), Vec::<u64>::new(), "released once");
     }
 
     #[test]
@@ -285,7 +284,7 @@ mod tests {
         );
         answers.settle(seq, Ok(99), None);
         due(&mut answers);
-        assert_eq!(ids(answers.released()), [100, 101]);
+        assert_eq!(released(&mut answers), [100, 101]);
         assert_eq!(answers.pass(message(102, 1)).map(|e| e.id), Some(102));
     }
 
@@ -303,10 +302,10 @@ mod tests {
         }
         answers.settle(first, Ok(10), None);
         assert_eq!(due(&mut answers), [(1, Ok(10))]);
-        assert_eq!(ids(answers.released()), [100, 101]);
+        assert_eq!(released(&mut answers), [100, 101]);
         answers.settle(second, Ok(20), None);
         assert_eq!(due(&mut answers), [(2, Ok(20))]);
-        assert_eq!(ids(answers.released()), [102, 103]);
+        assert_eq!(released(&mut answers), [102, 103]);
     }
 
     #[test]
@@ -319,10 +318,10 @@ mod tests {
             None,
             "Accepted for 2 waits behind 1"
         );
-        assert_eq!(ids(answers.released()), Vec::<u64>::new());
+        assert_eq!(released(&mut answers), Vec::<u64>::new());
         answers.settle(first, Ok(10), None);
         assert_eq!(due(&mut answers).len(), 2);
-        assert_eq!(ids(answers.released()), [100]);
+        assert_eq!(released(&mut answers), [100]);
     }
 
     #[test]

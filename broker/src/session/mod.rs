@@ -212,7 +212,7 @@ impl Session {
         while let Some(answer) = self.answers.next_answer() {
             self.write(answer, ctx);
         }
-        for entry in self.answers.released() {
+        while let Some(entry) = self.answers.next_released() {
             self.write(entry_frame(entry), ctx);
         }
     }

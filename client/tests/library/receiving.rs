@@ -108,7 +108,7 @@ async fn a_delivery_from_a_broker_without_send_ids_has_send_id_zero() {
         sent_at_ms: 0,
         body: Bytes::from_static(b"from the past"),
     };
-    let bytes = switchboard_proto::encode_frame(&old, 1 << 20).expect("encode");
+    let bytes = switchboard_proto::encode_value(&old, 1 << 20).expect("encode");
     peer.framed
         .get_mut()
         .write_all(&bytes)

@@ -51,11 +51,64 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         polled
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.metrics.sent(n);
+        }
+        polled
+    }
+
+    /// As vectored as the socket under it, so the writer's vectored path stays on.
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Counting keeps a TCP socket's vectored writes (the writer's fast path) and counts every byte
+    /// both ways.
+    #[tokio::test]
+    async fn counts_both_ways_and_stays_vectored() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let metrics = Arc::new(Metrics::new());
+        let mut writer = Counted::new(client.expect("connect"), metrics.clone());
+        let mut reader = Counted::new(accepted.expect("accept").0, metrics.clone());
+        assert!(writer.is_write_vectored());
+        let slices = [io::IoSlice::new(b"hello "), io::IoSlice::new(b"world")];
+        let written = writer.write_vectored(&slices).await.expect("write");
+        assert_eq!(
+            written, 11,
+            "an empty loopback socket takes 11 bytes at once"
+        );
+        let mut got = [0u8; 11];
+        reader.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"hello world");
+        let text = metrics.render(&crate::metrics::Snapshot::default());
+        assert!(text.contains("switchboard_sent_bytes_total 11"), "{text}");
+        assert!(
+            text.contains("switchboard_received_bytes_total 11"),
+            "{text}"
+        );
     }
 }

@@ -17,18 +17,21 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use switchboard_proto::{BrokerCodec, BrokerFrame, CodecError};
 use tokio::io::AsyncWrite;
 use tokio_util::codec::Encoder;
 
-/// Largest amount of queued frames copied into one write.
+/// Largest amount of queued frames copied into one write, where the socket takes no vectored writes.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Most frames handed to one vectored write (the kernel takes up to 1,024 slices).
+const WRITE_SLICES: usize = 64;
 /// Room set aside at once for encoding frames: a burst of small frames shares one allocation.
 const ENCODE_CHUNK: usize = 1024;
 
@@ -289,33 +292,73 @@ async fn write_until_idle(shared: &Shared<Socket>) -> Option<WriterResult> {
     }
 }
 
-/// Writes everything queued.
+/// Writes everything queued: straight from the queued frames with vectored writes where the socket
+/// takes them (TCP, and rustls, which encrypts the slices as one stream), otherwise coalesced into
+/// one buffer per write.
 async fn write_queued(shared: &Shared<Socket>, batch: &mut BytesMut) -> WriterResult {
-    let stall_timeout = shared.stall_timeout;
+    if shared.socket.borrow().is_write_vectored() {
+        while !shared.frames.borrow().is_empty() {
+            let n = write_some(shared, |socket, cx| {
+                let frames = shared.frames.borrow();
+                let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+                let count = frames
+                    .iter()
+                    .zip(slices.iter_mut())
+                    .map(|(frame, slice)| *slice = IoSlice::new(frame))
+                    .count();
+                socket.poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
+            consume(&mut shared.frames.borrow_mut(), n);
+            shared.queued.set(shared.queued.get().saturating_sub(n));
+        }
+        return Ok(());
+    }
     while let Some(bytes) = next_batch(shared, batch) {
         let mut written = 0;
         while written < bytes.len() {
-            // Each write returns as soon as the kernel takes some bytes: a timeout here means the peer
-            // has not read anything for that long.
-            let write = poll_fn(|cx| {
-                shared.poll_socket(cx, |socket, cx| socket.poll_write(cx, &bytes[written..]))
-            });
-            let n = match tokio::time::timeout(stall_timeout, write).await {
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => n,
-                Ok(Err(error)) => return Err(error),
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the peer read nothing for {} ms", stall_timeout.as_millis()),
-                    ))
-                }
-            };
+            let n = write_some(shared, |socket, cx| {
+                socket.poll_write(cx, &bytes[written..])
+            })
+            .await?;
             written += n;
             shared.queued.set(shared.queued.get().saturating_sub(n));
         }
     }
     Ok(())
+}
+
+/// Drops the first `n` written bytes from the front of the queue.
+fn consume(frames: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = frames.front_mut() else {
+            return;
+        };
+        if front.len() > n {
+            front.advance(n);
+            return;
+        }
+        n -= front.len();
+        frames.pop_front();
+    }
+}
+
+/// One write on the socket. It returns as soon as the kernel takes some bytes: a timeout means the
+/// peer has not read anything for that long.
+async fn write_some(
+    shared: &Shared<Socket>,
+    mut write: impl FnMut(Pin<&mut Socket>, &mut Context<'_>) -> Poll<std::io::Result<usize>>,
+) -> std::io::Result<usize> {
+    let stall_timeout = shared.stall_timeout;
+    let poll = poll_fn(|cx| shared.poll_socket(cx, &mut write));
+    match tokio::time::timeout(stall_timeout, poll).await {
+        Ok(Ok(0)) => Err(std::io::ErrorKind::WriteZero.into()),
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the peer read nothing for {} ms", stall_timeout.as_millis()),
+        )),
+    }
 }
 
 impl Shared<Socket> {
@@ -367,6 +410,23 @@ mod tests {
         let mut body = vec![0; len];
         peer.read_exact(&mut body).await.unwrap();
         body
+    }
+
+    #[test]
+    fn a_vectored_write_that_stops_inside_a_frame_leaves_its_rest_queued() {
+        let bytes = |parts: &[&'static str]| -> VecDeque<Bytes> {
+            parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect()
+        };
+        let mut frames = bytes(&["abc", "de", "fgh"]);
+        consume(&mut frames, 4);
+        assert_eq!(frames, bytes(&["e", "fgh"]));
+        consume(&mut frames, 1);
+        assert_eq!(frames, bytes(&["fgh"]));
+        consume(&mut frames, 3);
+        assert!(frames.is_empty());
     }
 
     #[test]

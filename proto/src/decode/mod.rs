@@ -1,0 +1,126 @@
+//! How one frame's bytes become a frame: the `type` key first, then the fields of that kind.
+//!
+//! serde's derive reads an internally tagged enum (`#[serde(tag = "type")]`) by first copying the whole
+//! map into an intermediate tree, since the tag may come anywhere; that cost an allocation per key
+//! and a copy of every body. This decoder finds `type` (the first key, as every encoder we know
+//! writes it; otherwise it looks ahead), then reads the kind's fields straight from the frame, and
+//! hands out the body as a slice of the read buffer.
+//!
+//! It accepts what the serde derive accepted (the derive stays on the frames, and the tests check the
+//! two against each other): keys in any order, unknown keys ignored, integers of any width that fit,
+//! `str` or `bin` for text, `nil` or absence for optional fields, bytes after the map ignored. It
+//! refuses what serde refused: an unknown `type`, a missing or repeated field, a value of the wrong
+//! type. Only forms PROTOCOL.md never allowed are refused now where serde let them through: a frame
+//! that is an array rather than a map, integer keys (serde's field numbers), an integer `type` or
+//! code, a body written as an array of integers, and an ignored value nested over 256 levels deep.
+
+use bytes::Bytes;
+
+use crate::msgpack::Reader;
+
+/// Why the bytes of a frame are not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the frame ends inside a value")]
+    Truncated,
+    #[error("a frame is a MessagePack map")]
+    NotAMap,
+    #[error("the byte {0:#04x} is not MessagePack")]
+    Reserved(u8),
+    #[error("a value is nested too deeply")]
+    TooDeep,
+    #[error("unknown frame type `{0}`")]
+    UnknownType(String),
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("duplicate field `{0}`")]
+    DuplicateField(&'static str),
+    #[error("{field}: expected {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("{field}: not UTF-8")]
+    InvalidUtf8 { field: &'static str },
+}
+
+/// A frame type the codec can read: [`ClientFrame`] and [`BrokerFrame`].
+pub trait DecodeFrame: Sized {
+    /// Reads one frame from the bytes after its length prefix; a body shares `frame`'s buffer.
+    fn decode_frame(frame: &Bytes) -> Result<Self, DecodeError>;
+}
+
+/// A field the frame's kind has read once.
+pub(super) fn put<T>(
+    slot: &mut Option<T>,
+    name: &'static str,
+    value: T,
+) -> Result<(), DecodeError> {
+    if slot.replace(value).is_some() {
+        return Err(DecodeError::DuplicateField(name));
+    }
+    Ok(())
+}
+
+pub(super) fn need<T>(slot: Option<T>, name: &'static str) -> Result<T, DecodeError> {
+    slot.ok_or(DecodeError::MissingField(name))
+}
+
+/// The frame's `type`, and where its map's entries start, with the cursor back there.
+pub(super) fn tag<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], usize), DecodeError> {
+    let entries = r.map_len()?;
+    let start = r.position();
+    for _ in 0..entries {
+        if r.key()? == b"type" {
+            let tag = r.raw("type")?;
+            r.seek(start);
+            return Ok((tag, entries));
+        }
+        r.skip()?;
+    }
+    Err(DecodeError::MissingField("type"))
+}
+
+/// Walks the map's `entries`: `field` reads the value of each key it knows and says whether it
+/// did; the rest, and the one `type` already read, are skipped.
+pub(super) fn fields<'a>(
+    r: &mut Reader<'a>,
+    entries: usize,
+    mut field: impl FnMut(&'a [u8], &mut Reader<'a>) -> Result<bool, DecodeError>,
+) -> Result<(), DecodeError> {
+    let mut tags = 0;
+    for _ in 0..entries {
+        let key = r.key()?;
+        if key == b"type" {
+            tags += 1;
+            if tags > 1 {
+                return Err(DecodeError::DuplicateField("type"));
+            }
+        } else if field(key, r)? {
+            continue;
+        }
+        r.skip()?;
+    }
+    Ok(())
+}
+
+/// An optional field: `nil` is absent.
+pub(super) fn optional<T>(
+    r: &mut Reader<'_>,
+    read: impl FnOnce(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<Option<T>, DecodeError> {
+    if r.nil()? {
+        return Ok(None);
+    }
+    read(r).map(Some)
+}
+
+/// An unknown frame kind, named as it came.
+pub(super) fn unknown(tag: &[u8]) -> DecodeError {
+    DecodeError::UnknownType(String::from_utf8_lossy(tag).into_owned())
+}
+
+mod broker;
+mod client;
+#[cfg(test)]
+mod tests;
