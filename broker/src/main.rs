@@ -31,7 +31,7 @@ struct Args {
     /// Address to listen on (ip:port), overriding the settings.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Data directory of the SQLite store, overriding the settings.
+    /// Data directory of the store, overriding the settings.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }

@@ -37,8 +37,6 @@ pub enum Engine {
     Memory,
     Sqlite,
     Log,
-    #[cfg(feature = "fjall")]
-    Fjall,
 }
 
 /// Opens `engine` in `dir`. The one place that names the engines.
@@ -51,10 +49,6 @@ fn open(
         Engine::Memory => Box::new(MemoryStore::new()),
         Engine::Sqlite => Box::new(SqliteStore::open(dir, durability)?),
         Engine::Log => Box::new(switchboard_broker::store::LogStore::open(dir, durability)?),
-        #[cfg(feature = "fjall")]
-        Engine::Fjall => Box::new(switchboard_broker::store::FjallStore::open(
-            dir, durability,
-        )?),
     })
 }
 

@@ -16,8 +16,6 @@ mod batch;
 pub mod conformance;
 mod entry;
 mod error;
-#[cfg(feature = "fjall")]
-mod fjall;
 mod lock;
 pub(crate) mod log;
 mod memory;
@@ -27,8 +25,6 @@ mod worker;
 pub use batch::{Batch, CommitOutcome, Duplicate, Remembered};
 pub use entry::{Entry, EntryKind, ExpiredEntry, MailboxUsage};
 pub use error::StoreError;
-#[cfg(feature = "fjall")]
-pub use fjall::FjallStore;
 pub use lock::DataDirLock;
 pub use log::{LogOptions, LogStore};
 pub use memory::MemoryStore;
@@ -101,6 +97,4 @@ mod engines {
         sqlite => crate::store::sqlite::tests::open_sqlite();
         log => crate::store::log::tests::open_log();
     }
-    #[cfg(feature = "fjall")]
-    crate::store_conformance! { fjall => crate::store::fjall::tests::open_fjall(); }
 }

@@ -21,12 +21,12 @@ use tokio_util::codec::Framed;
 /// The bounded waits every test shares.
 pub(crate) use switchboard_tests::{within, WAIT};
 
-/// Settings for a test broker: port 0 (admin listener too), SQLite in `data_dir`, quiet.
+/// Settings for a test broker: port 0 (admin listener too), the default log store in `data_dir`.
 pub(crate) fn settings(data_dir: &Path) -> Settings {
     let mut s = Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
-        store: StoreKind::Sqlite,
+        store: StoreKind::Log,
         workers: 2,
         ..Settings::default()
     };
