@@ -6,7 +6,7 @@
 //! batch is a duplicate), then the appends in order (a resend within the batch is a duplicate of
 //! the first), then the deletes (which may name appends of this batch).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use rustc_hash::FxHashSet;
 
@@ -31,7 +31,7 @@ pub(super) fn encode(index: &Index, batch: &Batch, frame: &mut FrameBuilder) -> 
         .chain(batch.remembered.iter().map(|r| r.message_id))
         .fold(batch.reserve_ids_through.max(index.last_id), u64::max);
     let deletes: FxHashSet<u64> = batch.deletes.iter().copied().collect();
-    let mut new_sends: HashMap<(&str, u64), u64> = HashMap::new();
+    let mut new_sends: HashMap<(&str, u64), u64> = HashMap::default();
     let mut outcome = CommitOutcome::default();
     let mut records = 0usize;
     frame.start(high, 0);

@@ -5,7 +5,9 @@
 //! acknowledgements (mostly of the oldest entries) pop its front. Names (mailboxes, peers) are
 //! interned as `Arc<str>`: a million entries from one sender hold one copy of its name.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -56,6 +58,8 @@ pub(super) struct SegmentStats {
 /// The whole in-memory state of a log store.
 #[derive(Debug, Default)]
 pub(super) struct Index {
+    /// Interned client ids. Clients choose them, so these maps hash with foldhash, seeded per
+    /// process (a fraction of SipHash's cost; no fixed collisions to aim at).
     names: HashSet<Arc<str>>,
     slots: HashMap<Arc<str>, u32>,
     pub mailboxes: Vec<Mailbox>,

@@ -6,7 +6,7 @@
 //! clients, and a fixed hash would let one client degrade the map for all. Forgetting always means
 //! "every send accepted before time X", one number a frame can carry and replay can repeat.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use super::segment::SegmentId;

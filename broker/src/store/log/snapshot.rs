@@ -18,7 +18,7 @@
 //! u32 crc32c of everything before it
 //! ```
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -68,7 +68,7 @@ fn encode(index: &Index, segments: &Segments) -> Vec<u8> {
     w.u32(last_crc);
     w.u64(index.last_id);
     w.u64(index.forgot_before);
-    let mut names: HashMap<*const u8, u32> = HashMap::new();
+    let mut names: HashMap<*const u8, u32> = HashMap::default();
     let mut table: Vec<Arc<str>> = Vec::new();
     let mut name = |n: &Arc<str>, table: &mut Vec<Arc<str>>| -> u32 {
         *names.entry(n.as_ptr()).or_insert_with(|| {
@@ -211,7 +211,8 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     for _ in 0..r.u32()? {
         let sender = name(r.u32()?)?;
         let n = r.u32()? as usize;
-        let mut sends = HashMap::with_capacity(n.min(r.remaining() / 28));
+        let mut sends =
+            HashMap::with_capacity_and_hasher(n.min(r.remaining() / 28), Default::default());
         for _ in 0..n {
             let send_id = r.u64()?;
             let (message_id, at_ms) = (r.u64()?, r.u64()?);
