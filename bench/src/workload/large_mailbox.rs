@@ -115,7 +115,8 @@ pub(crate) async fn run(
             sent.stats.rejected
         );
     }
-    let data_bytes = dir_size(data_dir);
+    // Every file below it: the log store keeps its segments in `data_dir/log/`.
+    let data_bytes = super::store::disk_usage(data_dir);
 
     let stop = broker.stop(Duration::from_secs(60)).await?;
     let broker = BrokerProcess::start(config, data_dir).await?;
@@ -190,18 +191,4 @@ async fn sample(pid: u32, running: Arc<AtomicBool>, peak: Arc<AtomicU64>) {
             peak.fetch_max(m.rss, Ordering::Relaxed);
         }
     }
-}
-
-/// Bytes of the regular files directly in `dir`.
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }

@@ -319,8 +319,8 @@ impl Run {
     }
 }
 
-/// Bytes of every file under `dir`.
-fn disk_usage(dir: &Path) -> u64 {
+/// Bytes of every file under `dir`, however deep.
+pub(crate) fn disk_usage(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
