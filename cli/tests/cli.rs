@@ -365,20 +365,32 @@ async fn listen_prints_each_message_then_acks_and_leaves_on_sigint() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// Runs `cmd` against `broker`, which welcomes it, then ends the connection with error `code`
+/// and `text`; the command's output once it has exited.
+async fn ended_by(broker: &MockBroker, cmd: Command, code: ErrorCode, text: &str) -> Output {
+    let child = spawn(cmd);
+    let (mut peer, _) = broker.welcome(30, 0).await;
+    peer.send(BrokerFrame::Error {
+        code,
+        text: text.into(),
+    })
+    .await;
+    drop(peer);
+    finish(child).await
+}
+
 #[tokio::test]
 async fn listen_exits_1_when_the_broker_ends_the_connection() {
     let broker = MockBroker::start().await;
     let mut cmd = switchboard(broker.addr, Some("bob"));
     cmd.arg("listen");
-    let child = spawn(cmd);
-    let (mut peer, _) = broker.welcome(30, 0).await;
-    peer.send(BrokerFrame::Error {
-        code: ErrorCode::ShuttingDown,
-        text: "the broker is shutting down".into(),
-    })
+    let out = ended_by(
+        &broker,
+        cmd,
+        ErrorCode::ShuttingDown,
+        "the broker is shutting down",
+    )
     .await;
-    drop(peer);
-    let out = finish(child).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
@@ -470,15 +482,8 @@ async fn a_daemon_whose_id_is_taken_over_exits_3_and_says_why() {
     let broker = MockBroker::start().await;
     let mut cmd = switchboard(broker.addr, Some("bob"));
     cmd.args(["daemon", "--state-dir"]).arg(dir.path());
-    let child = spawn(cmd);
-    let (mut peer, _) = broker.welcome(30, 0).await;
-    peer.send(BrokerFrame::Error {
-        code: ErrorCode::SessionTakenOver,
-        text: "client id bob connected again from 127.0.0.1:1".into(),
-    })
-    .await;
-    drop(peer);
-    let out = finish(child).await;
+    let taken = "client id bob connected again from 127.0.0.1:1";
+    let out = ended_by(&broker, cmd, ErrorCode::SessionTakenOver, taken).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
