@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this crate speaks. `Hello` and `Hi` carry it; a mismatch ends the handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// `fresh: nil` reads as absent, which is `false`, as PROTOCOL.md says of every optional field.
+fn nil_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -49,7 +54,11 @@ pub enum ClientFrame {
         /// still answers `Accepted` only once the message is on disk or acknowledged by the recipient).
         /// A resend must say `false` (the default, and what an absent key means), so the broker first
         /// checks whether it already has the message.
-        #[serde(default, skip_serializing_if = "is_false")]
+        #[serde(
+            default,
+            deserialize_with = "nil_is_false",
+            skip_serializing_if = "is_false"
+        )]
         fresh: bool,
     },
     /// The delivery (`Deliver.message_id` or `Receipt.receipt_id`) has been handled and may be forgotten.

@@ -3,8 +3,8 @@
 //!
 //! Strings and binaries are handed out as slices of the frame, and a body as a [`Bytes`] sharing the
 //! frame's buffer, so reading a frame copies no body. Where serde's MessagePack reader takes a value,
-//! this one takes the same value (integers of any width when they fit, `str` or `bin` for text),
-//! with the exceptions `decode/mod.rs` lists.
+//! this one takes the same value (integers of any width when they fit), with the exceptions
+//! `decode/mod.rs` lists: text is `str` only and bodies `bin` only, as PROTOCOL.md says.
 
 use bytes::Bytes;
 
@@ -13,9 +13,6 @@ use crate::decode::DecodeError;
 /// Containers nested deeper than this inside an ignored value are refused (serde's reader allows
 /// 1,024 levels; nothing a frame holds nests at all).
 const MAX_DEPTH: u16 = 256;
-
-/// What a value is, for "expected ..." errors.
-pub(crate) type Expected = &'static str;
 
 /// A cursor over one frame's MessagePack bytes.
 pub(crate) struct Reader<'a> {
@@ -80,13 +77,14 @@ impl<'a> Reader<'a> {
         usize::try_from(len).map_err(|_| DecodeError::Truncated)
     }
 
-    /// The length of a `str` or `bin` if the next value is one.
-    fn text_len(&mut self, marker: u8) -> Result<Option<usize>, DecodeError> {
-        let len = match marker {
-            m @ 0xa0..=0xbf => u64::from(m & 0x1f),
-            0xd9 | 0xc4 => self.be(1)?,
-            0xda | 0xc5 => self.be(2)?,
-            0xdb | 0xc6 => self.be(4)?,
+    /// The length of the `str` (`binary` false) or `bin` (`binary` true) whose marker this is, if
+    /// it is one. PROTOCOL.md gives every field one of the two types; the other is the wrong type.
+    fn text_len(&mut self, marker: u8, binary: bool) -> Result<Option<usize>, DecodeError> {
+        let len = match (marker, binary) {
+            (m @ 0xa0..=0xbf, false) => u64::from(m & 0x1f),
+            (0xd9, false) | (0xc4, true) => self.be(1)?,
+            (0xda, false) | (0xc5, true) => self.be(2)?,
+            (0xdb, false) | (0xc6, true) => self.be(4)?,
             _ => return Ok(None),
         };
         Ok(Some(
@@ -94,32 +92,35 @@ impl<'a> Reader<'a> {
         ))
     }
 
-    /// A `str` or `bin`, as a range of the frame.
+    /// A `str`, or with `binary` a `bin`, as a range of the frame.
     fn text_range(
         &mut self,
         field: &'static str,
-        expected: Expected,
+        binary: bool,
     ) -> Result<std::ops::Range<usize>, DecodeError> {
         let marker = self.byte()?;
-        match self.text_len(marker)? {
+        match self.text_len(marker, binary)? {
             Some(len) => self.take(len),
-            None => Err(DecodeError::WrongType { field, expected }),
+            None => Err(DecodeError::WrongType {
+                field,
+                expected: if binary { "binary" } else { "a string" },
+            }),
         }
     }
 
-    /// A map key: a `str` (or `bin`), compared byte for byte with the field names.
+    /// A map key: a `str`, compared byte for byte with the field names.
     pub(crate) fn key(&mut self) -> Result<&'a [u8], DecodeError> {
-        let range = self.text_range("a map key", "a string")?;
+        let range = self.text_range("a map key", false)?;
         Ok(&self.frame[range])
     }
 
-    /// The bytes of a `str` or `bin` (a code or the frame's `type`), not checked to be UTF-8.
+    /// The bytes of a `str` (a code or the frame's `type`), not checked to be UTF-8.
     pub(crate) fn raw(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let range = self.text_range(field, "a string")?;
+        let range = self.text_range(field, false)?;
         Ok(&self.frame[range])
     }
 
-    /// A `str` (or `bin`) holding UTF-8.
+    /// A `str` holding UTF-8.
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let raw = self.raw(field)?;
         std::str::from_utf8(raw)
@@ -127,10 +128,15 @@ impl<'a> Reader<'a> {
             .map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
-    /// A `bin` (or `str`), sharing the frame's buffer.
+    /// A `bin`, sharing the frame's buffer.
     pub(crate) fn bytes(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
-        let range = self.text_range(field, "binary")?;
+        let range = self.text_range(field, true)?;
         Ok(self.frame.slice(range))
+    }
+
+    /// Whether every byte of the frame has been read.
+    pub(crate) fn at_end(&self) -> bool {
+        self.at >= self.frame.len()
     }
 
     /// A non-negative integer of any MessagePack width.
@@ -193,7 +199,10 @@ impl<'a> Reader<'a> {
 
     fn skip_nested(&mut self, depth: u16) -> Result<(), DecodeError> {
         let marker = self.byte()?;
-        if let Some(len) = self.text_len(marker)? {
+        if let Some(len) = match self.text_len(marker, false)? {
+            None => self.text_len(marker, true)?,
+            len => len,
+        } {
             self.take(len)?;
             return Ok(());
         }

@@ -17,6 +17,7 @@ pub struct RouterConfig {
     pub max_bytes: u64,
     pub default_ttl: Option<Duration>,
     pub max_ttl: Option<Duration>,
+    pub receipt_ttl: Option<Duration>,
     pub expiry_sweep: Duration,
     pub dedupe_window: Duration,
     pub dedupe_max: u64,
@@ -33,6 +34,7 @@ impl RouterConfig {
             max_bytes: s.mailbox.max_bytes,
             default_ttl: secs(s.mailbox.default_ttl_secs),
             max_ttl: secs(s.mailbox.max_ttl_secs),
+            receipt_ttl: secs(s.mailbox.receipt_ttl_secs),
             expiry_sweep: Duration::from_millis(s.mailbox.expiry_sweep_ms),
             dedupe_window: Duration::from_secs(s.dedupe.window_secs),
             dedupe_max: s.dedupe.max_remembered,
@@ -53,6 +55,12 @@ impl RouterConfig {
             },
         };
         now_ms.saturating_add(millis(ttl))
+    }
+
+    /// When a receipt stored now expires (ms since the epoch), or 0 for never.
+    pub(super) fn receipt_expiry(&self, now_ms: u64) -> u64 {
+        self.receipt_ttl
+            .map_or(0, |ttl| now_ms.saturating_add(millis(ttl)))
     }
 
     /// How much one session may hold unacknowledged, and how much a page read asks for.
@@ -92,6 +100,7 @@ pub(super) mod tests {
             max_bytes: 1_000,
             default_ttl: None,
             max_ttl: None,
+            receipt_ttl: None,
             expiry_sweep: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(60),
             dedupe_max: 1_000,
@@ -123,6 +132,16 @@ pub(super) mod tests {
         // A maximum alone does not make messages without a ttl expire.
         c.default_ttl = None;
         assert_eq!(c.expiry(1_000, None), 0);
+    }
+
+    #[test]
+    fn receipts_expire_after_their_own_ttl_and_not_the_messages() {
+        let mut c = config();
+        c.default_ttl = Some(Duration::from_secs(60));
+        assert_eq!(c.receipt_expiry(1_000), 0, "no receipt ttl: never");
+        c.receipt_ttl = Some(Duration::from_secs(2));
+        assert_eq!(c.receipt_expiry(1_000), 3_000);
+        assert_eq!(c.receipt_expiry(u64::MAX - 1), u64::MAX);
     }
 
     #[test]

@@ -54,9 +54,12 @@ impl Router {
             deleting.contains(e.id) || online.is_out(&e.mailbox, e.id)
         });
         let removed = due.len();
+        let mut messages = 0;
         for ExpiredEntry { entry, body_len } in due {
             self.delete(entry.id, entry.mailbox.clone(), body_len);
+            // A receipt that was never collected goes without a word: nobody is waiting for it.
             if entry.kind == EntryKind::Message {
+                messages += 1;
                 let about = entry.id;
                 self.queue_receipt(
                     EntryKind::Expired,
@@ -68,7 +71,11 @@ impl Router {
             }
         }
         if removed > 0 {
-            tracing::info!(removed, "expired messages removed");
+            tracing::info!(
+                removed,
+                receipts = removed - messages,
+                "expired messages and receipts removed"
+            );
         }
         removed
     }

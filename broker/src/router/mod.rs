@@ -140,6 +140,7 @@ impl Router {
             EntryKind::Message => {}
         }
         let id = self.ids.next();
+        let now = now_ms();
         let receipt = Entry {
             id,
             mailbox: owner,
@@ -147,8 +148,8 @@ impl Router {
             peer,
             send_id,
             message_id,
-            sent_at_ms: now_ms(),
-            expires_at_ms: 0,
+            sent_at_ms: now,
+            expires_at_ms: self.config.receipt_expiry(now),
             body: Bytes::new(),
         };
         self.append(receipt, true);

@@ -126,6 +126,10 @@ pub struct MailboxLimits {
     /// Longest time to live a `Send` may ask for, in seconds; longer requests are shortened to it.
     /// 0 means no cap.
     pub max_ttl_secs: u64,
+    /// How long a receipt waits in its sender's mailbox before it is removed (without a receipt of
+    /// its own), in seconds; 0 keeps receipts until collected. Receipts are exempt from the mailbox
+    /// limits, so this is what bounds the mailbox of a client that only sends.
+    pub receipt_ttl_secs: u64,
     /// How often expired messages are looked for, in milliseconds.
     pub expiry_sweep_ms: u64,
 }
@@ -259,6 +263,7 @@ impl Default for MailboxLimits {
             max_bytes: 1 << 30,
             default_ttl_secs: 0,
             max_ttl_secs: 0,
+            receipt_ttl_secs: 7 * 24 * 3600,
             expiry_sweep_ms: 1_000,
         }
     }

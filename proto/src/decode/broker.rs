@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{fields, need, put, tag, unknown, DecodeError, DecodeFrame};
+use super::{fields, need, put, tag, unknown, whole, DecodeError, DecodeFrame};
 use crate::frame::{BrokerFrame, ErrorCode, ReceiptStatus, RejectReason};
 use crate::msgpack::Reader;
 
@@ -12,7 +12,7 @@ impl DecodeFrame for BrokerFrame {
         let mut r = Reader::new(frame);
         let (tag, entries) = tag(&mut r)?;
         let r = &mut r;
-        match tag {
+        let read = match tag {
             b"deliver" => deliver(r, entries),
             b"accepted" => accepted(r, entries),
             b"receipt" => receipt(r, entries),
@@ -21,7 +21,8 @@ impl DecodeFrame for BrokerFrame {
             b"pong" => fields(r, entries, |_, _| Ok(false)).map(|()| BrokerFrame::Pong),
             b"error" => error(r, entries),
             other => Err(unknown(other)),
-        }
+        };
+        whole(r, read)
     }
 }
 

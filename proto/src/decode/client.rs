@@ -1,6 +1,6 @@
 //! Client frames from their bytes: `hello`, `send`, `ack`, `ping`, `bye`.
 
-use super::{fields, need, optional, put, tag, unknown, DecodeError, DecodeFrame};
+use super::{fields, need, optional, put, tag, unknown, whole, DecodeError, DecodeFrame};
 use crate::frame::ClientFrame;
 use crate::msgpack::Reader;
 use bytes::Bytes;
@@ -9,7 +9,7 @@ impl DecodeFrame for ClientFrame {
     fn decode_frame(frame: &Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(frame);
         let (tag, entries) = tag(&mut r)?;
-        match tag {
+        let read = match tag {
             b"send" => send(&mut r, entries),
             b"ack" => {
                 let mut id = None;
@@ -28,7 +28,8 @@ impl DecodeFrame for ClientFrame {
             b"ping" => fields(&mut r, entries, |_, _| Ok(false)).map(|()| ClientFrame::Ping),
             b"bye" => fields(&mut r, entries, |_, _| Ok(false)).map(|()| ClientFrame::Bye),
             other => Err(unknown(other)),
-        }
+        };
+        whole(&r, read)
     }
 }
 
@@ -40,7 +41,7 @@ fn send(r: &mut Reader<'_>, entries: usize) -> Result<ClientFrame, DecodeError> 
             b"to" => put(&mut to, "to", r.string("to")?)?,
             b"body" => put(&mut body, "body", r.bytes("body")?)?,
             b"ttl_ms" => put(&mut ttl_ms, "ttl_ms", optional(r, |r| r.uint("ttl_ms"))?)?,
-            b"fresh" => put(&mut fresh, "fresh", r.bool("fresh")?)?,
+            b"fresh" => put(&mut fresh, "fresh", optional(r, |r| r.bool("fresh"))?)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -50,7 +51,7 @@ fn send(r: &mut Reader<'_>, entries: usize) -> Result<ClientFrame, DecodeError> 
         to: need(to, "to")?,
         body: need(body, "body")?,
         ttl_ms: ttl_ms.flatten(),
-        fresh: fresh.unwrap_or(false),
+        fresh: fresh.flatten().unwrap_or(false),
     })
 }
 

@@ -6,13 +6,15 @@
 //! writes it; otherwise it looks ahead), then reads the kind's fields straight from the frame, and
 //! hands out the body as a slice of the read buffer.
 //!
-//! It accepts what the serde derive accepted (the derive stays on the frames, and the tests check the
-//! two against each other): keys in any order, unknown keys ignored, integers of any width that fit,
-//! `str` or `bin` for text, `nil` or absence for optional fields, bytes after the map ignored. It
-//! refuses what serde refused: an unknown `type`, a missing or repeated field, a value of the wrong
-//! type. Only forms PROTOCOL.md never allowed are refused now where serde let them through: a frame
-//! that is an array rather than a map, integer keys (serde's field numbers), an integer `type` or
-//! code, a body written as an array of integers, and an ignored value nested over 256 levels deep.
+//! It accepts what PROTOCOL.md allows, as the serde derive did (the derive stays on the frames, and
+//! the tests check the two against each other): keys in any order, unknown keys ignored, integers of
+//! any width that fit, `nil` or absence for optional fields (a `hello` without `token`, a `send` with
+//! `fresh: nil`). It refuses what serde refused: an unknown `type`, a missing or repeated field, a
+//! value of the wrong type. Where serde let through forms PROTOCOL.md never allowed, this decoder
+//! refuses them: a frame that is an array rather than a map, integer keys (serde's field numbers), an
+//! integer `type` or code, `bin` where the document says `str` and `str` where it says `bin` (a
+//! body written as an array of integers too), bytes after the map, and an ignored value nested over
+//! 256 levels deep.
 
 use bytes::Bytes;
 
@@ -42,12 +44,23 @@ pub enum DecodeError {
     },
     #[error("{field}: not UTF-8")]
     InvalidUtf8 { field: &'static str },
+    #[error("bytes follow the frame's map")]
+    TrailingBytes,
 }
 
 /// A frame type the codec can read: [`ClientFrame`] and [`BrokerFrame`].
 pub trait DecodeFrame: Sized {
     /// Reads one frame from the bytes after its length prefix; a body shares `frame`'s buffer.
     fn decode_frame(frame: &Bytes) -> Result<Self, DecodeError>;
+}
+
+/// The frame `read` made of the map, if the map was the whole frame.
+pub(super) fn whole<T>(r: &Reader<'_>, read: Result<T, DecodeError>) -> Result<T, DecodeError> {
+    let frame = read?;
+    if !r.at_end() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    Ok(frame)
 }
 
 /// A field the frame's kind has read once.

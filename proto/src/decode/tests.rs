@@ -153,12 +153,8 @@ fn what_serde_refused_is_refused() {
             },
         ),
         (
-            map(&[
-                ("type", s("send")),
-                ("id", V::U(1)),
-                ("to", V::B(vec![0xff])),
-                ("body", V::B(vec![])),
-            ]),
+            // A `str` holding the byte 0xff, which is not UTF-8.
+            Bytes::from_static(b"\x84\xa4type\xa4send\xa2id\x01\xa2to\xa1\xff\xa4body\xc4\x00"),
             InvalidUtf8 { field: "to" },
         ),
         (
@@ -204,20 +200,12 @@ fn what_serde_refused_is_refused() {
 #[test]
 fn what_serde_read_reads_the_same() {
     let ok: Vec<Bytes> = vec![
-        // Bytes after the map are ignored, as serde ignored them.
-        Bytes::from_static(b"\x81\xa4type\xa4ping\xff\xff"),
         // Any width and the signed forms of a non-negative integer.
         Bytes::from_static(b"\x82\xa4type\xa3ack\xa2id\xcd\x00\x2a"),
         Bytes::from_static(b"\x82\xa4type\xa3ack\xa2id\xd0\x2a"),
         Bytes::from_static(b"\x82\xa2id\xd3\x00\x00\x00\x00\x00\x00\x00\x2a\xa4type\xa3ack"),
-        // `bin` keys and `type`, a `str` body, `nil` for an optional field, unknown keys of any kind.
-        Bytes::from_static(b"\x82\xc4\x04type\xc4\x03ack\xc4\x02id\x01"),
-        map(&[
-            ("type", s("send")),
-            ("id", V::U(1)),
-            ("to", s("bob")),
-            ("body", s("text")),
-        ]),
+        // `nil` for an optional field, unknown keys of any kind.
+        send_with(&[("ttl_ms", V::Nil), ("fresh", V::Nil)]),
         send_with(&[
             ("ttl_ms", V::Nil),
             ("fresh", V::Bool(true)),
@@ -250,6 +238,57 @@ fn forms_protocol_md_never_allowed_are_refused_now() {
     );
     assert!(rmp_serde::from_slice::<ClientFrame>(&numbered).is_ok());
     assert!(ClientFrame::decode_frame(&numbered).is_err());
+    // serde ignored bytes after the map, and took `bin` for `str` and `str` for `bin`.
+    let refused_now = [
+        (
+            Bytes::from_static(b"\x81\xa4type\xa4ping\xff\xff"),
+            DecodeError::TrailingBytes,
+        ),
+        (
+            Bytes::from_static(b"\x82\xc4\x04type\xc4\x03ack\xc4\x02id\x01"),
+            DecodeError::WrongType {
+                field: "a map key",
+                expected: "a string",
+            },
+        ),
+        (
+            map(&[
+                ("type", s("send")),
+                ("id", V::U(1)),
+                ("to", s("bob")),
+                ("body", s("text")),
+            ]),
+            DecodeError::WrongType {
+                field: "body",
+                expected: "binary",
+            },
+        ),
+    ];
+    for (bytes, error) in refused_now {
+        assert!(
+            rmp_serde::from_slice::<ClientFrame>(&bytes).is_ok(),
+            "{bytes:02x?}"
+        );
+        assert_eq!(
+            ClientFrame::decode_frame(&bytes),
+            Err(error),
+            "{bytes:02x?}"
+        );
+    }
+    let bin_to = map(&[
+        ("type", s("send")),
+        ("id", V::U(1)),
+        ("to", V::B(b"bob".to_vec())),
+        ("body", V::B(b"x".to_vec())),
+    ]);
+    assert!(rmp_serde::from_slice::<ClientFrame>(&bin_to).is_ok());
+    assert_eq!(
+        ClientFrame::decode_frame(&bin_to),
+        Err(DecodeError::WrongType {
+            field: "to",
+            expected: "a string",
+        })
+    );
 }
 
 #[test]

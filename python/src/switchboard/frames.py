@@ -223,7 +223,8 @@ class _Fields:
         return None if self.wire.get(key) is None else self.uint(key)
 
     def flag(self, key: str) -> bool:
-        return self._get(key, bool, False)
+        """An optional bool: absent and `nil` are `False`."""
+        return False if self.wire.get(key) is None else self._get(key, bool, False)
 
 
 def _broker_frame(f: _Fields) -> BrokerFrame:

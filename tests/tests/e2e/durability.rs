@@ -257,3 +257,45 @@ async fn receive_and_ack_all(client: &Client, events: &mut Events, n: usize) -> 
     }
     bodies
 }
+
+/// A client that only sends never collects its receipts: `mailbox.receipt_ttl_secs` removes them, so
+/// its mailbox does not grow without end, and nobody is told (no receipt for a receipt).
+#[tokio::test]
+async fn an_uncollected_receipt_expires_without_a_word() {
+    let fx = Fixture::with(|s| {
+        s.mailbox.expiry_sweep_ms = 20;
+        s.mailbox.receipt_ttl_secs = 1;
+    })
+    .await;
+    let (mut alice, _) = Raw::hello(fx.addr(), "alice", 30).await;
+    accepted(&mut alice, send(1, "bob", "for bob", None)).await;
+    alice.send(ClientFrame::Bye).await;
+    let (mut bob, _) = Raw::hello(fx.addr(), "bob", 30).await;
+    assert_eq!(drain(&mut bob, 1).await, ["for bob"]);
+    // bob's ack leaves alice's receipt as the one entry stored; the sweep removes it within the ttl.
+    let admin = fx.broker.admin.expect("the admin listener is on");
+    let entries = || async {
+        let (_, scrape) = crate::admin::get(admin, "/metrics", None).await;
+        crate::admin::sample(&scrape, "switchboard_mailbox_entries")
+    };
+    within("the receipt to be stored", async {
+        while entries().await != 1.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    within("the receipt to expire", async {
+        while entries().await != 0.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (mut alice, hi) = Raw::hello(fx.addr(), "alice", 30).await;
+    assert!(matches!(hi, BrokerFrame::Hi { pending: 0, .. }), "{hi:?}");
+    alice.send(ClientFrame::Ping).await;
+    assert_eq!(
+        alice.recv().await,
+        Some(BrokerFrame::Pong),
+        "no receipt comes"
+    );
+}
