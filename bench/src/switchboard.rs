@@ -448,6 +448,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"\x00hi"),
             ttl_ms: None,
             fresh: true,
+            receipts: switchboard_proto::Receipts::All,
         };
         assert_eq!(
             buf,

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use switchboard_client::{ClientOptions, SendOptions, Tls};
+use switchboard_client::{ClientOptions, Receipts, SendOptions, Tls};
 
 use crate::daemon::args::DaemonArgs;
 use crate::duration::{limit, parse_positive, parse_timeout, parse_ttl};
@@ -130,9 +130,42 @@ struct SendArgs {
     /// (seconds, or a duration such as `1m30s`); without it the broker's default applies.
     #[arg(long, value_name = "SECS", value_parser = parse_ttl)]
     ttl: Option<Duration>,
+    /// Which receipts to ask the broker for: `all`, `delivered` or `none`. By default `all` with
+    /// --wait-delivered (it waits for one) or --spool (the daemon of this id that sends it reads
+    /// them), and `none` otherwise, so receipts nobody reads do not pile up in this id's mailbox; ask
+    /// for them when a `listen`, `poll` or daemon of this id reads them.
+    #[arg(long, value_name = "WHICH", value_parser = parse_receipts)]
+    receipts: Option<Receipts>,
     /// Give up after this long (seconds, or a duration such as `1m30s`; 0 waits forever).
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
+}
+
+impl SendArgs {
+    /// The options the message goes with: the receipts default to what this command will read. A
+    /// usage error when the flags contradict each other.
+    fn options(&self) -> Result<SendOptions, String> {
+        let receipts = match (self.receipts, self.wait_delivered) {
+            (None, true) | (Some(Receipts::All), _) => Receipts::All,
+            (Some(_), true) => return Err(
+                "--wait-delivered waits for the receipt, so it needs --receipts all (the default)"
+                    .into(),
+            ),
+            (None, false) if self.spool.is_some() => Receipts::All,
+            (None, false) => Receipts::None,
+            (Some(other), false) => other,
+        };
+        Ok(SendOptions {
+            ttl: self.ttl,
+            receipts,
+        })
+    }
+}
+
+/// `all`, `delivered` or `none`.
+fn parse_receipts(text: &str) -> Result<Receipts, String> {
+    Receipts::from_wire(text.as_bytes())
+        .ok_or_else(|| format!("{text:?} is not one of all, delivered, none"))
 }
 
 #[derive(Debug, Args)]
@@ -165,12 +198,15 @@ impl Cli {
                 )
                 .exit();
         }
-        if let Command::Daemon(args) = &self.command {
-            if let Err(message) = args.check() {
-                Cli::command()
-                    .error(clap::error::ErrorKind::ArgumentConflict, message)
-                    .exit();
-            }
+        let checked = match &self.command {
+            Command::Daemon(args) => args.check(),
+            Command::Send(args) => args.options().map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(message) = checked {
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)
+                .exit();
         }
     }
 
@@ -205,31 +241,29 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = cli.options()?;
     match cli.command {
-        Command::Send(SendArgs {
-            to,
-            text,
-            ttl,
-            timeout,
-            spool: Some(dir),
-            ..
-        }) => {
-            let body = match text {
-                Some(text) => text.into(),
-                None => stdio::read_stdin().await?,
-            };
-            outbox::spool::send_or_spool(opts, &to, body, SendOptions { ttl }, &dir, limit(timeout))
-                .await
-        }
         Command::Send(args) => {
-            commands::send(
-                opts,
-                &args.to,
-                args.text,
-                SendOptions { ttl: args.ttl },
-                args.wait_delivered,
-                limit(args.timeout),
-            )
-            .await
+            let options = args.options().map_err(anyhow::Error::msg)?;
+            match args.spool {
+                Some(dir) => {
+                    let body = match args.text {
+                        Some(text) => text.into(),
+                        None => stdio::read_stdin().await?,
+                    };
+                    let timeout = limit(args.timeout);
+                    outbox::spool::send_or_spool(opts, &args.to, body, options, &dir, timeout).await
+                }
+                None => {
+                    commands::send(
+                        opts,
+                        &args.to,
+                        args.text,
+                        options,
+                        args.wait_delivered,
+                        limit(args.timeout),
+                    )
+                    .await
+                }
+            }
         }
         Command::Listen(args) => commands::listen(opts, args.count, args.timeout).await,
         Command::Poll(args) => commands::poll(opts, limit(args.timeout)).await,
@@ -265,6 +299,35 @@ mod tests {
             parse(&["--ttl", "0"]),
             Err(clap::error::ErrorKind::ValueValidation)
         );
+    }
+
+    #[test]
+    fn send_asks_for_receipts_only_when_something_will_read_them() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["switchboard", "--id", "alice", "send", "--to", "bob"];
+            args.extend_from_slice(extra);
+            args.push("hi");
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Send(send)) => send.options().map(|o| o.receipts),
+                Ok(other) => panic!("parsed as {other:?}"),
+                Err(e) => Err(e.kind().to_string()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok(Receipts::None));
+        assert_eq!(parse(&["--wait-delivered"]), Ok(Receipts::All));
+        assert_eq!(parse(&["--spool", "out"]), Ok(Receipts::All));
+        assert_eq!(parse(&["--receipts", "delivered"]), Ok(Receipts::Delivered));
+        assert_eq!(
+            parse(&["--spool", "out", "--receipts", "none"]),
+            Ok(Receipts::None)
+        );
+        assert_eq!(
+            parse(&["--wait-delivered", "--receipts", "all"]),
+            Ok(Receipts::All)
+        );
+        assert!(parse(&["--wait-delivered", "--receipts", "none"])
+            .is_err_and(|e| e.contains("--wait-delivered")));
+        assert!(parse(&["--receipts", "some"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Output, Stdio};
 
 use bytes::Bytes;
-use switchboard_proto::{BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason};
+use switchboard_proto::{
+    BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, Receipts, RejectReason,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -57,16 +59,22 @@ async fn until_bye(peer: &mut Peer) -> Vec<ClientFrame> {
     }
 }
 
-/// Answers the next `Send` with `Accepted`; returns its send id and body.
-async fn accept_send(peer: &mut Peer, message_id: u64) -> (u64, Bytes) {
+/// Answers the next `Send` with `Accepted` as `message_id`; returns its send id, its body and the
+/// receipts it asked for.
+async fn accept_send(peer: &mut Peer, message_id: u64) -> (u64, Bytes, Receipts) {
     match peer.recv_skipping_pings().await {
-        Some(ClientFrame::Send { send_id, body, .. }) => {
+        Some(ClientFrame::Send {
+            send_id,
+            body,
+            receipts,
+            ..
+        }) => {
             peer.send(BrokerFrame::Accepted {
                 send_id,
                 message_id,
             })
             .await;
-            (send_id, body)
+            (send_id, body, receipts)
         }
         other => panic!("expected a send, got {other:?}"),
     }
@@ -123,8 +131,9 @@ async fn send_prints_the_message_id_once_accepted_and_says_bye() {
     cmd.args(["send", "--to", "bob", "hello bob"]);
     let child = spawn(cmd);
     let (mut peer, _) = broker.welcome(30, 0).await;
-    let (_, body) = accept_send(&mut peer, 42).await;
+    let (_, body, receipts) = accept_send(&mut peer, 42).await;
     assert_eq!(&body[..], b"hello bob");
+    assert_eq!(receipts, Receipts::None, "nothing will read a receipt");
     assert!(until_bye(&mut peer).await.is_empty());
     drop(peer);
     let out = finish(child).await;
@@ -147,8 +156,9 @@ async fn send_from_stdin_waits_for_delivery() {
     drop(stdin);
 
     let (mut peer, _) = broker.welcome(30, 0).await;
-    let (send_id, body) = accept_send(&mut peer, 42).await;
+    let (send_id, body, receipts) = accept_send(&mut peer, 42).await;
     assert_eq!(&body[..], [0xff, 0xfe, 0x00, b'x']);
+    assert_eq!(receipts, Receipts::All, "it waits for the receipt");
     peer.send(BrokerFrame::Receipt {
         receipt_id: 43,
         send_id,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard_proto::ClientId;
+use switchboard_proto::{ClientId, Receipts};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::command::{ttl_millis, Command, SendCommand, MAX_UNANSWERED};
@@ -165,6 +165,9 @@ impl Client {
         body: impl Into<Bytes>,
         options: SendOptions,
     ) -> Result<Tracked, ClientError> {
+        if options.receipts != Receipts::All {
+            return Err(ClientError::ReceiptsNotAsked(options.receipts));
+        }
         let (accepted, answer) = oneshot::channel();
         let (receipt, rx) = oneshot::channel();
         self.submit(to, body.into(), options, None, accepted, Some(receipt))
@@ -229,6 +232,7 @@ impl Client {
             to: to.to_owned(),
             body,
             ttl_ms: options.ttl.map(ttl_millis),
+            receipts: options.receipts,
             send_id,
             accepted,
             receipt,

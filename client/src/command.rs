@@ -31,6 +31,7 @@ pub(crate) struct SendCommand {
     pub(crate) to: String,
     pub(crate) body: Bytes,
     pub(crate) ttl_ms: Option<u64>,
+    pub(crate) receipts: switchboard_proto::Receipts,
     /// The send id the caller chose, or `None` for the next of [`next_send_id`]. Only a
     /// send numbered by the library is known to be a first attempt and goes out `fresh`.
     pub(crate) send_id: Option<u64>,

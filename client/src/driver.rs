@@ -309,6 +309,7 @@ impl Driver {
             to,
             body,
             ttl_ms,
+            receipts,
             send_id,
             accepted,
             receipt,
@@ -326,6 +327,7 @@ impl Driver {
             body,
             ttl_ms,
             fresh,
+            receipts,
         };
         match encode_frame(&frame, self.max_frame) {
             Ok(frame) => {

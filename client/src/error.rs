@@ -56,6 +56,12 @@ pub enum ClientError {
     /// send of this client still waiting for its answer; nothing was sent.
     #[error("send id {0} is already in use by a send waiting for its answer")]
     DuplicateId(u64),
+    /// A tracked send ([`Client::send_and_track_with`](crate::Client::send_and_track_with)) asked
+    /// for fewer receipts than every one: its receipt might never come. Nothing was sent.
+    #[error(
+        "a tracked send waits for its receipt, so it must ask for every receipt (receipts: {0})"
+    )]
+    ReceiptsNotAsked(crate::Receipts),
     /// The connection ended before the call could complete. For a send this means the client cannot
     /// tell whether the message was stored.
     #[error("the connection to the broker is closed")]
@@ -103,6 +109,7 @@ pub(crate) fn may_retry_connect(error: &ClientError) -> bool {
         ClientError::Codec(e) => may_retry_read(e),
         ClientError::Rejected { .. }
         | ClientError::DuplicateId(_)
+        | ClientError::ReceiptsNotAsked(_)
         | ClientError::InvalidId(_)
         | ClientError::Tls(_)
         | ClientError::Protocol(_) => false,

@@ -70,6 +70,6 @@ pub use event::{CloseReason, Event, Events, Message, Receipt};
 pub use options::ClientOptions;
 pub use reconnect::Reconnect;
 pub use sent::{ReceiptFuture, SendOptions, Sent, Tracked};
-pub use switchboard_proto::{ErrorCode, ReceiptStatus, RejectReason};
+pub use switchboard_proto::{ErrorCode, ReceiptStatus, Receipts, RejectReason};
 pub use tls::Tls;
 pub use welcome::Welcome;

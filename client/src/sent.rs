@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::error::ClientError;
 use crate::event::Receipt;
+use crate::Receipts;
 
 /// How to send one message; [`SendOptions::default`] is what [`Client::send`](crate::Client::send)
 /// uses.
@@ -20,6 +21,10 @@ pub struct SendOptions {
     /// acceptance, in whole milliseconds rounded up. `None` leaves it to the broker, which by default
     /// keeps a message until it is delivered.
     pub ttl: Option<Duration>,
+    /// Which receipts to ask for: every one ([`Receipts::All`], the default), only `delivered`, or
+    /// none (for a sender that never reads them: its mailbox then holds nothing for it). A tracked
+    /// send must ask for all.
+    pub receipts: Receipts,
 }
 
 /// A message the broker has stored.

@@ -137,6 +137,7 @@ fn as_resend(frame: &[u8], max_frame: usize) -> Result<Bytes, CodecError> {
             to,
             body,
             ttl_ms,
+            receipts,
             ..
         }) => {
             let resend = ClientFrame::Send {
@@ -145,6 +146,7 @@ fn as_resend(frame: &[u8], max_frame: usize) -> Result<Bytes, CodecError> {
                 body,
                 ttl_ms,
                 fresh: false,
+                receipts,
             };
             Ok(encode_frame(&resend, max_frame)?.freeze())
         }
@@ -174,6 +176,7 @@ mod tests {
             body: Bytes::from_static(b"\x00\xffhello"),
             ttl_ms: Some(90_000),
             fresh,
+            receipts: switchboard_proto::Receipts::All,
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
             body: vec![0u8; 64].into(),
             ttl_ms: None,
             fresh: false,
+            receipts: crate::Receipts::All,
         };
         assert!(matches!(
             codec.encode(send, &mut buf),

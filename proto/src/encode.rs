@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::frame::{BrokerFrame, ClientFrame};
+use crate::frame::{BrokerFrame, ClientFrame, Receipts};
 
 /// A frame type the codec can write: [`ClientFrame`] and [`BrokerFrame`].
 pub trait EncodeFrame {
@@ -111,10 +111,12 @@ impl EncodeFrame for ClientFrame {
                 body,
                 ttl_ms,
                 fresh,
+                receipts,
             } => {
+                let all = *receipts == Receipts::All;
                 start(
                     dst,
-                    4 + u8::from(ttl_ms.is_some()) + u8::from(*fresh),
+                    4 + u8::from(ttl_ms.is_some()) + u8::from(*fresh) + u8::from(!all),
                     "send",
                 );
                 key(dst, "id");
@@ -130,6 +132,10 @@ impl EncodeFrame for ClientFrame {
                 if *fresh {
                     key(dst, "fresh");
                     dst.put_u8(0xc3);
+                }
+                if !all {
+                    key(dst, "receipts");
+                    str(dst, receipts.as_str());
                 }
             }
             ClientFrame::Ack { id } => {
@@ -280,7 +286,7 @@ mod tests {
             (ttl, fresh) in (proptest::option::of(int()), any::<bool>()),
         ) {
             same_as_serde(&ClientFrame::Hello { version: v, client_id: t.clone(), token: u, keepalive_secs: k });
-            same_as_serde(&ClientFrame::Send { send_id: a, to: t, body, ttl_ms: ttl, fresh });
+            same_as_serde(&ClientFrame::Send { send_id: a, to: t, body, ttl_ms: ttl, fresh, receipts: crate::Receipts::All });
             same_as_serde(&ClientFrame::Ack { id: b });
         }
 

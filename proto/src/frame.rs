@@ -60,6 +60,14 @@ pub enum ClientFrame {
             skip_serializing_if = "is_false"
         )]
         fresh: bool,
+        /// Which receipts the sender wants for this message. Absent (or `nil`) means
+        /// [`Receipts::All`], what every broker did before the field existed; encoders omit it then.
+        #[serde(
+            default,
+            deserialize_with = "nil_is_all",
+            skip_serializing_if = "Receipts::is_all"
+        )]
+        receipts: Receipts,
     },
     /// The delivery (`Deliver.message_id` or `Receipt.receipt_id`) has been handled and may be forgotten.
     Ack { id: u64 },
@@ -169,6 +177,70 @@ pub enum ReceiptStatus {
     Expired,
     #[serde(other)]
     Unknown,
+}
+
+/// Which receipts a sender asks for with one `Send` (`receipts` on the wire).
+///
+/// A client that only sends and never reads its receipts asks for none, so its mailbox holds nothing
+/// for it; one that waits for delivery asks for all. Unlike the codes the broker sends, a value the
+/// broker does not know is `bad-frame`: a sender must not believe it chose something it did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Receipts {
+    /// A receipt for every outcome: `delivered`, `expired`, and whatever a later status adds.
+    #[default]
+    All,
+    /// Only the `delivered` receipt; a message that expires (or is otherwise removed) undelivered
+    /// goes without a word.
+    Delivered,
+    /// No receipt at all.
+    None,
+}
+
+impl Receipts {
+    /// The name this choice has on the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Receipts::All => "all",
+            Receipts::Delivered => "delivered",
+            Receipts::None => "none",
+        }
+    }
+
+    /// The choice named `name` on the wire, if it is one.
+    pub fn from_wire(name: &[u8]) -> Option<Self> {
+        match name {
+            b"all" => Some(Receipts::All),
+            b"delivered" => Some(Receipts::Delivered),
+            b"none" => Some(Receipts::None),
+            _ => None,
+        }
+    }
+
+    /// Whether a receipt with `status` goes to the sender: a `delivered` one unless it asked for
+    /// none, any other only if it asked for all.
+    pub fn wants(&self, status: ReceiptStatus) -> bool {
+        match self {
+            Receipts::All => true,
+            Receipts::Delivered => status == ReceiptStatus::Delivered,
+            Receipts::None => false,
+        }
+    }
+
+    fn is_all(&self) -> bool {
+        *self == Receipts::All
+    }
+}
+
+impl std::fmt::Display for Receipts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `receipts: nil` reads as absent, which is every receipt.
+fn nil_is_all<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Receipts, D::Error> {
+    Ok(Option::<Receipts>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Machine-readable reason in an `Error` frame.
@@ -310,6 +382,7 @@ mod tests {
             body: Bytes::from_static(b"\x00\xffhi"),
             ttl_ms: None,
             fresh: false,
+            receipts: Receipts::All,
         };
         let bytes = rmp_serde::to_vec_named(&send).unwrap();
         // 0xc4 0x04: MessagePack bin 8 of four bytes.

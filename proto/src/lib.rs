@@ -23,5 +23,5 @@ pub use codec::{
 pub use decode::{DecodeError, DecodeFrame};
 pub use encode::EncodeFrame;
 pub use frame::{
-    BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, RejectReason, PROTOCOL_VERSION,
+    BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, Receipts, RejectReason, PROTOCOL_VERSION,
 };

@@ -39,6 +39,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 body,
                 ttl_ms,
                 fresh,
+                receipts: switchboard_proto::Receipts::All,
             }),
         any::<u64>().prop_map(|id| ClientFrame::Ack { id }),
         Just(ClientFrame::Ping),

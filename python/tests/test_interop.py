@@ -8,6 +8,7 @@ import json
 import subprocess
 from typing import Any, Dict, List
 
+import pytest
 import switchboard
 from conftest import Broker, cli_binary
 
@@ -39,11 +40,25 @@ def test_python_sends_and_the_rust_cli_receives(broker: Broker) -> None:
 
 
 def test_the_rust_cli_sends_and_python_receives(broker: Broker) -> None:
-    message_id = int(cli(broker, "rust-alice", "send", "--to", "py-bob", "hello from rust"))
-    from_stdin = int(cli(broker, "rust-alice", "send", "--to", "py-bob", stdin=b"\x01\x02\x03"))
+    message_id = int(cli(broker, "rust-alice", "send", "--to", "py-bob", "--receipts", "all",
+                         "hello from rust"))
+    from_stdin = int(cli(broker, "rust-alice", "send", "--to", "py-bob", "--receipts", "all",
+                         stdin=b"\x01\x02\x03"))
     with switchboard.connect(broker.addr, "py-bob") as bob:
         messages = bob.poll(timeout=20)
     assert [(m.message_id, m.sender, m.body) for m in messages] == [
         (message_id, "rust-alice", b"hello from rust"), (from_stdin, "rust-alice", b"\x01\x02\x03")]
     printed = lines(cli(broker, "rust-alice", "poll", "--timeout", "20"))
     assert [(p["type"], p.get("status")) for p in printed] == [("receipt", "delivered")] * 2
+
+
+def test_a_python_sender_gets_only_the_receipts_it_asked_for(broker: Broker) -> None:
+    with switchboard.connect(broker.addr, "py-quiet") as alice:
+        alice.send("py-reader", b"no news", receipts="none")
+        alice.send("py-reader", b"news", receipts="all")
+        with pytest.raises(ValueError):
+            alice.send("py-reader", b"?", receipts="some")
+    with switchboard.connect(broker.addr, "py-reader") as bob:
+        assert [m.body for m in bob.poll(timeout=20)] == [b"no news", b"news"]
+    printed = lines(cli(broker, "py-quiet", "poll", "--timeout", "20"))
+    assert [(p["type"], p.get("status")) for p in printed] == [("receipt", "delivered")]

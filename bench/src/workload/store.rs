@@ -211,6 +211,7 @@ impl Run {
             sent_at_ms: SENT_AT + k,
             expires_at_ms: 0,
             body: self.body.clone(),
+            receipts: switchboard_proto::Receipts::All,
         }
     }
 
@@ -226,6 +227,7 @@ impl Run {
             sent_at_ms: message.sent_at_ms,
             expires_at_ms: 0,
             body: Bytes::new(),
+            receipts: switchboard_proto::Receipts::All,
         }
     }
 

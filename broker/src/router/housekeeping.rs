@@ -12,6 +12,7 @@ use actix::prelude::*;
 use super::config::{millis, RouterConfig};
 use super::{now_ms, Router};
 use crate::store::{Entry, EntryKind, ExpiredEntry, Maintenance};
+use switchboard_proto::ReceiptStatus;
 
 /// Expired entries handled per sweep read.
 pub(super) const SWEEP_BATCH: usize = 1_024;
@@ -60,6 +61,8 @@ impl Router {
             // A receipt that was never collected goes without a word: nobody is waiting for it.
             if entry.kind == EntryKind::Message {
                 messages += 1;
+            }
+            if entry.kind == EntryKind::Message && entry.receipts.wants(ReceiptStatus::Expired) {
                 let about = entry.id;
                 self.queue_receipt(
                     EntryKind::Expired,

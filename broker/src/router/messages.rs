@@ -6,7 +6,7 @@
 
 use actix::prelude::*;
 use bytes::Bytes;
-use switchboard_proto::{ClientId, RejectReason};
+use switchboard_proto::{ClientId, Receipts, RejectReason};
 
 use super::window::{Handed, Outlet};
 use super::{now_ms, RouterConfig};
@@ -25,6 +25,8 @@ pub struct Submit {
     /// The sender says this is its first attempt (`Send.fresh`): the message may be handed out
     /// before it is on disk.
     pub fresh: bool,
+    /// Which receipts the sender wants (`Send.receipts`); kept with the message.
+    pub receipts: Receipts,
 }
 
 impl Submit {
@@ -40,6 +42,7 @@ impl Submit {
             message_id: id,
             sent_at_ms: now,
             expires_at_ms: config.expiry(now, self.ttl_ms),
+            receipts: self.receipts,
             body: self.body,
         }
     }

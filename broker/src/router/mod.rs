@@ -39,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use switchboard_proto::{ReceiptStatus, RejectReason};
+use switchboard_proto::{ReceiptStatus, Receipts, RejectReason};
 use tokio::sync::oneshot;
 
 pub use admin::{MailboxTotals, Totals};
@@ -150,6 +150,7 @@ impl Router {
             message_id,
             sent_at_ms: now,
             expires_at_ms: self.config.receipt_expiry(now),
+            receipts: Receipts::All,
             body: Bytes::new(),
         };
         self.append(receipt, true);
@@ -247,7 +248,7 @@ impl Router {
         } else {
             self.delete(id, owner.to_owned(), done.body_len);
         }
-        if done.kind == EntryKind::Message {
+        if done.kind == EntryKind::Message && done.receipts.wants(ReceiptStatus::Delivered) {
             let (sender, send_id) = (done.sender, done.send_id);
             self.queue_receipt(EntryKind::Delivered, sender, owner.to_owned(), send_id, id);
         }

@@ -66,6 +66,7 @@ pub(super) fn entry(id: u64, mailbox: &str, len: usize) -> Entry {
         sent_at_ms: 1_700_000_000_000 + id,
         expires_at_ms: 0,
         body: Bytes::from(vec![b'x'; len]),
+        receipts: switchboard_proto::Receipts::All,
     }
 }
 

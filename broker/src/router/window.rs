@@ -11,6 +11,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::store::{Entry, EntryKind};
+use switchboard_proto::Receipts;
 
 /// Where a window's entries go: the session's bounded mailbox (a `Recipient<Deliver>`), or a fake
 /// in unit tests.
@@ -52,6 +53,8 @@ pub(super) struct InFlight {
     pub(super) sender: String,
     pub(super) send_id: u64,
     pub(super) body_len: u64,
+    /// Which receipts the message's sender asked for.
+    pub(super) receipts: Receipts,
 }
 
 /// A page read to start: the entries of the mailbox after `after`, at most `limit` of them.
@@ -134,6 +137,7 @@ impl<S: Outlet> Window<S> {
             sender: entry.peer.clone(),
             send_id: entry.send_id,
             body_len: entry.body.len() as u64,
+            receipts: entry.receipts,
         };
         let handed = self.session.offer(entry);
         match handed {

@@ -148,6 +148,7 @@ mod tests {
             sent_at_ms: 0,
             expires_at_ms: 0,
             body: bytes::Bytes::new(),
+            receipts: switchboard_proto::Receipts::All,
         }
     }
 

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use switchboard_proto::{BrokerFrame, ClientFrame, ClientId, ErrorCode, RejectReason};
+use switchboard_proto::{BrokerFrame, ClientFrame, ClientId, ErrorCode, Receipts, RejectReason};
 
 use super::handshake::Hello;
 use super::Session;
@@ -21,6 +21,7 @@ struct IncomingSend {
     body: bytes::Bytes,
     ttl_ms: Option<u64>,
     fresh: bool,
+    receipts: Receipts,
 }
 
 impl Session {
@@ -49,6 +50,7 @@ impl Session {
                 body,
                 ttl_ms,
                 fresh,
+                receipts,
             } => {
                 let send = IncomingSend {
                     from: client.clone(),
@@ -57,6 +59,7 @@ impl Session {
                     body,
                     ttl_ms,
                     fresh,
+                    receipts,
                 };
                 self.on_send(send, ctx)
             }
@@ -111,6 +114,7 @@ impl Session {
             body,
             ttl_ms,
             fresh,
+            receipts,
         } = send;
         let seq = self.answers.owe(send_id);
         let max_body = self.settings.max_body_bytes();
@@ -142,6 +146,7 @@ impl Session {
             body,
             ttl_ms,
             fresh,
+            receipts,
         };
         let answer = self
             .router

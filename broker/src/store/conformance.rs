@@ -8,6 +8,7 @@
 //! Panics are the point here: this module is test code.
 
 use bytes::Bytes;
+use switchboard_proto::Receipts;
 
 use super::{
     Batch, CommitOutcome, Duplicate, Entry, EntryKind, MailboxStore, MailboxUsage, Maintenance,
@@ -25,6 +26,7 @@ pub fn entry(id: u64, mailbox: &str, body: &str) -> Entry {
         sent_at_ms: 1_700_000_000_000 + id,
         expires_at_ms: 0,
         body: Bytes::copy_from_slice(body.as_bytes()),
+        receipts: switchboard_proto::Receipts::All,
     }
 }
 
@@ -72,10 +74,13 @@ pub fn keeps_every_field(store: &mut dyn MailboxStore) {
     receipt.expires_at_ms = u64::MAX - 1;
     let mut binary = entry(3, "alice", "");
     binary.body = Bytes::from_static(&[0, 0xff, 0xfe, b'x']);
-    append(store, vec![binary.clone(), receipt.clone()]);
+    binary.receipts = Receipts::Delivered;
+    let mut quiet = entry(4, "alice", "no receipts");
+    quiet.receipts = Receipts::None;
+    append(store, vec![binary.clone(), quiet.clone(), receipt.clone()]);
     assert_eq!(
         store.fetch("alice", 0, 10).expect("fetch"),
-        vec![binary, receipt]
+        vec![binary, quiet, receipt]
     );
 }
 

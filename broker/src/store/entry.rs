@@ -2,6 +2,7 @@
 //! entries without their bodies (usage per mailbox, entries whose time ran out).
 
 use bytes::Bytes;
+use switchboard_proto::Receipts;
 
 /// What a mailbox entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub struct Entry {
     pub sent_at_ms: u64,
     /// When an undelivered message expires, in milliseconds since the Unix epoch; 0 for never.
     pub expires_at_ms: u64,
+    /// For a message, which receipts its sender asked for; [`Receipts::All`] for a receipt (it is
+    /// not asked about).
+    pub receipts: Receipts,
     /// The message body; empty for receipts.
     pub body: Bytes,
 }

@@ -228,9 +228,12 @@ mod tests {
     async fn files_are_listed_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         for send_id in [30, 4, 200] {
-            spool(dir.path(), &Spooled::new("a", "b", send_id, None, b"x"))
-                .await
-                .unwrap();
+            spool(
+                dir.path(),
+                &Spooled::new("a", "b", send_id, Default::default(), b"x"),
+            )
+            .await
+            .unwrap();
         }
         fs::write(dir.path().join(".lock"), "").unwrap();
         assert_eq!(

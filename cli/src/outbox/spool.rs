@@ -44,7 +44,7 @@ pub(crate) async fn send_or_spool(
         &opts.id,
         to,
         switchboard_client::next_send_id(),
-        options.ttl,
+        options,
         &body,
     );
     let lock = DirLock::try_shared(dir, LOCK_FILE)

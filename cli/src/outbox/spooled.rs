@@ -1,8 +1,8 @@
 //! The file a spooled message is, and the outbox directory's lock.
 //!
 //! A file is `<send id>.json`, the send id zero-padded to 20 digits (so names sort in the order the
-//! ids were chosen), holding `from`, `to`, `id` (the send id), optionally `ttl_ms`, and `body`
-//! (UTF-8) or `body_b64` (standard base64). A time to live counts from the broker's acceptance, not
+//! ids were chosen), holding `from`, `to`, `id` (the send id), optionally `ttl_ms` and `receipts`
+//! (`delivered` or `none`; absent is `all`), and `body` (UTF-8) or `body_b64` (standard base64). A time to live counts from the broker's acceptance, not
 //! from the spooling. A message the broker refused for good is kept in `rejected/` with the reason
 //! added as `rejected`.
 //!
@@ -16,7 +16,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use switchboard_client::SendOptions;
+use switchboard_client::{Receipts, SendOptions};
 
 use crate::files::{blocking, write_atomic};
 
@@ -39,6 +39,9 @@ pub(crate) struct Spooled {
     /// The time to live in milliseconds, counted from acceptance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// Which receipts the sender asked for.
+    #[serde(default, skip_serializing_if = "is_all")]
+    pub receipts: Receipts,
     /// The body, when it is UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -56,7 +59,7 @@ impl Spooled {
         from: &str,
         to: &str,
         send_id: u64,
-        ttl: Option<Duration>,
+        options: SendOptions,
         body: &[u8],
     ) -> Self {
         let (body, body_b64) = match std::str::from_utf8(body) {
@@ -70,8 +73,10 @@ impl Spooled {
             from: from.to_owned(),
             to: to.to_owned(),
             send_id,
-            ttl_ms: ttl
+            ttl_ms: options
+                .ttl
                 .map(|t| u64::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)),
+            receipts: options.receipts,
             body,
             body_b64,
             rejected: None,
@@ -95,12 +100,17 @@ impl Spooled {
         }
     }
 
-    /// The options to send it with: its time to live.
+    /// The options to send it with: its time to live and the receipts asked for.
     pub(crate) fn options(&self) -> SendOptions {
         SendOptions {
             ttl: self.ttl_ms.map(Duration::from_millis),
+            receipts: self.receipts,
         }
     }
+}
+
+fn is_all(receipts: &Receipts) -> bool {
+    *receipts == Receipts::All
 }
 
 /// Whether `name` is a spooled message's file (and not a temporary file or the lock).
@@ -127,7 +137,10 @@ mod tests {
             "alice",
             "bob",
             17,
-            Some(Duration::from_micros(1_500)),
+            SendOptions {
+                ttl: Some(Duration::from_micros(1_500)),
+                receipts: Receipts::None,
+            },
             b"hi",
         );
         assert_eq!(text.file_name(), "00000000000000000017.json");
@@ -135,9 +148,10 @@ mod tests {
         let json = serde_json::to_string(&text).unwrap();
         assert_eq!(
             json,
-            r#"{"from":"alice","to":"bob","id":17,"ttl_ms":2,"body":"hi"}"#
+            r#"{"from":"alice","to":"bob","id":17,"ttl_ms":2,"receipts":"none","body":"hi"}"#
         );
-        let binary = Spooled::new("alice", "bob", 18, None, &[0xff, 0x00]);
+        assert_eq!(text.options().receipts, Receipts::None);
+        let binary = Spooled::new("alice", "bob", 18, SendOptions::default(), &[0xff, 0x00]);
         let back: Spooled = serde_json::from_str(&serde_json::to_string(&binary).unwrap()).unwrap();
         assert_eq!(back.bytes().unwrap(), Bytes::from_static(&[0xff, 0x00]));
         assert_eq!(back.body_b64.as_deref(), Some("/wA="));

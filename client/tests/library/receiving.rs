@@ -189,6 +189,7 @@ async fn an_expired_receipt_resolves_a_tracked_send_with_its_status() {
     let (client, _events, mut peer) = connect(&broker, 30, 0).await;
     let options = SendOptions {
         ttl: Some(Duration::from_secs(1)),
+        ..Default::default()
     };
     let track = client.send_and_track_with("bob", "hurry", options);
     let script = async {

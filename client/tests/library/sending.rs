@@ -111,12 +111,14 @@ async fn a_ttl_reaches_the_wire_in_milliseconds_and_no_ttl_is_left_out() {
         (
             SendOptions {
                 ttl: Some(Duration::from_secs(90)),
+                ..Default::default()
             },
             Some(90_000),
         ),
         (
             SendOptions {
                 ttl: Some(Duration::from_micros(1_500)),
+                ..Default::default()
             },
             Some(2),
         ),
@@ -162,6 +164,7 @@ async fn library_sends_are_fresh_and_sends_with_a_chosen_id_are_not() {
     let (client, _events, mut peer) = connect(&broker, 30, 0).await;
     let ttl = SendOptions {
         ttl: Some(Duration::from_secs(5)),
+        ..Default::default()
     };
     // (which call, body, whether its first transmission may be delivered before it is on disk)
     let cases: [(&str, &[u8], bool); 5] = [

@@ -15,6 +15,7 @@ async fn a_send_cut_off_before_its_answer_is_sent_again_and_answered_on_the_next
     let (client, mut events, mut first) = connect(&broker).await;
     let ttl = SendOptions {
         ttl: Some(Duration::from_secs(90)),
+        ..Default::default()
     };
     let send = tokio::spawn({
         let client = client.clone();
@@ -221,6 +222,7 @@ async fn a_library_send_goes_out_fresh_and_its_resends_do_not() {
         let client = client.clone();
         let ttl = SendOptions {
             ttl: Some(Duration::from_secs(90)),
+            ..Default::default()
         };
         async move { client.send_and_track_with("bob", "tracked", ttl).await }
     });

@@ -127,6 +127,7 @@ pub(crate) async fn recv_send_frame(peer: &mut Peer) -> SendFrame {
             body,
             ttl_ms,
             fresh,
+            ..
         }) => SendFrame {
             send_id,
             to,

@@ -1,7 +1,7 @@
 //! Client frames from their bytes: `hello`, `send`, `ack`, `ping`, `bye`.
 
 use super::{fields, need, optional, put, tag, unknown, whole, DecodeError, DecodeFrame};
-use crate::frame::ClientFrame;
+use crate::frame::{ClientFrame, Receipts};
 use crate::msgpack::Reader;
 use bytes::Bytes;
 
@@ -35,6 +35,7 @@ impl DecodeFrame for ClientFrame {
 
 fn send(r: &mut Reader<'_>, entries: usize) -> Result<ClientFrame, DecodeError> {
     let (mut send_id, mut to, mut body, mut ttl_ms, mut fresh) = (None, None, None, None, None);
+    let mut receipts = None;
     fields(r, entries, |key, r| {
         match key {
             b"id" => put(&mut send_id, "id", r.uint("id")?)?,
@@ -42,6 +43,7 @@ fn send(r: &mut Reader<'_>, entries: usize) -> Result<ClientFrame, DecodeError> 
             b"body" => put(&mut body, "body", r.bytes("body")?)?,
             b"ttl_ms" => put(&mut ttl_ms, "ttl_ms", optional(r, |r| r.uint("ttl_ms"))?)?,
             b"fresh" => put(&mut fresh, "fresh", optional(r, |r| r.bool("fresh"))?)?,
+            b"receipts" => put(&mut receipts, "receipts", optional(r, receipts_choice)?)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -52,6 +54,15 @@ fn send(r: &mut Reader<'_>, entries: usize) -> Result<ClientFrame, DecodeError> 
         body: need(body, "body")?,
         ttl_ms: ttl_ms.flatten(),
         fresh: fresh.flatten().unwrap_or(false),
+        receipts: receipts.flatten().unwrap_or_default(),
+    })
+}
+
+/// `all`, `delivered` or `none`; anything else is the wrong value.
+fn receipts_choice(r: &mut Reader<'_>) -> Result<Receipts, DecodeError> {
+    Receipts::from_wire(r.raw("receipts")?).ok_or(DecodeError::WrongType {
+        field: "receipts",
+        expected: "all, delivered or none",
     })
 }
 

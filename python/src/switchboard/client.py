@@ -23,6 +23,7 @@ set replaces a lost connection with the next one. The semantics are the Rust lib
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import AsyncIterator, Dict, List, Optional, Set, Tuple, TypeVar, Union
@@ -121,19 +122,21 @@ class Client:
 
     # --- sending ---------------------------------------------------------------------------------
 
-    async def send(self, to: str, body: Body, ttl: Optional[float] = None) -> int:
+    async def send(self, to: str, body: Body, ttl: Optional[float] = None, *,
+                   receipts: str = "all") -> int:
         """Sends ``body`` to ``to``; returns the broker's message id once it is on the broker's disk
         (or already acknowledged by its recipient). ``ttl`` in seconds: an undelivered message is
-        removed then and its sender gets an ``expired`` receipt. Raises a
+        removed then and its sender gets an ``expired`` receipt. ``receipts``: ``"all"``,
+        ``"delivered"`` (no ``expired``) or ``"none"``, for a sender that never reads them. Raises a
         :class:`~switchboard.errors.Rejected` subclass if the broker did not take it."""
-        return (await self._send(to, body, ttl, None, None))[1]
+        return (await self._send(to, body, ttl, None, None, receipts))[1]
 
     async def send_with_id(self, to: str, body: Body, send_id: int,
-                           ttl: Optional[float] = None) -> int:
+                           ttl: Optional[float] = None, *, receipts: str = "all") -> int:
         """Sends like :meth:`send` under a send id the caller chose (see :func:`next_send_id`), for a
         message kept elsewhere before it could be sent: every attempt with that id is stored once.
         Any attempt may be a resend, so it never says ``fresh``."""
-        return (await self._send(to, body, ttl, send_id, None))[1]
+        return (await self._send(to, body, ttl, send_id, None, receipts))[1]
 
     async def send_and_track(self, to: str, body: Body, ttl: Optional[float] = None) -> Tracked:
         """Sends like :meth:`send` and returns once accepted; ``await tracked.receipt()`` waits for
@@ -143,7 +146,10 @@ class Client:
         return Tracked(send_id, message_id, receipt)
 
     async def _send(self, to: str, body: Body, ttl: Optional[float], send_id: Optional[int],
-                    receipt: "Optional[asyncio.Future[Receipt]]") -> Tuple[int, int]:
+                    receipt: "Optional[asyncio.Future[Receipt]]",
+                    receipts: str = "all") -> Tuple[int, int]:
+        if receipts not in frames.RECEIPTS:
+            raise ValueError(f"receipts must be one of {', '.join(frames.RECEIPTS)}, not {receipts!r}")
         self._check_open()
         await self._room.acquire()
         try:
@@ -151,7 +157,8 @@ class Client:
             if send_id is not None and send_id in self._unanswered:
                 raise DuplicateIdError(f"send id {send_id} is in use by a send waiting for its answer")
             frame = frames.Send(send_id if send_id is not None else next_send_id(), to,
-                                as_bytes(body), ttl_ms(ttl), fresh=send_id is None)
+                                as_bytes(body), ttl_ms(ttl), fresh=send_id is None,
+                                receipts=receipts)
             data = frames.encode(frame, self.max_frame)
         except BaseException:
             self._room.release()
@@ -353,8 +360,7 @@ class Client:
         self._library_acked.update(link.library_acks)
         for pending in self._unanswered.values():
             if pending.written and pending.frame.fresh:
-                pending.frame = frames.Send(pending.frame.send_id, pending.frame.to,
-                                            pending.frame.body, pending.frame.ttl_ms, fresh=False)
+                pending.frame = dataclasses.replace(pending.frame, fresh=False)
                 pending.data = frames.encode(pending.frame, link.max_frame)
             pending.written = False
 

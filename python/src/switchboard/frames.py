@@ -39,6 +39,8 @@ PREFIX = struct.Struct(">I")
 
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
+#: The values of ``send.receipts``.
+RECEIPTS = ("all", "delivered", "none")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Send:
     body: bytes
     ttl_ms: Optional[int] = None
     fresh: bool = False
+    #: Which receipts the sender asks for: ``"all"`` (the default), ``"delivered"`` or ``"none"``.
+    receipts: str = "all"
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ def to_wire(frame: Frame) -> Dict[str, Any]:
             wire["ttl_ms"] = frame.ttl_ms
         if frame.fresh:
             wire["fresh"] = True
+        if frame.receipts != "all":
+            wire["receipts"] = frame.receipts
         return wire
     if isinstance(frame, Ack):
         return {"type": "ack", "id": frame.id}
@@ -256,7 +262,10 @@ def _client_frame(f: _Fields) -> ClientFrame:
                      token=f.opt_text("token"), keepalive_secs=f.uint("keepalive_secs", _U32))
     if kind == "send":
         ttl = f.opt_uint("ttl_ms")
-        return Send(f.uint("id"), f.text("to"), f.binary("body"), ttl, f.flag("fresh"))
+        receipts = "all" if f.wire.get("receipts") is None else f.text("receipts")
+        if receipts not in RECEIPTS:
+            raise ProtocolError(f"send.receipts = {receipts!r} is not one of {', '.join(RECEIPTS)}")
+        return Send(f.uint("id"), f.text("to"), f.binary("body"), ttl, f.flag("fresh"), receipts)
     if kind == "ack":
         return Ack(f.uint("id"))
     if kind == "ping":

@@ -64,9 +64,10 @@ class SyncClient:
     def welcome(self) -> Welcome:
         return self._client.welcome
 
-    def send(self, to: str, body: Body, ttl: Optional[float] = None) -> int:
+    def send(self, to: str, body: Body, ttl: Optional[float] = None, *,
+             receipts: str = "all") -> int:
         """Sends and returns the broker's message id once accepted (see ``Client.send``)."""
-        return self._call(self._client.send(to, body, ttl), self.timeout)
+        return self._call(self._client.send(to, body, ttl, receipts=receipts), self.timeout)
 
     def send_and_wait(self, to: str, body: Body, ttl: Optional[float] = None) -> Receipt:
         """Sends and waits for the receipt (``delivered``, or ``expired`` with a ttl)."""

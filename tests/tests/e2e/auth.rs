@@ -156,6 +156,7 @@ async fn a_flooding_sender_is_rate_limited_not_disconnected() {
                 body: Bytes::from_static(b"flood"),
                 ttl_ms: None,
                 fresh: false,
+                receipts: switchboard_proto::Receipts::All,
             })
             .await;
     }

@@ -89,6 +89,7 @@ async fn a_frame_over_the_limit_gets_frame_too_large() {
             body: vec![7u8; 2048].into(),
             ttl_ms: None,
             fresh: false,
+            receipts: switchboard_proto::Receipts::All,
         },
         usize::MAX >> 1,
     )
@@ -235,6 +236,7 @@ async fn the_largest_accepted_body_is_delivered_and_one_byte_more_is_too_large()
         body: vec![b'x'; len].into(),
         ttl_ms: None,
         fresh: false,
+        receipts: switchboard_proto::Receipts::All,
     };
     raw.send(send(1, max + 1)).await;
     match raw.recv().await {

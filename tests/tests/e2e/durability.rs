@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_client::{Client, ClientOptions, Event, Events, Reconnect};
-use switchboard_proto::{BrokerFrame, ClientFrame, ReceiptStatus, RejectReason};
+use switchboard_proto::{BrokerFrame, ClientFrame, ReceiptStatus, Receipts, RejectReason};
 
 use crate::support::*;
 
@@ -15,6 +15,7 @@ fn send(send_id: u64, to: &str, body: &str, ttl_ms: Option<u64>) -> ClientFrame 
         body: Bytes::copy_from_slice(body.as_bytes()),
         ttl_ms,
         fresh: false,
+        receipts: Receipts::All,
     }
 }
 
@@ -298,4 +299,79 @@ async fn an_uncollected_receipt_expires_without_a_word() {
         Some(BrokerFrame::Pong),
         "no receipt comes"
     );
+}
+
+fn send_asking(send_id: u64, body: &str, ttl_ms: Option<u64>, receipts: Receipts) -> ClientFrame {
+    ClientFrame::Send {
+        send_id,
+        to: "bob".into(),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        ttl_ms,
+        fresh: false,
+        receipts,
+    }
+}
+
+/// The next receipt `raw` gets: its send id and status.
+async fn next_receipt(raw: &mut Raw) -> (u64, ReceiptStatus) {
+    match raw.recv().await {
+        Some(BrokerFrame::Receipt {
+            send_id, status, ..
+        }) => (send_id, status),
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+}
+
+/// `receipts: none` and `delivered` are kept with the message, across a restart: bob acknowledges
+/// three messages in order and alice hears only of the one that asked for every receipt. (Receipts
+/// are queued in the order of the acks, so the first receipt to arrive proves the others never came.)
+#[tokio::test]
+async fn a_sender_gets_only_the_receipts_it_asked_for_even_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = TestBroker::start(settings(dir.path())).await;
+    let (mut alice, _) = Raw::hello(broker.addr, "alice", 30).await;
+    for (id, receipts) in [(1, Receipts::None), (2, Receipts::Delivered)] {
+        accepted(&mut alice, send_asking(id, "quiet", None, receipts)).await;
+    }
+    accepted(&mut alice, send_asking(3, "loud", None, Receipts::All)).await;
+    alice.send(ClientFrame::Bye).await;
+    broker.stop().await;
+
+    let broker = TestBroker::start(settings(dir.path())).await;
+    let (mut bob, _) = Raw::hello(broker.addr, "bob", 30).await;
+    assert_eq!(drain(&mut bob, 3).await, ["quiet", "quiet", "loud"]);
+    let (mut alice, _) = Raw::hello(broker.addr, "alice", 30).await;
+    assert_eq!(
+        next_receipt(&mut alice).await,
+        (2, ReceiptStatus::Delivered)
+    );
+    assert_eq!(
+        next_receipt(&mut alice).await,
+        (3, ReceiptStatus::Delivered)
+    );
+    alice.send(ClientFrame::Ping).await;
+    assert_eq!(
+        alice.recv().await,
+        Some(BrokerFrame::Pong),
+        "nothing for send 1"
+    );
+}
+
+/// `receipts: delivered` leaves out the `expired` receipt: the message expires unnoticed, and the
+/// next receipt alice gets is about a later message.
+#[tokio::test]
+async fn delivered_only_means_no_expired_receipt() {
+    let fx = Fixture::with(|s| s.mailbox.expiry_sweep_ms = 20).await;
+    let (mut alice, _) = Raw::hello(fx.addr(), "alice", 30).await;
+    accepted(
+        &mut alice,
+        send_asking(1, "brief", Some(30), Receipts::Delivered),
+    )
+    .await;
+    accepted(
+        &mut alice,
+        send_asking(2, "brief too", Some(30), Receipts::All),
+    )
+    .await;
+    assert_eq!(next_receipt(&mut alice).await, (2, ReceiptStatus::Expired));
 }

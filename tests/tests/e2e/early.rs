@@ -155,6 +155,7 @@ fn send(send_id: u64, to: &str, body: &'static str, fresh: bool) -> ClientFrame 
         body: Bytes::from_static(body.as_bytes()),
         ttl_ms: None,
         fresh,
+        receipts: switchboard_proto::Receipts::All,
     }
 }
 

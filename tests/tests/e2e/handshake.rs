@@ -108,6 +108,7 @@ async fn send_before_hello_is_an_error_and_a_close() {
         body: "sneaky".into(),
         ttl_ms: None,
         fresh: false,
+        receipts: switchboard_proto::Receipts::All,
     })
     .await;
     let frames = raw.until_closed().await;

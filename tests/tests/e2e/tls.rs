@@ -147,6 +147,7 @@ async fn clients_talk_over_tls_and_plain_tcp_is_refused() {
             body: Bytes::from_static(b"sealed"),
             ttl_ms: None,
             fresh: false,
+            receipts: switchboard_proto::Receipts::All,
         }),
     )
     .await

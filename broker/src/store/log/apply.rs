@@ -53,6 +53,7 @@ impl Index {
                 body_len: a.body_len,
                 segment,
                 kind: a.kind,
+                receipts: a.receipts,
             };
             self.insert(a.mailbox, meta);
             self.last_id = self.last_id.max(a.id);

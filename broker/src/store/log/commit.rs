@@ -10,7 +10,7 @@ use foldhash::HashMap;
 
 use rustc_hash::FxHashSet;
 
-use super::frame::{FrameBuilder, REMEMBER};
+use super::frame::{receipt_flags, FrameBuilder, REMEMBER};
 use super::index::Index;
 use crate::store::{Batch, CommitOutcome, Duplicate, Entry, EntryKind};
 
@@ -67,12 +67,12 @@ pub(super) fn encode(index: &Index, batch: &Batch, frame: &mut FrameBuilder) -> 
     }
     frame.section();
     for e in &stored {
-        let flags = if e.kind == EntryKind::Message {
+        let remember = if e.kind == EntryKind::Message {
             REMEMBER
         } else {
             0
         };
-        frame.append(e, flags);
+        frame.append(e, remember | receipt_flags(e.receipts));
     }
     records += stored.len();
     frame.section();

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use super::frame::{self, REMEMBER};
+use super::frame::{self, receipt_flags, REMEMBER};
 use super::segment::SegmentId;
 use super::LogStore;
 use crate::store::{Entry, EntryKind, StoreError};
@@ -105,7 +105,7 @@ fn copy_forward(
                 .sent
                 .get(&meta.peer, meta.send_id)
                 .is_some_and(|s| s.message_id == meta.id && s.segment == id);
-        let flags = if moves { REMEMBER } else { 0 };
+        let flags = if moves { REMEMBER } else { 0 } | receipt_flags(meta.receipts);
         entries.push((super::entry(mailbox, meta, body), flags));
     }
     let carried: std::collections::HashSet<(&str, u64)> = entries

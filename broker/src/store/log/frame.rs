@@ -17,9 +17,12 @@
 //! ```
 //!
 //! (`str` is `u32 len` + UTF-8 bytes.) The append flag [`REMEMBER`] says the append also records
-//! its sender's send as remembered; a copy made by compaction may leave it out.
+//! its sender's send as remembered; a copy made by compaction may leave it out. Flag bits 1–2 hold
+//! the receipts a message's sender asked for (0 all, 1 delivered only, 2 none; see
+//! [`receipt_flags`]), so frames written before the choice existed read as "all".
 
 use crate::store::{Entry, EntryKind};
+use switchboard_proto::Receipts;
 
 /// Bytes before the payload: its length and its checksum.
 pub(super) const HEADER: usize = 8;
@@ -31,6 +34,29 @@ const KIND_BATCH: u8 = 1;
 const KIND_COPY: u8 = 2;
 /// Append flag: the append also remembers `(peer, send_id)` → `id`.
 pub(super) const REMEMBER: u8 = 1;
+/// Where the receipt choice sits among an append's flags.
+const RECEIPTS_SHIFT: u8 = 1;
+const RECEIPTS_MASK: u8 = 0b110;
+
+/// The append flag bits that record `receipts`.
+pub(super) fn receipt_flags(receipts: Receipts) -> u8 {
+    let code = match receipts {
+        Receipts::All => 0,
+        Receipts::Delivered => 1,
+        Receipts::None => 2,
+    };
+    code << RECEIPTS_SHIFT
+}
+
+/// The receipt choice an append's flags record, if they record one.
+pub(super) fn receipts_from(flags: u8) -> Option<Receipts> {
+    match (flags & RECEIPTS_MASK) >> RECEIPTS_SHIFT {
+        0 => Some(Receipts::All),
+        1 => Some(Receipts::Delivered),
+        2 => Some(Receipts::None),
+        _ => None,
+    }
+}
 
 /// Builds one frame in a buffer that is reused from commit to commit.
 #[derive(Debug, Default)]
@@ -207,6 +233,8 @@ pub(super) struct AppendRecord<'a> {
     pub id: u64,
     pub kind: EntryKind,
     pub flags: u8,
+    /// The receipt choice recorded in `flags`.
+    pub receipts: Receipts,
     pub mailbox: &'a str,
     pub peer: &'a str,
     pub send_id: u64,
@@ -323,6 +351,8 @@ impl<'a> Reader<'a> {
         let id = self.u64()?;
         let kind = kind_from(self.u8()?).ok_or_else(|| format!("entry {id}: unknown kind"))?;
         let flags = self.u8()?;
+        let receipts =
+            receipts_from(flags).ok_or_else(|| format!("entry {id}: unknown receipt choice"))?;
         let mailbox = self.str()?;
         let peer = self.str()?;
         let (send_id, message_id) = (self.u64()?, self.u64()?);
@@ -334,6 +364,7 @@ impl<'a> Reader<'a> {
             id,
             kind,
             flags,
+            receipts,
             mailbox,
             peer,
             send_id,

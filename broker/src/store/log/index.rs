@@ -16,6 +16,7 @@ use super::frame::append_size;
 use super::remembered::{Remembered, Sent};
 use super::segment::SegmentId;
 use crate::store::{EntryKind, MailboxUsage};
+use switchboard_proto::Receipts;
 
 /// What the index keeps of one entry: everything but the body, which stays in its segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub(super) struct Meta {
     pub body_len: u32,
     pub segment: SegmentId,
     pub kind: EntryKind,
+    /// Which receipts a message's sender asked for.
+    pub receipts: Receipts,
 }
 
 /// One mailbox's live entries, in id order.

@@ -234,6 +234,7 @@ fn entry(mailbox: &str, meta: &Meta, body: Bytes) -> Entry {
         message_id: meta.message_id,
         sent_at_ms: meta.sent_at_ms,
         expires_at_ms: meta.expires_at_ms,
+        receipts: meta.receipts,
         body,
     }
 }

@@ -8,11 +8,12 @@
 //! ignored. Layout (little-endian):
 //!
 //! ```text
-//! magic "SBLOGSN1", u32 segment, u64 offset (the position covered), u64 start and u32 crc of
+//! magic "SBLOGSN2", u32 segment, u64 offset (the position covered), u64 start and u32 crc of
 //! the frame ending there (0, 0: none), u64 last_id, u64 forgot_before
 //! u32 n, n × str name                       (every name below is an index into this table)
 //! u32 n, n × (u32 segment, u64 forget, u32 k, k × u32 dep)
-//! u32 n, n × (u32 mailbox, u32 k, k × entry: u64 id, u8 kind, u32 peer, u64 send_id,
+//! u32 n, n × (u32 mailbox, u32 k, k × entry: u64 id, u8 kind, u8 receipts, u32 peer,
+//!             u64 send_id,
 //!             u64 message_id, u64 sent_at_ms, u64 expires_at_ms, u32 segment, u32 offset, u32 len)
 //! u32 n, n × (u32 sender, u32 k, k × (u64 send_id, u64 message_id, u64 at_ms, u32 segment))
 //! u32 crc32c of everything before it
@@ -23,7 +24,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::frame::{kind_byte, kind_from, Reader};
+use super::frame::{kind_byte, kind_from, receipt_flags, receipts_from, Reader};
 use super::index::{Index, Meta};
 use super::remembered::Sent;
 use super::segment::{sync_dir, SegmentId, Segments};
@@ -31,7 +32,9 @@ use crate::store::StoreError;
 
 const FILE: &str = "index.snap";
 const TEMP: &str = "index.snap.tmp";
-const MAGIC: &[u8; 8] = b"SBLOGSN1";
+/// Version 2 added each entry's receipt choice; a version 1 snapshot is foreign, and the store
+/// reads the whole log instead, once.
+const MAGIC: &[u8; 8] = b"SBLOGSN2";
 
 /// A loaded snapshot: the index as it was once every frame before `segment`/`offset` applied.
 pub(super) struct Snapshot {
@@ -97,6 +100,7 @@ fn encode(index: &Index, segments: &Segments) -> Vec<u8> {
         for e in &m.entries {
             body.u64(e.id);
             body.buf.push(kind_byte(e.kind));
+            body.buf.push(receipt_flags(e.receipts));
             body.u32(name(&e.peer, &mut table));
             for v in [e.send_id, e.message_id, e.sent_at_ms, e.expires_at_ms] {
                 body.u64(v);
@@ -244,6 +248,8 @@ fn meta(
 ) -> Result<Meta, String> {
     let id = r.u64()?;
     let kind = kind_from(r.take(1)?[0]).ok_or_else(|| format!("entry {id}: unknown kind"))?;
+    let receipts = receipts_from(r.take(1)?[0])
+        .ok_or_else(|| format!("entry {id}: unknown receipt choice"))?;
     let peer = name(r.u32()?)?;
     let (send_id, message_id) = (r.u64()?, r.u64()?);
     let (sent_at_ms, expires_at_ms) = (r.u64()?, r.u64()?);
@@ -259,5 +265,6 @@ fn meta(
         body_len,
         segment,
         kind,
+        receipts,
     })
 }

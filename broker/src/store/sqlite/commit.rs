@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use rusqlite::{Transaction, TransactionBehavior};
 use rustc_hash::FxHashSet;
 
-use super::{from_sql, kind_to_sql, to_sql};
+use super::{from_sql, kind_to_sql, receipts_to_sql, to_sql};
 use crate::store::{Batch, CommitOutcome, Duplicate, Entry, EntryKind, StoreError};
 
 /// Rows per multi-row statement, largest first: a batch of n rows takes at most one statement per
-/// size. 64 rows of 9 parameters stay far below SQLite's limit of 32,766 variables.
+/// size. 64 rows of 10 parameters stay far below SQLite's limit of 32,766 variables.
 const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// The statement texts of every chunk size, built once when the store opens.
@@ -45,8 +45,8 @@ impl Sql {
             ),
             insert: each(
                 "INSERT OR ROLLBACK INTO entries (id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms,
-                                      expires_at_ms, body) VALUES ",
-                "(?,?,?,?,?,?,?,?,?)",
+                                      expires_at_ms, receipts, body) VALUES ",
+                "(?,?,?,?,?,?,?,?,?,?)",
                 "",
             ),
             delete: each(
@@ -193,7 +193,7 @@ fn insert(
     chunked(entries, |size, chunk| {
         let mut stmt = tx.prepare_cached(&sql.insert[size])?;
         for (i, e) in chunk.iter().enumerate() {
-            let at = 9 * i;
+            let at = 10 * i;
             stmt.raw_bind_parameter(at + 1, to_sql(e.id))?;
             stmt.raw_bind_parameter(at + 2, e.mailbox.as_str())?;
             stmt.raw_bind_parameter(at + 3, kind_to_sql(e.kind))?;
@@ -202,7 +202,8 @@ fn insert(
             stmt.raw_bind_parameter(at + 6, to_sql(e.message_id))?;
             stmt.raw_bind_parameter(at + 7, to_sql(e.sent_at_ms))?;
             stmt.raw_bind_parameter(at + 8, to_sql(e.expires_at_ms))?;
-            stmt.raw_bind_parameter(at + 9, &e.body[..])?;
+            stmt.raw_bind_parameter(at + 9, receipts_to_sql(e.receipts))?;
+            stmt.raw_bind_parameter(at + 10, &e.body[..])?;
             change(usage, &e.mailbox, 1, e.body.len() as i64);
         }
         stmt.raw_execute()?;

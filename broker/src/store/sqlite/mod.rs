@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use switchboard_proto::Receipts;
 
 use self::commit::Sql;
 use super::{
@@ -120,9 +121,30 @@ fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
     }
 }
 
+/// The `receipts` column: which receipts a message's sender asked for (0 all, 1 delivered, 2 none).
+fn receipts_to_sql(receipts: Receipts) -> i64 {
+    match receipts {
+        Receipts::All => 0,
+        Receipts::Delivered => 1,
+        Receipts::None => 2,
+    }
+}
+
+fn receipts_from_sql(id: u64, value: i64) -> Result<Receipts, StoreError> {
+    match value {
+        0 => Ok(Receipts::All),
+        1 => Ok(Receipts::Delivered),
+        2 => Ok(Receipts::None),
+        other => Err(StoreError::Corrupt {
+            id,
+            what: format!("unknown receipt choice {other}"),
+        }),
+    }
+}
+
 /// The columns every entry query selects, in the order [`RawEntry::read`] expects.
 const ENTRY_COLUMNS: &str =
-    "id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms, expires_at_ms";
+    "id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms, expires_at_ms, receipts";
 
 /// An entry row before its kind is checked (row closures can only fail with SQLite errors).
 struct RawEntry {
@@ -134,6 +156,7 @@ struct RawEntry {
     message_id: i64,
     sent_at_ms: i64,
     expires_at_ms: i64,
+    receipts: i64,
     body: Vec<u8>,
 }
 
@@ -149,7 +172,8 @@ impl RawEntry {
             message_id: row.get(5)?,
             sent_at_ms: row.get(6)?,
             expires_at_ms: row.get(7)?,
-            body: if with_body { row.get(8)? } else { Vec::new() },
+            receipts: row.get(8)?,
+            body: if with_body { row.get(9)? } else { Vec::new() },
         })
     }
 
@@ -164,6 +188,7 @@ impl RawEntry {
             message_id: from_sql(self.message_id),
             sent_at_ms: from_sql(self.sent_at_ms),
             expires_at_ms: from_sql(self.expires_at_ms),
+            receipts: receipts_from_sql(id, self.receipts)?,
             body: Bytes::from(self.body),
         })
     }
@@ -207,7 +232,7 @@ impl MailboxStore for SqliteStore {
         ))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt.query_map(params![to_sql(now_ms), limit], |row| {
-            Ok((RawEntry::read(row, false)?, row.get::<_, i64>(8)?))
+            Ok((RawEntry::read(row, false)?, row.get::<_, i64>(9)?))
         })?;
         rows.map(|row| {
             let (raw, body_len) = row?;

@@ -2,9 +2,9 @@
 //!
 //! The version lives in `PRAGMA user_version`. A file from an older broker is migrated in one
 //! exclusive transaction on first open, so a crash during the migration leaves the old file intact;
-//! a file with a newer version is refused rather than misread. Schema 2 is still today's: `entries`
-//! clustered by `(mailbox, id)` (`WITHOUT ROWID`) was measured and lost (ARCHITECTURE.md, "Choosing
-//! the store engine"), so files written by the previous broker open as they are.
+//! a file with a newer version is refused rather than misread. Schema 3 added the receipt choice of
+//! each message; `entries` clustered by `(mailbox, id)` (`WITHOUT ROWID`) was measured and lost
+//! (ARCHITECTURE.md, "Choosing the store engine").
 
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::store::StoreError;
 
 /// The schema this code writes.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1 → 2: expiry times, per-mailbox usage and remembered sends.
 const MIGRATE_1_TO_2: &str = "
@@ -25,6 +25,12 @@ CREATE TABLE mailboxes (
 ) WITHOUT ROWID;
 INSERT INTO mailboxes (mailbox, entries, bytes)
     SELECT mailbox, count(*), coalesce(sum(length(body)), 0) FROM entries GROUP BY mailbox;
+";
+
+/// Version 2 → 3: which receipts each message's sender asked for (0: all, what every message before
+/// had).
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE entries ADD COLUMN receipts INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// The schema of a new file. The column `client_msg_id` (in `entries` and `sent`) holds the sender's
@@ -39,7 +45,8 @@ CREATE TABLE IF NOT EXISTS entries (
     message_id    INTEGER NOT NULL,
     sent_at_ms    INTEGER NOT NULL,
     body          BLOB    NOT NULL,
-    expires_at_ms INTEGER NOT NULL DEFAULT 0
+    expires_at_ms INTEGER NOT NULL DEFAULT 0,
+    receipts      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_by_mailbox ON entries (mailbox, id);
 CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires_at_ms) WHERE expires_at_ms > 0;
@@ -75,6 +82,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     if version == 1 {
         tracing::info!("migrating the store from schema 1 to 2");
         tx.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    if (1..=2).contains(&version) {
+        tracing::info!("migrating the store from schema {version} to 3");
+        tx.execute_batch(MIGRATE_2_TO_3)?;
     }
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;

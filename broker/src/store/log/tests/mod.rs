@@ -81,6 +81,32 @@ fn add(store: &mut LogStore, mailbox: &str, ids: impl IntoIterator<Item = u64>) 
 }
 
 #[test]
+fn each_messages_receipt_choice_survives_a_crash_and_a_snapshot() {
+    use switchboard_proto::Receipts;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), small());
+    let choices = [Receipts::All, Receipts::Delivered, Receipts::None];
+    let entries: Vec<_> = (1..=3u64)
+        .map(|id| {
+            let mut e = crate::store::conformance::entry(id, "bob", "x");
+            e.receipts = choices[id as usize - 1];
+            e
+        })
+        .collect();
+    crate::store::conformance::append(&mut store, entries.clone());
+    for snapshot in [false, true] {
+        if snapshot {
+            drop(store);
+        } else {
+            crash(store);
+        }
+        store = open(dir.path(), small());
+        let read = store.fetch("bob", 0, 10).expect("fetch");
+        assert_eq!(read, entries, "snapshot: {snapshot}");
+    }
+}
+
+#[test]
 fn a_reopened_log_has_every_entry_send_and_the_high_water_mark() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = open(dir.path(), small());
