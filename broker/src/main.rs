@@ -1,4 +1,5 @@
-//! `switchboard-broker`: loads the settings, starts the broker, and shuts it down on SIGINT/SIGTERM.
+//! `switchboard-broker`: loads the settings, starts the broker, reloads on SIGHUP, and shuts it down
+//! on SIGINT/SIGTERM, telling systemd each step.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,10 +8,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchboard_broker::auth::{self, hash_token, Auth, CredentialsEdit, CredentialsFile};
-use switchboard_broker::settings::{LogFormat, Overrides, Settings};
+use switchboard_broker::notify;
+use switchboard_broker::reload::{logging::LogControl, signals};
+use switchboard_broker::settings::{Overrides, Settings};
 use switchboard_broker::Broker;
 use switchboard_proto::ClientId;
-use tracing_subscriber::EnvFilter;
 
 // Entries are allocated on session threads and freed on the Router and store threads; with glibc's
 // allocator that cross-thread freeing (and its consolidation of large batches) was a sixth of the
@@ -133,15 +135,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let settings = Settings::load(&Overrides {
+    let overrides = Overrides {
         config_file: args.config,
         listen: args.listen,
         data_dir: args.data_dir,
-    })?;
-    init_logging(&settings)?;
+    };
+    let settings = Settings::load(&overrides)?;
+    let log = LogControl::init(&settings)?;
     actix_rt::System::new().block_on(async move {
         let broker = Broker::start(settings).await?;
-        wait_for_signal().await?;
+        notify::ready();
+        notify::start_watchdog(broker.probe());
+        signals::until_stopped(&broker, &overrides, &log).await?;
+        notify::stopping();
         broker.shutdown().await;
         Ok(())
     })
@@ -234,32 +240,4 @@ fn read_token(id: &str) -> anyhow::Result<String> {
         anyhow::bail!("the token is empty");
     }
     Ok(token)
-}
-
-fn init_logging(settings: &Settings) -> anyhow::Result<()> {
-    let filter = match EnvFilter::try_from_default_env() {
-        Ok(filter) => filter,
-        Err(_) => EnvFilter::try_new(&settings.log.level)
-            .with_context(|| format!("invalid setting `log.level`: `{}`", settings.log.level))?,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match settings.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    Ok(())
 }

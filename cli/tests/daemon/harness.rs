@@ -196,6 +196,11 @@ impl Daemon {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"))
     }
 
+    /// SIGHUP, as `systemctl reload` sends it.
+    pub(crate) async fn hangup(&self) {
+        signal(&self.child, "HUP").await;
+    }
+
     /// SIGKILL, and wait for it to be gone.
     pub(crate) async fn kill9(mut self) {
         self.child.start_kill().expect("kill the daemon");

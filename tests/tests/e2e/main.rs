@@ -8,5 +8,6 @@ mod descriptors;
 mod durability;
 mod early;
 mod handshake;
+mod reload;
 mod support;
 mod tls;
