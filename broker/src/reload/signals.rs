@@ -28,31 +28,45 @@ fn watch(kind: SignalKind, name: &'static str) -> Result<tokio::signal::unix::Si
     })
 }
 
-/// Serves until SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
-pub async fn until_stopped(
-    broker: &Broker,
-    overrides: &Overrides,
-    log: &LogControl,
-) -> Result<(), SignalError> {
-    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
-    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
-    let mut hup = watch(SignalKind::hangup(), "SIGHUP")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => break tracing::info!("SIGTERM received"),
-            _ = int.recv() => break tracing::info!("SIGINT received"),
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP received; reloading");
-                notify::reloading();
-                match reload(broker, overrides, log).await {
-                    Ok(reloaded) => report(&reloaded),
-                    Err(error) => tracing::error!(%error, "reload failed; the configuration in force stays"),
-                }
-                notify::ready();
+/// The signals, watched from before the broker starts: one that came during the start (as soon as
+/// systemd or a test saw the listener) is handled once serving begins, instead of killing the
+/// process with its default action.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts watching SIGTERM, SIGINT and SIGHUP; must run inside the runtime.
+    pub fn watch() -> Result<Signals, SignalError> {
+        Ok(Signals {
+            term: watch(SignalKind::terminate(), "SIGTERM")?,
+            int: watch(SignalKind::interrupt(), "SIGINT")?,
+            hup: watch(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
+    pub async fn until_stopped(mut self, broker: &Broker, overrides: &Overrides, log: &LogControl) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => break tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => break tracing::info!("SIGINT received"),
+                _ = self.hup.recv() => hangup(broker, overrides, log).await,
             }
         }
     }
-    Ok(())
+}
+
+async fn hangup(broker: &Broker, overrides: &Overrides, log: &LogControl) {
+    tracing::info!("SIGHUP received; reloading");
+    notify::reloading();
+    match reload(broker, overrides, log).await {
+        Ok(reloaded) => report(&reloaded),
+        Err(error) => tracing::error!(%error, "reload failed; the configuration in force stays"),
+    }
+    notify::ready();
 }
 
 /// One reload: nothing changes unless the settings, the log level, the credentials and the TLS
