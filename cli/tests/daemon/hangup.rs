@@ -5,13 +5,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn a_daemon_goes_on_after_sighup() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(&dir.path().join("data")).await;
-    let state = dir.path().join("state");
-    let mut bob = Daemon::start(
-        broker.addr(),
-        "bob",
-        &["--state-dir", state.to_str().unwrap()],
-    );
+    let (broker, mut bob, state) = Daemon::bob_with_broker(dir.path()).await;
     send(broker.addr(), "alice", "bob", "before").await;
     assert_eq!(bob.next_json().await["body"], "before");
 
