@@ -18,17 +18,20 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::rate::TokenBucket;
+use crate::reload::Live;
 use crate::session::{Session, SessionDeps};
 
 /// How long the loop pauses when an accept fails for another reason, so it does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts connections until told to stop, handing each to the next worker in turn. Every
-/// connection it does not take is told why.
+/// connection it does not take is told why. Each connection gets the credentials and TLS in force
+/// when it came ([`Live`], which a reload swaps).
 pub(crate) async fn run(
     listener: TcpListener,
     workers: Vec<ArbiterHandle>,
-    deps: SessionDeps,
+    mut deps: SessionDeps,
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -66,6 +69,7 @@ pub(crate) async fn run(
             continue;
         }
         let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        (deps.auth, deps.tls) = (live.auth(), live.tls());
         if let Err(error) = hand_to_worker(stream, peer, conn_id, &workers, &mut next_worker, &deps)
         {
             deps.connections.fetch_sub(1, Ordering::Relaxed);

@@ -6,7 +6,8 @@
 //! speaks the protocol on one connection (its phase, handshake, frames, answer order and clock in one
 //! file each, and its socket's reader and writer in `session/connection/`); the [`registry`] knows who
 //! is connected; the [`router`] owns delivery and the mailboxes; [`store`] makes them durable behind a
-//! trait; [`settings`] is the one typed configuration; [`auth`] decides who may connect and send where.
+//! trait; [`settings`] is the one typed configuration; [`auth`] decides who may connect and send where;
+//! [`reload`] swaps credentials, TLS and the log level on SIGHUP, and [`notify`] speaks to systemd.
 //! `ARCHITECTURE.md` walks through the path of a message.
 
 // The broker logs through `tracing`; nothing in the library writes to stdout or stderr.
@@ -17,8 +18,10 @@ pub mod admin;
 pub mod auth;
 mod descriptors;
 pub mod metrics;
+pub mod notify;
 pub mod rate;
 pub mod registry;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub(crate) mod session;

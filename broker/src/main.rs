@@ -1,16 +1,21 @@
-//! `switchboard-broker`: loads the settings, starts the broker, and shuts it down on SIGINT/SIGTERM.
+//! `switchboard-broker`: loads the settings, starts the broker, reloads on SIGHUP, and shuts it down
+//! on SIGINT/SIGTERM, telling systemd each step.
+
+mod args;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use switchboard_broker::auth::{self, hash_token, Auth, CredentialsEdit, CredentialsFile};
-use switchboard_broker::settings::{LogFormat, Overrides, Settings};
+use switchboard_broker::notify;
+use switchboard_broker::reload::{logging::LogControl, signals::Signals};
+use switchboard_broker::settings::{Overrides, Settings};
 use switchboard_broker::Broker;
 use switchboard_proto::ClientId;
-use tracing_subscriber::EnvFilter;
+
+use crate::args::{Args, Command, Passwd, RuleFlags};
 
 // Entries are allocated on session threads and freed on the Router and store threads; with glibc's
 // allocator that cross-thread freeing (and its consolidation of large batches) was a sixth of the
@@ -18,85 +23,6 @@ use tracing_subscriber::EnvFilter;
 // bytes per idle connection (BENCHMARKS.md). The library leaves the choice to whoever embeds it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Runs the Switchboard message broker.
-#[derive(Debug, Parser)]
-#[command(name = "switchboard-broker", version, about)]
-struct Args {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// Settings file (default: ./settings.toml if present).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on (ip:port), overriding the settings.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// Data directory of the store, overriding the settings.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Manage the credentials file (client ids and their token hashes).
-    Passwd {
-        #[command(subcommand)]
-        action: Passwd,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum Passwd {
-    /// Adds a client id, or replaces its token. The token is read from stdin (first line), or
-    /// prompted for when stdin is a terminal, or generated; never pass it as an argument. Rules
-    /// given here replace that kind of rule; rules not given stay as they were.
-    Add {
-        #[arg(long, value_name = "FILE")]
-        file: PathBuf,
-        id: String,
-        /// Generate a random token (256 bits) and print it on stdout, the only thing printed there.
-        #[arg(long)]
-        generate_token: bool,
-        #[command(flatten)]
-        rules: RuleFlags,
-    },
-    /// Changes a client's rules, keeping its token.
-    Set {
-        #[arg(long, value_name = "FILE")]
-        file: PathBuf,
-        id: String,
-        #[command(flatten)]
-        rules: RuleFlags,
-    },
-    /// Removes a client id.
-    Remove {
-        #[arg(long, value_name = "FILE")]
-        file: PathBuf,
-        id: String,
-    },
-    /// Lists the client ids and their rules (never the hashes).
-    List {
-        #[arg(long, value_name = "FILE")]
-        file: PathBuf,
-    },
-}
-
-/// A client's rules as `passwd` flags; each kind left out stays as it was.
-#[derive(Debug, clap::Args)]
-struct RuleFlags {
-    /// A network (CIDR or address) the client may connect from; repeat for several.
-    #[arg(long = "network", value_name = "CIDR", conflicts_with = "any_network")]
-    networks: Vec<String>,
-    /// The client may connect from anywhere (removes its networks).
-    #[arg(long)]
-    any_network: bool,
-    /// A client id (glob) the client may send to; repeat for several.
-    #[arg(long = "may-send-to", value_name = "GLOB", conflicts_with = "anyone")]
-    may_send_to: Vec<String>,
-    /// The client may send to anyone (removes its may_send_to).
-    #[arg(long)]
-    anyone: bool,
-}
 
 impl RuleFlags {
     fn is_empty(&self) -> bool {
@@ -133,15 +59,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let settings = Settings::load(&Overrides {
+    let overrides = Overrides {
         config_file: args.config,
         listen: args.listen,
         data_dir: args.data_dir,
-    })?;
-    init_logging(&settings)?;
+    };
+    let settings = Settings::load(&overrides)?;
+    let log = LogControl::init(&settings)?;
     actix_rt::System::new().block_on(async move {
+        let signals = Signals::watch()?;
         let broker = Broker::start(settings).await?;
-        wait_for_signal().await?;
+        notify::ready();
+        notify::start_watchdog(broker.probe());
+        signals.until_stopped(&broker, &overrides, &log).await;
+        notify::stopping();
         broker.shutdown().await;
         Ok(())
     })
@@ -234,32 +165,4 @@ fn read_token(id: &str) -> anyhow::Result<String> {
         anyhow::bail!("the token is empty");
     }
     Ok(token)
-}
-
-fn init_logging(settings: &Settings) -> anyhow::Result<()> {
-    let filter = match EnvFilter::try_from_default_env() {
-        Ok(filter) => filter,
-        Err(_) => EnvFilter::try_new(&settings.log.level)
-            .with_context(|| format!("invalid setting `log.level`: `{}`", settings.log.level))?,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match settings.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    Ok(())
 }

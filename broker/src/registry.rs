@@ -73,6 +73,17 @@ impl Registered {
     }
 }
 
+/// Answers at once: the watchdog asks it to learn that the Registry still handles messages.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+/// Disconnects these clients with `unauthorized`: a reload removed their ids from the credentials.
+/// Answers how many were connected.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Revoke(pub Vec<ClientId>);
+
 /// Resolves once no client is connected (used by shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -190,6 +201,32 @@ impl Handler<KickAll> for Registry {
             registered.kick(kick.clone());
         }
         self.clients.len()
+    }
+}
+
+impl Handler<Ping> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
+}
+
+impl Handler<Revoke> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Revoke, _: &mut Context<Self>) -> usize {
+        let mut told = 0;
+        for client in msg.0 {
+            // Unregistered when the session ends, as after any kick.
+            if let Some(registered) = self.clients.get(&client) {
+                tracing::info!(%client, "client id removed from the credentials; disconnecting");
+                registered.kick(Kick {
+                    code: ErrorCode::Unauthorized,
+                    text: "this client id was removed from the broker's credentials".into(),
+                });
+                told += 1;
+            }
+        }
+        told
     }
 }
 

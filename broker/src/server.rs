@@ -19,7 +19,9 @@ use crate::admin::{AdminListener, AdminState, Readiness};
 use crate::auth::Auth;
 use crate::descriptors;
 use crate::metrics::Metrics;
+use crate::notify::Probe;
 use crate::registry::{self, Registry};
+use crate::reload::{self, Live, ReloadError, Reloaded};
 use crate::router::{self, Router, RouterConfig};
 use crate::session::SessionDeps;
 use crate::settings::{Settings, StoreKind};
@@ -51,6 +53,8 @@ impl From<StoreError> for BrokerError {
 
 /// Settings that passed every check a start makes before it opens anything.
 struct Checked {
+    /// As given, before the connection limit was fitted to the descriptors: what a reload compares.
+    given: Settings,
     settings: Arc<Settings>,
     auth: Arc<Auth>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -61,6 +65,7 @@ impl Checked {
         settings
             .validate()
             .map_err(|e| BrokerError::Settings(e.to_string()))?;
+        let given = settings.clone();
         settings.limits.max_connections =
             descriptors::connection_limit(settings.limits.max_connections);
         let auth = if settings.auth.credentials_file.as_os_str().is_empty() {
@@ -74,6 +79,7 @@ impl Checked {
         auth.check_listen(listen, &settings.auth, tls.is_some())
             .map_err(BrokerError::Settings)?;
         Ok(Self {
+            given,
             settings: Arc::new(settings),
             auth: Arc::new(auth),
             tls,
@@ -93,6 +99,8 @@ pub struct Broker {
     store_thread: StoreThread,
     readiness: Arc<Readiness>,
     admin: Option<AdminListener>,
+    /// The credentials and TLS new connections get; a reload swaps them.
+    live: Arc<Live>,
 }
 
 impl Broker {
@@ -116,6 +124,7 @@ impl Broker {
 
     async fn serve(checked: Checked, store: Box<dyn MailboxStore>) -> Result<Broker, BrokerError> {
         let Checked {
+            given,
             settings,
             auth,
             tls,
@@ -173,6 +182,7 @@ impl Broker {
                 Some(admin)
             }
         };
+        let live = Arc::new(Live::new(given, auth.clone(), tls.clone()));
         let deps = SessionDeps {
             registry: registry.clone(),
             router: router.clone(),
@@ -189,6 +199,7 @@ impl Broker {
             listener,
             handles,
             deps,
+            live.clone(),
             metrics.clone(),
             stopped,
         ));
@@ -205,6 +216,7 @@ impl Broker {
             store_thread,
             readiness,
             admin,
+            live,
         })
     }
 
@@ -221,6 +233,21 @@ impl Broker {
     /// The Registry, to ask who is connected.
     pub fn registry(&self) -> &Addr<Registry> {
         &self.registry
+    }
+
+    /// Reloads the credentials and the TLS files `settings` names (see [`reload`]): new connections
+    /// get them, connected clients whose ids are gone are disconnected, and nothing changes if any of
+    /// it fails. Other changed settings are only reported, as needing a restart.
+    pub async fn reload(&self, settings: Settings) -> Result<Reloaded, ReloadError> {
+        reload::apply(&self.live, &self.registry, settings).await
+    }
+
+    /// The actors systemd's watchdog asks after ([`crate::notify::start_watchdog`]).
+    pub fn probe(&self) -> Probe {
+        Probe {
+            registry: self.registry.clone(),
+            router: self.router.clone(),
+        }
     }
 
     /// Stops accepting, tells every client `shutting-down`, waits (up to the grace period) for the

@@ -200,16 +200,30 @@ impl BrokerProcess {
     ///
     /// The working directory is `data_dir`, so no `settings.toml` of the workspace is read.
     pub async fn start_on(data_dir: &Path, port: u16) -> BrokerProcess {
-        Self::spawn(data_dir, port, None).await
+        Self::spawn(data_dir, port, None, |_| {}).await
+    }
+
+    /// Starts a broker like [`BrokerProcess::start`], with `configure` having the last word on its
+    /// command (more arguments, environment: `RUST_LOG` removed so `log.level` applies, say).
+    pub async fn start_configured(
+        data_dir: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> BrokerProcess {
+        Self::spawn(data_dir, 0, None, configure).await
     }
 
     /// Starts a broker like [`BrokerProcess::start`] that may open at most `descriptors` files
     /// (`ulimit -n`, soft and hard), as on a machine whose limit is too low for its settings.
     pub async fn start_with_descriptor_limit(data_dir: &Path, descriptors: u64) -> BrokerProcess {
-        Self::spawn(data_dir, 0, Some(descriptors)).await
+        Self::spawn(data_dir, 0, Some(descriptors), |_| {}).await
     }
 
-    async fn spawn(data_dir: &Path, port: u16, descriptors: Option<u64>) -> BrokerProcess {
+    async fn spawn(
+        data_dir: &Path,
+        port: u16,
+        descriptors: Option<u64>,
+        configure: impl FnOnce(&mut Command),
+    ) -> BrokerProcess {
         std::fs::create_dir_all(data_dir).expect("create the data directory");
         // `binary` may run a `cargo build`: on a blocking thread, so the test's runtime keeps
         // serving whatever connections the test already has open.
@@ -226,7 +240,7 @@ impl BrokerProcess {
                 sh
             }
         };
-        let mut child = command
+        command
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -239,9 +253,9 @@ impl BrokerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start switchboard-broker");
+            .kill_on_drop(true);
+        configure(&mut command);
+        let mut child = command.spawn().expect("start switchboard-broker");
         let stderr = child.stderr.take().expect("stderr");
         let log = Log::default();
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();

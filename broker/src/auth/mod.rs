@@ -157,6 +157,15 @@ impl Auth {
         }
     }
 
+    /// The client ids the credentials name (none when the broker is open), so a reload can tell
+    /// which were removed.
+    pub fn client_ids(&self) -> impl Iterator<Item = &str> {
+        self.clients
+            .iter()
+            .flat_map(|c| c.keys())
+            .map(String::as_str)
+    }
+
     /// Whether credentials are required.
     pub fn is_open(&self) -> bool {
         self.clients.is_none()

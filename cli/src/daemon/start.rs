@@ -113,8 +113,11 @@ fn sink(args: &DaemonArgs, state_dir: &Path, backoff: Reconnect) -> anyhow::Resu
     })
 }
 
-/// A token cancelled on SIGTERM or Ctrl-C (or at once, if signals cannot be watched).
+/// A token cancelled on SIGTERM or Ctrl-C (or at once, if signals cannot be watched). SIGHUP, which
+/// `systemctl reload` and a closed terminal send, is logged and otherwise ignored: the daemon has
+/// nothing to reload, and its default action would kill the daemon with the entry in hand.
 fn stop_on_signal() -> CancellationToken {
+    ignore_hangups();
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
@@ -127,6 +130,20 @@ fn stop_on_signal() -> CancellationToken {
         }
     });
     stop
+}
+
+fn ignore_hangups() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received; the daemon has nothing to reload and goes on");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; it would stop the daemon"),
+    }
 }
 
 /// Runs the modes until stopped, starting with `first`. Stay mode with an idle timeout hands over to

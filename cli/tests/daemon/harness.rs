@@ -160,6 +160,16 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
+    /// A broker with its data in `dir/data`, and bob's daemon (default sink) with its state in
+    /// `dir/state`, the start most tests share. Returns the broker, the daemon and the state dir.
+    pub(crate) async fn bob_with_broker(dir: &Path) -> (Broker, Daemon, PathBuf) {
+        let broker = Broker::start(&dir.join("data")).await;
+        let state = dir.join("state");
+        let state_arg = state.to_str().expect("a UTF-8 path");
+        let bob = Daemon::start(broker.addr(), "bob", &["--state-dir", state_arg]);
+        (broker, bob, state)
+    }
+
     /// Starts `switchboard --id ID daemon ARGS…` with a quick backoff.
     pub(crate) fn start(addr: SocketAddr, id: &str, args: &[&str]) -> Daemon {
         let mut cmd = switchboard(addr, id);
@@ -194,6 +204,11 @@ impl Daemon {
             ),
         };
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"))
+    }
+
+    /// SIGHUP, as `systemctl reload` sends it.
+    pub(crate) async fn hangup(&self) {
+        signal(&self.child, "HUP").await;
     }
 
     /// SIGKILL, and wait for it to be gone.

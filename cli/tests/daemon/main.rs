@@ -5,6 +5,7 @@
 mod harness;
 
 mod crash;
+mod hangup;
 mod poll;
 mod sinks;
 mod stay;

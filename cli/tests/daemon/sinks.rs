@@ -10,13 +10,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn the_default_sink_prints_json_lines_as_listen_does() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(&dir.path().join("data")).await;
-    let state = dir.path().join("state");
-    let mut bob = Daemon::start(
-        broker.addr(),
-        "bob",
-        &["--state-dir", state.to_str().unwrap()],
-    );
+    let (broker, mut bob, state) = Daemon::bob_with_broker(dir.path()).await;
     let id = send(broker.addr(), "alice", "bob", "hello bob").await;
     let line = bob.next_json().await;
     assert_eq!(line["type"], "message");

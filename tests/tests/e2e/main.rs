@@ -8,5 +8,7 @@ mod descriptors;
 mod durability;
 mod early;
 mod handshake;
+mod notify;
+mod reload;
 mod support;
 mod tls;

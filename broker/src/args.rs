@@ -1,0 +1,88 @@
+//! The `switchboard-broker` command line: its arguments and subcommands, as clap definitions.
+//!
+//! Only definitions live here, no behaviour, so that the packaging's generator
+//! (`packaging/gen`) can include this file to write the man pages and shell completions from the
+//! same source as `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Runs the Switchboard message broker.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-broker", version, about)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    /// Settings file (default: ./settings.toml if present).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to listen on (ip:port), overriding the settings.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    /// Data directory of the store, overriding the settings.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Manage the credentials file (client ids and their token hashes).
+    Passwd {
+        #[command(subcommand)]
+        action: Passwd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Passwd {
+    /// Adds a client id, or replaces its token. The token is read from stdin (first line), or
+    /// prompted for when stdin is a terminal, or generated; never pass it as an argument. Rules
+    /// given here replace that kind of rule; rules not given stay as they were.
+    Add {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        id: String,
+        /// Generate a random token (256 bits) and print it on stdout, the only thing printed there.
+        #[arg(long)]
+        generate_token: bool,
+        #[command(flatten)]
+        rules: RuleFlags,
+    },
+    /// Changes a client's rules, keeping its token.
+    Set {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        id: String,
+        #[command(flatten)]
+        rules: RuleFlags,
+    },
+    /// Removes a client id.
+    Remove {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        id: String,
+    },
+    /// Lists the client ids and their rules (never the hashes).
+    List {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// A client's rules as `passwd` flags; each kind left out stays as it was.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RuleFlags {
+    /// A network (CIDR or address) the client may connect from; repeat for several.
+    #[arg(long = "network", value_name = "CIDR", conflicts_with = "any_network")]
+    pub(crate) networks: Vec<String>,
+    /// The client may connect from anywhere (removes its networks).
+    #[arg(long)]
+    pub(crate) any_network: bool,
+    /// A client id (glob) the client may send to; repeat for several.
+    #[arg(long = "may-send-to", value_name = "GLOB", conflicts_with = "anyone")]
+    pub(crate) may_send_to: Vec<String>,
+    /// The client may send to anyone (removes its may_send_to).
+    #[arg(long)]
+    pub(crate) anyone: bool,
+}
