@@ -78,3 +78,39 @@ pub fn start_watchdog(probe: Probe) -> Option<Duration> {
     tracing::info!(?every, "systemd watchdog on");
     Some(every)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use actix::prelude::*;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::router::RouterConfig;
+    use crate::settings::Settings;
+    use crate::store::{MemoryStore, StoreHandle};
+
+    /// The probe answers while both actors do, and not once the Registry's thread is stuck.
+    #[actix_rt::test]
+    async fn a_stuck_actor_fails_the_probe() {
+        let metrics = Arc::new(Metrics::new());
+        let (store, _thread) =
+            StoreHandle::spawn(Box::new(MemoryStore::new()), 16, metrics).expect("store");
+        let config = RouterConfig::from_settings(&Settings::default());
+        let router = Router::new(store, config, 0, Vec::new()).start();
+        let arbiter = Arbiter::new();
+        let registry = Registry::start_in_arbiter(&arbiter.handle(), |_| Registry::default());
+        let probe = Probe { registry, router };
+        assert!(probe.answers(ACTOR_DEADLINE).await);
+
+        let (stuck, release) = std::sync::mpsc::channel::<()>();
+        assert!(arbiter.spawn_fn(move || {
+            let _ = release.recv();
+        }));
+        assert!(!probe.answers(Duration::from_millis(100)).await);
+        drop(stuck);
+        assert!(probe.answers(ACTOR_DEADLINE).await);
+        arbiter.stop();
+    }
+}
