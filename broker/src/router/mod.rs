@@ -30,6 +30,7 @@ mod messages;
 mod online;
 #[cfg(test)]
 mod testing;
+mod undeliverable;
 mod usage;
 mod window;
 
@@ -39,7 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use switchboard_proto::{ReceiptStatus, RejectReason};
+use switchboard_proto::RejectReason;
 use tokio::sync::oneshot;
 
 pub use admin::{MailboxTotals, Totals};
@@ -134,10 +135,8 @@ impl Router {
         send_id: u64,
         message_id: u64,
     ) {
-        match kind {
-            EntryKind::Delivered => self.metrics.receipt(ReceiptStatus::Delivered),
-            EntryKind::Expired => self.metrics.receipt(ReceiptStatus::Expired),
-            EntryKind::Message => {}
+        if let Some(status) = kind.receipt_status() {
+            self.metrics.receipt(status);
         }
         let id = self.ids.next();
         let receipt = Entry {

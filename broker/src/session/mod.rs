@@ -228,16 +228,12 @@ fn entry_frame(entry: Entry) -> BrokerFrame {
             sent_at_ms: entry.sent_at_ms,
             body: entry.body,
         },
-        EntryKind::Delivered | EntryKind::Expired => BrokerFrame::Receipt {
+        kind => BrokerFrame::Receipt {
             receipt_id: entry.id,
             send_id: entry.send_id,
             message_id: entry.message_id,
             to: entry.peer,
-            status: if entry.kind == EntryKind::Expired {
-                ReceiptStatus::Expired
-            } else {
-                ReceiptStatus::Delivered
-            },
+            status: kind.receipt_status().unwrap_or(ReceiptStatus::Unknown),
         },
     }
 }

@@ -10,3 +10,4 @@ mod early;
 mod handshake;
 mod support;
 mod tls;
+mod undeliverable;
