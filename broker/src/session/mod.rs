@@ -31,7 +31,7 @@ use tracing::Span;
 
 use self::answers::{Answers, Outcome, Seq};
 use self::clock::Clock;
-use self::connection::{Counted, FrameReader, SocketWriter, WriteError, WriterResult};
+use self::connection::{Counted, FrameReader, Heard, SocketWriter, WriteError, WriterResult};
 use self::phase::Phase;
 use crate::auth::{Auth, Grant};
 use crate::metrics::Metrics;
@@ -65,7 +65,7 @@ pub(crate) struct Session {
     metrics: Arc<Metrics>,
     span: Span,
     keepalive: Duration,
-    last_heard: Instant,
+    last_heard: Heard,
     /// Answers owed to `Send`s, and the deliveries held behind them.
     answers: Answers,
 }
@@ -104,7 +104,12 @@ impl Session {
                 Counted::new(read, deps.metrics.clone()),
                 Counted::new(write, deps.metrics.clone()),
             );
-            ctx.add_stream(FrameReader::new(read, BrokerCodec::new(max_frame)));
+            let heard = Heard::now();
+            ctx.add_stream(FrameReader::new(
+                read,
+                BrokerCodec::new(max_frame),
+                heard.clone(),
+            ));
             let writer = SocketWriter::new(
                 write,
                 max_frame,
@@ -126,7 +131,7 @@ impl Session {
                 settings: deps.settings,
                 metrics: deps.metrics,
                 span,
-                last_heard: Instant::now(),
+                last_heard: heard,
                 answers: Answers::default(),
             }
         });
@@ -268,7 +273,6 @@ impl Actor for Session {
 
 impl StreamHandler<Result<ClientFrame, CodecError>> for Session {
     fn handle(&mut self, item: Result<ClientFrame, CodecError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
         match item {
             Ok(frame) => self.on_frame(frame, ctx),
             Err(CodecError::FrameTooLarge { max }) => self.fail(

@@ -8,6 +8,7 @@ mod descriptors;
 mod durability;
 mod early;
 mod handshake;
+mod liveness;
 mod support;
 mod tls;
 mod undeliverable;

@@ -7,5 +7,5 @@ pub(crate) mod reader;
 pub(crate) mod writer;
 
 pub(crate) use counted::Counted;
-pub(crate) use reader::FrameReader;
+pub(crate) use reader::{FrameReader, Heard};
 pub(crate) use writer::{SocketWriter, WriteError, WriterResult};

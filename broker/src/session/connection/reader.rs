@@ -3,11 +3,15 @@
 //!
 //! [`FrameReader`] is the session's stream of frames. It works like `tokio_util`'s `FramedRead`, except
 //! that most connections are idle most of the time, so it allocates a buffer only to read and gives it
-//! back as soon as a read finds nothing and no partial frame is held.
+//! back as soon as a read finds nothing and no partial frame is held. It also notes when bytes last
+//! arrived ([`Heard`]): the keepalive counts bytes, not frames, so a frame arriving slowly is not silence.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{self, Poll};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use switchboard_proto::{BrokerCodec, ClientFrame, CodecError};
@@ -19,6 +23,27 @@ use tokio_util::codec::Decoder;
 /// frames per system call: 8 KiB measured ~10 % more relay throughput than 512 bytes.
 const READ_BUFFER: usize = 8 * 1024;
 
+/// When bytes last arrived from the peer: written by the reader, read by the session's keepalive check
+/// (both on the session's thread, so a `Cell`).
+#[derive(Debug, Clone)]
+pub(crate) struct Heard(Rc<Cell<Instant>>);
+
+impl Heard {
+    /// Heard from now.
+    pub(crate) fn now() -> Self {
+        Heard(Rc::new(Cell::new(Instant::now())))
+    }
+
+    /// How long ago bytes last arrived.
+    pub(crate) fn silent_for(&self) -> std::time::Duration {
+        self.0.get().elapsed()
+    }
+
+    fn bytes_arrived(&self) {
+        self.0.set(Instant::now());
+    }
+}
+
 /// The connection's frames, like `FramedRead` except that it holds no buffer while the connection is
 /// idle: one is allocated to read into, and dropped when a read finds nothing and no partial frame is
 /// held.
@@ -26,6 +51,7 @@ pub(crate) struct FrameReader<R> {
     io: R,
     codec: BrokerCodec,
     buffer: BytesMut,
+    heard: Heard,
     /// Bytes arrived since `decode` last found no frame.
     readable: bool,
     eof: bool,
@@ -33,11 +59,13 @@ pub(crate) struct FrameReader<R> {
 }
 
 impl<R> FrameReader<R> {
-    pub(crate) fn new(io: R, codec: BrokerCodec) -> Self {
+    /// Frames from `io`, noting in `heard` whenever bytes arrive.
+    pub(crate) fn new(io: R, codec: BrokerCodec, heard: Heard) -> Self {
         FrameReader {
             io,
             codec,
             buffer: BytesMut::new(),
+            heard,
             readable: false,
             eof: false,
             errored: false,
@@ -98,7 +126,10 @@ impl<R: AsyncRead + Unpin> futures_util::Stream for FrameReader<R> {
                 }
                 Poll::Ready(Ok(0)) if this.eof => return Poll::Ready(None),
                 Poll::Ready(Ok(0)) => this.eof = true,
-                Poll::Ready(Ok(_)) => this.eof = false,
+                Poll::Ready(Ok(_)) => {
+                    this.eof = false;
+                    this.heard.bytes_arrived();
+                }
             }
             this.readable = true;
         }
@@ -121,7 +152,7 @@ mod tests {
     #[tokio::test]
     async fn the_read_buffer_is_held_only_while_a_frame_is_incomplete() {
         let (io, mut peer) = tokio::io::duplex(1024);
-        let mut reader = FrameReader::new(io, BrokerCodec::new(1024));
+        let mut reader = FrameReader::new(io, BrokerCodec::new(1024), Heard::now());
         let ping = switchboard_proto::encode_frame(&ClientFrame::Ping, 1024).unwrap();
         let ack = switchboard_proto::encode_frame(&ClientFrame::Ack { id: 7 }, 1024).unwrap();
         assert!(next(&mut reader).is_none());
