@@ -31,7 +31,10 @@ use tracing::Span;
 
 use self::answers::{Answers, Outcome, Seq};
 use self::clock::Clock;
-use self::connection::{Counted, FrameReader, Heard, SocketWriter, WriteError, WriterResult};
+pub(crate) use self::connection::FrameBudget;
+use self::connection::{
+    Counted, FrameReader, Heard, ReadError, SocketWriter, WriteError, WriterResult,
+};
 use self::phase::Phase;
 use crate::auth::{Auth, Grant};
 use crate::metrics::Metrics;
@@ -83,6 +86,8 @@ pub(crate) struct SessionDeps {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The broker's counters (`GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// What every connection's partial frames may hold together (`limits.max_partial_frames_bytes`).
+    pub frame_budget: Arc<FrameBudget>,
 }
 
 impl Session {
@@ -105,11 +110,9 @@ impl Session {
                 Counted::new(write, deps.metrics.clone()),
             );
             let heard = Heard::now();
-            ctx.add_stream(FrameReader::new(
-                read,
-                BrokerCodec::new(max_frame),
-                heard.clone(),
-            ));
+            let codec = BrokerCodec::new(max_frame);
+            let budget = deps.frame_budget.clone();
+            ctx.add_stream(FrameReader::new(read, codec, heard.clone(), budget));
             let writer = SocketWriter::new(
                 write,
                 max_frame,
@@ -271,8 +274,16 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<ClientFrame, CodecError>> for Session {
-    fn handle(&mut self, item: Result<ClientFrame, CodecError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<ClientFrame, ReadError>> for Session {
+    fn handle(&mut self, item: Result<ClientFrame, ReadError>, ctx: &mut Context<Self>) {
+        let item = match item {
+            Err(ReadError::NoBudget { limit }) => {
+                let text = format!("the {limit}-byte budget for partly received frames is spent");
+                return self.fail(ErrorCode::Overloaded, text, ctx);
+            }
+            Err(ReadError::Codec(error)) => Err(error),
+            Ok(frame) => Ok(frame),
+        };
         match item {
             Ok(frame) => self.on_frame(frame, ctx),
             Err(CodecError::FrameTooLarge { max }) => self.fail(

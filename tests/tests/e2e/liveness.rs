@@ -74,7 +74,12 @@ async fn clients_whose_pings_wait_in_the_socket_survive_a_sigstop_of_the_broker(
         }
     }
     pingers.iter().for_each(|p| p.abort());
-    assert_eq!(broker.output().count(&["keepalive-timeout"]), 0, "{}", broker.log());
+    assert_eq!(
+        broker.output().count(&["keepalive-timeout"]),
+        0,
+        "{}",
+        broker.log()
+    );
 }
 
 /// A client with a 1 s keepalive sends a 3,000-byte `send` 100 bytes at a time, one chunk every

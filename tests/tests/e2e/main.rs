@@ -9,6 +9,7 @@ mod durability;
 mod early;
 mod handshake;
 mod liveness;
+mod partial_frames;
 mod support;
 mod tls;
 mod undeliverable;
