@@ -79,6 +79,8 @@ pub struct Router {
     drained: VecDeque<oneshot::Sender<()>>,
     /// The broker's counters (`GET /metrics`).
     metrics: Arc<Metrics>,
+    /// How far the dedupe window's cut may move at the next maintenance pass.
+    forget_cut: housekeeping::ForgetCut,
 }
 
 impl Router {
@@ -102,6 +104,7 @@ impl Router {
             sweeping: false,
             drained: VecDeque::new(),
             metrics: Arc::default(),
+            forget_cut: housekeeping::ForgetCut::default(),
         }
     }
 
