@@ -10,6 +10,7 @@ mod early;
 mod handshake;
 mod liveness;
 mod partial_frames;
+mod store_check;
 mod support;
 mod tls;
 mod undeliverable;
