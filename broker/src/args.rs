@@ -32,6 +32,19 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: Passwd,
     },
+    /// Inspect the store on disk (the broker must not be running on it).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+/// `switchboard-broker store ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreAction {
+    /// Verifies every frame of the log store and says what is damaged. Exit codes: 0 whole, 1
+    /// damaged, 2 could not check (a broker is running on it, or it cannot be read).
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,8 @@ use switchboard_proto::ClientId;
 
 use crate::args::{Args, Command, Passwd, RuleFlags};
 
+mod store_check;
+
 // Entries are allocated on session threads and freed on the Router and store threads; with glibc's
 // allocator that cross-thread freeing (and its consolidation of large batches) was a sixth of the
 // broker's CPU in relay. mimalloc measured +19 % relay throughput and a lower latency p50 for +50
@@ -47,6 +49,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Some(Command::Passwd { action }) => passwd(action),
+        Some(Command::Store { action }) => {
+            return store_check::dispatch(action, args.config, args.data_dir)
+        }
         None => run(args),
     };
     match result {

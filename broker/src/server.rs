@@ -23,7 +23,7 @@ use crate::notify::Probe;
 use crate::registry::{self, Registry};
 use crate::reload::{self, Live, ReloadError, Reloaded};
 use crate::router::{self, Router, RouterConfig};
-use crate::session::SessionDeps;
+use crate::session::{FrameBudget, SessionDeps};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{
     LogStore, MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread,
@@ -191,6 +191,7 @@ impl Broker {
             connections,
             tls,
             metrics: metrics.clone(),
+            frame_budget: Arc::new(FrameBudget::new(settings.limits.max_partial_frames_bytes)),
         };
         let tls_on = deps.tls.is_some();
         let (stop_accepting, stopped) = oneshot::channel();

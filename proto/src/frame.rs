@@ -175,6 +175,10 @@ pub enum ReceiptStatus {
     Delivered,
     /// The message's time to live ran out before it was delivered; the broker removed it.
     Expired,
+    /// The message could not be delivered (its `deliver` frame exceeds the broker's current
+    /// `max_frame_bytes`, which was lowered after it was accepted); the broker removed it so that the
+    /// rest of the mailbox flows.
+    Undeliverable,
     #[serde(other)]
     Unknown,
 }
@@ -315,6 +319,7 @@ wire_names!(RejectReason {
 wire_names!(ReceiptStatus {
     Delivered => "delivered",
     Expired => "expired",
+    Undeliverable => "undeliverable",
     Unknown => "unknown",
 });
 wire_names!(ErrorCode {

@@ -119,7 +119,11 @@ fn broker_frame() -> impl Strategy<Value = BrokerFrame> {
             any::<u64>(),
             any::<u64>(),
             text(),
-            prop::sample::select(vec![ReceiptStatus::Delivered, ReceiptStatus::Expired]),
+            prop::sample::select(vec![
+                ReceiptStatus::Delivered,
+                ReceiptStatus::Expired,
+                ReceiptStatus::Undeliverable,
+            ]),
         )
             .prop_map(|(receipt_id, send_id, message_id, to, status)| {
                 BrokerFrame::Receipt {

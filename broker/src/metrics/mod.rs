@@ -37,6 +37,7 @@ pub struct Metrics {
     rejected: Vec<IntCounter>,
     receipts_delivered: IntCounter,
     receipts_expired: IntCounter,
+    receipts_undeliverable: IntCounter,
     connections_total: IntCounter,
     auth_failures: IntCounter,
     bytes_in: IntCounter,
@@ -108,7 +109,12 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registrar(Registry::new_custom(Some("switchboard".into()), None).expect(OURS));
         let reasons: Vec<String> = REASONS.iter().map(wire_name).collect();
-        let statuses = [ReceiptStatus::Delivered, ReceiptStatus::Expired].map(|s| wire_name(&s));
+        let statuses = [
+            ReceiptStatus::Delivered,
+            ReceiptStatus::Expired,
+            ReceiptStatus::Undeliverable,
+        ]
+        .map(|s| wire_name(&s));
         let receipts = r.labelled(
             "receipts_total",
             "Receipts created for senders, by status",
@@ -134,6 +140,7 @@ impl Metrics {
             ),
             receipts_delivered: receipts[0].clone(),
             receipts_expired: receipts[1].clone(),
+            receipts_undeliverable: receipts[2].clone(),
             connections_total: r.counter("connections_total", "Connections accepted"),
             auth_failures: r.counter("auth_failures_total", "Refused `hello`s"),
             bytes_in: r.counter("received_bytes_total", "Bytes read from clients"),
@@ -211,6 +218,7 @@ impl Metrics {
                 self.receipts_delivered.inc();
             }
             ReceiptStatus::Expired => self.receipts_expired.inc(),
+            ReceiptStatus::Undeliverable => self.receipts_undeliverable.inc(),
             ReceiptStatus::Unknown => {}
         }
     }

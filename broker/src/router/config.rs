@@ -21,6 +21,8 @@ pub struct RouterConfig {
     pub expiry_sweep: Duration,
     pub dedupe_window: Duration,
     pub dedupe_max: u64,
+    /// The frame limit sessions write under: a stored entry whose `deliver` exceeds it is set aside.
+    pub max_frame_bytes: usize,
 }
 
 impl RouterConfig {
@@ -38,6 +40,7 @@ impl RouterConfig {
             expiry_sweep: Duration::from_millis(s.mailbox.expiry_sweep_ms),
             dedupe_window: Duration::from_secs(s.dedupe.window_secs),
             dedupe_max: s.dedupe.max_remembered,
+            max_frame_bytes: s.limits.max_frame_bytes,
         }
     }
 
@@ -104,6 +107,7 @@ pub(super) mod tests {
             expiry_sweep: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(60),
             dedupe_max: 1_000,
+            max_frame_bytes: switchboard_proto::DEFAULT_MAX_FRAME,
         }
     }
 

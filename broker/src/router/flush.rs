@@ -73,6 +73,12 @@ impl Router {
                 return;
             }
         };
+        if self.set_aside_undeliverable(&page) {
+            self.commit_pending(ctx);
+        }
+        let Some(window) = self.online.current_mut(client.as_str(), conn_id) else {
+            return;
+        };
         let deleting = &self.deleting;
         if window
             .page_read(page, limit, |id| deleting.contains(id))

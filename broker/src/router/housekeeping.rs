@@ -5,14 +5,13 @@
 //! and those handed out and awaiting an ack (the delivery is under way; its ack decides), and queues
 //! for each of the rest, in one batch, its delete and an `expired` receipt for the sender.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::config::{millis, RouterConfig};
 use super::{now_ms, Router};
 use crate::store::{Entry, EntryKind, ExpiredEntry, Maintenance};
-use switchboard_proto::ReceiptStatus;
 
 /// Expired entries handled per sweep read.
 pub(super) const SWEEP_BATCH: usize = 1_024;
@@ -62,16 +61,7 @@ impl Router {
             if entry.kind == EntryKind::Message {
                 messages += 1;
             }
-            if entry.kind == EntryKind::Message && entry.receipts.wants(ReceiptStatus::Expired) {
-                let about = entry.id;
-                self.queue_receipt(
-                    EntryKind::Expired,
-                    entry.peer,
-                    entry.mailbox,
-                    entry.send_id,
-                    about,
-                );
-            }
+            self.tell_sender(EntryKind::Expired, &entry);
         }
         if removed > 0 {
             tracing::info!(
@@ -85,7 +75,10 @@ impl Router {
 
     pub(super) fn maintain(&mut self, ctx: &mut Context<Self>) {
         self.usage.forget_idle();
-        let what = maintenance(&self.config, now_ms());
+        let mut what = maintenance(&self.config, now_ms());
+        what.forget_sent_before_ms = self
+            .forget_cut
+            .next(what.forget_sent_before_ms, Instant::now());
         let store = self.store.clone();
         async move { store.maintain(what).await }
             .into_actor(self)
@@ -116,6 +109,32 @@ fn maintenance(config: &RouterConfig, now_ms: u64) -> Maintenance {
     }
 }
 
+/// How far the dedupe window's cut may move: never faster than twice real time, measured on a clock
+/// that cannot jump. Remembered sends carry wall-clock times, and a wall clock set two days ahead
+/// would otherwise forget every remembered send at the next pass, so that a resend is stored twice;
+/// bounded, a jump is absorbed over as long again, with at most two intervals' worth forgotten per
+/// pass. (The first pass after a start takes the wall clock as it is.)
+#[derive(Debug, Default)]
+pub(super) struct ForgetCut {
+    /// The previous cut, and when it was made.
+    last: Option<(u64, Instant)>,
+}
+
+impl ForgetCut {
+    /// The cut to use now, given the one the wall clock asks for.
+    pub(super) fn next(&mut self, wanted_ms: u64, now: Instant) -> u64 {
+        let cut = match self.last {
+            None => wanted_ms,
+            Some((last, at)) => {
+                let bound = last.saturating_add(millis(now.duration_since(at)).saturating_mul(2));
+                wanted_ms.clamp(last, bound.max(last))
+            }
+        };
+        self.last = Some((cut, now));
+        cut
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::config::tests::config;
@@ -133,6 +152,30 @@ mod tests {
         let left = removable(due, |e| e.id % 2 == 0);
         let ids: Vec<u64> = left.iter().map(|e| e.entry.id).collect();
         assert_eq!(ids, [1, 3]);
+    }
+
+    #[test]
+    fn a_wall_clock_jump_moves_the_cut_at_most_twice_real_time() {
+        let mut cut = ForgetCut::default();
+        let start = Instant::now();
+        assert_eq!(
+            cut.next(1_000_000, start),
+            1_000_000,
+            "the first pass as asked"
+        );
+        let minute = Duration::from_secs(60);
+        let two_days = 2 * 24 * 3_600_000;
+        assert_eq!(
+            cut.next(1_060_000 + two_days, start + minute),
+            1_120_000,
+            "two minutes' worth, not two days"
+        );
+        assert_eq!(
+            cut.next(500_000, start + 2 * minute),
+            1_120_000,
+            "a clock set back forgets nothing new"
+        );
+        assert_eq!(cut.next(1_150_000, start + 3 * minute), 1_150_000);
     }
 
     #[test]

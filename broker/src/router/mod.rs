@@ -30,6 +30,7 @@ mod messages;
 mod online;
 #[cfg(test)]
 mod testing;
+mod undeliverable;
 mod usage;
 mod window;
 
@@ -78,6 +79,8 @@ pub struct Router {
     drained: VecDeque<oneshot::Sender<()>>,
     /// The broker's counters (`GET /metrics`).
     metrics: Arc<Metrics>,
+    /// How far the dedupe window's cut may move at the next maintenance pass.
+    forget_cut: housekeeping::ForgetCut,
 }
 
 impl Router {
@@ -101,6 +104,7 @@ impl Router {
             sweeping: false,
             drained: VecDeque::new(),
             metrics: Arc::default(),
+            forget_cut: housekeeping::ForgetCut::default(),
         }
     }
 
@@ -134,10 +138,8 @@ impl Router {
         send_id: u64,
         message_id: u64,
     ) {
-        match kind {
-            EntryKind::Delivered => self.metrics.receipt(ReceiptStatus::Delivered),
-            EntryKind::Expired => self.metrics.receipt(ReceiptStatus::Expired),
-            EntryKind::Message => {}
+        if let Some(status) = kind.receipt_status() {
+            self.metrics.receipt(status);
         }
         let id = self.ids.next();
         let now = now_ms();
@@ -154,6 +156,18 @@ impl Router {
             body: Bytes::new(),
         };
         self.append(receipt, true);
+    }
+
+    /// Queues a `kind` receipt about the message `about` (leaving its mailbox undelivered) for its
+    /// sender, if the sender asked for that kind.
+    fn tell_sender(&mut self, kind: EntryKind, about: &Entry) {
+        let wanted = kind
+            .receipt_status()
+            .is_some_and(|status| about.receipts.wants(status));
+        if about.kind == EntryKind::Message && wanted {
+            let (sender, owner) = (about.peer.clone(), about.mailbox.clone());
+            self.queue_receipt(kind, sender, owner, about.send_id, about.id);
+        }
     }
 
     /// Queues the delete of entry `id` of `mailbox`.

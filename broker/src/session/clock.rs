@@ -1,6 +1,10 @@
 //! The session's sense of time: the handshake deadline, the keepalive check, the idle writer's release,
 //! and noticing that the writer has ended.
 //!
+//! Liveness is judged after reading what is waiting: a connection found silent for too long at one tick
+//! is closed only if it is still silent at the next, so a broker that was paused (SIGSTOP, a stalled
+//! machine) reads the pings sitting in its sockets before it judges anyone.
+//!
 //! All of it is one future spawned on the session's context, because each spawned future is an
 //! allocation kept for the life of the connection, and most connections are idle.
 
@@ -27,6 +31,8 @@ pub(super) struct Clock {
     next_tick: tokio::time::Instant,
     /// Until it has passed.
     handshake_deadline: Option<tokio::time::Instant>,
+    /// The previous tick found the connection silent for too long.
+    overdue: bool,
 }
 
 impl Clock {
@@ -45,6 +51,7 @@ impl Clock {
             tick,
             next_tick,
             handshake_deadline: Some(handshake_deadline),
+            overdue: false,
         }
     }
 }
@@ -79,7 +86,7 @@ impl ActorFuture<Session> for Clock {
                 this.next_tick = now + this.tick;
                 act.writer.release_if_idle();
                 if act.phase.client().is_some() {
-                    act.check_alive(ctx);
+                    this.overdue = act.check_alive(this.overdue, ctx);
                 }
             }
             let at = this
@@ -92,15 +99,19 @@ impl ActorFuture<Session> for Clock {
 }
 
 impl Session {
-    /// Closes a connection that has been silent for longer than the keepalive allows (with slack).
-    fn check_alive(&mut self, ctx: &mut Context<Self>) {
+    /// Whether the connection has been silent (no byte received) for longer than the keepalive allows
+    /// (with slack); if it was so at the previous tick too (`overdue`), closes it. The tick between
+    /// lets the reader take in whatever waited in the socket.
+    fn check_alive(&mut self, overdue: bool, ctx: &mut Context<Self>) -> bool {
         let limit = self.keepalive.mul_f32(1.5);
-        if self.last_heard.elapsed() > limit {
+        let silent = self.last_heard.silent_for() > limit;
+        if silent && overdue {
             self.fail(
                 ErrorCode::KeepaliveTimeout,
                 format!("nothing received for {} ms", limit.as_millis()),
                 ctx,
             );
         }
+        silent
     }
 }

@@ -31,7 +31,10 @@ use tracing::Span;
 
 use self::answers::{Answers, Outcome, Seq};
 use self::clock::Clock;
-use self::connection::{Counted, FrameReader, SocketWriter, WriteError, WriterResult};
+pub(crate) use self::connection::FrameBudget;
+use self::connection::{
+    Counted, FrameReader, Heard, ReadError, SocketWriter, WriteError, WriterResult,
+};
 use self::phase::Phase;
 use crate::auth::{Auth, Grant};
 use crate::metrics::Metrics;
@@ -65,7 +68,7 @@ pub(crate) struct Session {
     metrics: Arc<Metrics>,
     span: Span,
     keepalive: Duration,
-    last_heard: Instant,
+    last_heard: Heard,
     /// Answers owed to `Send`s, and the deliveries held behind them.
     answers: Answers,
 }
@@ -83,6 +86,8 @@ pub(crate) struct SessionDeps {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The broker's counters (`GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// What every connection's partial frames may hold together (`limits.max_partial_frames_bytes`).
+    pub frame_budget: Arc<FrameBudget>,
 }
 
 impl Session {
@@ -104,7 +109,10 @@ impl Session {
                 Counted::new(read, deps.metrics.clone()),
                 Counted::new(write, deps.metrics.clone()),
             );
-            ctx.add_stream(FrameReader::new(read, BrokerCodec::new(max_frame)));
+            let heard = Heard::now();
+            let codec = BrokerCodec::new(max_frame);
+            let budget = deps.frame_budget.clone();
+            ctx.add_stream(FrameReader::new(read, codec, heard.clone(), budget));
             let writer = SocketWriter::new(
                 write,
                 max_frame,
@@ -126,7 +134,7 @@ impl Session {
                 settings: deps.settings,
                 metrics: deps.metrics,
                 span,
-                last_heard: Instant::now(),
+                last_heard: heard,
                 answers: Answers::default(),
             }
         });
@@ -228,16 +236,12 @@ fn entry_frame(entry: Entry) -> BrokerFrame {
             sent_at_ms: entry.sent_at_ms,
             body: entry.body,
         },
-        EntryKind::Delivered | EntryKind::Expired => BrokerFrame::Receipt {
+        kind => BrokerFrame::Receipt {
             receipt_id: entry.id,
             send_id: entry.send_id,
             message_id: entry.message_id,
             to: entry.peer,
-            status: if entry.kind == EntryKind::Expired {
-                ReceiptStatus::Expired
-            } else {
-                ReceiptStatus::Delivered
-            },
+            status: kind.receipt_status().unwrap_or(ReceiptStatus::Unknown),
         },
     }
 }
@@ -270,9 +274,16 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<ClientFrame, CodecError>> for Session {
-    fn handle(&mut self, item: Result<ClientFrame, CodecError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
+impl StreamHandler<Result<ClientFrame, ReadError>> for Session {
+    fn handle(&mut self, item: Result<ClientFrame, ReadError>, ctx: &mut Context<Self>) {
+        let item = match item {
+            Err(ReadError::NoBudget { limit }) => {
+                let text = format!("the {limit}-byte budget for partly received frames is spent");
+                return self.fail(ErrorCode::Overloaded, text, ctx);
+            }
+            Err(ReadError::Codec(error)) => Err(error),
+            Ok(frame) => Ok(frame),
+        };
         match item {
             Ok(frame) => self.on_frame(frame, ctx),
             Err(CodecError::FrameTooLarge { max }) => self.fail(

@@ -94,6 +94,10 @@ pub struct Limits {
     pub window_bytes: u64,
     /// Bytes queued for a connection's socket; past it the peer is not reading and is disconnected.
     pub max_outgoing_bytes: usize,
+    /// Bytes every connection's partly received frames may hold together (each frame larger than a
+    /// read buffer reserves its whole length); a connection that cannot get its frame's share is
+    /// told `overloaded` and closed. Bounds what stalled uploads can cost, however many there are.
+    pub max_partial_frames_bytes: usize,
     /// A connection whose socket takes no bytes for this long is disconnected.
     pub write_timeout_ms: u64,
     /// Connections open at once; more are answered `Error{overloaded}` and closed.
@@ -245,6 +249,7 @@ impl Default for Limits {
             window: 256,
             window_bytes: 4 << 20,
             max_outgoing_bytes: 16 << 20,
+            max_partial_frames_bytes: 256 << 20,
             write_timeout_ms: 30_000,
             max_connections: 50_000,
             max_connects_per_sec_per_ip: 0,

@@ -46,6 +46,12 @@ impl Settings {
         if l.window_bytes == 0 {
             return invalid("limits.window_bytes", "must be at least 1");
         }
+        if l.max_partial_frames_bytes < l.max_frame_bytes + 4 {
+            return invalid(
+                "limits.max_partial_frames_bytes",
+                "must be at least limits.max_frame_bytes + 4 (one whole frame)",
+            );
+        }
         let needed = (l.window_bytes as usize).saturating_add(2 * l.max_frame_bytes);
         if l.max_outgoing_bytes < needed {
             return invalid(

@@ -13,11 +13,25 @@ pub enum EntryKind {
     Delivered,
     /// A receipt: a message the mailbox owner sent to `peer` expired undelivered and was removed.
     Expired,
+    /// A receipt: a message the mailbox owner sent to `peer` could not be delivered (its `deliver`
+    /// frame no longer fits the frame limit) and was removed, so that it does not block the mailbox.
+    Undeliverable,
 }
 
 impl EntryKind {
     pub fn is_receipt(self) -> bool {
         !matches!(self, EntryKind::Message)
+    }
+
+    /// The status a receipt of this kind tells its owner; `None` for a message.
+    pub fn receipt_status(self) -> Option<switchboard_proto::ReceiptStatus> {
+        use switchboard_proto::ReceiptStatus;
+        match self {
+            EntryKind::Message => None,
+            EntryKind::Delivered => Some(ReceiptStatus::Delivered),
+            EntryKind::Expired => Some(ReceiptStatus::Expired),
+            EntryKind::Undeliverable => Some(ReceiptStatus::Undeliverable),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub use batch::{Batch, CommitOutcome, Duplicate, Remembered};
 pub use entry::{Entry, EntryKind, ExpiredEntry, MailboxUsage};
 pub use error::StoreError;
 pub use lock::DataDirLock;
-pub use log::{LogOptions, LogStore};
+pub use log::{check as check_log, CheckReport, LogOptions, LogStore, TornTail};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use worker::{StoreHandle, StoreThread};

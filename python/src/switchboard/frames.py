@@ -118,7 +118,9 @@ class Receipt:
     message_id: int
     to: str
     status: str
-    """``"delivered"``, ``"expired"``, or a status this package does not know, as the broker sent it."""
+    """``"delivered"``, ``"expired"``, ``"undeliverable"`` (the broker's frame limit was lowered
+    below the message's ``deliver`` after it was accepted, and it was removed), or a status this
+    package does not know, as the broker sent it."""
 
     @property
     def delivered(self) -> bool:

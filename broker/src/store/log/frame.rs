@@ -16,7 +16,8 @@
 //! u32 n, n × delete:     u64 id, u32 segment (where the deleted entry was recorded)
 //! ```
 //!
-//! (`str` is `u32 len` + UTF-8 bytes.) The append flag [`REMEMBER`] says the append also records
+//! (`str` is `u32 len` + UTF-8 bytes.) An append's kind: 0 a message, 1 a `delivered` receipt, 2 an
+//! `expired` one, 4 an `undeliverable` one. The append flag [`REMEMBER`] says the append also records
 //! its sender's send as remembered; a copy made by compaction may leave it out. Flag bits 1–2 hold
 //! the receipts a message's sender asked for (0 all, 1 delivered only, 2 none; see
 //! [`receipt_flags`]), so frames written before the choice existed read as "all".
@@ -168,6 +169,7 @@ pub(super) fn kind_byte(kind: EntryKind) -> u8 {
         EntryKind::Message => 0,
         EntryKind::Delivered => 1,
         EntryKind::Expired => 2,
+        EntryKind::Undeliverable => 4,
     }
 }
 
@@ -176,6 +178,7 @@ pub(super) fn kind_from(byte: u8) -> Option<EntryKind> {
         0 => Some(EntryKind::Message),
         1 => Some(EntryKind::Delivered),
         2 => Some(EntryKind::Expired),
+        4 => Some(EntryKind::Undeliverable),
         _ => None,
     }
 }

@@ -10,6 +10,7 @@
 //! The design is that of NATS JetStream's file store and of Kafka's log.
 
 mod apply;
+mod check;
 mod commit;
 mod compact;
 mod frame;
@@ -35,6 +36,9 @@ use super::{
 };
 
 /// The directory inside the data directory that holds the segments and the snapshot.
+pub use check::{check, CheckReport};
+pub use recover::TornTail;
+
 pub(crate) const LOG_DIR: &str = "log";
 
 /// Sizes that tests shrink; the defaults suit a server.

@@ -55,16 +55,16 @@ pub(super) fn recover(dir: &Path, segment_bytes: u64) -> Result<Recovered, Store
                 offset: snap.offset,
                 last_frame: snap.last_frame,
             };
-            match replay(dir, &ids, &mut index, from) {
+            match replay(dir, &ids, &mut index, from, Mode::Open) {
                 Ok(replayed) => (index, replayed),
                 Err(ReplayError::Store(error)) => return Err(error),
                 Err(ReplayError::Stale(why)) => {
                     tracing::warn!(dir = %dir.display(), why, "the log snapshot does not match the log; replaying the whole log");
-                    full_replay(dir, &ids)?
+                    full_replay(dir, &ids, Mode::Open)?.0
                 }
             }
         }
-        None => full_replay(dir, &ids)?,
+        None => full_replay(dir, &ids, Mode::Open)?.0,
     };
     let segments = Segments::open(
         dir,
@@ -89,22 +89,47 @@ struct Position {
 }
 
 /// What a replay found.
-struct Replayed {
+pub(super) struct Replayed {
     head_len: u64,
     /// Where the head's last frame starts, and its checksum.
     last_frame: Option<(u64, u32)>,
-    bytes: u64,
+    pub(super) bytes: u64,
+    /// A torn tail found (and, opening, cut off).
+    torn: Option<TornTail>,
 }
 
-fn full_replay(dir: &Path, ids: &[SegmentId]) -> Result<(Index, Replayed), StoreError> {
+/// Whether a replay opens the log (and cuts off a torn tail) or only checks it (and reports one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Open,
+    Check,
+}
+
+/// A torn write at the end of the newest segment: what opening the log would cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub path: std::path::PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// Replays every segment from the first into a fresh index.
+pub(super) fn full_replay(
+    dir: &Path,
+    ids: &[SegmentId],
+    mode: Mode,
+) -> Result<((Index, Replayed), Option<TornTail>), StoreError> {
     let mut index = Index::default();
     let from = Position {
         segment: ids[0],
         offset: 0,
         last_frame: None,
     };
-    match replay(dir, ids, &mut index, from) {
-        Ok(replayed) => Ok((index, replayed)),
+    match replay(dir, ids, &mut index, from, mode) {
+        Ok(replayed) => {
+            let torn = replayed.torn.clone();
+            Ok(((index, replayed), torn))
+        }
         Err(ReplayError::Store(error)) => Err(error),
         Err(ReplayError::Stale(why)) => Err(StoreError::Incompatible(format!(
             "the log in {} is inconsistent: {why}",
@@ -119,6 +144,7 @@ fn replay(
     ids: &[SegmentId],
     index: &mut Index,
     from: Position,
+    mode: Mode,
 ) -> Result<Replayed, ReplayError> {
     let Position {
         segment: from,
@@ -135,6 +161,7 @@ fn replay(
         head_len: 0,
         last_frame: None,
         bytes: 0,
+        torn: None,
     };
     for &id in ids.iter().filter(|&&id| id >= from) {
         let path = dir.join(segment::file_name(id));
@@ -152,13 +179,15 @@ fn replay(
         }
         let mut last = None;
         let at_base = |at: u64| at + base;
-        let end = replay_segment(&path, &bytes, base, start, id == newest, |payload, at| {
+        let newest = (id == newest).then_some(mode);
+        let (end, torn) = replay_segment(&path, &bytes, base, start, newest, |payload, at| {
             let decoded =
                 frame::decode(payload).map_err(|what| corrupt(&path, at_base(at), &what))?;
             index.apply(&decoded, id, at_base(at) + HEADER as u64);
             last = Some((at_base(at), frame_crc(&bytes[at as usize..])));
             Ok(())
         })?;
+        replayed.torn = replayed.torn.take().or(torn);
         replayed.bytes += (end - start) as u64;
         replayed.head_len = base + end as u64;
         replayed.last_frame = last.or(if id == from { last_frame } else { None });
@@ -168,16 +197,17 @@ fn replay(
 }
 
 /// Calls `apply` with each frame's payload and start in `bytes` (the file from byte `base` on)
-/// from `start`; returns where the last whole frame ends. In the newest segment a torn tail is cut
-/// off (the file truncated).
+/// from `start`; returns where the last whole frame ends, and the torn tail after it if any. In the
+/// newest segment (`newest` is the replay's mode there) a torn tail is cut off (the file truncated)
+/// when opening, only reported when checking.
 fn replay_segment(
     path: &Path,
     bytes: &[u8],
     base: u64,
     start: usize,
-    newest: bool,
+    newest: Option<Mode>,
     mut apply: impl FnMut(&[u8], u64) -> Result<(), StoreError>,
-) -> Result<usize, StoreError> {
+) -> Result<(usize, Option<TornTail>), StoreError> {
     let mut at = start;
     while at < bytes.len() {
         let rest = &bytes[at..];
@@ -188,15 +218,22 @@ fn replay_segment(
         }
         let what = damage(rest);
         let offset = base + at as u64;
-        if !newest || !is_torn_tail(rest) {
+        let Some(mode) = newest.filter(|_| is_torn_tail(rest)) else {
             return Err(corrupt(path, offset, what));
-        }
+        };
         let dropped = bytes.len() - at;
-        tracing::warn!(file = %path.display(), offset, dropped_bytes = dropped, what, "cut off a torn write at the end of the log");
-        truncate(path, offset)?;
-        break;
+        if mode == Mode::Open {
+            tracing::warn!(file = %path.display(), offset, dropped_bytes = dropped, what, "cut off a torn write at the end of the log");
+            truncate(path, offset)?;
+        }
+        let torn = TornTail {
+            path: path.to_path_buf(),
+            offset,
+            bytes: dropped as u64,
+        };
+        return Ok((at, Some(torn)));
     }
-    Ok(at)
+    Ok((at, None))
 }
 
 /// Segment `path` from byte `base` on (nothing if it is shorter).

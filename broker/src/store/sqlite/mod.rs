@@ -106,6 +106,7 @@ fn kind_to_sql(kind: EntryKind) -> i64 {
         EntryKind::Message => 0,
         EntryKind::Delivered => 1,
         EntryKind::Expired => 2,
+        EntryKind::Undeliverable => 4,
     }
 }
 
@@ -114,6 +115,7 @@ fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
         0 => Ok(EntryKind::Message),
         1 => Ok(EntryKind::Delivered),
         2 => Ok(EntryKind::Expired),
+        4 => Ok(EntryKind::Undeliverable),
         other => Err(StoreError::Corrupt {
             id,
             what: format!("unknown entry kind {other}"),
