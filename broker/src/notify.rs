@@ -105,9 +105,13 @@ mod tests {
         assert!(probe.answers(ACTOR_DEADLINE).await);
 
         let (stuck, release) = std::sync::mpsc::channel::<()>();
+        let (blocked, is_blocked) = tokio::sync::oneshot::channel::<()>();
         assert!(arbiter.spawn_fn(move || {
+            let _ = blocked.send(());
             let _ = release.recv();
         }));
+        // Only once the Registry's thread is inside the blocking call is it sure to be stuck.
+        is_blocked.await.expect("the arbiter runs the blocking call");
         assert!(!probe.answers(Duration::from_millis(100)).await);
         drop(stuck);
         assert!(probe.answers(ACTOR_DEADLINE).await);
