@@ -24,7 +24,8 @@ use crate::router::{self, Router, RouterConfig};
 use crate::session::SessionDeps;
 use crate::settings::{Settings, StoreKind};
 use crate::store::{
-    LogStore, MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread,
+    LogStore, MailboxStore, MemoryStore, PostgresStore, SqliteStore, StoreError, StoreHandle,
+    StoreThread,
 };
 use crate::tls;
 
@@ -275,6 +276,13 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
         StoreKind::Log => {
             open_blocking(settings, |dir, durability| {
                 Ok(Box::new(LogStore::open(dir, durability)?))
+            })
+            .await
+        }
+        StoreKind::Postgres => {
+            let url = settings.postgres.url.clone();
+            open_blocking(settings, move |_, durability| {
+                Ok(Box::new(PostgresStore::open(&url, durability)?))
             })
             .await
         }

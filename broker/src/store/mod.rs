@@ -19,6 +19,7 @@ mod error;
 mod lock;
 pub(crate) mod log;
 mod memory;
+pub mod postgres;
 pub(crate) mod sqlite;
 mod worker;
 
@@ -28,6 +29,7 @@ pub use error::StoreError;
 pub use lock::DataDirLock;
 pub use log::{LogOptions, LogStore};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use worker::{StoreHandle, StoreThread};
 
@@ -96,5 +98,7 @@ mod engines {
         memory => ((), MemoryStore::new());
         sqlite => crate::store::sqlite::tests::open_sqlite();
         log => crate::store::log::tests::open_log();
+        // Against a PostgreSQL of the test's own; skipped where none is installed, unless `CI` is set.
+        postgres => crate::store::postgres::tests::open_postgres();
     }
 }
