@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::accept;
 use crate::admin::{AdminListener, AdminState, Readiness};
 use crate::auth::Auth;
+use crate::cluster::WakeListener;
 use crate::descriptors;
 use crate::metrics::Metrics;
 use crate::registry::{self, Registry};
@@ -94,6 +95,8 @@ pub struct Broker {
     store_thread: StoreThread,
     readiness: Arc<Readiness>,
     admin: Option<AdminListener>,
+    /// Cluster mode: hears which mailboxes other brokers on the database appended to.
+    wake_listener: Option<WakeListener>,
 }
 
 impl Broker {
@@ -148,6 +151,13 @@ impl Broker {
         )
         .with_metrics(metrics.clone())
         .start();
+        let wake_listener = match settings.store {
+            StoreKind::Postgres => Some(
+                WakeListener::spawn(settings.postgres.url.clone(), router.clone().recipient())
+                    .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?,
+            ),
+            _ => None,
+        };
         let workers: Vec<Arbiter> = (0..settings.worker_threads())
             .map(|_| Arbiter::new())
             .collect();
@@ -206,6 +216,7 @@ impl Broker {
             store_thread,
             readiness,
             admin,
+            wake_listener,
         })
     }
 
@@ -249,6 +260,9 @@ impl Broker {
         // The admin listener holds a store handle too: it goes first.
         if let Some(admin) = self.admin {
             admin.stop().await;
+        }
+        if let Some(listener) = self.wake_listener {
+            let _ = tokio::task::spawn_blocking(move || listener.stop()).await;
         }
         // The Router holds the last store handle; stopping it lets the store thread finish and close.
         let _ = self.router.send(router::Stop).await;

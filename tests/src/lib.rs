@@ -94,7 +94,26 @@ fn build(name: &str) {
     };
     let target_dir = dir.parent().expect("target directory");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    // `cargo test` sets these for the test process, not for itself; a build script that watches
+    // them (ring's) would see them change between this build and the next `cargo test`, and
+    // rebuild everything above it both times.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ];
+        if per_package.iter().any(|p| key.starts_with(p))
+            || key == "CARGO_PRIMARY_PACKAGE"
+            || key == "CARGO_TARGET_TMPDIR"
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
         .args([
             "build",
             "--quiet",
@@ -200,16 +219,27 @@ impl BrokerProcess {
     ///
     /// The working directory is `data_dir`, so no `settings.toml` of the workspace is read.
     pub async fn start_on(data_dir: &Path, port: u16) -> BrokerProcess {
-        Self::spawn(data_dir, port, None).await
+        Self::spawn(data_dir, port, None, &[]).await
+    }
+
+    /// Starts a broker like [`BrokerProcess::start`] with settings given as environment variables
+    /// (`SWITCHBOARD_BROKER_STORE=postgres`, say).
+    pub async fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> BrokerProcess {
+        Self::spawn(data_dir, 0, None, env).await
     }
 
     /// Starts a broker like [`BrokerProcess::start`] that may open at most `descriptors` files
     /// (`ulimit -n`, soft and hard), as on a machine whose limit is too low for its settings.
     pub async fn start_with_descriptor_limit(data_dir: &Path, descriptors: u64) -> BrokerProcess {
-        Self::spawn(data_dir, 0, Some(descriptors)).await
+        Self::spawn(data_dir, 0, Some(descriptors), &[]).await
     }
 
-    async fn spawn(data_dir: &Path, port: u16, descriptors: Option<u64>) -> BrokerProcess {
+    async fn spawn(
+        data_dir: &Path,
+        port: u16,
+        descriptors: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         std::fs::create_dir_all(data_dir).expect("create the data directory");
         // `binary` may run a `cargo build`: on a blocking thread, so the test's runtime keeps
         // serving whatever connections the test already has open.
@@ -236,6 +266,7 @@ impl BrokerProcess {
             .env("SWITCHBOARD_BROKER_LOG__FORMAT", "text")
             // Each broker's admin listener on a port of its own (`admin_addr`).
             .env("SWITCHBOARD_BROKER_ADMIN__LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -20,6 +20,10 @@ pub struct RouterConfig {
     pub expiry_sweep: Duration,
     pub dedupe_window: Duration,
     pub dedupe_max: u64,
+    /// Other brokers share the store (cluster mode, `store = "postgres"`): ids are provisional
+    /// and the store's to number, nothing goes out before its commit, and every delivery is read
+    /// from the store in commit order (`router/wake.rs`).
+    pub shared_store: bool,
 }
 
 impl RouterConfig {
@@ -36,6 +40,7 @@ impl RouterConfig {
             expiry_sweep: Duration::from_millis(s.mailbox.expiry_sweep_ms),
             dedupe_window: Duration::from_secs(s.dedupe.window_secs),
             dedupe_max: s.dedupe.max_remembered,
+            shared_store: s.store == crate::settings::StoreKind::Postgres,
         }
     }
 
@@ -95,6 +100,7 @@ pub(super) mod tests {
             expiry_sweep: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(60),
             dedupe_max: 1_000,
+            shared_store: false,
         }
     }
 

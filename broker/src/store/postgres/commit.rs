@@ -1,5 +1,11 @@
 //! How one [`Batch`] becomes one PostgreSQL transaction in a fixed handful of statements.
 //!
+//! Ids first: the transaction locks the row `stored_id` (the highest id stored so far) and stores
+//! each append under its own id if that is above the mark and not provisional, else under the next
+//! id above it ([`Renumbered`]). The lock is held to the commit, so ids increase in commit order
+//! across every broker on the database, and a reader paging `id > cursor` never skips a late commit.
+//! The same lock makes commits of several brokers take turns: the price of that order.
+//!
 //! A round trip to the server costs far more than a row, so every step takes all of the batch's rows
 //! at once as array parameters (`unnest`): the sends in one `INSERT ... ON CONFLICT DO NOTHING
 //! RETURNING` (a send it did not insert was sent before: its original is looked up), the entries in
@@ -14,7 +20,13 @@ use std::collections::{BTreeMap, HashMap};
 use postgres::Transaction;
 
 use super::row::{self, from_sql, to_sql, Columns};
-use crate::store::{Batch, CommitOutcome, Duplicate, Entry, EntryKind, StoreError};
+use crate::store::{
+    Batch, CommitOutcome, Duplicate, Entry, EntryKind, Renumbered, StoreError, PROVISIONAL_IDS,
+};
+
+/// The channel every commit notifies with the names of the mailboxes it appended to, so brokers
+/// with their owners online read them (`crate::cluster`).
+pub const WAKE_CHANNEL: &str = "switchboard_wake";
 
 /// A send of the batch: who sent which send id, the broker id it got, and when.
 struct Send<'a> {
@@ -29,10 +41,11 @@ type UsageDelta = BTreeMap<String, (i64, i64)>;
 
 pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOutcome, StoreError> {
     let mut outcome = CommitOutcome::default();
-    let originals = remember(tx, &sends(batch))?;
+    let appends = number(tx, &batch.appends, &mut outcome.renumbered)?;
+    let originals = remember(tx, &sends(batch, &appends))?;
     let mut fresh = Columns::default();
     let mut usage = UsageDelta::new();
-    for e in &batch.appends {
+    for (given, e) in batch.appends.iter().zip(&appends) {
         let original = match e.kind {
             EntryKind::Message => originals
                 .get(&(e.peer.as_str(), e.send_id))
@@ -44,19 +57,35 @@ pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOu
             fresh.push(e);
             change(&mut usage, &e.mailbox, 1, body_len(e));
         } else {
-            outcome.duplicates.push(Duplicate { id: e.id, original });
+            outcome.duplicates.push(Duplicate {
+                id: given.id,
+                original,
+            });
+            outcome.renumbered.retain(|r| r.id != given.id);
         }
     }
     if !fresh.is_empty() {
         tx.execute(row::INSERT, &fresh.params())?;
     }
-    delete(tx, &batch.deletes, &mut usage)?;
+    let stored_as: HashMap<u64, u64> = outcome
+        .renumbered
+        .iter()
+        .map(|r| (r.id, r.stored_as))
+        .collect();
+    let deletes: Vec<u64> = batch
+        .deletes
+        .iter()
+        .map(|id| stored_as.get(id).copied().unwrap_or(*id))
+        .collect();
+    delete(tx, &deletes, &mut usage)?;
     write_usage(tx, &usage)?;
+    wake(tx, &usage)?;
     let high = batch
         .remembered
         .iter()
         .map(|r| r.message_id)
-        .chain(batch.appends.iter().map(|e| e.id))
+        .chain(appends.iter().map(|e| e.id))
+        .filter(|&id| id < PROVISIONAL_IDS)
         .fold(batch.reserve_ids_through, u64::max);
     if high > 0 {
         // The high-water mark outlives the entries, so ids are never reused after deletes.
@@ -68,9 +97,66 @@ pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOu
     Ok(outcome)
 }
 
+/// The ids `appends` are stored under, in commit order (see the module documentation); those that
+/// differ from the given ones are added to `renumbered`.
+fn number(
+    tx: &mut Transaction<'_>,
+    appends: &[Entry],
+    renumbered: &mut Vec<Renumbered>,
+) -> Result<Vec<Entry>, StoreError> {
+    if appends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mark: i64 = tx
+        .query_one(
+            "SELECT value FROM switchboard_meta WHERE key = 'stored_id' FOR UPDATE",
+            &[],
+        )?
+        .try_get(0)?;
+    let mut last = from_sql(mark);
+    let mut numbered = Vec::with_capacity(appends.len());
+    for e in appends {
+        let mut e = e.clone();
+        if e.id <= last || e.id >= PROVISIONAL_IDS {
+            let stored_as = last + 1;
+            renumbered.push(Renumbered {
+                id: e.id,
+                stored_as,
+            });
+            if e.kind == EntryKind::Message {
+                e.message_id = stored_as;
+            }
+            e.id = stored_as;
+        }
+        last = e.id;
+        numbered.push(e);
+    }
+    tx.execute(
+        "UPDATE switchboard_meta SET value = $1 WHERE key = 'stored_id'",
+        &[&to_sql(last)],
+    )?;
+    Ok(numbered)
+}
+
+/// Tells every broker listening which mailboxes gained entries; delivered only if this commits.
+fn wake(tx: &mut Transaction<'_>, usage: &UsageDelta) -> Result<(), StoreError> {
+    let grown: Vec<&str> = usage
+        .iter()
+        .filter(|(_, &(entries, _))| entries > 0)
+        .map(|(mailbox, _)| mailbox.as_str())
+        .collect();
+    if !grown.is_empty() {
+        tx.execute(
+            "SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m",
+            &[&WAKE_CHANNEL, &grown],
+        )?;
+    }
+    Ok(())
+}
+
 /// The batch's sends, remembered ones first, each `(sender, send_id)` once: a later one in the
 /// same batch is a resend of the first.
-fn sends(batch: &Batch) -> Vec<Send<'_>> {
+fn sends<'a>(batch: &'a Batch, appends: &'a [Entry]) -> Vec<Send<'a>> {
     let all = batch
         .remembered
         .iter()
@@ -81,8 +167,7 @@ fn sends(batch: &Batch) -> Vec<Send<'_>> {
             at_ms: r.at_ms,
         })
         .chain(
-            batch
-                .appends
+            appends
                 .iter()
                 .filter(|e| e.kind == EntryKind::Message)
                 .map(|e| Send {

@@ -34,7 +34,7 @@ pub enum HarnessError {
 pub struct TestPostgres {
     bin: PathBuf,
     /// Holds the data directory and the server's log; removed after the server stopped.
-    dir: tempfile::TempDir,
+    dir: TempDir,
     port: u16,
     /// The user the server runs as when we are root: (uid, gid) of `postgres`.
     run_as: Option<(u32, u32)>,
@@ -58,10 +58,7 @@ impl TestPostgres {
     pub fn start() -> Result<Self, HarnessError> {
         let bin = find_bin()?;
         let run_as = run_as()?;
-        let dir = tempfile::Builder::new()
-            .prefix("switchboard-pg-")
-            .tempdir()
-            .map_err(|cause| io("cannot make a temporary directory", cause))?;
+        let dir = TempDir::new()?;
         if let Some((uid, gid)) = run_as {
             chown(dir.path(), uid, gid)?;
         }
@@ -228,6 +225,33 @@ impl Drop for TestPostgres {
             // Already stopped by a test (`kill`), or it will not stop: nothing more to do here.
             eprintln!("stopping the test PostgreSQL: {e}");
         }
+    }
+}
+
+/// A directory of its own under the system's temporary directory, removed when dropped. (Not the
+/// `tempfile` crate: a dependency here would build the broker twice, with and without it.)
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self, HarnessError> {
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("switchboard-pg-{}-{n}", std::process::id()));
+        // A directory left by an earlier process with the same pid is stale.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path)
+            .map_err(|cause| io(&format!("cannot make {}", path.display()), cause))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) mod tests;
 
 use postgres::{Client, NoTls};
 
+pub use self::commit::WAKE_CHANNEL;
+
 use self::row::{from_sql, to_sql, COLUMNS};
 use super::{
     Batch, CommitOutcome, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,

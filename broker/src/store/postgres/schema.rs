@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS switchboard_sent (
     PRIMARY KEY (sender, send_id)
 );
 CREATE INDEX IF NOT EXISTS switchboard_sent_by_time ON switchboard_sent (at_ms);
-INSERT INTO switchboard_meta (key, value) VALUES ('last_id', 0) ON CONFLICT (key) DO NOTHING;
+INSERT INTO switchboard_meta (key, value) VALUES ('last_id', 0), ('stored_id', 0)
+    ON CONFLICT (key) DO NOTHING;
 ";
 
 /// Brings the database behind `client` to [`SCHEMA_VERSION`], or refuses one that is newer.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::harness::{TestDatabase, TestPostgres};
 use super::PostgresStore;
 use crate::store::conformance::{append, count, entry, ids};
-use crate::store::{Batch, Duplicate, Durability, MailboxStore};
+use crate::store::{Batch, Duplicate, Durability, MailboxStore, Renumbered};
 
 /// A fresh database on the shared test server and a store open on it, or `None` to skip.
 pub(crate) fn open_postgres() -> Option<(TestDatabase, PostgresStore)> {
@@ -151,4 +151,78 @@ fn postgres_store_fails_while_the_database_is_down_and_recovers_by_itself() {
     server.restart().expect("restart");
     append(&mut store, vec![entry(3, "bob", "after")]);
     assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1, 3]);
+}
+
+/// Two brokers' Routers give out ids that do not commit in order; the store stores each append
+/// under the next id in commit order, so a reader paging `id > cursor` never skips a late commit.
+#[test]
+fn postgres_stores_provisional_and_late_ids_in_commit_order() {
+    let Some((db, mut one)) = open_postgres() else {
+        return;
+    };
+    let mut two = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
+    let provisional = crate::store::PROVISIONAL_IDS;
+    let outcome = one
+        .commit(&Batch {
+            appends: vec![entry(provisional + 7, "bob", "first")],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(
+        outcome.renumbered,
+        [Renumbered {
+            id: provisional + 7,
+            stored_as: 1
+        }]
+    );
+    let page = one.fetch("bob", 0, 10).expect("fetch");
+    assert_eq!((page[0].id, page[0].message_id), (1, 1));
+    // A reader has seen id 1; the other broker's late commit with a lower id lands above it.
+    let mut late = entry(provisional + 3, "bob", "second");
+    late.send_id = 99;
+    let mut receipt = entry(provisional + 4, "alice", "");
+    receipt.kind = crate::store::EntryKind::Delivered;
+    receipt.message_id = 1;
+    let outcome = two
+        .commit(&Batch {
+            appends: vec![late, receipt],
+            deletes: vec![provisional + 4],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(
+        outcome
+            .renumbered
+            .iter()
+            .map(|r| r.stored_as)
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
+    let after = one.fetch("bob", 1, 10).expect("fetch");
+    assert_eq!(ids(&after), [2], "the late commit is after the cursor");
+    assert_eq!(
+        count(&mut one, "alice"),
+        0,
+        "a same-batch delete finds its renumbered entry"
+    );
+    // A resend of the renumbered message is told its stored id.
+    let mut resend = entry(provisional + 9, "carol", "again");
+    resend.send_id = 99;
+    let outcome = one
+        .commit(&Batch {
+            appends: vec![resend],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(
+        (outcome.duplicates, outcome.renumbered),
+        (
+            vec![Duplicate {
+                id: provisional + 9,
+                original: 2
+            }],
+            vec![]
+        )
+    );
+    assert_eq!(one.sent("alice", 99).expect("sent"), Some(2));
 }
