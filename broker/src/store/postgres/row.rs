@@ -2,13 +2,13 @@
 //! columns, so a field added to `Entry` is added here and nowhere else in this engine.
 //!
 //! PostgreSQL has no unsigned integers; every `u64` is stored in a `bigint` as the same 64 bits
-//! reinterpreted ([`to_sql`], [`from_sql`]). The kind is a `smallint` holding the same numbers as the
-//! log's kind byte (0 message, 1 delivered, 2 expired), so kinds added later map through unchanged.
+//! reinterpreted ([`to_sql`], [`from_sql`]). The kind is a `smallint` holding SQLite's numbers for it
+//! (the same as the log's kind byte), so kinds added there map through unchanged.
 
 use bytes::Bytes;
 use postgres::Row;
 
-use crate::store::{Entry, EntryKind, ExpiredEntry, StoreError};
+use crate::store::{sqlite, Entry, EntryKind, ExpiredEntry, StoreError};
 
 /// The columns every entry query selects, in the order [`entry`] reads them; the body (or its
 /// length, for [`expired`]) comes next.
@@ -32,24 +32,14 @@ pub(super) fn from_sql(value: i64) -> u64 {
     value as u64
 }
 
+/// The kind as SQLite stores it (one numbering for every SQL engine, so a kind added there maps
+/// through here), in a `smallint`.
 fn kind_to_sql(kind: EntryKind) -> i16 {
-    match kind {
-        EntryKind::Message => 0,
-        EntryKind::Delivered => 1,
-        EntryKind::Expired => 2,
-    }
+    i16::try_from(sqlite::kind_to_sql(kind)).unwrap_or(i16::MAX)
 }
 
 fn kind_from_sql(id: u64, kind: i16) -> Result<EntryKind, StoreError> {
-    match kind {
-        0 => Ok(EntryKind::Message),
-        1 => Ok(EntryKind::Delivered),
-        2 => Ok(EntryKind::Expired),
-        other => Err(StoreError::Corrupt {
-            id,
-            what: format!("unknown entry kind {other}"),
-        }),
-    }
+    sqlite::kind_from_sql(id, i64::from(kind))
 }
 
 /// Reads [`COLUMNS`] and, with `with_body`, the body in the column after them.

@@ -100,7 +100,8 @@ fn from_sql(value: i64) -> u64 {
     value as u64
 }
 
-fn kind_to_sql(kind: EntryKind) -> i64 {
+/// The kind's number, which the PostgreSQL engine stores too (`store/postgres/row.rs`).
+pub(in crate::store) fn kind_to_sql(kind: EntryKind) -> i64 {
     match kind {
         EntryKind::Message => 0,
         EntryKind::Delivered => 1,
@@ -108,7 +109,7 @@ fn kind_to_sql(kind: EntryKind) -> i64 {
     }
 }
 
-fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
+pub(in crate::store) fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
     match kind {
         0 => Ok(EntryKind::Message),
         1 => Ok(EntryKind::Delivered),
