@@ -16,6 +16,7 @@
 mod accept;
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 mod descriptors;
 pub mod metrics;
 pub mod notify;

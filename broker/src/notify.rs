@@ -111,7 +111,9 @@ mod tests {
             let _ = release.recv();
         }));
         // Only once the Registry's thread is inside the blocking call is it sure to be stuck.
-        is_blocked.await.expect("the arbiter runs the blocking call");
+        is_blocked
+            .await
+            .expect("the arbiter runs the blocking call");
         assert!(!probe.answers(Duration::from_millis(100)).await);
         drop(stuck);
         assert!(probe.answers(ACTOR_DEADLINE).await);

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::accept;
 use crate::admin::{AdminListener, AdminState, Readiness};
 use crate::auth::Auth;
+use crate::cluster::WakeListener;
 use crate::descriptors;
 use crate::metrics::Metrics;
 use crate::notify::Probe;
@@ -26,7 +27,8 @@ use crate::router::{self, Router, RouterConfig};
 use crate::session::{FrameBudget, SessionDeps};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{
-    LogStore, MailboxStore, MemoryStore, SqliteStore, StoreError, StoreHandle, StoreThread,
+    LogStore, MailboxStore, MemoryStore, PostgresStore, SqliteStore, StoreError, StoreHandle,
+    StoreThread,
 };
 use crate::tls;
 
@@ -101,6 +103,8 @@ pub struct Broker {
     admin: Option<AdminListener>,
     /// The credentials and TLS new connections get; a reload swaps them.
     live: Arc<Live>,
+    /// Cluster mode: hears which mailboxes other brokers on the database appended to.
+    wake_listener: Option<WakeListener>,
 }
 
 impl Broker {
@@ -156,6 +160,13 @@ impl Broker {
         )
         .with_metrics(metrics.clone())
         .start();
+        let wake_listener = match settings.store {
+            StoreKind::Postgres => Some(
+                WakeListener::spawn(settings.postgres.url.clone(), router.clone().recipient())
+                    .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?,
+            ),
+            _ => None,
+        };
         let workers: Vec<Arbiter> = (0..settings.worker_threads())
             .map(|_| Arbiter::new())
             .collect();
@@ -218,6 +229,7 @@ impl Broker {
             readiness,
             admin,
             live,
+            wake_listener,
         })
     }
 
@@ -277,6 +289,9 @@ impl Broker {
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
+        if let Some(listener) = self.wake_listener {
+            let _ = tokio::task::spawn_blocking(move || listener.stop()).await;
+        }
         // The Router holds the last store handle; stopping it lets the store thread finish and close.
         let _ = self.router.send(router::Stop).await;
         drop(self.router);
@@ -303,6 +318,13 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
         StoreKind::Log => {
             open_blocking(settings, |dir, durability| {
                 Ok(Box::new(LogStore::open(dir, durability)?))
+            })
+            .await
+        }
+        StoreKind::Postgres => {
+            let url = settings.postgres.url.clone();
+            open_blocking(settings, move |_, durability| {
+                Ok(Box::new(PostgresStore::open(&url, durability)?))
             })
             .await
         }

@@ -94,7 +94,26 @@ fn build(name: &str) {
     };
     let target_dir = dir.parent().expect("target directory");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    // `cargo test` sets these for the test process, not for itself; a build script that watches
+    // them (ring's) would see them change between this build and the next `cargo test`, and
+    // rebuild everything above it both times.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ];
+        if per_package.iter().any(|p| key.starts_with(p))
+            || key == "CARGO_PRIMARY_PACKAGE"
+            || key == "CARGO_TARGET_TMPDIR"
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
         .args([
             "build",
             "--quiet",
@@ -210,6 +229,15 @@ impl BrokerProcess {
         configure: impl FnOnce(&mut Command),
     ) -> BrokerProcess {
         Self::spawn(data_dir, 0, None, configure).await
+    }
+
+    /// Starts a broker like [`BrokerProcess::start`] with settings given as environment variables
+    /// (`SWITCHBOARD_BROKER_STORE=postgres`, say).
+    pub async fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> BrokerProcess {
+        Self::start_configured(data_dir, |command| {
+            command.envs(env.iter().copied());
+        })
+        .await
     }
 
     /// Starts a broker like [`BrokerProcess::start`] that may open at most `descriptors` files

@@ -32,6 +32,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         keepalive,
         log,
         admin,
+        postgres,
     } = new;
     differs("listen", &running.listen != listen);
     differs("data_dir", &running.data_dir != data_dir);
@@ -44,6 +45,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     differs("keepalive", &running.keepalive != keepalive);
     differs("log.format", running.log.format != log.format);
     differs("admin", &running.admin != admin);
+    differs("postgres", &running.postgres != postgres);
     let (old_auth, new_auth) = (&running.auth, &new.auth);
     differs(
         "auth.credentials_file (on or off)",

@@ -190,8 +190,14 @@ pub(super) fn answer(answers: Answers, outcome: &CommitOutcome) -> FxHashMap<u64
         .iter()
         .map(|d| (d.id, d.original))
         .collect();
+    let renumbered: FxHashMap<u64, u64> = outcome
+        .renumbered
+        .iter()
+        .map(|r| (r.id, r.stored_as))
+        .collect();
     for (id, tx) in answers {
-        let _ = tx.send(Ok(duplicates.get(&id).copied().unwrap_or(id)));
+        let told = duplicates.get(&id).or(renumbered.get(&id)).copied();
+        let _ = tx.send(Ok(told.unwrap_or(id)));
     }
     duplicates
 }
@@ -296,6 +302,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_hears_the_id_a_shared_store_stored_its_message_under() {
+        let mut queue = CommitQueue::default();
+        let provisional = crate::store::PROVISIONAL_IDS + 1;
+        let mut sent = entry(1, "bob", 1);
+        sent.id = provisional;
+        queue.push(sent);
+        let mut accepted = queue.answer_when_committed(provisional);
+        let commit = queue.take(0, |_| false);
+        let outcome = CommitOutcome {
+            renumbered: vec![crate::store::Renumbered {
+                id: provisional,
+                stored_as: 42,
+            }],
+            ..Default::default()
+        };
+        assert!(answer(commit.answers, &outcome).is_empty());
+        assert_eq!(accepted.try_recv().unwrap(), Ok(42));
+    }
+
+    #[test]
     fn the_collecting_batch_answers_what_it_holds() {
         let mut queue = CommitQueue::default();
         queue.push(entry(1, "bob", 1));
@@ -322,6 +348,7 @@ mod tests {
         let commit = queue.take(0, |_| false);
         let outcome = CommitOutcome {
             duplicates: vec![Duplicate { id: 6, original: 2 }],
+            ..Default::default()
         };
         let duplicates = answer(commit.answers, &outcome);
         assert_eq!(

@@ -23,6 +23,10 @@ pub struct RouterConfig {
     pub dedupe_max: u64,
     /// The frame limit sessions write under: a stored entry whose `deliver` exceeds it is set aside.
     pub max_frame_bytes: usize,
+    /// Other brokers share the store (cluster mode, `store = "postgres"`): ids are provisional
+    /// and the store's to number, nothing goes out before its commit, and every delivery is read
+    /// from the store in commit order (`router/wake.rs`).
+    pub shared_store: bool,
 }
 
 impl RouterConfig {
@@ -41,6 +45,7 @@ impl RouterConfig {
             dedupe_window: Duration::from_secs(s.dedupe.window_secs),
             dedupe_max: s.dedupe.max_remembered,
             max_frame_bytes: s.limits.max_frame_bytes,
+            shared_store: s.store == crate::settings::StoreKind::Postgres,
         }
     }
 
@@ -108,6 +113,7 @@ pub(super) mod tests {
             dedupe_window: Duration::from_secs(60),
             dedupe_max: 1_000,
             max_frame_bytes: switchboard_proto::DEFAULT_MAX_FRAME,
+            shared_store: false,
         }
     }
 

@@ -6,7 +6,9 @@ use actix::prelude::*;
 
 use super::commit::{self, Commit};
 use super::Router;
-use crate::store::{CommitOutcome, Entry, StoreError};
+use rustc_hash::FxHashMap;
+
+use crate::store::{CommitOutcome, Entry, EntryKind, StoreError};
 
 impl Router {
     /// Sends what is queued to the store unless a commit is already under way.
@@ -41,7 +43,8 @@ impl Router {
                 if result.is_ok() {
                     router.ids.reservation_committed(reserve);
                 }
-                router.committed(result, appended, deletes, answers);
+                let grown = router.committed(result, appended, deletes, answers);
+                router.wake(&grown, ctx);
                 for owner in router.early.commit_landed() {
                     router.catch_up(&owner);
                 }
@@ -57,7 +60,7 @@ impl Router {
         appended: Vec<Entry>,
         deletes: Vec<u64>,
         answers: commit::Answers,
-    ) {
+    ) -> Vec<String> {
         self.queue.landed();
         for entry in &appended {
             let receipt = entry.kind.is_receipt();
@@ -75,7 +78,7 @@ impl Router {
                     self.online.not_stored(entry);
                 }
                 self.deleting.commit_landed(deletes);
-                return;
+                return Vec::new();
             }
         };
         let duplicates = commit::answer(answers, &outcome);
@@ -85,14 +88,32 @@ impl Router {
             }
         }
         self.deleting.commit_landed(deletes);
-        for entry in appended {
+        let stored_as: FxHashMap<u64, u64> = outcome
+            .renumbered
+            .iter()
+            .map(|r| (r.id, r.stored_as))
+            .collect();
+        let mut grown = Vec::new();
+        for mut entry in appended {
             if duplicates.contains_key(&entry.id) {
                 tracing::debug!(sender = %entry.peer, send_id = entry.send_id, "resend recognised; stored once");
                 self.online.not_stored(&entry);
                 continue;
             }
             self.usage.stored(&entry.mailbox, entry.body.len() as u64);
-            self.arrived(entry);
+            if let Some(&id) = stored_as.get(&entry.id) {
+                entry.id = id;
+                if entry.kind == EntryKind::Message {
+                    entry.message_id = id;
+                }
+            }
+            if self.config.shared_store {
+                // Another broker may have committed to this mailbox in between: read it in order.
+                grown.push(entry.mailbox);
+            } else {
+                self.arrived(entry);
+            }
         }
+        grown
     }
 }

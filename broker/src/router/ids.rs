@@ -6,6 +6,8 @@
 //! the store's high-water mark covers once it is durable, and only ids at or below a committed
 //! reservation go out early.
 
+use crate::store::PROVISIONAL_IDS;
+
 /// How many ids a reservation covers; a new one is asked for when half is used. A restart after a
 /// crash skips at most this many ids.
 pub(super) const ID_RESERVATION: u64 = 1 << 20;
@@ -16,6 +18,8 @@ pub(super) struct Ids {
     last: u64,
     /// Ids up to this one are covered by a committed reservation and may be handed out early.
     reserved: u64,
+    /// The ids are provisional ([`Ids::provisional`]).
+    shared: bool,
 }
 
 impl Ids {
@@ -24,6 +28,17 @@ impl Ids {
         Self {
             last,
             reserved: last,
+            shared: false,
+        }
+    }
+
+    /// For a store other brokers share: provisional ids ([`PROVISIONAL_IDS`] and up), which the
+    /// store replaces by ids in commit order; none may go out early and none is reserved.
+    pub(super) fn provisional() -> Self {
+        Self {
+            last: PROVISIONAL_IDS,
+            reserved: 0,
+            shared: true,
         }
     }
 
@@ -42,6 +57,9 @@ impl Ids {
     /// The reservation the next commit should carry, once less than half of the committed one is
     /// left; asking early keeps early delivery going while that commit is under way.
     pub(super) fn reservation_due(&self) -> Option<u64> {
+        if self.shared {
+            return None;
+        }
         (self.last + ID_RESERVATION / 2 > self.reserved).then_some(self.last + ID_RESERVATION)
     }
 
@@ -74,6 +92,15 @@ mod tests {
         assert!(!ids.may_go_early(id), "asked for is not committed");
         ids.reservation_committed(through);
         assert!(ids.may_go_early(id));
+    }
+
+    #[test]
+    fn provisional_ids_never_go_out_early_and_reserve_nothing() {
+        let mut ids = Ids::provisional();
+        let id = ids.next();
+        assert!(id > PROVISIONAL_IDS);
+        assert!(!ids.may_go_early(id));
+        assert_eq!(ids.reservation_due(), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod online;
 mod testing;
 mod undeliverable;
 mod usage;
+mod wake;
 mod window;
 
 use std::collections::VecDeque;
@@ -46,6 +47,7 @@ use tokio::sync::oneshot;
 pub use admin::{MailboxTotals, Totals};
 pub use config::RouterConfig;
 pub use messages::{Ack, Attach, Deliver, Detach, Drain, Stop, Submit};
+pub use wake::Wake;
 
 use self::commit::CommitQueue;
 use self::deleting::Deleting;
@@ -94,7 +96,11 @@ impl Router {
     ) -> Self {
         Self {
             store,
-            ids: Ids::new(last_id),
+            ids: if config.shared_store {
+                Ids::provisional()
+            } else {
+                Ids::new(last_id)
+            },
             usage: Usage::new(config.mailbox_limits(), usage),
             config,
             queue: CommitQueue::default(),
@@ -121,6 +127,11 @@ impl Router {
         self.usage
             .queue(&entry.mailbox, entry.body.len() as u64, receipt);
         let may_go_early = early && self.ids.may_go_early(entry.id);
+        if self.config.shared_store {
+            // Nothing goes out before its commit: it is read from the store in commit order.
+            self.queue.push(entry);
+            return;
+        }
         let window = self.online.get_mut(&entry.mailbox);
         if self.early.admit(&entry, may_go_early, window).is_err() {
             self.went_away(&entry.mailbox);
@@ -211,6 +222,9 @@ impl Actor for Router {
         ctx.run_interval(housekeeping::MAINTENANCE_EVERY, |router, ctx| {
             router.maintain(ctx)
         });
+        if self.config.shared_store {
+            ctx.run_interval(wake::SAFETY_SWEEP, |router, ctx| router.wake_everyone(ctx));
+        }
     }
 }
 

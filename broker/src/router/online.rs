@@ -56,6 +56,16 @@ impl<S: Outlet> Online<S> {
         }
     }
 
+    /// The online client named `client`, as its id.
+    pub(super) fn id_of(&self, client: &str) -> Option<ClientId> {
+        self.clients.get_key_value(client).map(|(id, _)| id.clone())
+    }
+
+    /// Every online client.
+    pub(super) fn ids(&self) -> Vec<ClientId> {
+        self.clients.keys().cloned().collect()
+    }
+
     pub(super) fn get_mut(&mut self, client: &str) -> Option<&mut Window<S>> {
         self.clients.get_mut(client)
     }

@@ -182,6 +182,16 @@ impl<S: Outlet> Window<S> {
         true
     }
 
+    /// The store may hold entries above the cursor (another broker on a shared store committed
+    /// some, or the safety sweep asks): a page read will look, or look again if one is under way.
+    pub(super) fn more_stored(&mut self) {
+        if self.fetching {
+            self.arrived_while_fetching = true;
+        } else {
+            self.backlog = true;
+        }
+    }
+
     /// The page read to start now, if there is a backlog, none is under way, and at least half the
     /// window is free (so pages are not read one entry at a time).
     pub(super) fn next_page(&mut self) -> Option<PageRequest> {

@@ -63,6 +63,7 @@ pub struct Settings {
     pub keepalive: Keepalive,
     pub log: Log,
     pub admin: AdminSettings,
+    pub postgres: PostgresSettings,
 }
 
 /// The embedded stores; a distributed engine would add a variant here. `Log` is the default: it
@@ -77,6 +78,9 @@ pub enum StoreKind {
     Log,
     /// Process memory: lost when the broker stops. For tests and throwaway brokers.
     Memory,
+    /// A PostgreSQL database (`[postgres] url`), which several brokers may share (cluster mode).
+    /// `data_dir` is not used.
+    Postgres,
 }
 
 /// Bounds that keep one client from costing the broker unbounded memory or time.
@@ -176,6 +180,26 @@ pub struct TlsSettings {
     pub client_ca_file: PathBuf,
 }
 
+/// Where the `postgres` store's database is.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// A libpq connection string (`host=db1,db2 port=5432 dbname=switchboard user=switchboard
+    /// target_session_attrs=read-write`) or URL; several hosts with `read-write` find the primary
+    /// after a failover. A password is better given as `SWITCHBOARD_BROKER_POSTGRES__URL`.
+    pub url: String,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The url may carry a password: never printed.
+        let url = if self.url.is_empty() { "" } else { "<set>" };
+        f.debug_struct("PostgresSettings")
+            .field("url", &url)
+            .finish()
+    }
+}
+
 /// The admin listener (metrics, health, the admin API); off while `listen` is empty.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -237,6 +261,7 @@ impl Default for Settings {
             keepalive: Keepalive::default(),
             log: Log::default(),
             admin: AdminSettings::default(),
+            postgres: PostgresSettings::default(),
         }
     }
 }

@@ -117,7 +117,11 @@ impl Settings {
         if let Err((key, reason)) = self.check_admin() {
             return invalid(key, &reason);
         }
-        if self.store != StoreKind::Memory && self.data_dir.as_os_str().is_empty() {
+        if self.store == StoreKind::Postgres && self.postgres.url.trim().is_empty() {
+            return invalid("postgres.url", "must be set with store = \"postgres\"");
+        }
+        let on_disk = matches!(self.store, StoreKind::Sqlite | StoreKind::Log);
+        if on_disk && self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty with a durable store");
         }
         Ok(())
@@ -192,6 +196,19 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate().unwrap_err().to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn the_postgres_store_needs_a_url_and_no_data_dir() {
+        let mut s = Settings {
+            store: StoreKind::Postgres,
+            data_dir: "".into(),
+            ..Settings::default()
+        };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("postgres.url"), "{err}");
+        s.postgres.url = "host=127.0.0.1 dbname=switchboard".into();
+        assert!(s.validate().is_ok());
     }
 
     #[test]

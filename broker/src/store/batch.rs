@@ -58,8 +58,26 @@ pub struct Duplicate {
     pub original: u64,
 }
 
+/// Ids at or above this are provisional: given out by a Router whose store is shared with other
+/// brokers, where no broker can know which id comes next in a mailbox. A shared store gives each
+/// such append the next id in commit order and reports it as [`Renumbered`]; a Router with a store
+/// of its own never gives out one (its ids already increase in commit order), so single-writer
+/// engines never see them.
+pub const PROVISIONAL_IDS: u64 = 3 << 61;
+
+/// An append the store stored under another id than the Router gave it: its id in commit order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renumbered {
+    /// The id the Router gave the entry.
+    pub id: u64,
+    /// The id it is stored and delivered under (for a message, also its `message_id`).
+    pub stored_as: u64,
+}
+
 /// What a commit did beyond what the batch asked.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
     pub duplicates: Vec<Duplicate>,
+    /// Appends stored under an id of the store's choosing (see [`PROVISIONAL_IDS`]).
+    pub renumbered: Vec<Renumbered>,
 }

@@ -7,6 +7,10 @@ pub enum StoreError {
     // `{:#}` does not repeat them.
     #[error("sqlite: {0}")]
     Sqlite(rusqlite::Error),
+    /// PostgreSQL refused a statement or the connection to it failed; the store reconnects on
+    /// its next call.
+    #[error("postgres: {}", postgres_cause(.0))]
+    Postgres(postgres::Error),
     #[error("cannot prepare data directory {path}: {cause}")]
     DataDir {
         path: std::path::PathBuf,
@@ -47,5 +51,20 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         StoreError::Sqlite(error)
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> Self {
+        StoreError::Postgres(error)
+    }
+}
+
+/// The client's error with its cause: `postgres::Error` alone prints only "db error" and keeps
+/// what the server said in `source()`.
+fn postgres_cause(error: &postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
     }
 }

@@ -1,8 +1,12 @@
 //! Durable mailboxes behind a trait.
 //!
-//! The Router decides *what* is stored and in which order; a [`MailboxStore`] only makes it durable and
-//! reads it back. Every entry carries a broker-wide id assigned by the Router in strictly increasing
-//! order, so "a mailbox in order" is "its entries by id". Writes come as a [`Batch`] of appends and
+//! The Router decides *what* is stored; a [`MailboxStore`] only makes it durable and reads it back.
+//! Every stored entry carries a broker-wide id, and within a mailbox ids increase in commit order, so
+//! "a mailbox in order" is "its entries by id" and a reader paging `id > cursor` never skips an entry
+//! that commits later. With a store of its own the Router assigns ids in strictly increasing order
+//! and they are stored as given. Brokers sharing one store (PostgreSQL, cluster mode) cannot: their
+//! Routers give out provisional ids ([`PROVISIONAL_IDS`]) and the store assigns each append the next
+//! id in commit order inside the committing transaction, reporting it ([`Renumbered`]). Writes come as a [`Batch`] of appends and
 //! deletes that must commit atomically and durably in one go: the Router groups everything that arrived
 //! while the previous commit ran, so durability costs one transaction and one fsync per batch, not per
 //! message.
@@ -19,15 +23,17 @@ mod error;
 mod lock;
 pub(crate) mod log;
 mod memory;
+pub mod postgres;
 pub(crate) mod sqlite;
 mod worker;
 
-pub use batch::{Batch, CommitOutcome, Duplicate, Remembered};
+pub use batch::{Batch, CommitOutcome, Duplicate, Remembered, Renumbered, PROVISIONAL_IDS};
 pub use entry::{Entry, EntryKind, ExpiredEntry, MailboxUsage};
 pub use error::StoreError;
 pub use lock::DataDirLock;
 pub use log::{check as check_log, CheckReport, LogOptions, LogStore, TornTail};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use worker::{StoreHandle, StoreThread};
 
@@ -96,5 +102,7 @@ mod engines {
         memory => ((), MemoryStore::new());
         sqlite => crate::store::sqlite::tests::open_sqlite();
         log => crate::store::log::tests::open_log();
+        // Against a PostgreSQL of the test's own; skipped where none is installed, unless `CI` is set.
+        postgres => crate::store::postgres::tests::open_postgres();
     }
 }

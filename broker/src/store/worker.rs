@@ -255,7 +255,16 @@ fn answer_merged(
             .filter(|d| ids.iter().any(|e| e.id == d.id))
             .copied()
             .collect();
-        let _ = reply.send(Ok(CommitOutcome { duplicates }));
+        let renumbered = outcome
+            .renumbered
+            .iter()
+            .filter(|r| ids.iter().any(|e| e.id == r.id))
+            .copied()
+            .collect();
+        let _ = reply.send(Ok(CommitOutcome {
+            duplicates,
+            renumbered,
+        }));
     }
 }
 

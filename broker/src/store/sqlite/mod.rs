@@ -101,7 +101,8 @@ fn from_sql(value: i64) -> u64 {
     value as u64
 }
 
-fn kind_to_sql(kind: EntryKind) -> i64 {
+/// The kind's number, which the PostgreSQL engine stores too (`store/postgres/row.rs`).
+pub(in crate::store) fn kind_to_sql(kind: EntryKind) -> i64 {
     match kind {
         EntryKind::Message => 0,
         EntryKind::Delivered => 1,
@@ -110,7 +111,7 @@ fn kind_to_sql(kind: EntryKind) -> i64 {
     }
 }
 
-fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
+pub(in crate::store) fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
     match kind {
         0 => Ok(EntryKind::Message),
         1 => Ok(EntryKind::Delivered),
@@ -124,7 +125,7 @@ fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
 }
 
 /// The `receipts` column: which receipts a message's sender asked for (0 all, 1 delivered, 2 none).
-fn receipts_to_sql(receipts: Receipts) -> i64 {
+pub(in crate::store) fn receipts_to_sql(receipts: Receipts) -> i64 {
     match receipts {
         Receipts::All => 0,
         Receipts::Delivered => 1,
@@ -132,7 +133,7 @@ fn receipts_to_sql(receipts: Receipts) -> i64 {
     }
 }
 
-fn receipts_from_sql(id: u64, value: i64) -> Result<Receipts, StoreError> {
+pub(in crate::store) fn receipts_from_sql(id: u64, value: i64) -> Result<Receipts, StoreError> {
     match value {
         0 => Ok(Receipts::All),
         1 => Ok(Receipts::Delivered),

@@ -1,0 +1,205 @@
+//! The shared engine (`store = "postgres"`): mailboxes in a PostgreSQL database, for brokers that
+//! must outlive their machine.
+//!
+//! Every [`Batch`] is one transaction (`commit.rs`), written in a fixed handful of statements whatever
+//! its size; what the database holds and how its schema is created and migrated is in `schema.rs`;
+//! how an entry maps to a row, in `row.rs`. The connection is the blocking `postgres` client: the
+//! trait runs on the store's own thread, which may block on the network. `url` is a libpq
+//! connection string, so several hosts with `target_session_attrs=read-write` find the primary
+//! after a failover. A call that finds the connection broken fails (the Router answers
+//! `unavailable`, nothing claimed) and the next call connects again, so service resumes on its own
+//! when the database is back.
+//!
+//! Durability is the server's: with `durability = "fsync"` a commit waits for whatever
+//! `synchronous_commit` the server is configured with (its WAL flushed, and with synchronous
+//! standbys their confirmation); with `"os"` the session sets `synchronous_commit = off`, so a commit
+//! survives a crash of the broker, not of the database server.
+
+mod commit;
+#[cfg(any(test, feature = "test-support"))]
+pub mod harness;
+mod row;
+mod schema;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use postgres::{Client, NoTls};
+
+pub use self::commit::WAKE_CHANNEL;
+
+use self::row::{from_sql, to_sql, COLUMNS};
+use super::{
+    Batch, CommitOutcome, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
+    MaintenanceReport, StoreError,
+};
+
+/// Mailboxes in a PostgreSQL database.
+pub struct PostgresStore {
+    /// The libpq connection string; kept to connect again after the connection broke.
+    url: String,
+    durability: Durability,
+    /// `None` after the connection broke, until the next call connects again.
+    client: Option<Client>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The url may hold a password: never printed.
+        f.debug_struct("PostgresStore")
+            .field("connected", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url`, creates or migrates the schema, and refuses a database whose schema is
+    /// newer than this broker's. Blocks on the network: call it off the actor threads.
+    pub fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        let mut store = Self {
+            url: url.to_owned(),
+            durability,
+            client: None,
+        };
+        schema::migrate(store.client()?)?;
+        tracing::info!(?durability, "opened PostgreSQL store");
+        Ok(store)
+    }
+
+    /// The connection, connecting first if there is none.
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            let mut client = Client::connect(&self.url, NoTls)?;
+            if self.durability == Durability::Os {
+                client.batch_execute("SET synchronous_commit = off")?;
+            }
+            tracing::debug!("connected to PostgreSQL");
+            self.client = Some(client);
+        }
+        self.client.as_mut().ok_or(StoreError::Stopped)
+    }
+
+    /// Runs `f` on the connection; a failure that broke the connection drops it, so the next call
+    /// connects again.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = f(self.client()?);
+        if result.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
+            tracing::warn!("lost the connection to PostgreSQL; the next call connects again");
+            self.client = None;
+        }
+        result
+    }
+}
+
+impl MailboxStore for PostgresStore {
+    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(CommitOutcome::default());
+        }
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            let outcome = commit::commit(&mut tx, batch)?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|client| {
+            let rows = client.query(
+                &format!(
+                    "SELECT {COLUMNS}, body FROM switchboard_entries
+                     WHERE mailbox = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ),
+                &[&mailbox, &to_sql(after), &limit],
+            )?;
+            rows.iter().map(|r| row::entry(r, true)).collect()
+        })
+    }
+
+    fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
+        self.with(|client| {
+            let rows = client.query(
+                "SELECT mailbox, entries, bytes FROM switchboard_mailboxes WHERE entries > 0",
+                &[],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(MailboxUsage {
+                        mailbox: r.try_get(0)?,
+                        entries: r.try_get::<_, i64>(1)?.max(0) as u64,
+                        bytes: r.try_get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|client| {
+            let rows = client.query(
+                &format!(
+                    "SELECT {COLUMNS}, length(body) FROM switchboard_entries
+                     WHERE expires_at_ms > 0 AND expires_at_ms <= $1
+                     ORDER BY expires_at_ms LIMIT $2"
+                ),
+                &[&to_sql(now_ms), &limit],
+            )?;
+            rows.iter().map(row::expired).collect()
+        })
+    }
+
+    fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
+        self.with(|client| {
+            let row = client.query_opt(
+                "SELECT message_id FROM switchboard_sent WHERE sender = $1 AND send_id = $2",
+                &[&sender, &to_sql(send_id)],
+            )?;
+            row.map(|r| Ok(from_sql(r.try_get(0)?))).transpose()
+        })
+    }
+
+    fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            let mut forgotten = tx.execute(
+                "DELETE FROM switchboard_sent WHERE at_ms < $1",
+                &[&to_sql(what.forget_sent_before_ms)],
+            )?;
+            let remembered: i64 = tx
+                .query_one("SELECT count(*) FROM switchboard_sent", &[])?
+                .try_get(0)?;
+            let excess = (remembered.max(0) as u64).saturating_sub(what.remember_at_most);
+            if excess > 0 {
+                forgotten += tx.execute(
+                    "DELETE FROM switchboard_sent WHERE at_ms <=
+                     (SELECT at_ms FROM switchboard_sent ORDER BY at_ms LIMIT 1 OFFSET $1)",
+                    &[&to_sql(excess - 1)],
+                )?;
+            }
+            tx.commit()?;
+            // Free space is PostgreSQL's autovacuum's business.
+            Ok(MaintenanceReport {
+                forgotten,
+                reclaimed_pages: 0,
+            })
+        })
+    }
+
+    fn last_id(&mut self) -> Result<u64, StoreError> {
+        self.with(|client| {
+            let row = client.query_one(
+                "SELECT greatest(
+                     (SELECT value FROM switchboard_meta WHERE key = 'last_id'),
+                     (SELECT max(id) FROM switchboard_entries))",
+                &[],
+            )?;
+            Ok(row.try_get::<_, Option<i64>>(0)?.map_or(0, from_sql))
+        })
+    }
+}

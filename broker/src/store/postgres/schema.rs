@@ -1,0 +1,97 @@
+//! What the PostgreSQL database holds, and how a database of an older schema version becomes today's.
+//!
+//! The version is the row `schema_version` of `switchboard_meta`. Every broker that opens the
+//! database runs [`migrate`] in one transaction under a transaction-level advisory lock, so brokers
+//! starting together on one database migrate it once and never see a half-made schema; a database
+//! with a newer version is refused rather than misread. Tables carry a `switchboard_` prefix, so the
+//! broker can share a database (and its `search_path`) with other applications.
+//!
+//! Integers are `bigint`: ids, send ids and times are `u64`, stored as the same 64 bits reinterpreted
+//! (`super::row`), so every value round-trips exactly and the order of ids below 2^63 holds.
+
+use postgres::Client;
+
+use crate::store::StoreError;
+
+/// The schema this code writes.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// The advisory lock key every broker takes while it migrates ("sb" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x7362_0001;
+
+/// The schema of a new database (version 1).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS switchboard_meta (
+    key   text   PRIMARY KEY,
+    value bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS switchboard_entries (
+    id            bigint   PRIMARY KEY,
+    mailbox       text     NOT NULL,
+    kind          smallint NOT NULL,
+    peer          text     NOT NULL,
+    send_id       bigint   NOT NULL,
+    message_id    bigint   NOT NULL,
+    sent_at_ms    bigint   NOT NULL,
+    expires_at_ms bigint   NOT NULL,
+    receipts      smallint NOT NULL DEFAULT 0,
+    body          bytea    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS switchboard_entries_by_mailbox ON switchboard_entries (mailbox, id);
+CREATE INDEX IF NOT EXISTS switchboard_entries_by_expiry ON switchboard_entries (expires_at_ms)
+    WHERE expires_at_ms > 0;
+CREATE TABLE IF NOT EXISTS switchboard_mailboxes (
+    mailbox text   PRIMARY KEY,
+    entries bigint NOT NULL,
+    bytes   bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS switchboard_sent (
+    sender     text   NOT NULL,
+    send_id    bigint NOT NULL,
+    message_id bigint NOT NULL,
+    at_ms      bigint NOT NULL,
+    PRIMARY KEY (sender, send_id)
+);
+CREATE INDEX IF NOT EXISTS switchboard_sent_by_time ON switchboard_sent (at_ms);
+INSERT INTO switchboard_meta (key, value) VALUES ('last_id', 0), ('stored_id', 0)
+    ON CONFLICT (key) DO NOTHING;
+";
+
+/// Brings the database behind `client` to [`SCHEMA_VERSION`], or refuses one that is newer.
+pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('switchboard_meta') IS NOT NULL", &[])?
+        .get(0);
+    let version: i64 = if exists {
+        tx.query_opt(
+            "SELECT value FROM switchboard_meta WHERE key = 'schema_version'",
+            &[],
+        )?
+        .map_or(0, |row| row.get(0))
+    } else {
+        0
+    };
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Incompatible(format!(
+            "the PostgreSQL database has Switchboard schema version {version}; this broker \
+             understands up to {SCHEMA_VERSION}"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "creating the PostgreSQL schema"
+        );
+        tx.batch_execute(SCHEMA)?;
+        tx.execute(
+            "INSERT INTO switchboard_meta (key, value) VALUES ('schema_version', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&SCHEMA_VERSION],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The PostgreSQL engine beyond the shared contract: reopening, schema versions, two brokers' stores
+//! on one database, and a database that goes away and comes back. Each test skips where PostgreSQL
+//! is not installed, and fails instead when `CI` is set.
+
+use std::sync::Arc;
+
+use super::harness::{TestDatabase, TestPostgres};
+use super::PostgresStore;
+use crate::store::conformance::{append, count, entry, ids};
+use crate::store::{Batch, Duplicate, Durability, MailboxStore, Renumbered};
+
+/// A fresh database on the shared test server and a store open on it, or `None` to skip.
+pub(crate) fn open_postgres() -> Option<(TestDatabase, PostgresStore)> {
+    let db = TestPostgres::shared_or_skip("postgres store")?;
+    let store = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
+    Some((db, store))
+}
+
+#[test]
+fn postgres_keeps_entries_and_last_id_across_reopen() {
+    let Some((db, mut store)) = open_postgres() else {
+        return;
+    };
+    append(
+        &mut store,
+        vec![entry(1, "bob", "one"), entry(2, "bob", "two")],
+    );
+    store
+        .commit(&Batch {
+            deletes: vec![2],
+            ..Default::default()
+        })
+        .expect("commit");
+    drop(store);
+    let mut store = PostgresStore::open(&db.url, Durability::Os).expect("reopen");
+    assert_eq!(
+        store.fetch("bob", 0, 10).expect("fetch"),
+        vec![entry(1, "bob", "one")]
+    );
+    assert_eq!(store.last_id().expect("last id"), 2);
+}
+
+#[test]
+fn postgres_refuses_a_database_from_a_newer_version() {
+    let Some((db, store)) = open_postgres() else {
+        return;
+    };
+    drop(store);
+    let mut client = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+    client
+        .batch_execute("UPDATE switchboard_meta SET value = 99 WHERE key = 'schema_version'")
+        .expect("update");
+    let err = PostgresStore::open(&db.url, Durability::Fsync).expect_err("refused");
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+/// Two brokers on one database: a resend through the second is recognised as the first's message,
+/// and each sees what the other committed.
+#[test]
+fn postgres_two_stores_on_one_database_share_mailboxes_and_sends() {
+    let Some((db, mut one)) = open_postgres() else {
+        return;
+    };
+    let mut two = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
+    append(&mut one, vec![entry(1, "bob", "x")]);
+    let mut resend = entry(2, "bob", "x");
+    resend.send_id = 10;
+    let outcome = two
+        .commit(&Batch {
+            appends: vec![resend],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(outcome.duplicates, [Duplicate { id: 2, original: 1 }]);
+    assert_eq!(ids(&two.fetch("bob", 0, 10).expect("fetch")), [1]);
+    assert_eq!(two.last_id().expect("last id"), 2);
+    two.commit(&Batch {
+        deletes: vec![1],
+        ..Default::default()
+    })
+    .expect("commit");
+    assert_eq!(count(&mut one, "bob"), 0);
+    assert_eq!(one.usage().expect("usage"), []);
+}
+
+/// Two stores committing at once into the same mailboxes, with their names in opposite orders:
+/// rows lock in one order, so neither deadlocks and every entry lands.
+#[test]
+fn postgres_concurrent_commits_on_one_database_all_land() {
+    let Some((db, store)) = open_postgres() else {
+        return;
+    };
+    drop(store);
+    let url = Arc::new(db.url.clone());
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut store = PostgresStore::open(&url, Durability::Fsync).expect("open");
+                for round in 0..50u64 {
+                    let id = 1 + 4 * (round * 2 + w);
+                    let mut names = ["bob", "carol"];
+                    if w == 1 {
+                        names.reverse();
+                    }
+                    let mut first = entry(id, names[0], "x");
+                    first.send_id = id;
+                    let mut second = entry(id + 1, names[1], "y");
+                    second.send_id = id + 1;
+                    store
+                        .commit(&Batch {
+                            appends: vec![first, second],
+                            ..Default::default()
+                        })
+                        .expect("commit");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let mut store = PostgresStore::open(&url, Durability::Fsync).expect("open");
+    assert_eq!(count(&mut store, "bob"), 100);
+    assert_eq!(count(&mut store, "carol"), 100);
+    let mut usage = store.usage().expect("usage");
+    usage.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+    assert_eq!(
+        usage.iter().map(|u| u.entries).collect::<Vec<_>>(),
+        [100, 100]
+    );
+}
+
+/// The database goes away: calls fail (the Router answers `unavailable`), nothing half-done is
+/// left, and once it is back the same store serves again without being reopened.
+#[test]
+fn postgres_store_fails_while_the_database_is_down_and_recovers_by_itself() {
+    let Some(server) = TestPostgres::start_or_skip("postgres store recovers") else {
+        return;
+    };
+    let db = server.database().expect("database");
+    let mut store = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
+    append(&mut store, vec![entry(1, "bob", "before")]);
+    server.kill().expect("kill");
+    let failed = store.commit(&Batch {
+        appends: vec![entry(2, "bob", "during")],
+        ..Default::default()
+    });
+    assert!(failed.is_err(), "a commit with the database down fails");
+    assert!(store.fetch("bob", 0, 10).is_err(), "and so does a read");
+    server.restart().expect("restart");
+    append(&mut store, vec![entry(3, "bob", "after")]);
+    assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1, 3]);
+}
+
+/// Two brokers' Routers give out ids that do not commit in order; the store stores each append
+/// under the next id in commit order, so a reader paging `id > cursor` never skips a late commit.
+#[test]
+fn postgres_stores_provisional_and_late_ids_in_commit_order() {
+    let Some((db, mut one)) = open_postgres() else {
+        return;
+    };
+    let mut two = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
+    let provisional = crate::store::PROVISIONAL_IDS;
+    let outcome = one
+        .commit(&Batch {
+            appends: vec![entry(provisional + 7, "bob", "first")],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(
+        outcome.renumbered,
+        [Renumbered {
+            id: provisional + 7,
+            stored_as: 1
+        }]
+    );
+    let page = one.fetch("bob", 0, 10).expect("fetch");
+    assert_eq!((page[0].id, page[0].message_id), (1, 1));
+    // A reader has seen id 1; the other broker's late commit with a lower id lands above it.
+    let mut late = entry(provisional + 3, "bob", "second");
+    late.send_id = 99;
+    let mut receipt = entry(provisional + 4, "alice", "");
+    receipt.kind = crate::store::EntryKind::Delivered;
+    receipt.message_id = 1;
+    let outcome = two
+        .commit(&Batch {
+            appends: vec![late, receipt],
+            deletes: vec![provisional + 4],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(
+        outcome
+            .renumbered
+            .iter()
+            .map(|r| r.stored_as)
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
+    let after = one.fetch("bob", 1, 10).expect("fetch");
+    assert_eq!(ids(&after), [2], "the late commit is after the cursor");
+    assert_eq!(
+        count(&mut one, "alice"),
+        0,
+        "a same-batch delete finds its renumbered entry"
+    );
+    // A resend of the renumbered message is told its stored id.
+    let mut resend = entry(provisional + 9, "carol", "again");
+    resend.send_id = 99;
+    let outcome = one
+        .commit(&Batch {
+            appends: vec![resend],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(
+        (outcome.duplicates, outcome.renumbered),
+        (
+            vec![Duplicate {
+                id: provisional + 9,
+                original: 2
+            }],
+            vec![]
+        )
+    );
+    assert_eq!(one.sent("alice", 99).expect("sent"), Some(2));
+}
