@@ -41,7 +41,7 @@ use crate::connection::Link;
 use crate::error::{
     codec_reason, io_reason, may_retry_after, may_retry_connect, may_retry_read, ClientError,
 };
-use crate::event::{time_from_millis, CloseReason, Event, EventQueue, Message, Receipt};
+use crate::event::{time_from_millis, CloseReason, Datagram, Event, EventQueue, Message, Receipt};
 use crate::handshake;
 use crate::options::ClientOptions;
 use crate::reconnect::Reconnect;
@@ -296,6 +296,10 @@ impl Driver {
                 Some(link) => link.out.ack(ack),
                 None => self.acks.push(ack),
             },
+            Command::Datagram { to, body } => match link {
+                Some(link) => link.out.control(ClientFrame::Datagram { to, body }),
+                None => tracing::debug!(%to, "not connected; the datagram is dropped"),
+            },
             // Handled by the loops, which end on it.
             Command::Close(_) => {}
         }
@@ -431,6 +435,9 @@ impl Driver {
                 ));
             }
             BrokerFrame::Hi { .. } => tracing::warn!("ignoring a second hi from the broker"),
+            BrokerFrame::Datagram { from, body } => {
+                self.events.push(Event::Datagram(Datagram { from, body }));
+            }
         }
         None
     }

@@ -71,6 +71,8 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
             address,
             pending,
             max_body_bytes,
+            // Datagrams go over the TCP session: the library does not use the UDP offer yet.
+            ..
         })) => {
             if version != PROTOCOL_VERSION {
                 return Err(ClientError::Protocol(format!(
@@ -113,5 +115,6 @@ fn frame_kind(frame: &BrokerFrame) -> &'static str {
         BrokerFrame::Receipt { .. } => "receipt",
         BrokerFrame::Pong => "pong",
         BrokerFrame::Error { .. } => "error",
+        BrokerFrame::Datagram { .. } => "datagram",
     }
 }

@@ -66,7 +66,7 @@ mod write_buffer;
 pub use client::Client;
 pub use command::next_send_id;
 pub use error::ClientError;
-pub use event::{CloseReason, Event, Events, Message, Receipt};
+pub use event::{CloseReason, Datagram, Event, Events, Message, Receipt};
 pub use options::ClientOptions;
 pub use reconnect::Reconnect;
 pub use sent::{ReceiptFuture, SendOptions, Sent, Tracked};

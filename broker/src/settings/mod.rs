@@ -21,8 +21,11 @@ use serde::Deserialize;
 
 pub use crate::store::Durability;
 
+mod datagrams;
 mod load;
 mod validate;
+
+pub use datagrams::{DatagramSettings, UdpSettings, MAX_DATAGRAM_BODY};
 
 pub use load::{Overrides, ENV_PREFIX};
 
@@ -63,6 +66,10 @@ pub struct Settings {
     pub keepalive: Keepalive,
     pub log: Log,
     pub admin: AdminSettings,
+    /// The UDP datagram listener.
+    pub udp: UdpSettings,
+    /// Limits on datagrams (over UDP or the TCP session).
+    pub datagrams: DatagramSettings,
 }
 
 /// The embedded stores; a distributed engine would add a variant here. `Log` is the default: it
@@ -229,6 +236,8 @@ impl Default for Settings {
             keepalive: Keepalive::default(),
             log: Log::default(),
             admin: AdminSettings::default(),
+            udp: UdpSettings::default(),
+            datagrams: DatagramSettings::default(),
         }
     }
 }
@@ -308,6 +317,18 @@ impl Settings {
         self.listen
             .parse()
             .map_err(|e| format!("`{}` is not an ip:port address ({e})", self.listen))
+    }
+
+    /// Where the UDP listener binds, given where TCP got bound; `None` when it is off.
+    pub fn udp_addr(&self, tcp: SocketAddr) -> Result<Option<SocketAddr>, String> {
+        match self.udp.listen.as_deref() {
+            None => Ok(Some(tcp)),
+            Some("") => Ok(None),
+            Some(addr) => addr
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("`{addr}` is not an ip:port address ({e})")),
+        }
     }
 
     /// The keepalive granted to a client that asked for `requested_secs`.

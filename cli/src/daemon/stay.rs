@@ -80,6 +80,11 @@ async fn serve(
                 let handled = match event {
                     Some(Event::Message(message)) => daemon.handler.message(client, &message).await?,
                     Some(Event::Receipt(receipt)) => daemon.handler.receipt(client, &receipt).await?,
+                    // The daemon's sinks take mailbox entries; datagrams are not kept.
+                    Some(Event::Datagram(d)) => {
+                        tracing::debug!(from = %d.from, "datagram dropped: the daemon does not sink datagrams");
+                        continue;
+                    }
                     Some(Event::Disconnected(reason)) => {
                         tracing::warn!(%reason, "lost the broker; reconnecting");
                         continue;
