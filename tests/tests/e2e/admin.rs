@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::*;
 
 /// One HTTP/1.1 `GET` (with `token` as a bearer token); the status and the body.
-async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = within("admin connect", tokio::net::TcpStream::connect(addr))
         .await
         .expect("admin connect");
@@ -37,7 +37,7 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String)
 }
 
 /// The value of the sample `series` (name and labels, exactly) in a scrape.
-fn sample(scrape: &str, series: &str) -> f64 {
+pub(crate) fn sample(scrape: &str, series: &str) -> f64 {
     scrape
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
