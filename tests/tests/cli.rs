@@ -217,3 +217,46 @@ async fn the_cli_sends_and_receives_bodies_as_large_as_the_broker_takes() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["body"].as_str().map(str::len), Some(body.len()));
 }
+
+/// README, "Datagrams: sent, not kept": bob listens, alice sends a datagram, bob prints it; bob
+/// gone, alice's next datagram is gone too and bob's mailbox is unchanged.
+#[tokio::test]
+async fn the_readme_datagram_example_works_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path()).await;
+    send(broker.addr(), "alice", "bob", "first").await;
+    let mut listen = switchboard(broker.addr(), Some("bob"));
+    let mut listener = listen
+        .arg("listen")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn listen");
+    let mut lines = BufReader::new(listener.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        next_json(&mut lines).await["body"],
+        "first",
+        "bob is attached"
+    );
+
+    let send_datagram = |body: &'static str| {
+        let mut cmd = switchboard(broker.addr(), Some("alice"));
+        cmd.args(["send", "--datagram", "--to", "bob", body]);
+        run(cmd)
+    };
+    let out = send_datagram("position 52.37,4.89").await;
+    assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "nothing is said of delivery");
+    assert_eq!(
+        next_json(&mut lines).await,
+        serde_json::json!({"type": "datagram", "from": "alice", "body": "position 52.37,4.89"})
+    );
+
+    listener.kill().await.expect("stop listen");
+    let out = send_datagram("nobody hears this").await;
+    assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+    assert_eq!(
+        poll(broker.addr(), "bob").await,
+        Vec::<serde_json::Value>::new()
+    );
+    broker.terminate().await;
+}

@@ -59,3 +59,45 @@ impl DatagramSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::{Settings, SettingsError};
+
+    fn refused_key(tune: impl FnOnce(&mut Settings)) -> Option<&'static str> {
+        let mut s = Settings::default();
+        tune(&mut s);
+        match s.validate() {
+            Err(SettingsError::Invalid { key, .. }) => Some(key),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_datagram_body_limit_above_64_kib_is_refused_naming_its_key() {
+        assert_eq!(refused_key(|s| s.datagrams.max_body_bytes = 65_536), None);
+        assert_eq!(
+            refused_key(|s| s.datagrams.max_body_bytes = 65_537),
+            Some("datagrams.max_body_bytes")
+        );
+        assert_eq!(
+            refused_key(|s| s.datagrams.queue = 0),
+            Some("datagrams.queue")
+        );
+        assert_eq!(
+            refused_key(|s| s.udp.listen = Some("nowhere".into())),
+            Some("udp.listen")
+        );
+    }
+
+    #[test]
+    fn udp_listens_where_tcp_does_unless_told_otherwise() {
+        let tcp = "127.0.0.1:4000".parse().unwrap();
+        let mut s = Settings::default();
+        assert_eq!(s.udp_addr(tcp), Ok(Some(tcp)));
+        s.udp.listen = Some(String::new());
+        assert_eq!(s.udp_addr(tcp), Ok(None));
+        s.udp.listen = Some("127.0.0.1:5000".into());
+        assert_eq!(s.udp_addr(tcp), Ok(Some("127.0.0.1:5000".parse().unwrap())));
+    }
+}
