@@ -15,6 +15,7 @@
 //!     match event {
 //!         Event::Message(m) => client.ack(m.message_id).await?,
 //!         Event::Receipt(r) => client.ack(r.receipt_id).await?,
+//!         Event::Datagram(d) => println!("{}: {:?}", d.from, d.body), // nothing to acknowledge
 //!         Event::Disconnected(_) | Event::Reconnected(_) => {} // only with `reconnect` set
 //!         Event::Closed(reason) => eprintln!("{reason}"),
 //!     }
@@ -59,6 +60,7 @@ mod options;
 mod reconnect;
 mod sent;
 mod tls;
+mod udp;
 mod unanswered;
 mod welcome;
 mod write_buffer;

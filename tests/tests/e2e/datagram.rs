@@ -372,3 +372,46 @@ async fn a_sessions_end_ends_its_key() {
     new.bind().await;
     assert_eq!(dropped(&fx, "unknown-session").await, 1.0);
 }
+
+/// `switchboard_datagrams_{received,delivered}_total{via="udp"}` now.
+async fn over_udp(fx: &Fixture) -> (f64, f64) {
+    let admin = fx.broker.admin.expect("the admin listener is on");
+    let (_, scrape) = get(admin, "/metrics", None).await;
+    let series = |name: &str| {
+        sample(
+            &scrape,
+            &format!("switchboard_datagrams_{name}_total{{via=\"udp\"}}"),
+        )
+    };
+    (series("received"), series("delivered"))
+}
+
+#[tokio::test]
+async fn library_clients_move_their_datagrams_to_udp_once_the_broker_answers_their_bind() {
+    let fx = Fixture::new().await;
+    let (alice, _ae) = fx.connect("alice").await;
+    let (bob, mut bob_events) = fx.connect("bob").await;
+    assert!(bob.welcome().udp_port.is_some(), "the broker offers UDP");
+    // Both binds are on their way from the start; each round trip is one datagram seen by bob.
+    for round in 0..100 {
+        let body = format!("reading {round}");
+        alice
+            .send_datagram("bob", body.clone())
+            .await
+            .expect("sent");
+        match next_event(&mut bob_events).await {
+            Event::Datagram(d) => {
+                assert_eq!((&d.from[..], &d.body[..]), ("alice", body.as_bytes()))
+            }
+            other => panic!("expected the datagram, got {other:?}"),
+        }
+        let (received, delivered) = over_udp(&fx).await;
+        if received >= 1.0 && delivered >= 1.0 {
+            return;
+        }
+    }
+    panic!(
+        "after 100 datagrams, none went over UDP both ways: {:?}",
+        over_udp(&fx).await
+    );
+}
