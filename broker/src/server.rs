@@ -95,7 +95,7 @@ pub struct Broker {
     readiness: Arc<Readiness>,
     admin: Option<AdminListener>,
     /// The UDP datagram listener's thread, when it is on.
-    udp: Option<(Arbiter, SocketAddr)>,
+    udp: Option<UdpListener>,
 }
 
 impl Broker {
@@ -277,13 +277,16 @@ impl Broker {
     }
 }
 
+/// The UDP listener's arbiter (its thread) and the address it is bound to.
+type UdpListener = (Arbiter, SocketAddr);
+
 /// The datagram directory, and the UDP listener on its own arbiter when `udp.listen` asks for one
 /// (by default where TCP listens: `tcp`). A port that cannot be bound refuses the start.
 fn start_datagrams(
     settings: &Settings,
     tcp: SocketAddr,
     metrics: &Arc<Metrics>,
-) -> Result<(Arc<Datagrams>, Option<(Arbiter, SocketAddr)>), BrokerError> {
+) -> Result<(Arc<Datagrams>, Option<UdpListener>), BrokerError> {
     let limits = settings.datagrams.clone();
     let Some(addr) = settings.udp_addr(tcp).map_err(BrokerError::Settings)? else {
         return Ok((

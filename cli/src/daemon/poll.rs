@@ -148,9 +148,13 @@ async fn drain(
             Ok(Some(Event::Receipt(receipt))) => daemon.handler.receipt(client, &receipt).await,
             // Only a reconnecting client reports these; a poll's client does not reconnect.
             Ok(Some(Event::Disconnected(_) | Event::Reconnected(_))) => continue,
-            // The daemon's sinks take mailbox entries; datagrams are not kept.
+            // Not a mailbox entry: handed over once, not counted.
             Ok(Some(Event::Datagram(d))) => {
-                tracing::debug!(from = %d.from, "datagram dropped: the daemon does not sink datagrams");
+                daemon
+                    .handler
+                    .datagram(&d)
+                    .await
+                    .map_err(PollFailed::Fatal)?;
                 continue;
             }
             Ok(Some(Event::Closed(reason))) => return Err(closed(reason)),

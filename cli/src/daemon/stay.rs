@@ -80,9 +80,9 @@ async fn serve(
                 let handled = match event {
                     Some(Event::Message(message)) => daemon.handler.message(client, &message).await?,
                     Some(Event::Receipt(receipt)) => daemon.handler.receipt(client, &receipt).await?,
-                    // The daemon's sinks take mailbox entries; datagrams are not kept.
+                    // Not a mailbox entry: handed over once, nothing to acknowledge.
                     Some(Event::Datagram(d)) => {
-                        tracing::debug!(from = %d.from, "datagram dropped: the daemon does not sink datagrams");
+                        daemon.handler.datagram(&d).await?;
                         continue;
                     }
                     Some(Event::Disconnected(reason)) => {
