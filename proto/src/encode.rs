@@ -83,6 +83,15 @@ fn start(dst: &mut BytesMut, entries: u8, kind: &'static str) {
     key(dst, kind);
 }
 
+/// A `datagram` either way: the peer (`to` or `from`) and the body.
+fn datagram(dst: &mut BytesMut, peer_key: &'static str, peer: &str, body: &[u8]) {
+    start(dst, 3, "datagram");
+    key(dst, peer_key);
+    str(dst, peer);
+    key(dst, "body");
+    bin(dst, body);
+}
+
 impl EncodeFrame for ClientFrame {
     fn encode_map(&self, dst: &mut BytesMut) {
         match self {
@@ -139,13 +148,7 @@ impl EncodeFrame for ClientFrame {
             }
             ClientFrame::Ping => start(dst, 1, "ping"),
             ClientFrame::Bye => start(dst, 1, "bye"),
-            ClientFrame::Datagram { to, body } => {
-                start(dst, 3, "datagram");
-                key(dst, "to");
-                str(dst, to);
-                key(dst, "body");
-                bin(dst, body);
-            }
+            ClientFrame::Datagram { to, body } => datagram(dst, "to", to, body),
         }
     }
 }
@@ -259,13 +262,7 @@ impl EncodeFrame for BrokerFrame {
                 key(dst, "text");
                 str(dst, text);
             }
-            BrokerFrame::Datagram { from, body } => {
-                start(dst, 3, "datagram");
-                key(dst, "from");
-                str(dst, from);
-                key(dst, "body");
-                bin(dst, body);
-            }
+            BrokerFrame::Datagram { from, body } => datagram(dst, "from", from, body),
         }
     }
 }
