@@ -28,7 +28,7 @@ use crate::server::{BrokerConfig, BrokerProcess};
 use crate::switchboard::Switchboard;
 use crate::system::System;
 use crate::workload::{
-    fan_in, idle, large_mailbox, latency, offline, relay, store, storm, Ctx, Load,
+    datagrams, fan_in, idle, large_mailbox, latency, offline, relay, store, storm, Ctx, Load,
 };
 
 /// Benchmarks Switchboard and its peers; prints one JSON line per run.
@@ -96,6 +96,9 @@ pub enum Workload {
     ReconnectStorm(storm::Args),
     /// One mailbox of N messages across a broker restart: restart time, drain rate, peak memory.
     LargeMailbox(large_mailbox::Args),
+    /// P pairs of datagrams (never stored, never acknowledged), at --rate per pair or flat out:
+    /// delivered per second, loss rate, latency (Switchboard, or --peer nats for NATS core).
+    Datagrams(datagrams::Args),
     /// Not over the network: one store engine driven directly with the Router's batch shapes.
     Store(store::Args),
     /// Not a workload: prints the JSON lines in FILEs as Markdown tables of medians.
@@ -116,6 +119,7 @@ impl Workload {
             Workload::ReconnectStorm(_) => "reconnect-storm",
             Workload::LargeMailbox(_) => "large-mailbox",
             Workload::Store(_) => "store",
+            Workload::Datagrams(_) => "datagrams",
             Workload::Summarize { .. } => "summarize",
         }
     }
@@ -177,6 +181,7 @@ pub enum Figures {
     FanIn(fan_in::Report),
     ReconnectStorm(storm::Report),
     LargeMailbox(large_mailbox::Report),
+    Datagrams(datagrams::Report),
 }
 
 /// The JSON line of one run.
@@ -271,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             Workload::LargeMailbox(_) => {
                 anyhow::bail!("large-mailbox restarts the broker, so it needs a broker the bench starts (drop --addr)")
             }
-            w => run_workload(&sys, w, &ctx).await?,
+            w => run_on_switchboard(&sys, w, &ctx).await?,
         };
         let line = Line {
             system: sys.name(),
@@ -342,7 +347,7 @@ async fn run_with_own_broker(cli: Cli, tag: String, timeout: Duration) -> anyhow
                 addr: broker.addr,
                 connect_timeout: Duration::from_secs(30),
             };
-            (run_workload(&sys, w, &ctx).await?, broker)
+            (run_on_switchboard(&sys, w, &ctx).await?, broker)
         }
     };
     let peak = server::memory(broker.pid).ok().map(|m| m.peak);
@@ -364,6 +369,21 @@ async fn run_with_own_broker(cli: Cli, tag: String, timeout: Duration) -> anyhow
     Ok(serde_json::to_string(&line)?)
 }
 
+/// Runs a workload on Switchboard: those every system supports, and datagrams.
+async fn run_on_switchboard(
+    sys: &Switchboard,
+    workload: &Workload,
+    ctx: &Ctx,
+) -> anyhow::Result<Figures> {
+    match workload {
+        Workload::Datagrams(args) => {
+            let target = datagrams::Target::Switchboard(sys.addr);
+            Ok(Figures::Datagrams(datagrams::run(target, args, ctx).await?))
+        }
+        w => run_workload(sys, w, ctx).await,
+    }
+}
+
 /// Runs one of the workloads every system supports.
 pub async fn run_workload<S: System>(
     sys: &S,
@@ -381,6 +401,7 @@ pub async fn run_workload<S: System>(
         }
         Workload::LargeMailbox(_) => anyhow::bail!("large-mailbox runs on Switchboard only"),
         Workload::Store(_) => anyhow::bail!("store drives a store engine, not a system"),
+        Workload::Datagrams(_) => anyhow::bail!("datagrams runs on Switchboard and NATS core only"),
         Workload::Summarize { .. } => anyhow::bail!("summarize is not a workload"),
     })
 }

@@ -6,7 +6,8 @@
 //! speaks the protocol on one connection (its phase, handshake, frames, answer order and clock in one
 //! file each, and its socket's reader and writer in `session/connection/`); the [`registry`] knows who
 //! is connected; the [`router`] owns delivery and the mailboxes; [`store`] makes them durable behind a
-//! trait; [`settings`] is the one typed configuration; [`auth`] decides who may connect and send where;
+//! trait; `datagram` is the unconfirmed path (datagrams over the session and UDP, never stored);
+//! [`settings`] is the one typed configuration; [`auth`] decides who may connect and send where;
 //! [`reload`] swaps credentials, TLS and the log level on SIGHUP, and [`notify`] speaks to systemd.
 //! `ARCHITECTURE.md` walks through the path of a message.
 
@@ -17,6 +18,7 @@ mod accept;
 pub mod admin;
 pub mod auth;
 pub mod cluster;
+mod datagram;
 mod descriptors;
 pub mod metrics;
 pub mod notify;

@@ -18,6 +18,7 @@ use crate::accept;
 use crate::admin::{AdminListener, AdminState, Readiness};
 use crate::auth::Auth;
 use crate::cluster::WakeListener;
+use crate::datagram::{self, Datagrams};
 use crate::descriptors;
 use crate::metrics::Metrics;
 use crate::notify::Probe;
@@ -105,6 +106,8 @@ pub struct Broker {
     live: Arc<Live>,
     /// Cluster mode: hears which mailboxes other brokers on the database appended to.
     wake_listener: Option<WakeListener>,
+    /// The UDP datagram listener's thread, when it is on.
+    udp: Option<UdpListener>,
 }
 
 impl Broker {
@@ -151,6 +154,7 @@ impl Broker {
             cause,
         })?;
 
+        let (datagrams, udp) = start_datagrams(&settings, local_addr, &metrics)?;
         let registry = Registry::default().start();
         let router = Router::new(
             store.clone(),
@@ -203,6 +207,7 @@ impl Broker {
             tls,
             metrics: metrics.clone(),
             frame_budget: Arc::new(FrameBudget::new(settings.limits.max_partial_frames_bytes)),
+            datagrams,
         };
         let tls_on = deps.tls.is_some();
         let (stop_accepting, stopped) = oneshot::channel();
@@ -230,7 +235,13 @@ impl Broker {
             admin,
             live,
             wake_listener,
+            udp,
         })
+    }
+
+    /// The UDP datagram listener's address, when it is on.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address the listener is bound to (with the real port when `listen` asked for port 0).
@@ -281,6 +292,9 @@ impl Broker {
         for worker in &self.workers {
             worker.stop();
         }
+        if let Some((udp, _)) = &self.udp {
+            udp.stop();
+        }
         match tokio::time::timeout(grace, self.router.send(router::Drain)).await {
             Ok(_) => tracing::info!("store writes committed"),
             Err(_) => tracing::error!("store writes still pending after the grace period"),
@@ -304,6 +318,44 @@ impl Broker {
         }
         tracing::info!("broker stopped");
     }
+}
+
+/// The UDP listener's arbiter (its thread) and the address it is bound to.
+type UdpListener = (Arbiter, SocketAddr);
+
+/// The datagram directory, and the UDP listener on its own arbiter when `udp.listen` asks for one
+/// (by default where TCP listens: `tcp`). A port that cannot be bound refuses the start.
+fn start_datagrams(
+    settings: &Settings,
+    tcp: SocketAddr,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<Datagrams>, Option<UdpListener>), BrokerError> {
+    let limits = settings.datagrams.clone();
+    let Some(addr) = settings.udp_addr(tcp).map_err(BrokerError::Settings)? else {
+        return Ok((
+            Arc::new(Datagrams::new(limits, metrics.clone(), None)),
+            None,
+        ));
+    };
+    let bind_error = |cause| BrokerError::Bind {
+        addr: format!("{addr} (udp.listen)"),
+        cause,
+    };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    let local = socket.local_addr().map_err(bind_error)?;
+    socket.set_nonblocking(true).map_err(bind_error)?;
+    let receiving = socket.try_clone().map_err(bind_error)?;
+    let datagrams = Arc::new(Datagrams::new(limits, metrics.clone(), Some(socket)));
+    let arbiter = Arbiter::new();
+    let listener = datagrams.clone();
+    arbiter.spawn(async move {
+        match tokio::net::UdpSocket::from_std(receiving) {
+            Ok(socket) => datagram::udp::run(socket, listener).await,
+            Err(error) => tracing::error!(%error, "cannot start the udp listener"),
+        }
+    });
+    tracing::info!(address = %local, "datagrams over udp at {local}");
+    Ok((datagrams, Some((arbiter, local))))
 }
 
 async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreError> {

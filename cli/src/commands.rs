@@ -10,7 +10,7 @@ use switchboard_client::{
 
 use crate::deadline::{connect, Deadline};
 use crate::exit::BrokerClosed;
-use crate::output::{message_line, receipt_line};
+use crate::output::{datagram_line, message_line, receipt_line};
 use crate::stdio::{print_line, read_stdin, shutdown_signal};
 
 /// Sends one message and prints its broker id; with `wait_delivered`, then waits for the receipt and
@@ -113,6 +113,27 @@ pub(crate) async fn listen(
     Ok(())
 }
 
+/// Sends one datagram and leaves: nothing to wait for, nothing printed.
+pub(crate) async fn send_datagram(
+    mut opts: ClientOptions,
+    to: &str,
+    text: Option<String>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let body = match text {
+        Some(text) => Bytes::from(text),
+        None => read_stdin().await?,
+    };
+    if let Some(timeout) = timeout {
+        opts.connect_timeout = opts.connect_timeout.min(timeout);
+    }
+    let (client, _events) = connect(opts).await?;
+    client.send_datagram(to, body).await?;
+    // `bye` goes out after the datagram, so closing is what sends it.
+    client.close().await?;
+    Ok(())
+}
+
 /// Prints and acknowledges the entries that were waiting at the handshake, then leaves.
 pub(crate) async fn poll(opts: ClientOptions, timeout: Option<Duration>) -> anyhow::Result<()> {
     let deadline = Deadline::after(timeout);
@@ -136,6 +157,8 @@ async fn handle(client: &Client, event: Option<Event>) -> anyhow::Result<bool> {
     match event {
         Some(Event::Message(message)) => print_message(client, &message).await.map(|()| true),
         Some(Event::Receipt(receipt)) => print_receipt(client, &receipt).await.map(|()| true),
+        // Not a mailbox entry: printed, nothing to acknowledge, not counted.
+        Some(Event::Datagram(datagram)) => print_line(&datagram_line(&datagram)?).map(|()| false),
         Some(Event::Closed(reason)) => Err(BrokerClosed(reason).into()),
         // The command line does not reconnect; were it to, these are news, not errors.
         Some(Event::Disconnected(reason)) => {

@@ -121,6 +121,10 @@ struct SendArgs {
     /// time to live ran out first).
     #[arg(long, conflicts_with = "spool")]
     wait_delivered: bool,
+    /// Send a datagram instead: fire and forget, delivered only if the recipient is connected now,
+    /// never stored. Exits 0 once it is sent and says nothing of delivery.
+    #[arg(long, conflicts_with_all = ["spool", "wait_delivered", "ttl"])]
+    datagram: bool,
     /// If the broker cannot be reached now, write the message into this outbox directory instead
     /// (exit 0, `spooled to DIR/FILE` on stderr, nothing on stdout); `switchboard daemon --outbox
     /// DIR`, run with the same --id, sends it later, exactly once.
@@ -241,6 +245,9 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = cli.options()?;
     match cli.command {
+        Command::Send(args) if args.datagram => {
+            commands::send_datagram(opts, &args.to, args.text, limit(args.timeout)).await
+        }
         Command::Send(args) => {
             let options = args.options().map_err(anyhow::Error::msg)?;
             match args.spool {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde::Serialize;
-use switchboard_client::{Message, Receipt};
+use switchboard_client::{Datagram, Message, Receipt};
 
 /// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z); later times print as this.
 const LATEST_PRINTABLE: Duration = Duration::from_millis(253_402_300_799_999);
@@ -39,6 +39,11 @@ enum Line<'a> {
         to: &'a str,
         status: &'static str,
     },
+    Datagram {
+        from: &'a str,
+        #[serde(flatten)]
+        body: Body,
+    },
 }
 
 #[derive(Serialize)]
@@ -49,12 +54,25 @@ enum Body {
     Base64(String),
 }
 
+/// A body as text when it is UTF-8, else base64.
+fn body(bytes: &[u8]) -> Body {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Body::Text(text.to_owned()),
+        Err(_) => Body::Base64(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }
+}
+
+/// The line for a datagram: `{"type":"datagram","from":...,"body":...}`.
+pub(crate) fn datagram_line(datagram: &Datagram) -> serde_json::Result<String> {
+    serde_json::to_string(&Line::Datagram {
+        from: &datagram.from,
+        body: body(&datagram.body),
+    })
+}
+
 /// The line for a delivered message.
 pub(crate) fn message_line(message: &Message) -> serde_json::Result<String> {
-    let body = match std::str::from_utf8(&message.body) {
-        Ok(text) => Body::Text(text.to_owned()),
-        Err(_) => Body::Base64(base64::engine::general_purpose::STANDARD.encode(&message.body)),
-    };
+    let body = body(&message.body);
     serde_json::to_string(&Line::Message {
         id: message.message_id,
         from: &message.from,

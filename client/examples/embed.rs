@@ -58,6 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(Event::Message(message)) => echo(&client, &message).await?,
                 // Receipts for the echoes: nothing to do but let the broker forget them.
                 Some(Event::Receipt(receipt)) => client.ack(receipt.receipt_id).await?,
+                // Datagrams are not echoed: nothing to acknowledge, nothing kept.
+                Some(Event::Datagram(d)) => tracing::debug!(from = %d.from, "datagram ignored"),
                 Some(Event::Disconnected(reason)) => tracing::warn!(%reason, "broker lost; reconnecting"),
                 Some(Event::Reconnected(welcome)) => tracing::info!(pending = welcome.pending, "reconnected"),
                 Some(Event::Closed(reason)) => return Err(reason.to_string().into()),

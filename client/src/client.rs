@@ -199,6 +199,17 @@ impl Client {
         done.await.map_err(|_| ClientError::Closed)
     }
 
+    /// Sends a datagram to `to`: fire and forget. It reaches `to` only if `to` is connected now; no
+    /// answer, no receipt, no resend, nothing stored (PROTOCOL.md, "Datagrams"). Resolves once the
+    /// datagram is queued for the socket; while disconnected it is dropped.
+    pub async fn send_datagram(&self, to: &str, body: impl Into<Bytes>) -> Result<(), ClientError> {
+        self.command(Command::Datagram {
+            to: to.to_owned(),
+            body: body.into(),
+        })
+        .await
+    }
+
     /// Says `Bye` after everything queued before it, and closes the connection for every clone.
     ///
     /// Resolves once the broker has closed its side (or a few seconds have passed), so that

@@ -24,6 +24,8 @@ pub(crate) enum Command {
     Ack(PendingAck),
     /// Say `Bye` (if connected) and end; answer once the socket is closed.
     Close(oneshot::Sender<()>),
+    /// Write a `datagram` frame if connected; otherwise it is gone, as datagrams are.
+    Datagram { to: String, body: Bytes },
 }
 
 /// A message to send; answered on `accepted`, and on `receipt` when the receipt comes, if tracked.

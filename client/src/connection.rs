@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use crate::udp::UdpPath;
 use crate::write_buffer::WriteBuffer;
 
 /// How long a closing connection waits for its last frames to go out and for the broker to close its
@@ -45,6 +46,8 @@ pub(crate) struct Link {
     /// The lowest driver sequence number among the unanswered sends this link has not carried yet: a
     /// new link starts at 0 and so sends every unanswered one again, oldest first.
     pub(crate) next_send: u64,
+    /// Datagrams over UDP, when the broker offered it on a plain connection.
+    pub(crate) udp: Option<UdpPath>,
 }
 
 impl Link {
@@ -62,6 +65,7 @@ impl Link {
             opened: Instant::now(),
             library_acks: Vec::new(),
             next_send: 0,
+            udp: None,
         }
     }
 

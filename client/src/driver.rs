@@ -41,11 +41,12 @@ use crate::connection::Link;
 use crate::error::{
     codec_reason, io_reason, may_retry_after, may_retry_connect, may_retry_read, ClientError,
 };
-use crate::event::{time_from_millis, CloseReason, Event, EventQueue, Message, Receipt};
+use crate::event::{time_from_millis, CloseReason, Datagram, Event, EventQueue, Message, Receipt};
 use crate::handshake;
 use crate::options::ClientOptions;
 use crate::reconnect::Reconnect;
 use crate::sent::Sent;
+use crate::udp::{self, Incoming};
 use crate::unanswered::{PendingSend, Unanswered};
 use crate::welcome::Welcome;
 use crate::write_buffer::PendingAck;
@@ -171,6 +172,11 @@ impl Driver {
                     None => return lost(CloseReason::Disconnected, true),
                 },
                 () = self.events.pass_on(), if self.events.is_waiting() => {}
+                incoming = udp::next(&mut link.udp), if !self.events.is_waiting() => {
+                    if let Incoming::Datagram { from, body } = incoming {
+                        self.events.push(Event::Datagram(Datagram { from, body }));
+                    }
+                }
                 command = self.commands.recv(), if link.out.buf.len() < OUT_HIGH_WATER => match command {
                     Some(Command::Close(closed)) => return End::Local(Some(closed)),
                     Some(command) => {
@@ -185,6 +191,10 @@ impl Driver {
                     if link.out.buf.is_empty() {
                         tracing::trace!("ping");
                         link.out.control(ClientFrame::Ping);
+                    }
+                    // Again: a lost bind is repaired, and a NAT mapping kept open.
+                    if let Some(udp) = link.udp.as_mut() {
+                        udp.bind();
                     }
                     ping.as_mut().reset(Instant::now() + link.ping_every);
                 }
@@ -295,6 +305,10 @@ impl Driver {
             Command::Ack(ack) => match link {
                 Some(link) => link.out.ack(ack),
                 None => self.acks.push(ack),
+            },
+            Command::Datagram { to, body } => match link {
+                Some(link) => send_datagram(link, to, body),
+                None => tracing::debug!(%to, "not connected; the datagram is dropped"),
             },
             // Handled by the loops, which end on it.
             Command::Close(_) => {}
@@ -433,6 +447,9 @@ impl Driver {
                 ));
             }
             BrokerFrame::Hi { .. } => tracing::warn!("ignoring a second hi from the broker"),
+            BrokerFrame::Datagram { from, body } => {
+                self.events.push(Event::Datagram(Datagram { from, body }));
+            }
         }
         None
     }
@@ -480,4 +497,16 @@ impl Driver {
 
 fn lost(reason: CloseReason, retry: bool) -> End {
     End::Lost { reason, retry }
+}
+
+/// A datagram over UDP once the broker answered the bind, else (or if UDP would not take it) on the
+/// connection.
+fn send_datagram(link: &mut Link, to: String, body: bytes::Bytes) {
+    let frame = ClientFrame::Datagram { to, body };
+    if let Some(udp) = link.udp.as_mut().filter(|udp| udp.bound) {
+        if udp.send(&frame) {
+            return;
+        }
+    }
+    link.out.control(frame);
 }

@@ -27,6 +27,9 @@ pub enum Event {
     /// News about a message this client sent with [`Client::send`](crate::Client::send), or on an
     /// earlier connection. Acknowledge it with its `receipt_id`.
     Receipt(Receipt),
+    /// A datagram for this client ([`Client::send_datagram`](crate::Client::send_datagram) on the
+    /// sender's side): sent while this client was connected, never stored, nothing to acknowledge.
+    Datagram(Datagram),
     /// The connection was lost and the client is reconnecting; only with
     /// [`ClientOptions::reconnect`](crate::ClientOptions::reconnect). Sends keep waiting and new ones
     /// queue until [`Event::Reconnected`]. Messages and receipts not acknowledged before the loss are
@@ -37,6 +40,14 @@ pub enum Event {
     Reconnected(Welcome),
     /// The client has ended for good; this is always the last event.
     Closed(CloseReason),
+}
+
+/// A datagram delivered to this client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// The sender's client id.
+    pub from: String,
+    pub body: Bytes,
 }
 
 /// A message delivered to this client.

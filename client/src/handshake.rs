@@ -1,11 +1,12 @@
 //! Opening a connection: TCP, `Hello`, `Hi`. Used for the first connection and for every reconnect.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use switchboard_proto::{
-    encode_frame, BrokerFrame, ClientCodec, ClientFrame, CodecError, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    encode_frame, BrokerFrame, ClientCodec, ClientFrame, CodecError, DatagramKey,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -14,6 +15,7 @@ use tokio_util::codec::FramedRead;
 use crate::connection::{Link, Reader, Writer};
 use crate::error::ClientError;
 use crate::options::ClientOptions;
+use crate::udp::UdpPath;
 use crate::welcome::Welcome;
 
 /// Opens the TCP connection, says `Hello` as `opts.id` and reads `Hi`, within `opts.connect_timeout`.
@@ -35,6 +37,7 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
             addr: opts.server.clone(),
             source,
         })?;
+    let peer = stream.peer_addr().ok();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -71,6 +74,9 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
             address,
             pending,
             max_body_bytes,
+            udp_port,
+            datagram_session,
+            datagram_key,
         })) => {
             if version != PROTOCOL_VERSION {
                 return Err(ClientError::Protocol(format!(
@@ -82,10 +88,25 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
                 address,
                 pending,
                 max_body_bytes,
+                udp_port,
             };
             let max_frame = welcome.max_frame(opts.max_frame);
             reader.decoder_mut().set_max_frame(max_frame);
-            let link = Link::new(reader, writer, max_frame, welcome.keepalive);
+            let mut link = Link::new(reader, writer, max_frame, welcome.keepalive);
+            // Over TLS datagrams stay inside it: UDP would carry them in clear.
+            let offer = (
+                peer,
+                opts.tls.is_none(),
+                udp_port,
+                datagram_session,
+                datagram_key,
+            );
+            if let (Some(peer), true, Some(port), Some(session), Some(key)) = offer {
+                if let Some(key) = DatagramKey::from_slice(&key) {
+                    let broker = SocketAddr::new(peer.ip(), port);
+                    link.udp = UdpPath::open(broker, session, key).await;
+                }
+            }
             Ok((link, welcome))
         }
         Some(Ok(BrokerFrame::Error { code, text })) => Err(ClientError::Refused { code, text }),
@@ -113,5 +134,6 @@ fn frame_kind(frame: &BrokerFrame) -> &'static str {
         BrokerFrame::Receipt { .. } => "receipt",
         BrokerFrame::Pong => "pong",
         BrokerFrame::Error { .. } => "error",
+        BrokerFrame::Datagram { .. } => "datagram",
     }
 }

@@ -15,6 +15,7 @@
 //!     match event {
 //!         Event::Message(m) => client.ack(m.message_id).await?,
 //!         Event::Receipt(r) => client.ack(r.receipt_id).await?,
+//!         Event::Datagram(d) => println!("{}: {:?}", d.from, d.body), // nothing to acknowledge
 //!         Event::Disconnected(_) | Event::Reconnected(_) => {} // only with `reconnect` set
 //!         Event::Closed(reason) => eprintln!("{reason}"),
 //!     }
@@ -59,6 +60,7 @@ mod options;
 mod reconnect;
 mod sent;
 mod tls;
+mod udp;
 mod unanswered;
 mod welcome;
 mod write_buffer;
@@ -66,7 +68,7 @@ mod write_buffer;
 pub use client::Client;
 pub use command::next_send_id;
 pub use error::ClientError;
-pub use event::{CloseReason, Event, Events, Message, Receipt};
+pub use event::{CloseReason, Datagram, Event, Events, Message, Receipt};
 pub use options::ClientOptions;
 pub use reconnect::Reconnect;
 pub use sent::{ReceiptFuture, SendOptions, Sent, Tracked};

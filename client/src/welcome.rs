@@ -23,6 +23,9 @@ pub struct Welcome {
     /// The largest body the broker accepts in a send (longer ones are rejected `too-large`); 0 from
     /// a broker too old to say.
     pub max_body_bytes: u64,
+    /// The broker's UDP datagram port, when it offers one; the library then sends and receives
+    /// datagrams over UDP on plain connections once the broker answered its bind.
+    pub udp_port: Option<u16>,
 }
 
 impl Welcome {

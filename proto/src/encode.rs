@@ -83,6 +83,15 @@ fn start(dst: &mut BytesMut, entries: u8, kind: &'static str) {
     key(dst, kind);
 }
 
+/// A `datagram` either way: the peer (`to` or `from`) and the body.
+fn datagram(dst: &mut BytesMut, peer_key: &'static str, peer: &str, body: &[u8]) {
+    start(dst, 3, "datagram");
+    key(dst, peer_key);
+    str(dst, peer);
+    key(dst, "body");
+    bin(dst, body);
+}
+
 impl EncodeFrame for ClientFrame {
     fn encode_map(&self, dst: &mut BytesMut) {
         match self {
@@ -145,6 +154,7 @@ impl EncodeFrame for ClientFrame {
             }
             ClientFrame::Ping => start(dst, 1, "ping"),
             ClientFrame::Bye => start(dst, 1, "bye"),
+            ClientFrame::Datagram { to, body } => datagram(dst, "to", to, body),
         }
     }
 }
@@ -219,8 +229,14 @@ impl EncodeFrame for BrokerFrame {
                 address,
                 pending,
                 max_body_bytes,
+                udp_port,
+                datagram_session,
+                datagram_key,
             } => {
-                start(dst, 6, "hi");
+                let offered = u8::from(udp_port.is_some())
+                    + u8::from(datagram_session.is_some())
+                    + u8::from(datagram_key.is_some());
+                start(dst, 6 + offered, "hi");
                 key(dst, "version");
                 uint(dst, u64::from(*version));
                 key(dst, "keepalive_secs");
@@ -231,6 +247,18 @@ impl EncodeFrame for BrokerFrame {
                 uint(dst, *pending);
                 key(dst, "max_body_bytes");
                 uint(dst, *max_body_bytes);
+                if let Some(port) = udp_port {
+                    key(dst, "udp_port");
+                    uint(dst, u64::from(*port));
+                }
+                if let Some(session) = datagram_session {
+                    key(dst, "datagram_session");
+                    uint(dst, *session);
+                }
+                if let Some(datagram_key) = datagram_key {
+                    key(dst, "datagram_key");
+                    bin(dst, datagram_key);
+                }
             }
             BrokerFrame::Pong => start(dst, 1, "pong"),
             BrokerFrame::Error { code, text } => {
@@ -240,6 +268,7 @@ impl EncodeFrame for BrokerFrame {
                 key(dst, "text");
                 str(dst, text);
             }
+            BrokerFrame::Datagram { from, body } => datagram(dst, "from", from, body),
         }
     }
 }
@@ -286,8 +315,9 @@ mod tests {
             (ttl, fresh) in (proptest::option::of(int()), any::<bool>()),
         ) {
             same_as_serde(&ClientFrame::Hello { version: v, client_id: t.clone(), token: u, keepalive_secs: k });
-            same_as_serde(&ClientFrame::Send { send_id: a, to: t, body, ttl_ms: ttl, fresh, receipts: crate::Receipts::All });
+            same_as_serde(&ClientFrame::Send { send_id: a, to: t.clone(), body: body.clone(), ttl_ms: ttl, fresh, receipts: crate::Receipts::All });
             same_as_serde(&ClientFrame::Ack { id: b });
+            same_as_serde(&ClientFrame::Datagram { to: t.clone(), body: body.clone() });
         }
 
         #[test]
@@ -295,7 +325,9 @@ mod tests {
             (a, b, c, v) in (int(), int(), int(), any::<u32>()),
             (t, body) in (text(), body()),
         ) {
-            same_as_serde(&BrokerFrame::Hi { version: v, keepalive_secs: v, address: t.clone(), pending: a, max_body_bytes: b });
+            same_as_serde(&BrokerFrame::Hi { version: v, keepalive_secs: v, address: t.clone(), pending: a, max_body_bytes: b, udp_port: None, datagram_session: None, datagram_key: None });
+            same_as_serde(&BrokerFrame::Hi { version: v, keepalive_secs: v, address: t.clone(), pending: a, max_body_bytes: b, udp_port: Some(v as u16), datagram_session: Some(c), datagram_key: Some(body.clone()) });
+            same_as_serde(&BrokerFrame::Datagram { from: t.clone(), body: body.clone() });
             same_as_serde(&BrokerFrame::Accepted { send_id: a, message_id: b });
             same_as_serde(&BrokerFrame::Deliver { message_id: a, from: t.clone(), send_id: b, sent_at_ms: c, body });
             same_as_serde(&BrokerFrame::Receipt { receipt_id: a, send_id: b, message_id: c, to: t.clone(), status: ReceiptStatus::Expired });

@@ -75,6 +75,9 @@ pub enum ClientFrame {
     Ping,
     /// The client is leaving; the broker closes the connection.
     Bye,
+    /// A datagram for `to`: delivered only if `to` is online now, never stored, never answered
+    /// (PROTOCOL.md, "Datagrams"). The same map is the payload of a UDP datagram.
+    Datagram { to: String, body: Bytes },
 }
 
 /// Frames the broker sends to a client.
@@ -94,6 +97,18 @@ pub enum BrokerFrame {
         /// refuse a larger one before sending it. Absent (0) from brokers older than this field.
         #[serde(default)]
         max_body_bytes: u64,
+        /// The UDP port of the broker's datagram listener, on the host this connection reached;
+        /// absent when the broker listens for no datagrams over UDP (then only the TCP session
+        /// carries them). Older clients ignore this key and the two below.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        udp_port: Option<u16>,
+        /// The session number every UDP datagram of this session carries; with `udp_port`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        datagram_session: Option<u64>,
+        /// The session's datagram key (32 bytes, `bin`) that MACs its UDP datagrams both ways; it
+        /// ends with this connection. With `udp_port`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        datagram_key: Option<Bytes>,
     },
     /// The message is stored durably; from now on the broker answers for it.
     Accepted {
@@ -143,6 +158,8 @@ pub enum BrokerFrame {
     /// Something is wrong with the connection. Unless the code says otherwise the broker closes the
     /// connection after sending it.
     Error { code: ErrorCode, text: String },
+    /// A datagram from `from`, sent while this client was online; nothing to acknowledge.
+    Datagram { from: String, body: Bytes },
 }
 
 /// Why a `Send` was rejected.

@@ -5,11 +5,12 @@
 //! [`frame`] defines what a frame says, [`codec`] cuts bytes into frames and back, [`decode`] and
 //! [`encode`] read and write one frame's map by hand (serde's derive stays on the frames for other
 //! uses, and the tests hold the two to the same bytes), and [`client_id`] holds the one rule both
-//! sides must agree on about names. `PROTOCOL.md` at the repository root is the
+//! sides must agree on about names; [`datagram`] is the layout of a UDP datagram and its MAC. `PROTOCOL.md` at the repository root is the
 //! specification; its test vectors are checked against this crate by `tests/vectors.rs`.
 
 pub mod client_id;
 pub mod codec;
+pub mod datagram;
 pub mod decode;
 pub mod encode;
 pub mod frame;
@@ -20,6 +21,7 @@ pub use codec::{
     encode_frame, encode_value, max_body_len, BrokerCodec, ClientCodec, CodecError, FrameCodec,
     DEFAULT_MAX_FRAME, DELIVER_OVERHEAD,
 };
+pub use datagram::{DatagramError, DatagramKey, Direction, ReplayWindow, Sealed};
 pub use decode::{DecodeError, DecodeFrame};
 pub use encode::EncodeFrame;
 pub use frame::{

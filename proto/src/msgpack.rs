@@ -172,6 +172,14 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// An unsigned integer that fits 16 bits (a port).
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        u16::try_from(self.uint(field)?).map_err(|_| DecodeError::WrongType {
+            field,
+            expected: "a 16-bit unsigned integer",
+        })
+    }
+
     pub(crate) fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         match self.byte()? {
             0xc2 => Ok(false),

@@ -44,6 +44,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         any::<u64>().prop_map(|id| ClientFrame::Ack { id }),
         Just(ClientFrame::Ping),
         Just(ClientFrame::Bye),
+        (text(), body()).prop_map(|(to, body)| ClientFrame::Datagram { to, body }),
     ]
 }
 
@@ -83,15 +84,21 @@ fn broker_frame() -> impl Strategy<Value = BrokerFrame> {
             any::<u32>(),
             text(),
             any::<u64>(),
-            any::<u64>()
+            any::<u64>(),
+            prop::option::of((any::<u16>(), any::<u64>(), body())),
         )
             .prop_map(
-                |(version, keepalive_secs, address, pending, max_body_bytes)| BrokerFrame::Hi {
-                    version,
-                    keepalive_secs,
-                    address,
-                    pending,
-                    max_body_bytes,
+                |(version, keepalive_secs, address, pending, max_body_bytes, udp)| {
+                    BrokerFrame::Hi {
+                        version,
+                        keepalive_secs,
+                        address,
+                        pending,
+                        max_body_bytes,
+                        udp_port: udp.as_ref().map(|u| u.0),
+                        datagram_session: udp.as_ref().map(|u| u.1),
+                        datagram_key: udp.map(|u| u.2),
+                    }
                 }
             ),
         (any::<u64>(), any::<u64>()).prop_map(|(send_id, message_id)| BrokerFrame::Accepted {
@@ -136,6 +143,7 @@ fn broker_frame() -> impl Strategy<Value = BrokerFrame> {
             }),
         Just(BrokerFrame::Pong),
         (error_code(), text()).prop_map(|(code, text)| BrokerFrame::Error { code, text }),
+        (text(), body()).prop_map(|(from, body)| BrokerFrame::Datagram { from, body }),
     ]
 }
 

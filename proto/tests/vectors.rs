@@ -21,6 +21,7 @@ use std::fmt;
 use bytes::BytesMut;
 use serde::de::{value::MapDeserializer, DeserializeOwned};
 use serde::Deserialize;
+use switchboard_proto::datagram::{self, DatagramError, DatagramKey, Direction};
 use switchboard_proto::{
     encode_frame, BrokerCodec, BrokerFrame, ClientCodec, ClientFrame, CodecError, ErrorCode,
     DEFAULT_MAX_FRAME,
@@ -39,6 +40,40 @@ struct Shared {
     vectors: Vec<Entry>,
     lenient: Vec<Entry>,
     refused: Vec<Refused>,
+    datagrams: Datagrams,
+}
+
+/// `vectors.json` `datagrams`: UDP datagrams under one session's key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Datagrams {
+    #[allow(dead_code)]
+    about: String,
+    key_hex: String,
+    session: u64,
+    sealed: Vec<SealedVector>,
+    refused: Vec<RefusedDatagram>,
+}
+
+/// A datagram as its sender seals it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedVector {
+    about: String,
+    from: Side,
+    sequence: u64,
+    /// The payload's frame; `None` for an empty payload.
+    frame: Option<serde_json::Value>,
+    hex: String,
+}
+
+/// Bytes a receiver drops, and the first check that fails.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefusedDatagram {
+    about: String,
+    hex: String,
+    why: String,
 }
 
 /// A `vectors` or `lenient` entry.
@@ -56,7 +91,7 @@ struct Entry {
     frame: serde_json::Value,
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 #[serde(rename_all = "snake_case")]
 enum Side {
     Client,
@@ -124,14 +159,17 @@ fn with_bins(value: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn every_frame_kind_has_exactly_one_vector() {
-    let mut kinds = kinds_of::<ClientFrame>();
-    kinds.extend(kinds_of::<BrokerFrame>());
-    let kinds: BTreeSet<String> = kinds.into_iter().map(String::from).collect();
+    // Per side: `datagram` is a frame kind both ways.
+    let side =
+        |side, kinds: Vec<&'static str>| kinds.into_iter().map(move |k| (side, k.to_string()));
+    let kinds: BTreeSet<(Side, String)> = side(Side::Client, kinds_of::<ClientFrame>())
+        .chain(side(Side::Broker, kinds_of::<BrokerFrame>()))
+        .collect();
 
     let mut documented = BTreeSet::new();
     for entry in shared().vectors {
         assert!(
-            documented.insert(entry.name.clone()),
+            documented.insert((entry.from, entry.name.clone())),
             "{entry}: a second vector for `{}`",
             entry.name
         );
@@ -274,6 +312,93 @@ fn protocol_md_shows_exactly_the_shared_vectors() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+fn datagram_key(datagrams: &Datagrams) -> DatagramKey {
+    let bytes = parse_hex(&"key_hex", &datagrams.key_hex);
+    DatagramKey::from_slice(&bytes).expect("key_hex is 32 bytes")
+}
+
+fn direction(from: Side) -> Direction {
+    match from {
+        Side::Client => Direction::ToBroker,
+        Side::Broker => Direction::ToClient,
+    }
+}
+
+/// Each sealed datagram is exactly what `seal` writes, and opens back to its header and frame.
+#[test]
+fn datagrams_seal_to_the_documented_bytes_and_open_back() {
+    let datagrams = shared().datagrams;
+    let key = datagram_key(&datagrams);
+    for vector in &datagrams.sealed {
+        let about = &vector.about;
+        let payload = match &vector.frame {
+            None => Vec::new(),
+            Some(frame) => {
+                let wire = with_bins(frame.clone());
+                let frame = match vector.from {
+                    Side::Client => serde_json::from_value(wire).map(Frame::Client),
+                    Side::Broker => serde_json::from_value(wire).map(Frame::Broker),
+                };
+                frame.unwrap_or_else(|e| panic!("{about}: {e}")).encode()[4..].to_vec()
+            }
+        };
+        let mut sealed = Vec::new();
+        let dir = direction(vector.from);
+        datagram::seal(
+            &mut sealed,
+            dir,
+            datagrams.session,
+            vector.sequence,
+            &key,
+            &payload,
+        );
+        assert_eq!(to_plain_hex(&sealed), vector.hex, "{about}");
+        let opened = datagram::parse(&sealed).unwrap_or_else(|e| panic!("{about}: {e}"));
+        assert!(opened.verify(&key), "{about}");
+        assert_eq!(
+            (
+                opened.direction,
+                opened.session,
+                opened.sequence,
+                opened.payload
+            ),
+            (dir, datagrams.session, vector.sequence, &payload[..]),
+            "{about}"
+        );
+        assert!(
+            SPEC.contains(&vector.hex),
+            "PROTOCOL.md does not show {about}"
+        );
+    }
+}
+
+/// Each refused datagram fails exactly the check it names.
+#[test]
+fn refused_datagrams_fail_the_documented_check() {
+    let datagrams = shared().datagrams;
+    let key = datagram_key(&datagrams);
+    for vector in &datagrams.refused {
+        let bytes = parse_hex(&vector.about.as_str(), &vector.hex);
+        let why = match datagram::parse(&bytes) {
+            Err(DatagramError::Truncated(_)) => "truncated",
+            Err(DatagramError::Direction(_)) => "direction",
+            Err(DatagramError::ZeroSequence) => "zero-sequence",
+            Ok(sealed) if !sealed.verify(&key) => "mac",
+            Ok(_) => "nothing: it verifies",
+        };
+        assert_eq!(why, vector.why, "{}", vector.about);
+        assert!(
+            SPEC.contains(&vector.hex),
+            "PROTOCOL.md does not show {}",
+            vector.about
+        );
+    }
+}
+
+fn to_plain_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A frame in either direction.

@@ -258,3 +258,31 @@ def test_ids_are_checked_before_connecting() -> None:
                 await Client.connect("127.0.0.1:1", bad)
     run(scenario())
     assert switchboard.next_send_id() < switchboard.next_send_id()
+
+
+def test_a_datagram_reaches_a_connected_client_over_tcp_and_from_udp(broker: Broker) -> None:
+    """Fire and forget: no answer to wait for, nothing stored; sealed UDP datagrams count too."""
+    import socket
+
+    from switchboard import datagrams
+
+    async def scenario() -> None:
+        alice = await Client.connect(broker.addr, "alice")
+        bob = await Client.connect(broker.addr, "bob")
+        await alice.send_datagram("bob", "over tcp")
+        event = await within("a datagram", bob.next_event())
+        assert event == switchboard.Datagram("alice", b"over tcp")
+
+        welcome = alice.welcome
+        assert welcome.udp_port and welcome.datagram_session and welcome.datagram_key
+        payload = frames.encode(frames.SendDatagram("bob", b"over udp"))[4:]
+        sealed = datagrams.seal(True, welcome.datagram_session, 1, welcome.datagram_key, payload)
+        host = broker.addr.rsplit(":", 1)[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(sealed, (host, welcome.udp_port))
+        event = await within("a datagram", bob.next_event())
+        assert event == switchboard.Datagram("alice", b"over udp")
+        assert bob.welcome.pending == 0
+        await alice.close()
+        await bob.close()
+    run(scenario())

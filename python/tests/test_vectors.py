@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from conftest import REPO
-from switchboard import frames
+from switchboard import datagrams, frames
 from switchboard.errors import FrameLimitError, ProtocolError
 
 SHARED = json.loads((REPO / "proto" / "tests" / "vectors.json").read_text())
@@ -54,8 +54,8 @@ def names(kind: str) -> List[str]:
 
 
 def test_the_shared_file_has_one_vector_per_frame_kind_this_package_knows() -> None:
-    kinds = {"hello", "send", "ack", "ping", "bye", "hi", "accepted", "rejected", "deliver",
-             "receipt", "pong", "error"}
+    kinds = ["hello", "send", "ack", "ping", "bye", "hi", "accepted", "rejected", "deliver",
+             "receipt", "pong", "error", "datagram", "datagram"]  # datagram: one each way
     assert sorted(names("vectors")) == sorted(kinds)
 
 
@@ -96,3 +96,31 @@ def test_the_largest_accepted_body_fits_its_deliver_exactly() -> None:
     body = b"x" * (frames.DEFAULT_MAX_FRAME - frames.DELIVER_OVERHEAD)
     deliver = frames.Deliver((1 << 64) - 1, "a" * 128, (1 << 64) - 1, (1 << 64) - 1, body)
     assert len(frames.encode(deliver)) - 4 == frames.DEFAULT_MAX_FRAME
+
+
+DATAGRAMS = SHARED["datagrams"]
+KEY = bytes.fromhex(DATAGRAMS["key_hex"])
+
+
+@pytest.mark.parametrize("entry", DATAGRAMS["sealed"], ids=[e["about"][:40] for e in DATAGRAMS["sealed"]])
+def test_a_datagram_seals_to_exactly_its_bytes_and_opens_back(entry: Dict[str, Any]) -> None:
+    frame = None if entry["frame"] is None else as_frame(entry)
+    payload = b"" if frame is None else frames.encode(frame)[4:]
+    to_broker = entry["from"] == "client"
+    sealed = datagrams.seal(to_broker, DATAGRAMS["session"], entry["sequence"], KEY, payload)
+    assert sealed.hex() == entry["hex"]
+    opened = datagrams.open_datagram(sealed, KEY, to_broker=to_broker)
+    assert (opened.session, opened.sequence, opened.payload) == (
+        DATAGRAMS["session"], entry["sequence"], payload)
+
+
+@pytest.mark.parametrize("entry", DATAGRAMS["refused"], ids=[e["why"] for e in DATAGRAMS["refused"]])
+def test_a_refused_datagram_is_refused(entry: Dict[str, Any]) -> None:
+    with pytest.raises(datagrams.DatagramRefused):
+        datagrams.open_datagram(bytes.fromhex(entry["hex"]), KEY, to_broker=True)
+
+
+def test_the_replay_window_takes_each_number_once() -> None:
+    window = datagrams.ReplayWindow()
+    assert window.accept(1) and not window.accept(1)
+    assert window.accept(70) and not window.accept(6) and window.accept(7)

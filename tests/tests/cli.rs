@@ -134,20 +134,24 @@ async fn next_json(lines: &mut Lines<BufReader<ChildStdout>>) -> serde_json::Val
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"))
 }
 
-#[tokio::test]
-async fn listening_bob_gets_messages_live_and_alice_waits_for_delivery() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path()).await;
-    // Bob listens; a message sent before he connected proves he is attached once it shows up.
-    send(broker.addr(), "alice", "bob", "first").await;
-    let mut listen = switchboard(broker.addr(), Some("bob"));
-    let mut listener = listen
+/// Bob's `listen`, once attached: a message sent before he connected proves it when it shows up.
+async fn bob_listening(addr: SocketAddr) -> (tokio::process::Child, Lines<BufReader<ChildStdout>>) {
+    send(addr, "alice", "bob", "first").await;
+    let mut listener = switchboard(addr, Some("bob"))
         .arg("listen")
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn listen");
     let mut lines = BufReader::new(listener.stdout.take().expect("stdout")).lines();
     assert_eq!(next_json(&mut lines).await["body"], "first");
+    (listener, lines)
+}
+
+#[tokio::test]
+async fn listening_bob_gets_messages_live_and_alice_waits_for_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path()).await;
+    let (mut listener, mut lines) = bob_listening(broker.addr()).await;
 
     let mut cmd = switchboard(broker.addr(), Some("alice"));
     cmd.args(["send", "--to", "bob", "--wait-delivered", "--timeout", "10"]);
@@ -229,4 +233,35 @@ async fn the_cli_sends_and_receives_bodies_as_large_as_the_broker_takes() {
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["body"].as_str().map(str::len), Some(body.len()));
+}
+
+/// README, "Datagrams: sent, not kept": bob listens, alice sends a datagram, bob prints it; bob
+/// gone, alice's next datagram is gone too and bob's mailbox is unchanged.
+#[tokio::test]
+async fn the_readme_datagram_example_works_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path()).await;
+    let (mut listener, mut lines) = bob_listening(broker.addr()).await;
+
+    let send_datagram = |body: &'static str| {
+        let mut cmd = switchboard(broker.addr(), Some("alice"));
+        cmd.args(["send", "--datagram", "--to", "bob", body]);
+        run(cmd)
+    };
+    let out = send_datagram("position 52.37,4.89").await;
+    assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "nothing is said of delivery");
+    assert_eq!(
+        next_json(&mut lines).await,
+        serde_json::json!({"type": "datagram", "from": "alice", "body": "position 52.37,4.89"})
+    );
+
+    listener.kill().await.expect("stop listen");
+    let out = send_datagram("nobody hears this").await;
+    assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+    assert_eq!(
+        poll(broker.addr(), "bob").await,
+        Vec::<serde_json::Value>::new()
+    );
+    broker.terminate().await;
 }

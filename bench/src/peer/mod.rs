@@ -42,6 +42,15 @@ pub(crate) async fn run(
     ctx: &Ctx,
 ) -> anyhow::Result<Figures> {
     let connect_timeout = Duration::from_secs(30);
+    if let Workload::Datagrams(args) = workload {
+        if peer != Peer::Nats {
+            anyhow::bail!("datagrams runs on Switchboard and NATS core (--peer nats) only");
+        }
+        let target = crate::workload::datagrams::Target::NatsCore(addr);
+        return Ok(Figures::Datagrams(
+            crate::workload::datagrams::run(target, args, ctx).await?,
+        ));
+    }
     match peer {
         Peer::Mosquitto => {
             let inflight = match workload {

@@ -4,6 +4,7 @@
 //! once, and returns a serialisable report that `main` prints as one JSON line. Every wait is bounded
 //! by the run's deadline (`--timeout`).
 
+pub(crate) mod datagrams;
 pub(crate) mod fan_in;
 pub(crate) mod idle;
 pub(crate) mod large_mailbox;

@@ -8,7 +8,11 @@
 //! Values that are cheaper to read than to track (connections open, process memory and descriptors)
 //! are read when scraped.
 
+mod datagrams;
 mod process;
+
+pub(crate) use datagrams::DatagramCounters;
+pub use datagrams::{Dropped, Via};
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -50,6 +54,8 @@ pub struct Metrics {
     mailbox_bytes: IntGauge,
     resident_bytes: IntGauge,
     open_fds: IntGauge,
+    /// Datagrams in, out and dropped.
+    pub(crate) datagrams: DatagramCounters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -167,6 +173,7 @@ impl Metrics {
                 "Resident memory of the broker process",
             ),
             open_fds: r.gauge("process_open_fds", "File descriptors open"),
+            datagrams: DatagramCounters::new(&r),
             // Last: every field above registered through `r` first.
             registry: r.0,
         }
@@ -279,6 +286,7 @@ mod tests {
             "switchboard_connections_open 3",
             "switchboard_store_commit_seconds_count 0",
             "switchboard_process_resident_memory_bytes ",
+            "switchboard_datagrams_dropped_total{reason=\"offline\"} 0",
         ] {
             assert!(text.contains(line), "no `{line}` in\n{text}");
         }

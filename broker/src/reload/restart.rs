@@ -33,6 +33,8 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         log,
         admin,
         postgres,
+        udp,
+        datagrams,
     } = new;
     differs("listen", &running.listen != listen);
     differs("data_dir", &running.data_dir != data_dir);
@@ -46,6 +48,8 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     differs("log.format", running.log.format != log.format);
     differs("admin", &running.admin != admin);
     differs("postgres", &running.postgres != postgres);
+    differs("udp", &running.udp != udp);
+    differs("datagrams", &running.datagrams != datagrams);
     let (old_auth, new_auth) = (&running.auth, &new.auth);
     differs(
         "auth.credentials_file (on or off)",

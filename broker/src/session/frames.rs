@@ -1,7 +1,7 @@
 //! What each frame from the client does, given the session's phase.
 //!
 //! Before `Hello` only `Hello` is welcome; after it, `Send` goes to the Router (once the send rules and
-//! the rate allow it), `Ack` is recorded, `Ping` is answered and `Bye` ends the session. A draining
+//! the rate allow it), `Datagram` goes straight to the datagram path, `Ack` is recorded, `Ping` is answered and `Bye` ends the session. A draining
 //! session rejects new sends at once but still records acks.
 
 use std::time::Instant;
@@ -11,6 +11,7 @@ use switchboard_proto::{BrokerFrame, ClientFrame, ClientId, ErrorCode, Receipts,
 
 use super::handshake::Hello;
 use super::Session;
+use crate::metrics::Via;
 use crate::router;
 
 /// A `Send` frame from an identified client.
@@ -72,6 +73,11 @@ impl Session {
                 self.on_ack(ack, ctx)
             }
             ClientFrame::Ping => self.write(BrokerFrame::Pong, ctx),
+            ClientFrame::Datagram { to, body } => {
+                if let Some(peer) = &self.datagram_peer {
+                    self.datagrams.route(peer, to, body, Via::Tcp);
+                }
+            }
             ClientFrame::Bye => {
                 tracing::debug!(parent: &self.span, "client said bye");
                 ctx.stop();

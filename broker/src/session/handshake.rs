@@ -78,6 +78,10 @@ impl Session {
         grant: Grant,
         ctx: &mut Context<Self>,
     ) {
+        let peer = self
+            .datagrams
+            .join(client.clone(), self.conn_id, grant.clone());
+        self.start_datagrams(peer, ctx);
         self.grant = grant;
         self.span.record("client", client.as_str());
         self.keepalive = self.settings.agreed_keepalive(keepalive_secs);
@@ -126,7 +130,11 @@ impl Session {
             address: self.peer.to_string(),
             pending,
             max_body_bytes: self.settings.max_body_bytes() as u64,
+            udp_port: None,
+            datagram_session: None,
+            datagram_key: None,
         };
+        let hi = self.offer_udp(hi);
         self.write(hi, ctx);
     }
 }

@@ -13,6 +13,7 @@
 mod answers;
 mod clock;
 mod connection;
+mod datagrams;
 mod frames;
 mod handshake;
 mod phase;
@@ -37,6 +38,7 @@ use self::connection::{
 };
 use self::phase::Phase;
 use crate::auth::{Auth, Grant};
+use crate::datagram::{Datagrams, Peer};
 use crate::metrics::Metrics;
 use crate::rate::TokenBucket;
 use crate::registry::{self, Kick, Registry};
@@ -71,6 +73,11 @@ pub(crate) struct Session {
     last_heard: Heard,
     /// Answers owed to `Send`s, and the deliveries held behind them.
     answers: Answers,
+    /// The datagram path, and this client's place on it once admitted.
+    datagrams: Arc<Datagrams>,
+    datagram_peer: Option<Arc<Peer>>,
+    /// A retry of the datagram queue is scheduled (the socket had too much queued).
+    datagram_retry: bool,
 }
 
 /// Everything a session needs from the broker around it.
@@ -88,6 +95,8 @@ pub(crate) struct SessionDeps {
     pub metrics: Arc<Metrics>,
     /// What every connection's partial frames may hold together (`limits.max_partial_frames_bytes`).
     pub frame_budget: Arc<FrameBudget>,
+    /// Who receives datagrams, and the UDP socket they may go out on.
+    pub datagrams: Arc<Datagrams>,
 }
 
 impl Session {
@@ -136,6 +145,9 @@ impl Session {
                 span,
                 last_heard: heard,
                 answers: Answers::default(),
+                datagrams: deps.datagrams,
+                datagram_peer: None,
+                datagram_retry: false,
             }
         });
     }
@@ -261,6 +273,9 @@ impl Actor for Session {
             return;
         };
         tracing::info!(parent: &self.span, "client disconnected");
+        if let Some(peer) = self.datagram_peer.take() {
+            self.datagrams.leave(&peer);
+        }
         // Exactly one of each per session, so `do_send` cannot grow a mailbox without bound, and unlike
         // `try_send` it cannot lose them when the Router or Registry is momentarily busy.
         self.router.do_send(router::Detach {

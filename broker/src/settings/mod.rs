@@ -21,8 +21,11 @@ use serde::Deserialize;
 
 pub use crate::store::Durability;
 
+mod datagrams;
 mod load;
 mod validate;
+
+pub use datagrams::{DatagramSettings, UdpSettings, MAX_DATAGRAM_BODY};
 
 pub use load::{Overrides, ENV_PREFIX};
 
@@ -64,6 +67,10 @@ pub struct Settings {
     pub log: Log,
     pub admin: AdminSettings,
     pub postgres: PostgresSettings,
+    /// The UDP datagram listener.
+    pub udp: UdpSettings,
+    /// Limits on datagrams (over UDP or the TCP session).
+    pub datagrams: DatagramSettings,
 }
 
 /// The embedded stores; a distributed engine would add a variant here. `Log` is the default: it
@@ -262,6 +269,8 @@ impl Default for Settings {
             log: Log::default(),
             admin: AdminSettings::default(),
             postgres: PostgresSettings::default(),
+            udp: UdpSettings::default(),
+            datagrams: DatagramSettings::default(),
         }
     }
 }
@@ -343,6 +352,18 @@ impl Settings {
         self.listen
             .parse()
             .map_err(|e| format!("`{}` is not an ip:port address ({e})", self.listen))
+    }
+
+    /// Where the UDP listener binds, given where TCP got bound; `None` when it is off.
+    pub fn udp_addr(&self, tcp: SocketAddr) -> Result<Option<SocketAddr>, String> {
+        match self.udp.listen.as_deref() {
+            None => Ok(Some(tcp)),
+            Some("") => Ok(None),
+            Some(addr) => addr
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("`{addr}` is not an ip:port address ({e})")),
+        }
     }
 
     /// The keepalive granted to a client that asked for `requested_secs`.

@@ -30,6 +30,10 @@ impl Settings {
                 ),
             );
         }
+        self.datagrams.validate()?;
+        if let Err(e) = self.listen_addr().and_then(|tcp| self.udp_addr(tcp)) {
+            return invalid("udp.listen", &e);
+        }
         if let Err(e) = check_log_filter(&self.log.level) {
             return invalid("log.level", &e);
         }

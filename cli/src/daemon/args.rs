@@ -62,6 +62,10 @@ pub(crate) struct DaemonArgs {
     /// ~/.local/state/switchboard/ID, or ./.switchboard-state/ID].
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Drop datagrams instead of handing them to the sink (stdout prints them as lines, --out-dir
+    /// writes each to `datagram-<time>-<n>.json`, --exec logs and drops them).
+    #[arg(long)]
+    pub(crate) no_datagrams: bool,
     /// Send the messages `send --spool DIR` left in DIR, oldest first, once connected.
     #[arg(long, value_name = "DIR")]
     pub(crate) outbox: Option<PathBuf>,

@@ -16,7 +16,7 @@
 //! and its sender sent it again: the journal knows it by its sender and `send_id` (`journal/`), and
 //! this copy too is only acknowledged, so that the broker forgets it.
 
-use switchboard_client::{Client, ClientError, Message, Receipt};
+use switchboard_client::{Client, ClientError, Datagram, Message, Receipt};
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::delivered::{Delivered, SinkError};
@@ -29,6 +29,8 @@ pub(crate) struct Handler {
     pub journal: Journal,
     pub sink: Sink,
     pub stop: CancellationToken,
+    /// Datagrams go to the sink (false with `--no-datagrams`: dropped).
+    pub datagrams: bool,
 }
 
 /// How handling one entry ended.
@@ -44,6 +46,20 @@ pub(crate) enum Handled {
 }
 
 impl Handler {
+    /// Hands a datagram to the sink, once: no journal, no ack, no retry. Only a sink that can take
+    /// nothing more (stdout closed) is an error.
+    pub(crate) async fn datagram(&self, datagram: &Datagram) -> anyhow::Result<()> {
+        if !self.datagrams {
+            tracing::debug!(from = %datagram.from, "datagram dropped (--no-datagrams)");
+            return Ok(());
+        }
+        match self.sink.datagram(datagram).await {
+            Ok(()) => Ok(()),
+            Err(SinkError::Fatal(error)) => Err(error),
+            Err(SinkError::Interrupted) => Ok(()),
+        }
+    }
+
     /// Hands a message to the sink unless the journal says it was, then acknowledges it.
     pub(crate) async fn message(
         &self,

@@ -148,6 +148,15 @@ async fn drain(
             Ok(Some(Event::Receipt(receipt))) => daemon.handler.receipt(client, &receipt).await,
             // Only a reconnecting client reports these; a poll's client does not reconnect.
             Ok(Some(Event::Disconnected(_) | Event::Reconnected(_))) => continue,
+            // Not a mailbox entry: handed over once, not counted.
+            Ok(Some(Event::Datagram(d))) => {
+                daemon
+                    .handler
+                    .datagram(&d)
+                    .await
+                    .map_err(PollFailed::Fatal)?;
+                continue;
+            }
             Ok(Some(Event::Closed(reason))) => return Err(closed(reason)),
             Ok(None) => {
                 return Err(PollFailed::Retry(anyhow!(

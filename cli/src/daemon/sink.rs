@@ -15,16 +15,23 @@
 //!
 //! Receipts (for messages this id sent, from its outbox say) are printed by the stdout sink like
 //! messages; the other sinks log them and let them be acknowledged.
+//!
+//! Datagrams are handed over once, never retried: stdout prints their line, `--out-dir` writes it to
+//! `DIR/datagram-<nanoseconds since the epoch>-<n>.json`, `--exec` logs and drops them (a command per
+//! datagram would fork at the sender's rate).
 
 use std::path::{Path, PathBuf};
 
-use switchboard_client::{Message, Receipt, Reconnect};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use switchboard_client::{Datagram, Message, Receipt, Reconnect};
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::delivered::{file_stem, Delivered, Metadata, SinkError};
 use crate::daemon::exec::Exec;
 use crate::files::{blocking, write_atomic};
-use crate::output::{message_line, receipt_line};
+use crate::output::{datagram_line, message_line, receipt_line};
 use crate::stdio::print_line;
 
 /// One daemon's sink.
@@ -78,6 +85,36 @@ impl Sink {
                     status = %receipt.status,
                     "receipt"
                 );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Sink {
+    /// Hands a datagram to the sink, once.
+    pub(crate) async fn datagram(&self, datagram: &Datagram) -> Result<(), SinkError> {
+        let line = datagram_line(datagram).map_err(|e| SinkError::Fatal(e.into()))?;
+        match self {
+            Sink::Stdout => print_line(&line).map_err(SinkError::Fatal),
+            Sink::OutDir { dir, .. } => {
+                static WRITTEN: AtomicU64 = AtomicU64::new(0);
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let n = WRITTEN.fetch_add(1, Ordering::Relaxed);
+                let name = format!("datagram-{nanos:020}-{n}.json");
+                let dir = dir.clone();
+                // Once: a datagram that cannot be written now is worth nothing later.
+                if let Err(error) =
+                    blocking(move || write_atomic(&dir, &name, line.as_bytes())).await
+                {
+                    tracing::warn!(%error, "cannot write a datagram; dropped");
+                }
+                Ok(())
+            }
+            Sink::Exec(_) => {
+                tracing::debug!(from = %datagram.from, "datagram dropped: --exec takes messages only");
                 Ok(())
             }
         }

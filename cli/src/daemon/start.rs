@@ -63,6 +63,7 @@ pub(crate) async fn run(mut opts: ClientOptions, args: DaemonArgs) -> anyhow::Re
             journal,
             sink,
             stop: stop.clone(),
+            datagrams: !args.no_datagrams,
         },
         spool_sender,
         stop,

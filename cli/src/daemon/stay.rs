@@ -80,6 +80,11 @@ async fn serve(
                 let handled = match event {
                     Some(Event::Message(message)) => daemon.handler.message(client, &message).await?,
                     Some(Event::Receipt(receipt)) => daemon.handler.receipt(client, &receipt).await?,
+                    // Not a mailbox entry: handed over once, nothing to acknowledge.
+                    Some(Event::Datagram(d)) => {
+                        daemon.handler.datagram(&d).await?;
+                        continue;
+                    }
                     Some(Event::Disconnected(reason)) => {
                         tracing::warn!(%reason, "lost the broker; reconnecting");
                         continue;

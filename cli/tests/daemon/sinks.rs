@@ -140,3 +140,42 @@ exit 7
     assert!(journal_has(&state, &id.to_string()));
     bob.stop().await;
 }
+
+/// The stdout sink prints a datagram's line; with `--no-datagrams` it is dropped and the messages
+/// around it still come.
+#[tokio::test]
+async fn the_daemon_hands_datagrams_to_its_sink_or_drops_them_with_no_datagrams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&dir.path().join("data")).await;
+    let send_datagram = |to: &'static str, body: &'static str| {
+        let mut cmd = switchboard(broker.addr(), "alice");
+        cmd.args(["send", "--datagram", "--to", to, body]);
+        run(cmd)
+    };
+    for (id, flags, datagram_printed) in [
+        ("bob", &[][..], true),
+        ("carol", &["--no-datagrams"][..], false),
+    ] {
+        let state = dir.path().join(format!("{id}-state"));
+        let mut args = vec!["--state-dir", state.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let mut daemon = Daemon::start(broker.addr(), id, &args);
+        send(broker.addr(), "alice", id, "before").await;
+        assert_eq!(
+            daemon.next_json().await["body"],
+            "before",
+            "{id} is connected"
+        );
+        let out = send_datagram(id, "a reading").await;
+        assert!(out.status.success(), "send failed: {}", text(&out.stderr));
+        send(broker.addr(), "alice", id, "after").await;
+        if datagram_printed {
+            assert_eq!(
+                daemon.next_json().await,
+                serde_json::json!({"type": "datagram", "from": "alice", "body": "a reading"})
+            );
+        }
+        assert_eq!(daemon.next_json().await["body"], "after", "{id}");
+        daemon.stop().await;
+    }
+}

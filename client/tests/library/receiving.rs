@@ -56,6 +56,9 @@ async fn a_delivery_in_the_same_packet_as_hi_is_not_held_back() {
                 address: "127.0.0.1:1".into(),
                 pending: 1,
                 max_body_bytes: 0,
+                udp_port: None,
+                datagram_session: None,
+                datagram_key: None,
             },
             BrokerFrame::Deliver {
                 message_id: 42,

@@ -65,6 +65,9 @@ impl MockBroker {
             pending,
             max_body_bytes: switchboard_proto::max_body_len(switchboard_proto::DEFAULT_MAX_FRAME)
                 as u64,
+            udp_port: None,
+            datagram_session: None,
+            datagram_key: None,
         })
         .await;
         (peer, hello)

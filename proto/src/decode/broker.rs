@@ -1,9 +1,9 @@
 //! Broker frames from their bytes: `hi`, `accepted`, `rejected`, `deliver`, `receipt`, `pong`,
-//! `error`. Codes (`reason`, `status`, `code`) this build does not know read as `Unknown`.
+//! `error`, `datagram`. Codes (`reason`, `status`, `code`) this build does not know read as `Unknown`.
 
 use bytes::Bytes;
 
-use super::{fields, need, put, tag, unknown, whole, DecodeError, DecodeFrame};
+use super::{datagram, fields, need, optional, put, tag, unknown, whole, DecodeError, DecodeFrame};
 use crate::frame::{BrokerFrame, ErrorCode, ReceiptStatus, RejectReason};
 use crate::msgpack::Reader;
 
@@ -20,6 +20,10 @@ impl DecodeFrame for BrokerFrame {
             b"hi" => hi(r, entries),
             b"pong" => fields(r, entries, |_, _| Ok(false)).map(|()| BrokerFrame::Pong),
             b"error" => error(r, entries),
+            b"datagram" => {
+                let (from, body) = datagram(r, entries, "from")?;
+                Ok(BrokerFrame::Datagram { from, body })
+            }
             other => Err(unknown(other)),
         };
         whole(r, read)
@@ -117,6 +121,7 @@ fn rejected(r: &mut Reader<'_>, entries: usize) -> Result<BrokerFrame, DecodeErr
 fn hi(r: &mut Reader<'_>, entries: usize) -> Result<BrokerFrame, DecodeError> {
     let (mut version, mut keepalive, mut address, mut pending, mut max_body) =
         (None, None, None, None, None);
+    let (mut udp_port, mut session, mut datagram_key) = (None, None, None);
     fields(r, entries, |key, r| {
         match key {
             b"version" => put(&mut version, "version", r.u32("version")?)?,
@@ -124,6 +129,21 @@ fn hi(r: &mut Reader<'_>, entries: usize) -> Result<BrokerFrame, DecodeError> {
             b"address" => put(&mut address, "address", r.string("address")?)?,
             b"pending" => put(&mut pending, "pending", r.uint("pending")?)?,
             b"max_body_bytes" => put(&mut max_body, "max_body_bytes", r.uint("max_body_bytes")?)?,
+            b"udp_port" => put(
+                &mut udp_port,
+                "udp_port",
+                optional(r, |r| r.u16("udp_port"))?,
+            )?,
+            b"datagram_session" => put(
+                &mut session,
+                "datagram_session",
+                optional(r, |r| r.uint("datagram_session"))?,
+            )?,
+            b"datagram_key" => put(
+                &mut datagram_key,
+                "datagram_key",
+                optional(r, |r| r.bytes("datagram_key"))?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -134,6 +154,9 @@ fn hi(r: &mut Reader<'_>, entries: usize) -> Result<BrokerFrame, DecodeError> {
         address: need(address, "address")?,
         pending: need(pending, "pending")?,
         max_body_bytes: max_body.unwrap_or(0),
+        udp_port: udp_port.flatten(),
+        datagram_session: session.flatten(),
+        datagram_key: datagram_key.flatten(),
     })
 }
 

@@ -1,6 +1,6 @@
-//! Client frames from their bytes: `hello`, `send`, `ack`, `ping`, `bye`.
+//! Client frames from their bytes: `hello`, `send`, `ack`, `ping`, `bye`, `datagram`.
 
-use super::{fields, need, optional, put, tag, unknown, whole, DecodeError, DecodeFrame};
+use super::{datagram, fields, need, optional, put, tag, unknown, whole, DecodeError, DecodeFrame};
 use crate::frame::{ClientFrame, Receipts};
 use crate::msgpack::Reader;
 use bytes::Bytes;
@@ -27,6 +27,10 @@ impl DecodeFrame for ClientFrame {
             b"hello" => hello(&mut r, entries),
             b"ping" => fields(&mut r, entries, |_, _| Ok(false)).map(|()| ClientFrame::Ping),
             b"bye" => fields(&mut r, entries, |_, _| Ok(false)).map(|()| ClientFrame::Bye),
+            b"datagram" => {
+                let (to, body) = datagram(&mut r, entries, "to")?;
+                Ok(ClientFrame::Datagram { to, body })
+            }
             other => Err(unknown(other)),
         };
         whole(&r, read)

@@ -133,6 +133,27 @@ pub(super) fn unknown(tag: &[u8]) -> DecodeError {
     DecodeError::UnknownType(String::from_utf8_lossy(tag).into_owned())
 }
 
+/// The two fields of a `datagram` frame either way: the peer (`to` or `from`, named `peer`) and the
+/// body.
+pub(super) fn datagram(
+    r: &mut Reader<'_>,
+    entries: usize,
+    peer: &'static str,
+) -> Result<(String, Bytes), DecodeError> {
+    let (mut name, mut body) = (None, None);
+    fields(r, entries, |key, r| {
+        if key == peer.as_bytes() {
+            put(&mut name, peer, r.string(peer)?)?;
+        } else if key == b"body" {
+            put(&mut body, "body", r.bytes("body")?)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok((need(name, peer)?, need(body, "body")?))
+}
+
 mod broker;
 mod client;
 #[cfg(test)]

@@ -43,13 +43,13 @@ from .errors import (
     UnknownRejection,
     UnsupportedVersion,
 )
-from .events import Closed, Disconnected, Event, Message, Receipt, Reconnected
+from .events import Closed, Datagram, Disconnected, Event, Message, Receipt, Reconnected
 from .link import Welcome, tls_context
 from .sync import SyncClient, connect
 
 __all__ = [
     "BadFrame", "BrokerError", "Client", "Closed", "ClosedError", "ConnectError", "ConnectTimeout",
-    "ConnectionLost", "Disconnected", "DuplicateIdError", "Event", "Forbidden", "FrameLimitError",
+    "ConnectionLost", "Datagram", "Disconnected", "DuplicateIdError", "Event", "Forbidden", "FrameLimitError",
     "FrameTooLarge", "HandshakeTimeout", "HelloRequired", "InternalError", "InvalidClientId",
     "InvalidIdError", "InvalidRecipient", "KeepaliveTimeout", "MailboxFull", "Message",
     "Overloaded", "ProtocolError", "RateLimited", "Receipt", "Reconnect", "Reconnected", "Rejected",

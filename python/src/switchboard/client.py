@@ -188,6 +188,21 @@ class Client:
 
     # --- acknowledging ---------------------------------------------------------------------------
 
+    async def send_datagram(self, to: str, body: Body) -> None:
+        """Sends a datagram to ``to`` on this connection: fire and forget (PROTOCOL.md,
+        "Datagrams"). It reaches ``to`` only if ``to`` is connected now; no answer, no receipt,
+        nothing stored. While disconnected it is dropped."""
+        self._check_open()
+        data = frames.encode(frames.SendDatagram(to, as_bytes(body)), self.max_frame)
+        if self._link is None:
+            log.debug("not connected; the datagram to %s is dropped", to)
+            return
+        self._link.write(data)
+        try:
+            await self._link.drain()
+        except (OSError, RuntimeError):
+            log.debug("the connection ended; the datagram to %s may be lost", to)
+
     async def ack(self, entry_id: int) -> None:
         """Acknowledges a message (``message_id``) or a receipt (``receipt_id``) so the broker can
         forget it. Returns once the ``ack`` is handed to the socket. While reconnecting it waits for
@@ -329,6 +344,9 @@ class Client:
                                                    frame.sent_at_ms, frame.body))
             elif isinstance(frame, frames.Receipt):
                 await self._on_receipt(link, frame)
+            elif isinstance(frame, frames.Datagram):
+                if not self._close_asked.is_set():
+                    await self._events.put(frame)
             elif isinstance(frame, frames.Error):
                 return broker_error(frame.code, frame.text)
             elif isinstance(frame, frames.Hi):

@@ -1,4 +1,5 @@
-"""What the broker tells a client without being asked: messages, receipts, and the connection's state.
+"""What the broker tells a client without being asked: messages, receipts, datagrams, and the
+connection's state.
 
 Events come in the order the broker sent them, which within a mailbox is entry id order. The queue
 is bounded: a program that stops reading events stops the client from reading the socket, so memory
@@ -69,7 +70,10 @@ class Closed:
     reason: Optional[SwitchboardError]
 
 
-Event = Union[Message, Receipt, Disconnected, Reconnected, Closed]
+Datagram = frames.Datagram
+"""A datagram for this client (``sender``, ``body``): never stored, nothing to acknowledge."""
+
+Event = Union[Message, Receipt, Datagram, Disconnected, Reconnected, Closed]
 
 EVENTS_CAPACITY = 1024
 """Events waiting to be read before the client stops reading the socket. The broker's window caps

@@ -1,7 +1,7 @@
 """What a frame says, and how it becomes bytes: PROTOCOL.md's frames as dataclasses.
 
 Every frame is a 4-byte big-endian length, then a MessagePack map whose ``type`` key names the kind.
-Client frames (``Hello``, ``Send``, ``Ack``, ``Ping``, ``Bye``) are encoded here exactly as the Rust
+Client frames (``Hello``, ``Send``, ``Ack``, ``Ping``, ``Bye``, ``SendDatagram``) are encoded here exactly as the Rust
 encoder writes them (``type`` first, then the fields in table order, smallest integer encodings), so
 that PROTOCOL.md's test vectors hold byte for byte. Broker frames are decoded leniently where the
 protocol asks for it (any key order, unknown keys ignored, any integer encoding of a value in range,
@@ -78,12 +78,24 @@ class Bye:
 
 
 @dataclass(frozen=True)
+class SendDatagram:
+    """A ``datagram`` to ``to``: never stored, never answered (PROTOCOL.md, "Datagrams")."""
+
+    to: str
+    body: bytes
+
+
+@dataclass(frozen=True)
 class Hi:
     version: int
     keepalive_secs: int
     address: str
     pending: int
     max_body_bytes: int = 0
+    udp_port: Optional[int] = None
+    """The broker's UDP datagram port, on the host this connection reached; ``None``: TCP only."""
+    datagram_session: Optional[int] = None
+    datagram_key: Optional[bytes] = None
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,16 @@ class Error:
     text: str
 
 
-ClientFrame = Union[Hello, Send, Ack, Ping, Bye]
-BrokerFrame = Union[Hi, Accepted, Rejected, Deliver, Receipt, Pong, Error]
+@dataclass(frozen=True)
+class Datagram:
+    """A datagram from ``sender``, sent while this client was online (also the event handed out)."""
+
+    sender: str
+    body: bytes
+
+
+ClientFrame = Union[Hello, Send, Ack, Ping, Bye, SendDatagram]
+BrokerFrame = Union[Hi, Accepted, Rejected, Deliver, Receipt, Pong, Error, Datagram]
 Frame = Union[ClientFrame, BrokerFrame]
 
 
@@ -161,10 +181,18 @@ def to_wire(frame: Frame) -> Dict[str, Any]:
         return wire
     if isinstance(frame, Ack):
         return {"type": "ack", "id": frame.id}
+    if isinstance(frame, SendDatagram):
+        return {"type": "datagram", "to": frame.to, "body": frame.body}
+    if isinstance(frame, Datagram):
+        return {"type": "datagram", "from": frame.sender, "body": frame.body}
     if isinstance(frame, Hi):
-        return {"type": "hi", "version": frame.version, "keepalive_secs": frame.keepalive_secs,
-                "address": frame.address, "pending": frame.pending,
-                "max_body_bytes": frame.max_body_bytes}
+        hi: Dict[str, Any] = {"type": "hi", "version": frame.version,
+                              "keepalive_secs": frame.keepalive_secs, "address": frame.address,
+                              "pending": frame.pending, "max_body_bytes": frame.max_body_bytes}
+        for key in ("udp_port", "datagram_session", "datagram_key"):
+            if getattr(frame, key) is not None:
+                hi[key] = getattr(frame, key)
+        return hi
     if isinstance(frame, Accepted):
         return {"type": "accepted", "id": frame.send_id, "message_id": frame.message_id}
     if isinstance(frame, Rejected):
@@ -230,6 +258,9 @@ class _Fields:
     def opt_uint(self, key: str) -> Optional[int]:
         return None if self.wire.get(key) is None else self.uint(key)
 
+    def opt_binary(self, key: str) -> Optional[bytes]:
+        return None if self.wire.get(key) is None else self.binary(key)
+
     def flag(self, key: str) -> bool:
         """An optional bool: absent and `nil` are `False`."""
         return False if self.wire.get(key) is None else self._get(key, bool, False)
@@ -239,7 +270,9 @@ def _broker_frame(f: _Fields) -> BrokerFrame:
     kind = f.kind
     if kind == "hi":
         return Hi(f.uint("version", _U32), f.uint("keepalive_secs", _U32), f.text("address"),
-                  f.uint("pending"), f.uint("max_body_bytes", default=0))
+                  f.uint("pending"), f.uint("max_body_bytes", default=0),
+                  None if f.wire.get("udp_port") is None else f.uint("udp_port", (1 << 16) - 1),
+                  f.opt_uint("datagram_session"), f.opt_binary("datagram_key"))
     if kind == "accepted":
         return Accepted(f.uint("id"), f.uint("message_id"))
     if kind == "rejected":
@@ -254,6 +287,8 @@ def _broker_frame(f: _Fields) -> BrokerFrame:
         return Pong()
     if kind == "error":
         return Error(f.text("code"), f.text("text"))
+    if kind == "datagram":
+        return Datagram(f.text("from"), f.binary("body"))
     raise ProtocolError(f"unknown frame type `{kind}`")
 
 
@@ -274,6 +309,8 @@ def _client_frame(f: _Fields) -> ClientFrame:
         return Ping()
     if kind == "bye":
         return Bye()
+    if kind == "datagram":
+        return SendDatagram(f.text("to"), f.binary("body"))
     raise ProtocolError(f"unknown frame type `{kind}`")
 
 

@@ -52,6 +52,11 @@ class Welcome:
     """Entries (messages and receipts) waiting in the mailbox at the handshake; they arrive first."""
     max_body_bytes: int
     """The largest body the broker accepts in a send; 0 from a broker too old to say."""
+    udp_port: Optional[int] = None
+    """The broker's UDP datagram port on the same host, with the session's number and key below
+    (:mod:`switchboard.datagrams` seals datagrams with them); ``None``: datagrams over TCP only."""
+    datagram_session: Optional[int] = None
+    datagram_key: Optional[bytes] = None
 
 
 def split_server(server: str) -> Tuple[str, int]:
@@ -167,5 +172,6 @@ async def _handshake(server: str, hello: frames.Hello, tls: TlsOption,
         writer.close()
         raise ProtocolError(f"the broker speaks protocol version {frame.version}, "
                             f"this client {frames.PROTOCOL_VERSION}")
-    welcome = Welcome(frame.keepalive_secs, frame.address, frame.pending, frame.max_body_bytes)
+    welcome = Welcome(frame.keepalive_secs, frame.address, frame.pending, frame.max_body_bytes,
+                      frame.udp_port, frame.datagram_session, frame.datagram_key)
     return Link(reader, writer, welcome, frames.max_frame_for(frame.max_body_bytes, own_max_frame))

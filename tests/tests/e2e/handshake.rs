@@ -21,6 +21,7 @@ async fn hello_gets_hi_with_the_pending_count_and_the_address() {
         address,
         pending,
         max_body_bytes,
+        ..
     } = hi
     else {
         unreachable!()

@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod bad_input;
+mod datagram;
 mod delivery;
 mod descriptors;
 mod durability;

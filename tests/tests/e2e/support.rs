@@ -31,8 +31,10 @@ pub(crate) fn settings(data_dir: &Path) -> Settings {
         ..Settings::default()
     };
     s.limits.shutdown_grace_ms = 2_000;
-    // Many test brokers run at once: each admin listener on a port of its own.
+    // Many test brokers run at once: each admin listener on a port of its own, and each UDP
+    // listener too (the default, TCP's port number, could be a test's UDP socket already).
     s.admin.listen = "127.0.0.1:0".into();
+    s.udp.listen = Some("127.0.0.1:0".into());
     s
 }
 

@@ -143,6 +143,12 @@ impl SocketWriter {
         Ok(())
     }
 
+    /// Bytes queued and not yet taken by the kernel: datagrams go out only while this is small, so
+    /// they never push a slow reader towards the limit that would close it.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.queued.get()
+    }
+
     /// No more frames: the writer writes what is queued, shuts the socket's write side and ends.
     pub(crate) fn close(&mut self) {
         if !self.shared.closed.replace(true) {
