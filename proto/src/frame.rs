@@ -158,6 +158,8 @@ pub enum ReceiptStatus {
     Delivered,
     /// The message's time to live ran out before it was delivered; the broker removed it.
     Expired,
+    /// An operator removed the message, undelivered (the admin API's remove or purge).
+    Removed,
     #[serde(other)]
     Unknown,
 }
@@ -193,6 +195,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The broker is at its connection limit; try again later.
     Overloaded,
+    /// An operator disconnected this client (the admin API's kick).
+    Kicked,
     #[serde(other)]
     Unknown,
 }
@@ -234,6 +238,7 @@ wire_names!(RejectReason {
 wire_names!(ReceiptStatus {
     Delivered => "delivered",
     Expired => "expired",
+    Removed => "removed",
     Unknown => "unknown",
 });
 wire_names!(ErrorCode {
@@ -250,6 +255,7 @@ wire_names!(ErrorCode {
     Internal => "internal",
     Unauthorized => "unauthorized",
     Overloaded => "overloaded",
+    Kicked => "kicked",
     Unknown => "unknown",
 });
 

@@ -28,6 +28,7 @@ mod housekeeping;
 mod ids;
 mod messages;
 mod online;
+mod removing;
 #[cfg(test)]
 mod testing;
 mod usage;
@@ -42,9 +43,13 @@ use bytes::Bytes;
 use switchboard_proto::{ReceiptStatus, RejectReason};
 use tokio::sync::oneshot;
 
-pub use admin::{MailboxTotals, Totals};
+pub use admin::{
+    ListMailboxes, ListWindows, Listed, MailboxInfo, MailboxOrder, MailboxPage, MailboxRow,
+    MailboxTotals, ReadEntries, Totals, Windows,
+};
 pub use config::RouterConfig;
 pub use messages::{Ack, Attach, Deliver, Detach, Drain, Stop, Submit};
+pub use removing::{Removal, Remove, RemoveError, Target, PURGE_PAGE};
 
 use self::commit::CommitQueue;
 use self::deleting::Deleting;
@@ -137,6 +142,7 @@ impl Router {
         match kind {
             EntryKind::Delivered => self.metrics.receipt(ReceiptStatus::Delivered),
             EntryKind::Expired => self.metrics.receipt(ReceiptStatus::Expired),
+            EntryKind::Removed => self.metrics.receipt(ReceiptStatus::Removed),
             EntryKind::Message => {}
         }
         let id = self.ids.next();

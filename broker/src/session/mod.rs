@@ -31,6 +31,7 @@ use tracing::Span;
 
 use self::answers::{Answers, Outcome, Seq};
 use self::clock::Clock;
+pub(crate) use self::connection::Traffic;
 use self::connection::{Counted, FrameReader, SocketWriter, WriteError, WriterResult};
 use self::phase::Phase;
 use crate::auth::{Auth, Grant};
@@ -68,6 +69,8 @@ pub(crate) struct Session {
     last_heard: Instant,
     /// Answers owed to `Send`s, and the deliveries held behind them.
     answers: Answers,
+    /// This connection's bytes both ways (the Registry shows them to the admin API).
+    traffic: Arc<Traffic>,
 }
 
 /// Everything a session needs from the broker around it.
@@ -100,9 +103,10 @@ impl Session {
         let window = deps.settings.limits.window;
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
+            let traffic = Arc::new(Traffic::default());
             let (read, write) = (
-                Counted::new(read, deps.metrics.clone()),
-                Counted::new(write, deps.metrics.clone()),
+                Counted::new(read, deps.metrics.clone(), traffic.clone()),
+                Counted::new(write, deps.metrics.clone(), traffic.clone()),
             );
             ctx.add_stream(FrameReader::new(read, BrokerCodec::new(max_frame)));
             let writer = SocketWriter::new(
@@ -128,6 +132,7 @@ impl Session {
                 span,
                 last_heard: Instant::now(),
                 answers: Answers::default(),
+                traffic,
             }
         });
     }
@@ -228,15 +233,15 @@ fn entry_frame(entry: Entry) -> BrokerFrame {
             sent_at_ms: entry.sent_at_ms,
             body: entry.body,
         },
-        EntryKind::Delivered | EntryKind::Expired => BrokerFrame::Receipt {
+        EntryKind::Delivered | EntryKind::Expired | EntryKind::Removed => BrokerFrame::Receipt {
             receipt_id: entry.id,
             send_id: entry.send_id,
             message_id: entry.message_id,
             to: entry.peer,
-            status: if entry.kind == EntryKind::Expired {
-                ReceiptStatus::Expired
-            } else {
-                ReceiptStatus::Delivered
+            status: match entry.kind {
+                EntryKind::Expired => ReceiptStatus::Expired,
+                EntryKind::Removed => ReceiptStatus::Removed,
+                _ => ReceiptStatus::Delivered,
             },
         },
     }

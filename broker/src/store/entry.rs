@@ -12,6 +12,9 @@ pub enum EntryKind {
     Delivered,
     /// A receipt: a message the mailbox owner sent to `peer` expired undelivered and was removed.
     Expired,
+    /// A receipt: an operator removed a message the mailbox owner sent to `peer`, undelivered
+    /// (the admin API's remove or purge).
+    Removed,
 }
 
 impl EntryKind {

@@ -114,7 +114,8 @@ class Receipt:
     message_id: int
     to: str
     status: str
-    """``"delivered"``, ``"expired"``, or a status this package does not know, as the broker sent it."""
+    """``"delivered"``, ``"expired"``, ``"removed"`` (an operator removed the message undelivered),
+    or a status this package does not know, as the broker sent it."""
 
     @property
     def delivered(self) -> bool:

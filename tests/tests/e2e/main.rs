@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one module per area, all against a real broker over TCP.
 
 mod admin;
+mod admin_api;
 mod auth;
 mod bad_input;
 mod delivery;

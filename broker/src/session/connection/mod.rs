@@ -6,6 +6,6 @@ pub(crate) mod counted;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
-pub(crate) use counted::Counted;
+pub(crate) use counted::{Counted, Traffic};
 pub(crate) use reader::FrameReader;
 pub(crate) use writer::{SocketWriter, WriteError, WriterResult};

@@ -142,6 +142,7 @@ pub(super) fn kind_byte(kind: EntryKind) -> u8 {
         EntryKind::Message => 0,
         EntryKind::Delivered => 1,
         EntryKind::Expired => 2,
+        EntryKind::Removed => 3,
     }
 }
 
@@ -150,6 +151,7 @@ pub(super) fn kind_from(byte: u8) -> Option<EntryKind> {
         0 => Some(EntryKind::Message),
         1 => Some(EntryKind::Delivered),
         2 => Some(EntryKind::Expired),
+        3 => Some(EntryKind::Removed),
         _ => None,
     }
 }
