@@ -165,6 +165,7 @@ impl AdminListener {
 fn routes(state: AdminState) -> axum::Router {
     let guarded = axum::Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/clients", get(api::clients))
         .route("/api/v1/clients/{id}/kick", post(actions::kick))
@@ -184,6 +185,14 @@ fn routes(state: AdminState) -> axum::Router {
         .route("/readyz", get(readyz))
         .merge(guarded)
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of the API, committed beside this file and checked against the live
+/// server by `tests/tests/e2e/admin_openapi.rs`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 fn digest(token: &str) -> [u8; 32] {
