@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_api;
+mod admin_cli;
 mod admin_openapi;
 mod auth;
 mod bad_input;
