@@ -11,10 +11,12 @@
 //! | `GET /healthz` | 200 `ok`: the process serves |
 //! | `GET /readyz` | 200 `ready`, or 503 with the reason (starting, shutting down, store not answering) |
 //! | `GET /metrics` | the counters of [`Metrics`](crate::metrics::Metrics), Prometheus text |
+//! | `GET /` | the live dashboard (`dashboard.rs`), reading `/api/v1/status` |
 //! | `/api/v1/...` | the JSON API (`api.rs`, `actions.rs`, `status.rs`), described by `openapi.json` |
 
 mod actions;
 mod api;
+mod dashboard;
 mod health;
 mod json;
 mod rates;
@@ -183,6 +185,7 @@ fn routes(state: AdminState) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(dashboard::routes())
         .merge(guarded)
         .with_state(state)
 }

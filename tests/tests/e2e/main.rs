@@ -3,6 +3,7 @@
 mod admin;
 mod admin_api;
 mod admin_cli;
+mod admin_dashboard;
 mod admin_openapi;
 mod auth;
 mod bad_input;
