@@ -39,7 +39,7 @@ async fn remove(state: &AdminState, mailbox: &str, target: Target) -> Result<Rem
         mailbox: mailbox.to_owned(),
         target,
     };
-    match tokio::time::timeout(2 * ASK_DEADLINE, state.router.send(msg)).await {
+    match tokio::time::timeout(2 * ASK_DEADLINE, state.broker.router.send(msg)).await {
         Ok(Ok(Ok(removal))) => Ok(removal),
         Ok(Ok(Err(error))) => Err(ApiError::Unavailable(error.to_string())),
         Ok(Err(_)) => Err(ApiError::Unavailable("the router has stopped".into())),
@@ -138,7 +138,7 @@ pub(crate) async fn kick(
         client: client.clone(),
         by: format!("admin API from {}", asker.address),
     };
-    let kicked = ask(&state.registry, msg, "registry").await?;
+    let kicked = ask(&state.broker.registry, msg, "registry").await?;
     tracing::warn!(
         action = "kick",
         client = %client,

@@ -63,8 +63,8 @@ pub(crate) fn age_secs(now_ms: u64, then_ms: u64) -> u64 {
 pub(crate) async fn clients(
     State(state): State<AdminState>,
 ) -> Result<Json<Vec<ClientJson>>, ApiError> {
-    let rows = ask(&state.registry, ListClients, "registry").await?;
-    let windows = ask(&state.router, ListWindows, "router").await?.0;
+    let rows = ask(&state.broker.registry, ListClients, "registry").await?;
+    let windows = ask(&state.broker.router, ListWindows, "router").await?.0;
     let now = now_ms();
     let mut clients: Vec<ClientJson> = rows
         .into_iter()
@@ -140,9 +140,9 @@ pub(crate) async fn mailbox_page(
         offset,
         limit,
     };
-    let page = ask(&state.router, list, "router").await?;
+    let page = ask(&state.broker.router, list, "router").await?;
     let ids: Vec<String> = page.rows.iter().map(|r| r.mailbox.clone()).collect();
-    let heads = match tokio::time::timeout(ASK_DEADLINE, state.store.heads(ids)).await {
+    let heads = match tokio::time::timeout(ASK_DEADLINE, state.broker.store.heads(ids)).await {
         Ok(Ok(heads)) => heads,
         Ok(Err(error)) => return Err(ApiError::Unavailable(format!("store failed: {error}"))),
         Err(_) => {
@@ -195,13 +195,13 @@ pub(crate) async fn mailbox(
     let id = client_id(id)?.into_string();
     let limit = query.limit.min(MAX_PAGE);
     let peek = query.peek.min(MAX_PEEK);
-    let info = ask(&state.router, MailboxInfo(id.clone()), "router").await?;
+    let info = ask(&state.broker.router, MailboxInfo(id.clone()), "router").await?;
     let read = ReadEntries {
         mailbox: id.clone(),
         after: query.after,
         limit,
     };
-    let listed = ask(&state.router, read, "router")
+    let listed = ask(&state.broker.router, read, "router")
         .await?
         .map_err(|e| ApiError::Unavailable(format!("store failed: {e}")))?;
     Ok(Json(MailboxEntriesJson {

@@ -47,12 +47,7 @@ use crate::store::StoreHandle;
 /// What the admin listener reads from the rest of the broker.
 #[derive(Clone)]
 pub(crate) struct AdminState {
-    pub metrics: Arc<Metrics>,
-    pub readiness: Arc<Readiness>,
-    pub store: StoreHandle,
-    pub router: Addr<Router>,
-    pub registry: Addr<Registry>,
-    pub connections: Arc<AtomicUsize>,
+    pub broker: AdminParts,
     /// For the status: durability, limits.
     pub settings: Arc<Settings>,
     /// When the broker started, ms since the Unix epoch.
@@ -64,6 +59,7 @@ pub(crate) struct AdminState {
 }
 
 /// The handles on the broker the admin listener asks.
+#[derive(Clone)]
 pub(crate) struct AdminParts {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
@@ -78,12 +74,7 @@ impl AdminState {
         let token = &settings.admin.token;
         let token = (!token.is_empty()).then(|| digest(token));
         Self {
-            metrics: parts.metrics,
-            readiness: parts.readiness,
-            store: parts.store,
-            router: parts.router,
-            registry: parts.registry,
-            connections: parts.connections,
+            broker: parts,
             settings,
             started_at_ms: now_ms(),
             rates: rates::Rates::default(),
@@ -114,7 +105,7 @@ impl AdminListener {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let arbiter = Arbiter::new();
-        let sampling = rates::run(state.rates.clone(), state.metrics.clone());
+        let sampling = rates::run(state.rates.clone(), state.broker.metrics.clone());
         let app = routes(state).into_make_service_with_connect_info::<SocketAddr>();
         let spawned = arbiter.spawn(async move {
             actix_rt::spawn(sampling);
@@ -230,10 +221,10 @@ async fn require_token(
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    if let Some(reason) = state.readiness.not_ready() {
+    if let Some(reason) = state.broker.readiness.not_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
     }
-    match tokio::time::timeout(health::STORE_DEADLINE, state.store.last_id()).await {
+    match tokio::time::timeout(health::STORE_DEADLINE, state.broker.store.last_id()).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(error)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -249,14 +240,17 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let totals = tokio::time::timeout(health::STORE_DEADLINE, state.router.send(router::Totals))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let totals = tokio::time::timeout(
+        health::STORE_DEADLINE,
+        state.broker.router.send(router::Totals),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
     let oldest = status::oldest_sent_at_ms(&state).await;
     let snapshot = Snapshot {
-        connections: state.connections.load(Ordering::Relaxed) as u64,
+        connections: state.broker.connections.load(Ordering::Relaxed) as u64,
         mailboxes: totals.mailboxes,
         mailbox_entries: totals.entries,
         mailbox_bytes: totals.bytes,
@@ -264,7 +258,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.render(&snapshot),
+        state.broker.metrics.render(&snapshot),
     )
         .into_response()
 }

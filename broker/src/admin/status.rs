@@ -77,7 +77,7 @@ impl LimitsJson {
 
 /// When the oldest waiting entry was accepted, asked of the store thread with a bounded wait.
 pub(crate) async fn oldest_sent_at_ms(state: &AdminState) -> Option<u64> {
-    tokio::time::timeout(ASK_DEADLINE, state.store.oldest_sent_at_ms())
+    tokio::time::timeout(ASK_DEADLINE, state.broker.store.oldest_sent_at_ms())
         .await
         .ok()
         .and_then(Result::ok)
@@ -85,7 +85,7 @@ pub(crate) async fn oldest_sent_at_ms(state: &AdminState) -> Option<u64> {
 }
 
 pub(crate) async fn status(State(state): State<AdminState>) -> Result<Json<StatusJson>, ApiError> {
-    let totals = ask(&state.router, Totals, "router").await?;
+    let totals = ask(&state.broker.router, Totals, "router").await?;
     let deepest = mailbox_page(&state, MailboxOrder::Depth, 0, DEEPEST).await?;
     let oldest = oldest_sent_at_ms(&state).await;
     let now = now_ms();
@@ -96,12 +96,15 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Result<Json<Statu
         version: env!("CARGO_PKG_VERSION"),
         started_at_ms: state.started_at_ms,
         uptime_secs: age_secs(now, state.started_at_ms),
-        ready: state.readiness.not_ready().is_none(),
+        ready: state.broker.readiness.not_ready().is_none(),
         store: format!("{:?}", settings.store).to_lowercase(),
         durability: format!("{:?}", settings.durability).to_lowercase(),
         tls: !settings.tls.cert_file.as_os_str().is_empty(),
-        connections: state.connections.load(std::sync::atomic::Ordering::Relaxed) as u64,
-        totals: state.metrics.totals(),
+        connections: state
+            .broker
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed) as u64,
+        totals: state.broker.metrics.totals(),
         accepted_per_sec: last.map_or(0.0, |r| r.accepted_per_sec),
         delivered_per_sec: last.map_or(0.0, |r| r.delivered_per_sec),
         history,
