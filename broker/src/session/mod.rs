@@ -241,7 +241,8 @@ fn entry_frame(entry: Entry) -> BrokerFrame {
             status: match entry.kind {
                 EntryKind::Expired => ReceiptStatus::Expired,
                 EntryKind::Removed => ReceiptStatus::Removed,
-                _ => ReceiptStatus::Delivered,
+                // Exhaustive, so that a new kind of receipt cannot pass for `delivered`.
+                EntryKind::Delivered | EntryKind::Message => ReceiptStatus::Delivered,
             },
         },
     }
