@@ -37,6 +37,8 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Ask a running broker over its admin API: status, clients, mailboxes; remove, purge, kick.
+    Admin(AdminArgs),
 }
 
 /// `switchboard-broker store ...`.
@@ -98,4 +100,58 @@ pub(crate) struct RuleFlags {
     /// The client may send to anyone (removes its may_send_to).
     #[arg(long)]
     pub(crate) anyone: bool,
+}
+
+/// Talks to a running broker's admin API.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminArgs {
+    /// The admin listener (`admin.listen` of the broker).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7879",
+        env = "SWITCHBOARD_ADMIN"
+    )]
+    pub(crate) admin: String,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: AdminCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AdminCommand {
+    /// The broker at a glance: version, uptime, rates, connections, mailboxes, limits.
+    Status,
+    /// The connected clients: address, since when, window in use, bytes in and out.
+    Clients,
+    /// The non-empty mailboxes, deepest first.
+    Mailboxes {
+        /// How many to list.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        top: usize,
+        /// Order: depth (most entries), bytes, or id.
+        #[arg(long, default_value = "depth", value_parser = ["depth", "bytes", "id"])]
+        sort: String,
+    },
+    /// One mailbox: its counts and its first entries (metadata, body size).
+    Mailbox {
+        id: String,
+        /// Entries to list.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+        /// List entries with an id above this.
+        #[arg(long, value_name = "ENTRY", default_value_t = 0)]
+        after: u64,
+        /// Show the first N body bytes of each entry (base64).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        peek: usize,
+    },
+    /// Removes one entry of a mailbox; a message's sender gets a `removed` receipt.
+    Remove { id: String, message_id: u64 },
+    /// Removes every entry of a mailbox that is not handed out; senders get `removed` receipts.
+    Purge { id: String },
+    /// Disconnects a client (it gets the error code `kicked`).
+    Kick { id: String },
 }

@@ -19,6 +19,8 @@ use crate::args::{Args, Command, Passwd, RuleFlags};
 
 mod store_check;
 
+mod admin_cli;
+
 // Entries are allocated on session threads and freed on the Router and store threads; with glibc's
 // allocator that cross-thread freeing (and its consolidation of large batches) was a sixth of the
 // broker's CPU in relay. mimalloc measured +19 % relay throughput and a lower latency p50 for +50
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Some(Command::Store { action }) => {
             return store_check::dispatch(action, args.config, args.data_dir)
         }
+        Some(Command::Admin(admin)) => return admin_cli::main(admin),
         None => run(args),
     };
     match result {

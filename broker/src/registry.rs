@@ -2,15 +2,19 @@
 //!
 //! A session registers once its `Hello` checks out. An id belongs to one connection at a time: when the
 //! same id connects again, the newer connection takes over and the older one is told to leave
-//! (`session-taken-over`). The Registry is also how shutdown reaches every connected client.
+//! (`session-taken-over`). The Registry is also how shutdown reaches every connected client, and how
+//! the admin API lists the connected clients and disconnects one (`kicked`).
 
 use foldhash::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::prelude::*;
 use actix::WeakRecipient;
 use switchboard_proto::{ClientId, ErrorCode};
+
+use crate::session::Traffic;
 
 /// Tells a session to send `Error { code, text }` and close.
 #[derive(Message, Debug, Clone)]
@@ -28,6 +32,8 @@ pub struct Register {
     pub conn_id: u64,
     pub peer: SocketAddr,
     pub session: Recipient<Kick>,
+    /// The connection's byte counters, for the admin API.
+    pub(crate) traffic: Arc<Traffic>,
 }
 
 /// The session `conn_id` has ended. Ignored if a newer session holds the id by now.
@@ -62,6 +68,7 @@ struct Registered {
     /// Weak: a strong `Recipient` costs two more allocations per connected client, and a session that
     /// is gone cannot be kicked anyway.
     session: WeakRecipient<Kick>,
+    traffic: Arc<Traffic>,
 }
 
 impl Registered {
@@ -129,6 +136,7 @@ impl Handler<Register> for Registry {
                 since: SystemTime::now(),
             },
             session: msg.session.downgrade(),
+            traffic: msg.traffic,
         };
         if let Some(old) = self.clients.insert(msg.client.clone(), entry) {
             tracing::info!(client = %msg.client, old_peer = %old.info.peer, new_peer = %msg.peer, "session taken over");
@@ -240,5 +248,62 @@ impl Handler<AwaitEmpty> for Registry {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+/// Asks for every connected client (the admin API's `GET /api/v1/clients`).
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<ClientRow>")]
+pub struct ListClients;
+
+/// One connected client as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRow {
+    pub client: ClientId,
+    pub info: Connection,
+    /// Bytes read from it and written to it on this connection.
+    pub received: u64,
+    pub sent: u64,
+}
+
+impl Handler<ListClients> for Registry {
+    type Result = Vec<ClientRow>;
+
+    fn handle(&mut self, _: ListClients, _: &mut Context<Self>) -> Vec<ClientRow> {
+        self.clients
+            .iter()
+            .map(|(client, r)| ClientRow {
+                client: client.clone(),
+                info: r.info.clone(),
+                received: r.traffic.received(),
+                sent: r.traffic.sent(),
+            })
+            .collect()
+    }
+}
+
+/// An operator disconnects `client` (the admin API's kick): its session is sent `kicked` and
+/// closes. Answers whether the client was connected.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct KickClient {
+    pub client: ClientId,
+    /// Who asked, for the client's error text.
+    pub by: String,
+}
+
+impl Handler<KickClient> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: KickClient, _: &mut Context<Self>) -> bool {
+        let Some(registered) = self.clients.get(&msg.client) else {
+            return false;
+        };
+        // A control message (see `Register`); the session unregisters itself as it closes.
+        registered.kick(Kick {
+            code: ErrorCode::Kicked,
+            text: format!("disconnected by an operator ({})", msg.by),
+        });
+        true
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::accept;
-use crate::admin::{AdminListener, AdminState, Readiness};
+use crate::admin::{AdminListener, AdminParts, AdminState, Readiness};
 use crate::auth::Auth;
 use crate::cluster::WakeListener;
 use crate::datagram::{self, Datagrams};
@@ -179,14 +179,15 @@ impl Broker {
         let admin = match settings.admin_addr().map_err(BrokerError::Settings)? {
             None => None,
             Some(_) => {
-                let state = AdminState::new(
-                    &settings.admin,
-                    metrics.clone(),
-                    readiness.clone(),
-                    store.clone(),
-                    router.clone(),
-                    connections.clone(),
-                );
+                let parts = AdminParts {
+                    metrics: metrics.clone(),
+                    readiness: readiness.clone(),
+                    store: store.clone(),
+                    router: router.clone(),
+                    registry: registry.clone(),
+                    connections: connections.clone(),
+                };
+                let state = AdminState::new(settings.clone(), parts);
                 let admin =
                     AdminListener::start(&settings.admin.listen, state).map_err(|cause| {
                         BrokerError::Bind {

@@ -196,6 +196,8 @@ pub enum ReceiptStatus {
     /// `max_frame_bytes`, which was lowered after it was accepted); the broker removed it so that the
     /// rest of the mailbox flows.
     Undeliverable,
+    /// An operator removed the message, undelivered (the admin API's remove or purge).
+    Removed,
     #[serde(other)]
     Unknown,
 }
@@ -295,6 +297,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The broker is at its connection limit; try again later.
     Overloaded,
+    /// An operator disconnected this client (the admin API's kick).
+    Kicked,
     #[serde(other)]
     Unknown,
 }
@@ -337,6 +341,7 @@ wire_names!(ReceiptStatus {
     Delivered => "delivered",
     Expired => "expired",
     Undeliverable => "undeliverable",
+    Removed => "removed",
     Unknown => "unknown",
 });
 wire_names!(ErrorCode {
@@ -353,6 +358,7 @@ wire_names!(ErrorCode {
     Internal => "internal",
     Unauthorized => "unauthorized",
     Overloaded => "overloaded",
+    Kicked => "kicked",
     Unknown => "unknown",
 });
 

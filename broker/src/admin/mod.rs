@@ -1,5 +1,5 @@
-//! The admin listener: metrics, health and readiness over HTTP/1.1, for the operators and the
-//! monitoring around a long-lived broker.
+//! The admin listener: metrics, health and readiness, and the admin JSON API over HTTP/1.1, for the
+//! operators and the monitoring around a long-lived broker.
 //!
 //! It runs on its own arbiter (one thread with its own runtime), so a slow scrape never delays a
 //! session or the Router, and it only ever asks the actors with bounded waits. Loopback by default;
@@ -10,9 +10,17 @@
 //! |---|---|
 //! | `GET /healthz` | 200 `ok`: the process serves |
 //! | `GET /readyz` | 200 `ready`, or 503 with the reason (starting, shutting down, store not answering) |
-//! | `GET /metrics` | the counters of [`Metrics`](crate::metrics::Metrics), OpenMetrics text |
+//! | `GET /metrics` | the counters of [`Metrics`](crate::metrics::Metrics), Prometheus text |
+//! | `GET /` | the live dashboard (`dashboard.rs`), reading `/api/v1/status` |
+//! | `/api/v1/...` | the JSON API (`api.rs`, `actions.rs`, `status.rs`), described by `openapi.json` |
 
+mod actions;
+mod api;
+mod dashboard;
 mod health;
+mod json;
+mod rates;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +31,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
@@ -31,41 +39,55 @@ use tokio::sync::oneshot;
 pub use health::Readiness;
 
 use crate::metrics::{self, Metrics, Snapshot};
+use crate::registry::Registry;
 use crate::router::{self, Router};
-use crate::settings::AdminSettings;
+use crate::settings::Settings;
 use crate::store::StoreHandle;
 
 /// What the admin listener reads from the rest of the broker.
 #[derive(Clone)]
 pub(crate) struct AdminState {
-    pub metrics: Arc<Metrics>,
-    pub readiness: Arc<Readiness>,
-    pub store: StoreHandle,
-    pub router: Addr<Router>,
-    pub connections: Arc<AtomicUsize>,
+    pub broker: AdminParts,
+    /// For the status: durability, limits.
+    pub settings: Arc<Settings>,
+    /// When the broker started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Accepted and delivered per second, sampled on this listener's thread.
+    rates: rates::Rates,
     /// SHA-256 of `admin.token`; `None` when no token is set (loopback only).
     token: Option<[u8; 32]>,
 }
 
+/// The handles on the broker the admin listener asks.
+#[derive(Clone)]
+pub(crate) struct AdminParts {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub store: StoreHandle,
+    pub router: Addr<Router>,
+    pub registry: Addr<Registry>,
+    pub connections: Arc<AtomicUsize>,
+}
+
 impl AdminState {
-    pub(crate) fn new(
-        settings: &AdminSettings,
-        metrics: Arc<Metrics>,
-        readiness: Arc<Readiness>,
-        store: StoreHandle,
-        router: Addr<Router>,
-        connections: Arc<AtomicUsize>,
-    ) -> Self {
-        let token = (!settings.token.is_empty()).then(|| digest(&settings.token));
+    pub(crate) fn new(settings: Arc<Settings>, parts: AdminParts) -> Self {
+        let token = &settings.admin.token;
+        let token = (!token.is_empty()).then(|| digest(token));
         Self {
-            metrics,
-            readiness,
-            store,
-            router,
-            connections,
+            broker: parts,
+            settings,
+            started_at_ms: now_ms(),
+            rates: rates::Rates::default(),
             token,
         }
     }
+}
+
+/// The wall clock in ms since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The running admin listener; dropping it does not stop it, [`AdminListener::stop`] does.
@@ -83,8 +105,10 @@ impl AdminListener {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let arbiter = Arbiter::new();
-        let app = routes(state);
+        let sampling = rates::run(state.rates.clone(), state.broker.metrics.clone());
+        let app = routes(state).into_make_service_with_connect_info::<SocketAddr>();
         let spawned = arbiter.spawn(async move {
+            actix_rt::spawn(sampling);
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => listener,
                 Err(error) => {
@@ -134,6 +158,17 @@ impl AdminListener {
 fn routes(state: AdminState) -> axum::Router {
     let guarded = axum::Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/status", get(status::status))
+        .route("/api/v1/clients", get(api::clients))
+        .route("/api/v1/clients/{id}/kick", post(actions::kick))
+        .route("/api/v1/mailboxes", get(api::mailboxes))
+        .route("/api/v1/mailboxes/{id}", get(api::mailbox))
+        .route("/api/v1/mailboxes/{id}/purge", post(actions::purge))
+        .route(
+            "/api/v1/mailboxes/{id}/entries/{entry}",
+            delete(actions::remove_entry),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -141,8 +176,17 @@ fn routes(state: AdminState) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(dashboard::routes())
         .merge(guarded)
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of the API, committed beside this file and checked against the live
+/// server by `tests/tests/e2e/admin_openapi.rs`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -177,10 +221,10 @@ async fn require_token(
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    if let Some(reason) = state.readiness.not_ready() {
+    if let Some(reason) = state.broker.readiness.not_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
     }
-    match tokio::time::timeout(health::STORE_DEADLINE, state.store.last_id()).await {
+    match tokio::time::timeout(health::STORE_DEADLINE, state.broker.store.last_id()).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(error)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -196,20 +240,25 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let totals = tokio::time::timeout(health::STORE_DEADLINE, state.router.send(router::Totals))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let totals = tokio::time::timeout(
+        health::STORE_DEADLINE,
+        state.broker.router.send(router::Totals),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
+    let oldest = status::oldest_sent_at_ms(&state).await;
     let snapshot = Snapshot {
-        connections: state.connections.load(Ordering::Relaxed) as u64,
+        connections: state.broker.connections.load(Ordering::Relaxed) as u64,
         mailboxes: totals.mailboxes,
         mailbox_entries: totals.entries,
         mailbox_bytes: totals.bytes,
+        oldest_entry_age_secs: oldest.map_or(0, |at| api::age_secs(now_ms(), at)),
     };
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.render(&snapshot),
+        state.broker.metrics.render(&snapshot),
     )
         .into_response()
 }

@@ -42,6 +42,7 @@ pub struct Metrics {
     receipts_delivered: IntCounter,
     receipts_expired: IntCounter,
     receipts_undeliverable: IntCounter,
+    receipts_removed: IntCounter,
     connections_total: IntCounter,
     auth_failures: IntCounter,
     bytes_in: IntCounter,
@@ -52,6 +53,7 @@ pub struct Metrics {
     mailboxes: IntGauge,
     mailbox_entries: IntGauge,
     mailbox_bytes: IntGauge,
+    oldest_entry_age: IntGauge,
     resident_bytes: IntGauge,
     open_fds: IntGauge,
     /// Datagrams in, out and dropped.
@@ -119,6 +121,7 @@ impl Metrics {
             ReceiptStatus::Delivered,
             ReceiptStatus::Expired,
             ReceiptStatus::Undeliverable,
+            ReceiptStatus::Removed,
         ]
         .map(|s| wire_name(&s));
         let receipts = r.labelled(
@@ -147,6 +150,7 @@ impl Metrics {
             receipts_delivered: receipts[0].clone(),
             receipts_expired: receipts[1].clone(),
             receipts_undeliverable: receipts[2].clone(),
+            receipts_removed: receipts[3].clone(),
             connections_total: r.counter("connections_total", "Connections accepted"),
             auth_failures: r.counter("auth_failures_total", "Refused `hello`s"),
             bytes_in: r.counter("received_bytes_total", "Bytes read from clients"),
@@ -168,6 +172,10 @@ impl Metrics {
             mailboxes: r.gauge("mailboxes", "Mailboxes holding entries"),
             mailbox_entries: r.gauge("mailbox_entries", "Entries waiting in all mailboxes"),
             mailbox_bytes: r.gauge("mailbox_bytes", "Body bytes waiting in all mailboxes"),
+            oldest_entry_age: r.gauge(
+                "mailbox_oldest_entry_age_seconds",
+                "Age of the oldest entry waiting in any mailbox (0 when all are empty)",
+            ),
             resident_bytes: r.gauge(
                 "process_resident_memory_bytes",
                 "Resident memory of the broker process",
@@ -226,6 +234,7 @@ impl Metrics {
             }
             ReceiptStatus::Expired => self.receipts_expired.inc(),
             ReceiptStatus::Undeliverable => self.receipts_undeliverable.inc(),
+            ReceiptStatus::Removed => self.receipts_removed.inc(),
             ReceiptStatus::Unknown => {}
         }
     }
@@ -237,6 +246,8 @@ impl Metrics {
         self.mailboxes.set(as_gauge(now.mailboxes));
         self.mailbox_entries.set(as_gauge(now.mailbox_entries));
         self.mailbox_bytes.set(as_gauge(now.mailbox_bytes));
+        self.oldest_entry_age
+            .set(as_gauge(now.oldest_entry_age_secs));
         if let Some(rss) = process::resident_bytes() {
             self.resident_bytes.set(as_gauge(rss));
         }
@@ -262,6 +273,44 @@ pub(crate) struct Snapshot {
     pub mailboxes: u64,
     pub mailbox_entries: u64,
     pub mailbox_bytes: u64,
+    /// Seconds since the oldest waiting entry was accepted; 0 when every mailbox is empty.
+    pub oldest_entry_age_secs: u64,
+}
+
+/// The running totals the admin API's status and the dashboard show, read without a scrape.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+pub(crate) struct Totals {
+    pub accepted: u64,
+    pub delivered: u64,
+    pub rejected: u64,
+    pub connections_total: u64,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    pub commits: u64,
+    /// Mean time per commit since start, in microseconds (0 before the first).
+    pub commit_mean_us: u64,
+}
+
+impl Metrics {
+    /// The counters as they stand: one atomic read each.
+    pub(crate) fn totals(&self) -> Totals {
+        let commits = self.commit_seconds.get_sample_count();
+        let sum = self.commit_seconds.get_sample_sum();
+        Totals {
+            accepted: self.accepted.get(),
+            delivered: self.delivered.get(),
+            rejected: self.rejected.iter().map(IntCounter::get).sum(),
+            connections_total: self.connections_total.get(),
+            received_bytes: self.bytes_in.get(),
+            sent_bytes: self.bytes_out.get(),
+            commits,
+            commit_mean_us: if commits == 0 {
+                0
+            } else {
+                (sum * 1e6 / commits as f64) as u64
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +332,8 @@ mod tests {
             "switchboard_messages_rejected_total{reason=\"mailbox-full\"} 1",
             "switchboard_messages_rejected_total{reason=\"rate-limited\"} 0",
             "switchboard_receipts_total{status=\"expired\"} 1",
+            "switchboard_receipts_total{status=\"removed\"} 0",
+            "switchboard_mailbox_oldest_entry_age_seconds 0",
             "switchboard_connections_open 3",
             "switchboard_store_commit_seconds_count 0",
             "switchboard_process_resident_memory_bytes ",

@@ -28,6 +28,7 @@ mod housekeeping;
 mod ids;
 mod messages;
 mod online;
+mod removing;
 #[cfg(test)]
 mod testing;
 mod undeliverable;
@@ -44,9 +45,13 @@ use bytes::Bytes;
 use switchboard_proto::{ReceiptStatus, Receipts, RejectReason};
 use tokio::sync::oneshot;
 
-pub use admin::{MailboxTotals, Totals};
+pub use admin::{
+    ListMailboxes, ListWindows, Listed, MailboxInfo, MailboxOrder, MailboxPage, MailboxRow,
+    MailboxTotals, ReadEntries, Totals, Windows,
+};
 pub use config::RouterConfig;
 pub use messages::{Ack, Attach, Deliver, Detach, Drain, Stop, Submit};
+pub use removing::{Removal, Remove, RemoveError, Target, PURGE_PAGE};
 pub use wake::Wake;
 
 use self::commit::CommitQueue;

@@ -66,6 +66,18 @@ impl<S: Outlet> Online<S> {
         self.clients.keys().cloned().collect()
     }
 
+    /// Whether `client` is online.
+    pub(super) fn contains(&self, client: &str) -> bool {
+        self.clients.contains_key(client)
+    }
+
+    /// Entries and body bytes each online client holds unacknowledged (for the admin listener).
+    pub(super) fn in_use(&self) -> impl Iterator<Item = (String, (u64, u64))> + '_ {
+        self.clients
+            .iter()
+            .map(|(client, w)| (client.to_string(), w.in_use()))
+    }
+
     pub(super) fn get_mut(&mut self, client: &str) -> Option<&mut Window<S>> {
         self.clients.get_mut(client)
     }

@@ -83,6 +83,11 @@ impl Usage {
         (self.stored.len() as u64, total)
     }
 
+    /// Every non-empty mailbox and what it holds, committed (for the admin listener's listing).
+    pub(super) fn stored_iter(&self) -> impl Iterator<Item = (&String, &Count)> {
+        self.stored.iter()
+    }
+
     /// Whether `mailbox` may take a message of `len` body bytes.
     pub(super) fn check(&self, mailbox: &str, len: u64) -> Result<(), Over> {
         if len > self.limits.bytes {
@@ -136,6 +141,11 @@ impl Usage {
     /// A delete of an entry of `len` bytes from `mailbox` is committed.
     pub(super) fn removed(&mut self, mailbox: &str, len: u64) {
         sub(&mut self.stored, mailbox, len);
+    }
+
+    /// What the store holds for `mailbox`.
+    pub(super) fn stored_count(&self, mailbox: &str) -> Count {
+        self.stored.get(mailbox).copied().unwrap_or_default()
     }
 
     /// How many entries the store holds for `mailbox`.

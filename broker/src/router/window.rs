@@ -109,6 +109,11 @@ impl<S: Outlet> Window<S> {
         self.in_flight.keys().copied()
     }
 
+    /// Entries and body bytes handed out and not acknowledged.
+    pub(super) fn in_use(&self) -> (u64, u64) {
+        (self.in_flight.len() as u64, self.in_flight_bytes)
+    }
+
     /// Whether entry `id` (or a newer one) has been handed to this session already.
     pub(super) fn handed_through(&self, id: u64) -> bool {
         id <= self.cursor

@@ -91,6 +91,7 @@ impl Session {
             conn_id: self.conn_id,
             peer: self.peer,
             session: ctx.address().recipient(),
+            traffic: self.traffic.clone(),
         });
         let attach = self.router.send(router::Attach {
             client,

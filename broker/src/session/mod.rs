@@ -32,10 +32,10 @@ use tracing::Span;
 
 use self::answers::{Answers, Outcome, Seq};
 use self::clock::Clock;
-pub(crate) use self::connection::FrameBudget;
 use self::connection::{
     Counted, FrameReader, Heard, ReadError, SocketWriter, WriteError, WriterResult,
 };
+pub(crate) use self::connection::{FrameBudget, Traffic};
 use self::phase::Phase;
 use crate::auth::{Auth, Grant};
 use crate::datagram::{Datagrams, Peer};
@@ -78,6 +78,8 @@ pub(crate) struct Session {
     datagram_peer: Option<Arc<Peer>>,
     /// A retry of the datagram queue is scheduled (the socket had too much queued).
     datagram_retry: bool,
+    /// This connection's bytes both ways (the Registry shows them to the admin API).
+    traffic: Arc<Traffic>,
 }
 
 /// Everything a session needs from the broker around it.
@@ -114,9 +116,10 @@ impl Session {
         let window = deps.settings.limits.window;
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(window + MAILBOX_HEADROOM);
+            let traffic = Arc::new(Traffic::default());
             let (read, write) = (
-                Counted::new(read, deps.metrics.clone()),
-                Counted::new(write, deps.metrics.clone()),
+                Counted::new(read, deps.metrics.clone(), traffic.clone()),
+                Counted::new(write, deps.metrics.clone(), traffic.clone()),
             );
             let heard = Heard::now();
             let codec = BrokerCodec::new(max_frame);
@@ -148,6 +151,7 @@ impl Session {
                 datagrams: deps.datagrams,
                 datagram_peer: None,
                 datagram_retry: false,
+                traffic,
             }
         });
     }

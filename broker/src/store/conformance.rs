@@ -293,6 +293,42 @@ pub fn forgets_old_sends(store: &mut dyn MailboxStore) {
     assert_eq!(count(store, "bob"), 6);
 }
 
+/// Every kind of entry reads back as itself (`removed` is kind byte 3 on disk), and the oldest
+/// waiting entry is the one accepted first, whichever mailbox holds it.
+pub fn keeps_every_kind_and_knows_the_oldest(store: &mut dyn MailboxStore) {
+    assert_eq!(store.oldest_sent_at_ms().expect("oldest"), None, "empty");
+    let kinds = [
+        EntryKind::Message,
+        EntryKind::Delivered,
+        EntryKind::Expired,
+        EntryKind::Removed,
+        EntryKind::Undeliverable,
+    ];
+    let entries: Vec<Entry> = (1..=5u64)
+        .zip(kinds)
+        .map(|(id, kind)| Entry {
+            kind,
+            ..entry(id, if id == 1 { "carol" } else { "alice" }, "")
+        })
+        .collect();
+    append(store, entries.clone());
+    assert_eq!(store.fetch("alice", 0, 10).expect("fetch"), entries[1..]);
+    assert_eq!(
+        store.oldest_sent_at_ms().expect("oldest"),
+        Some(entries[0].sent_at_ms)
+    );
+    store
+        .commit(&Batch {
+            deletes: vec![1],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(
+        store.oldest_sent_at_ms().expect("oldest"),
+        Some(entries[1].sent_at_ms)
+    );
+}
+
 /// Runs every case of [`crate::store::conformance`] against each engine named:
 /// `store_conformance! { memory => ((), MemoryStore::new()); }`. The expression makes a fresh store
 /// and returns `(guard, store)`, or an `Option` of it ([`Fresh`]); the guard (a temporary directory,
@@ -366,6 +402,14 @@ macro_rules! store_conformance {
                     return;
                 };
                 $crate::store::conformance::lists_expired_entries_without_bodies(&mut store);
+            }
+
+            #[test]
+            fn keeps_every_kind_and_knows_the_oldest() {
+                let Some((_guard, mut store)) = $crate::store::conformance::Fresh::fresh($make) else {
+                    return;
+                };
+                $crate::store::conformance::keeps_every_kind_and_knows_the_oldest(&mut store);
             }
 
             #[test]

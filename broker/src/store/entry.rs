@@ -16,6 +16,9 @@ pub enum EntryKind {
     /// A receipt: a message the mailbox owner sent to `peer` could not be delivered (its `deliver`
     /// frame no longer fits the frame limit) and was removed, so that it does not block the mailbox.
     Undeliverable,
+    /// A receipt: an operator removed a message the mailbox owner sent to `peer`, undelivered
+    /// (the admin API's remove or purge).
+    Removed,
 }
 
 impl EntryKind {
@@ -31,6 +34,7 @@ impl EntryKind {
             EntryKind::Delivered => Some(ReceiptStatus::Delivered),
             EntryKind::Expired => Some(ReceiptStatus::Expired),
             EntryKind::Undeliverable => Some(ReceiptStatus::Undeliverable),
+            EntryKind::Removed => Some(ReceiptStatus::Removed),
         }
     }
 }

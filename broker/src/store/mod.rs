@@ -23,6 +23,7 @@ mod error;
 mod lock;
 pub(crate) mod log;
 mod memory;
+mod oldest;
 pub mod postgres;
 pub(crate) mod sqlite;
 mod worker;
@@ -92,6 +93,20 @@ pub trait MailboxStore: Send + 'static {
     /// The highest id ever committed, even if that entry has since been deleted; 0 for a new store.
     /// The Router continues numbering from here after a restart, so ids are never reused.
     fn last_id(&mut self) -> Result<u64, StoreError>;
+
+    /// When the oldest entry waiting in any mailbox was accepted (ms since the epoch); `None` when
+    /// every mailbox is empty. The admin listener asks once per scrape for its oldest-entry-age
+    /// gauge. This default reads the first entry of every mailbox; an engine with an index in
+    /// memory or an id-ordered table answers from that.
+    fn oldest_sent_at_ms(&mut self) -> Result<Option<u64>, StoreError> {
+        let mut oldest: Option<u64> = None;
+        for usage in self.usage()? {
+            if let Some(first) = self.fetch(&usage.mailbox, 0, 1)?.first() {
+                oldest = Some(oldest.map_or(first.sent_at_ms, |o| o.min(first.sent_at_ms)));
+            }
+        }
+        Ok(oldest)
+    }
 }
 
 #[cfg(test)]

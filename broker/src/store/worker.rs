@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 
+use super::oldest;
 use super::{
     Batch, CommitOutcome, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
     MaintenanceReport, StoreError,
@@ -37,6 +38,7 @@ enum Request {
         send_id: u64,
         reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
     },
+    Oldest(oldest::Oldest),
     Maintain(
         Maintenance,
         oneshot::Sender<Result<MaintenanceReport, StoreError>>,
@@ -151,6 +153,18 @@ impl StoreHandle {
     pub async fn last_id(&self) -> Result<u64, StoreError> {
         self.ask(Request::LastId).await
     }
+
+    /// When the oldest waiting entry of any mailbox was accepted (the admin listener's gauge).
+    pub async fn oldest_sent_at_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.ask(|reply| Request::Oldest(oldest::Oldest::Any(reply)))
+            .await
+    }
+
+    /// For each of `mailboxes`, when its oldest entry was accepted (the admin API's listing).
+    pub async fn heads(&self, mailboxes: Vec<String>) -> Result<Vec<Option<u64>>, StoreError> {
+        self.ask(|reply| Request::Oldest(oldest::Oldest::Each(mailboxes, reply)))
+            .await
+    }
 }
 
 fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>, metrics: &Metrics) {
@@ -216,6 +230,7 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>, metr
             } => {
                 let _ = reply.send(store.sent(&sender, send_id));
             }
+            Request::Oldest(question) => question.answer(store.as_mut()),
             Request::Maintain(what, reply) => {
                 let _ = reply.send(store.maintain(&what));
             }

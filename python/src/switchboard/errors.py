@@ -10,7 +10,8 @@ an older client.
 Which failures are worth another connection follows the Rust library: a network failure, a hang-up,
 ``shutting-down``, ``keepalive-timeout``, ``internal``, ``overloaded`` and (while reconnecting)
 ``handshake-timeout`` are passing (``retryable``). ``session-taken-over`` is final: another process
-holds the id now, and taking it back would start a tug of war (PROTOCOL.md, "Takeover").
+holds the id now, and taking it back would start a tug of war (PROTOCOL.md, "Takeover"). So is
+``kicked``: an operator disconnected the client on purpose.
 """
 
 from __future__ import annotations
@@ -227,6 +228,12 @@ class Overloaded(BrokerError):
     retryable = True
 
 
+class Kicked(BrokerError):
+    """An operator disconnected this client (the admin API's kick); final: the operator wanted it gone."""
+
+    code = "kicked"
+
+
 class UnknownBrokerError(BrokerError):
     """An error code this package does not know (``code`` holds it); not retried."""
 
@@ -241,7 +248,7 @@ BROKER_ERRORS: Dict[str, Type[BrokerError]] = {
     cls.code: cls
     for cls in (BadFrame, FrameTooLarge, HelloRequired, HandshakeTimeout, UnsupportedVersion,
                 InvalidClientId, UnexpectedFrame, SessionTakenOver, KeepaliveTimeout, ShuttingDown,
-                InternalError, Unauthorized, Overloaded)
+                InternalError, Unauthorized, Overloaded, Kicked)
 }
 """The exception for each error code of protocol version 1."""
 

@@ -131,8 +131,9 @@ class Receipt:
     to: str
     status: str
     """``"delivered"``, ``"expired"``, ``"undeliverable"`` (the broker's frame limit was lowered
-    below the message's ``deliver`` after it was accepted, and it was removed), or a status this
-    package does not know, as the broker sent it."""
+    below the message's ``deliver`` after it was accepted, and it was removed), ``"removed"`` (an
+    operator removed the message undelivered), or a status this package does not know, as the broker
+    sent it."""
 
     @property
     def delivered(self) -> bool:

@@ -64,7 +64,8 @@ class Tracked:
     _receipt: "asyncio.Future[Receipt]"
 
     async def receipt(self, timeout: Optional[float] = None) -> Receipt:
-        """The message's receipt (``status`` ``delivered``, ``expired`` or ``undeliverable``)."""
+        """The message's receipt (``status`` ``delivered``, ``expired``, ``undeliverable`` or
+        ``removed``)."""
         try:
             return await asyncio.wait_for(asyncio.shield(self._receipt), timeout)
         except asyncio.TimeoutError:

@@ -15,18 +15,31 @@ use crate::support::*;
 
 /// One HTTP/1.1 `GET` (with `token` as a bearer token); the status and the body.
 pub(crate) async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    request(addr, "GET", path, token).await
+}
+
+/// One HTTP/1.1 request without a body (with `token` as a bearer token); the status and the body.
+pub(crate) async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     let mut stream = within("admin connect", tokio::net::TcpStream::connect(addr))
         .await
         .expect("admin connect");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n"
+    );
     within("admin request", stream.write_all(request.as_bytes()))
         .await
         .expect("write request");
-    let mut response = String::new();
-    within("admin response", stream.read_to_string(&mut response))
+    let mut response = Vec::new();
+    within("admin response", stream.read_to_end(&mut response))
         .await
         .expect("read response");
+    let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").expect("a response");
     let status = head
         .split_whitespace()

@@ -1,6 +1,10 @@
 //! End-to-end tests: one binary, one module per area, all against a real broker over TCP.
 
 mod admin;
+mod admin_api;
+mod admin_cli;
+mod admin_dashboard;
+mod admin_openapi;
 mod auth;
 mod bad_input;
 mod datagram;

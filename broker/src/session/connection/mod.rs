@@ -8,6 +8,6 @@ pub(crate) mod reader;
 pub(crate) mod writer;
 
 pub(crate) use budget::FrameBudget;
-pub(crate) use counted::Counted;
+pub(crate) use counted::{Counted, Traffic};
 pub(crate) use reader::{FrameReader, Heard, ReadError};
 pub(crate) use writer::{SocketWriter, WriteError, WriterResult};

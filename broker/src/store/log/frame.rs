@@ -170,6 +170,7 @@ pub(super) fn kind_byte(kind: EntryKind) -> u8 {
         EntryKind::Delivered => 1,
         EntryKind::Expired => 2,
         EntryKind::Undeliverable => 4,
+        EntryKind::Removed => 3,
     }
 }
 
@@ -179,6 +180,7 @@ pub(super) fn kind_from(byte: u8) -> Option<EntryKind> {
         1 => Some(EntryKind::Delivered),
         2 => Some(EntryKind::Expired),
         4 => Some(EntryKind::Undeliverable),
+        3 => Some(EntryKind::Removed),
         _ => None,
     }
 }

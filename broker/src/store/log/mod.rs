@@ -282,6 +282,15 @@ impl MailboxStore for LogStore {
             .collect())
     }
 
+    fn oldest_sent_at_ms(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .index
+            .mailboxes
+            .iter()
+            .filter_map(|m| m.entries.front().map(|meta| meta.sent_at_ms))
+            .min())
+    }
+
     fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
         Ok(self.index.sent.get(sender, send_id).map(|s| s.message_id))
     }

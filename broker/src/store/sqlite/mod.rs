@@ -108,6 +108,7 @@ pub(in crate::store) fn kind_to_sql(kind: EntryKind) -> i64 {
         EntryKind::Delivered => 1,
         EntryKind::Expired => 2,
         EntryKind::Undeliverable => 4,
+        EntryKind::Removed => 3,
     }
 }
 
@@ -117,6 +118,7 @@ pub(in crate::store) fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, S
         1 => Ok(EntryKind::Delivered),
         2 => Ok(EntryKind::Expired),
         4 => Ok(EntryKind::Undeliverable),
+        3 => Ok(EntryKind::Removed),
         other => Err(StoreError::Corrupt {
             id,
             what: format!("unknown entry kind {other}"),
@@ -299,6 +301,19 @@ impl MailboxStore for SqliteStore {
             .conn
             .query_row("SELECT max(id) FROM entries", [], |row| row.get(0))?;
         Ok(from_sql(mark.unwrap_or(0)).max(from_sql(max.unwrap_or(0))))
+    }
+
+    fn oldest_sent_at_ms(&mut self) -> Result<Option<u64>, StoreError> {
+        // The lowest id is the entry accepted first: one step down the primary key.
+        let oldest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT sent_at_ms FROM entries ORDER BY id LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(oldest.map(from_sql))
     }
 }
 
