@@ -123,7 +123,7 @@ struct SendArgs {
     wait_delivered: bool,
     /// Send a datagram instead: fire and forget, delivered only if the recipient is connected now,
     /// never stored. Exits 0 once it is sent and says nothing of delivery.
-    #[arg(long, conflicts_with_all = ["spool", "wait_delivered", "ttl"])]
+    #[arg(long, conflicts_with_all = ["spool", "wait_delivered", "ttl", "receipts"])]
     datagram: bool,
     /// If the broker cannot be reached now, write the message into this outbox directory instead
     /// (exit 0, `spooled to DIR/FILE` on stderr, nothing on stdout); `switchboard daemon --outbox
@@ -335,6 +335,10 @@ mod tests {
         assert!(parse(&["--wait-delivered", "--receipts", "none"])
             .is_err_and(|e| e.contains("--wait-delivered")));
         assert!(parse(&["--receipts", "some"]).is_err());
+        assert!(
+            parse(&["--datagram", "--receipts", "all"]).is_err(),
+            "datagrams have none"
+        );
     }
 
     #[test]
