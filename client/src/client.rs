@@ -1,7 +1,7 @@
 //! The handle a program holds: connect, send, acknowledge, close.
 //!
 //! [`Client::connect`] does the handshake itself, then hands the connection to a task of its own
-//! (the `Driver`, `driver.rs`). Every method after that is a `Command` to that task, so a
+//! (the `Driver`, `driver/`). Every method after that is a `Command` to that task, so a
 //! `Client` is cheap to clone and can be used from many tasks at once.
 
 use std::sync::Arc;

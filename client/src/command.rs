@@ -1,4 +1,4 @@
-//! What a `Client` handle asks of the driver task (`driver.rs`), and how a send is numbered.
+//! What a `Client` handle asks of the driver task (`driver/`), and how a send is numbered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

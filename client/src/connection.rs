@@ -1,7 +1,7 @@
 //! One connection's socket, after the handshake: the [`Link`], its framed reader, its writer and the
 //! [`WriteBuffer`] of bytes waiting to be written to it.
 //!
-//! A link lives as long as its TCP connection; the driver (`driver.rs`) drives it and, when
+//! A link lives as long as its TCP connection; the driver (`driver/`) drives it and, when
 //! reconnecting, replaces it with a new one. Reading and writing happen in the same `select!` loop but
 //! never wait on each other: outgoing frames are encoded into the write buffer (`write_buffer.rs`),
 //! which is written whenever the socket takes bytes, so a broker that stops reading while it catches

@@ -46,7 +46,7 @@
 //! (what the broker tells the program), `tls.rs`, `options.rs`, `sent.rs` (what a send gives back),
 //! `connection.rs` (one connection's socket, the `Link`), `handshake.rs` (opening one: TCP, TLS,
 //! `Hello`, `Hi`), `command.rs` (what a handle asks of the driver), `unanswered.rs` (the sends kept
-//! until answered), `driver.rs` (the task that owns the connections, one per client, across
+//! until answered), `driver/` (the task that owns the connections, one per client, across
 //! reconnects) and `client.rs` (the handle).
 
 mod client;
