@@ -37,6 +37,48 @@ impl EntryKind {
             EntryKind::Removed => Some(ReceiptStatus::Removed),
         }
     }
+
+    /// The kind's number on disk, the same in every engine (the log's kind byte, SQLite's and
+    /// PostgreSQL's `kind` column), so a kind added here maps through all of them.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            EntryKind::Message => 0,
+            EntryKind::Delivered => 1,
+            EntryKind::Expired => 2,
+            EntryKind::Removed => 3,
+            EntryKind::Undeliverable => 4,
+        }
+    }
+
+    /// The kind numbered `code` on disk, if it is one.
+    pub(crate) fn from_code(code: u8) -> Option<EntryKind> {
+        [
+            EntryKind::Message,
+            EntryKind::Delivered,
+            EntryKind::Expired,
+            EntryKind::Removed,
+            EntryKind::Undeliverable,
+        ]
+        .into_iter()
+        .find(|kind| kind.code() == code)
+    }
+}
+
+/// A message's receipt choice as every engine numbers it on disk: 0 all (so entries written before
+/// the choice existed read as "all"), 1 delivered, 2 none.
+pub(crate) fn receipts_code(receipts: Receipts) -> u8 {
+    match receipts {
+        Receipts::All => 0,
+        Receipts::Delivered => 1,
+        Receipts::None => 2,
+    }
+}
+
+/// The receipt choice numbered `code` on disk, if it is one.
+pub(crate) fn receipts_from_code(code: u8) -> Option<Receipts> {
+    [Receipts::All, Receipts::Delivered, Receipts::None]
+        .into_iter()
+        .find(|receipts| receipts_code(*receipts) == code)
 }
 
 /// One entry in one mailbox.

@@ -22,6 +22,7 @@
 //! the receipts a message's sender asked for (0 all, 1 delivered only, 2 none; see
 //! [`receipt_flags`]), so frames written before the choice existed read as "all".
 
+use crate::store::entry::{receipts_code, receipts_from_code};
 use crate::store::{Entry, EntryKind};
 use switchboard_proto::Receipts;
 
@@ -41,22 +42,12 @@ const RECEIPTS_MASK: u8 = 0b110;
 
 /// The append flag bits that record `receipts`.
 pub(super) fn receipt_flags(receipts: Receipts) -> u8 {
-    let code = match receipts {
-        Receipts::All => 0,
-        Receipts::Delivered => 1,
-        Receipts::None => 2,
-    };
-    code << RECEIPTS_SHIFT
+    receipts_code(receipts) << RECEIPTS_SHIFT
 }
 
 /// The receipt choice an append's flags record, if they record one.
 pub(super) fn receipts_from(flags: u8) -> Option<Receipts> {
-    match (flags & RECEIPTS_MASK) >> RECEIPTS_SHIFT {
-        0 => Some(Receipts::All),
-        1 => Some(Receipts::Delivered),
-        2 => Some(Receipts::None),
-        _ => None,
-    }
+    receipts_from_code((flags & RECEIPTS_MASK) >> RECEIPTS_SHIFT)
 }
 
 /// Builds one frame in a buffer that is reused from commit to commit.
@@ -165,24 +156,11 @@ impl FrameBuilder {
 }
 
 pub(super) fn kind_byte(kind: EntryKind) -> u8 {
-    match kind {
-        EntryKind::Message => 0,
-        EntryKind::Delivered => 1,
-        EntryKind::Expired => 2,
-        EntryKind::Undeliverable => 4,
-        EntryKind::Removed => 3,
-    }
+    kind.code()
 }
 
 pub(super) fn kind_from(byte: u8) -> Option<EntryKind> {
-    match byte {
-        0 => Some(EntryKind::Message),
-        1 => Some(EntryKind::Delivered),
-        2 => Some(EntryKind::Expired),
-        4 => Some(EntryKind::Undeliverable),
-        3 => Some(EntryKind::Removed),
-        _ => None,
-    }
+    EntryKind::from_code(byte)
 }
 
 /// What the header at the start of `bytes` says, or why there is no whole frame there.

@@ -20,6 +20,8 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use switchboard_proto::Receipts;
 
+use crate::store::entry::{receipts_code, receipts_from_code};
+
 use self::commit::Sql;
 use super::{
     Batch, CommitOutcome, DataDirLock, Durability, Entry, EntryKind, ExpiredEntry, MailboxStore,
@@ -103,48 +105,32 @@ fn from_sql(value: i64) -> u64 {
 
 /// The kind's number, which the PostgreSQL engine stores too (`store/postgres/row.rs`).
 pub(in crate::store) fn kind_to_sql(kind: EntryKind) -> i64 {
-    match kind {
-        EntryKind::Message => 0,
-        EntryKind::Delivered => 1,
-        EntryKind::Expired => 2,
-        EntryKind::Undeliverable => 4,
-        EntryKind::Removed => 3,
-    }
+    i64::from(kind.code())
 }
 
 pub(in crate::store) fn kind_from_sql(id: u64, kind: i64) -> Result<EntryKind, StoreError> {
-    match kind {
-        0 => Ok(EntryKind::Message),
-        1 => Ok(EntryKind::Delivered),
-        2 => Ok(EntryKind::Expired),
-        4 => Ok(EntryKind::Undeliverable),
-        3 => Ok(EntryKind::Removed),
-        other => Err(StoreError::Corrupt {
+    u8::try_from(kind)
+        .ok()
+        .and_then(EntryKind::from_code)
+        .ok_or_else(|| StoreError::Corrupt {
             id,
-            what: format!("unknown entry kind {other}"),
-        }),
-    }
+            what: format!("unknown entry kind {kind}"),
+        })
 }
 
-/// The `receipts` column: which receipts a message's sender asked for (0 all, 1 delivered, 2 none).
+/// The `receipts` column: which receipts a message's sender asked for ([`receipts_code`]).
 pub(in crate::store) fn receipts_to_sql(receipts: Receipts) -> i64 {
-    match receipts {
-        Receipts::All => 0,
-        Receipts::Delivered => 1,
-        Receipts::None => 2,
-    }
+    i64::from(receipts_code(receipts))
 }
 
 pub(in crate::store) fn receipts_from_sql(id: u64, value: i64) -> Result<Receipts, StoreError> {
-    match value {
-        0 => Ok(Receipts::All),
-        1 => Ok(Receipts::Delivered),
-        2 => Ok(Receipts::None),
-        other => Err(StoreError::Corrupt {
+    u8::try_from(value)
+        .ok()
+        .and_then(receipts_from_code)
+        .ok_or_else(|| StoreError::Corrupt {
             id,
-            what: format!("unknown receipt choice {other}"),
-        }),
-    }
+            what: format!("unknown receipt choice {value}"),
+        })
 }
 
 /// The columns every entry query selects, in the order [`RawEntry::read`] expects.
