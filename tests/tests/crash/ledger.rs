@@ -36,6 +36,9 @@ pub(crate) struct Delivery {
     pub message_id: u64,
     /// The broker incarnation that delivered it: how many times the broker had been killed.
     pub epoch: u64,
+    /// Which of the recipient's connections brought it (`connection 3`, `drain round 1`), so a
+    /// violation says whether the copies came on one connection or across a reconnect.
+    pub on: String,
 }
 
 /// The numbers a run ends with.
@@ -197,8 +200,13 @@ pub(crate) fn check(sends: &[SendRecord], deliveries: &[Vec<Delivery>]) -> (Coun
             if later.epoch <= earlier.epoch {
                 violations.push(format!(
                     "(c) {:?} (message {}) was delivered twice without a crash in between: in \
-                     epoch {} and again in epoch {}",
-                    earlier.body, earlier.message_id, earlier.epoch, later.epoch
+                     epoch {} on {} and again in epoch {} on {}",
+                    earlier.body,
+                    earlier.message_id,
+                    earlier.epoch,
+                    earlier.on,
+                    later.epoch,
+                    later.on
                 ));
             }
         }
@@ -225,6 +233,7 @@ mod tests {
             body: body(sender, to, seq),
             message_id,
             epoch,
+            on: format!("connection {}", epoch + 1),
         }
     }
 

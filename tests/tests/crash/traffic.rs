@@ -181,12 +181,15 @@ pub(crate) async fn recipient(
 ) -> Vec<Delivery> {
     let id = recipient_id(index);
     let mut log = Vec::new();
+    let mut serial = 0;
     while !*stop.borrow() {
         let Connected {
             client,
             mut events,
             epoch,
         } = connect(&mut broker, &id).await;
+        serial += 1;
+        let on = format!("connection {serial}");
         loop {
             let event = tokio::select! {
                 event = events.next() => event,
@@ -198,7 +201,7 @@ pub(crate) async fn recipient(
             match event {
                 Some(Event::Message(m)) => {
                     let message_id = m.message_id;
-                    log.push(delivery(m, epoch));
+                    log.push(delivery(m, epoch, &on));
                     Progress::add(&progress.delivered);
                     // A failed ack means the connection is gone; the message comes back next time.
                     let _ = client.ack(message_id).await;
@@ -210,8 +213,16 @@ pub(crate) async fn recipient(
                     code: ErrorCode::SessionTakenOver,
                     text,
                 })) => panic!("{id} was taken over: {text}"),
-                // The connection is over (without the reconnect option, nothing else comes).
-                _ => break,
+                // The connection is over (without the reconnect option, nothing else comes). Only
+                // a kill should end it: say so if something else did, for the ledger's sake.
+                other => {
+                    if broker.borrow().epoch == epoch {
+                        println!(
+                            "note: {id}'s {on} (epoch {epoch}) ended without a kill: {other:?}"
+                        );
+                    }
+                    break;
+                }
             }
         }
     }
@@ -241,7 +252,8 @@ pub(crate) struct Drained {
 pub(crate) async fn drain(index: usize, mut broker: watch::Receiver<Incarnation>) -> Drained {
     let id = recipient_id(index);
     let mut drained = Drained::default();
-    for _ in 0..DRAIN_ROUNDS {
+    for round in 1..=DRAIN_ROUNDS {
+        let on = format!("drain round {round}");
         let Connected {
             client,
             mut events,
@@ -263,7 +275,7 @@ pub(crate) async fn drain(index: usize, mut broker: watch::Receiver<Incarnation>
             let ack = match event {
                 Some(Event::Message(m)) => {
                     let message_id = m.message_id;
-                    drained.deliveries.push(delivery(m, epoch));
+                    drained.deliveries.push(delivery(m, epoch, &on));
                     message_id
                 }
                 Some(Event::Receipt(r)) => r.receipt_id,
@@ -282,11 +294,12 @@ pub(crate) async fn drain(index: usize, mut broker: watch::Receiver<Incarnation>
     panic!("{id}'s mailbox was not empty after {DRAIN_ROUNDS} rounds of reading it");
 }
 
-fn delivery(m: switchboard_client::Message, epoch: u64) -> Delivery {
+fn delivery(m: switchboard_client::Message, epoch: u64, on: &str) -> Delivery {
     Delivery {
         from: m.from,
         body: String::from_utf8_lossy(&m.body).into_owned(),
         message_id: m.message_id,
         epoch,
+        on: on.to_owned(),
     }
 }
