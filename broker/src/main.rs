@@ -25,6 +25,10 @@ mod admin_cli;
 // allocator that cross-thread freeing (and its consolidation of large batches) was a sixth of the
 // broker's CPU in relay. mimalloc measured +19 % relay throughput and a lower latency p50 for +50
 // bytes per idle connection (BENCHMARKS.md). The library leaves the choice to whoever embeds it.
+// Built without transparent huge pages (`no_thp`): mimalloc's `madvise(MADV_HUGEPAGE)` on its arenas
+// made the kernel back them with 2 MiB pages, so 1,000 stalled 1 MiB uploads cost 293 MiB of RSS
+// against the 256 MiB partial-frame budget and an idle broker 47 MB; without it 256 MiB and 16 MB,
+// and relay throughput the same within noise (tests/scripts/stalled_uploads.py, issue 12).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
