@@ -36,7 +36,7 @@ fn write_credentials(path: &Path, clients: &[(&str, &str)]) {
 
 /// A broker process reading `settings` from `dir/settings.toml`, with `log.level` in force (no
 /// `RUST_LOG`). `log.level` must keep the `listening on` line of `switchboard_broker::server`.
-async fn broker(dir: &Path, settings: &str) -> (BrokerProcess, PathBuf) {
+pub(crate) async fn broker(dir: &Path, settings: &str) -> (BrokerProcess, PathBuf) {
     let path = dir.join("settings.toml");
     std::fs::write(&path, settings).expect("write settings");
     let config = path.clone();
@@ -48,7 +48,7 @@ async fn broker(dir: &Path, settings: &str) -> (BrokerProcess, PathBuf) {
 }
 
 /// `kill -HUP`, then waits for the broker's `n`th line saying how the reload went (`what`).
-async fn hangup(broker: &BrokerProcess, n: usize, what: &str) {
+pub(crate) async fn hangup(broker: &BrokerProcess, n: usize, what: &str) {
     let status = within(
         "kill -HUP",
         tokio::process::Command::new("kill")
@@ -172,7 +172,7 @@ async fn a_broken_reload_keeps_the_configuration_in_force() {
 }
 
 /// A self-signed certificate for 127.0.0.1, written as `name.pem` and `name.key`.
-fn certificate(dir: &Path, name: &str) -> CertificateDer<'static> {
+pub(crate) fn certificate(dir: &Path, name: &str) -> CertificateDer<'static> {
     let key = KeyPair::generate().expect("key");
     let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
         .expect("params")
