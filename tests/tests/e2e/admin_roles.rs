@@ -15,6 +15,15 @@ use crate::support::*;
 const FULL: &str = "roles-full-token";
 const READ: &str = "roles-read-token";
 
+/// A broker whose admin listener has both tokens.
+async fn with_both_tokens() -> Fixture {
+    Fixture::with(|s| {
+        s.admin.token = FULL.into();
+        s.admin.read_token = READ.into();
+    })
+    .await
+}
+
 /// A 403 with a JSON body that says the full token is needed.
 #[track_caller]
 fn assert_forbidden(what: &str, (status, body): (u16, Value)) {
@@ -32,11 +41,7 @@ fn assert_forbidden(what: &str, (status, body): (u16, Value)) {
 /// messages and carol is still connected. The full token then peeks, removes and kicks.
 #[tokio::test]
 async fn the_read_token_sees_counts_but_no_bodies_and_changes_nothing() {
-    let fx = Fixture::with(|s| {
-        s.admin.token = FULL.into();
-        s.admin.read_token = READ.into();
-    })
-    .await;
+    let fx = with_both_tokens().await;
     let admin = fx.broker.admin.expect("admin on");
     let (alice, mut alice_events) = fx.connect("alice").await;
     let mut to_bob = Vec::new();
@@ -107,11 +112,7 @@ async fn the_read_token_sees_counts_but_no_bodies_and_changes_nothing() {
 /// token is needed; the probes and the dashboard page stay open.
 #[tokio::test]
 async fn without_a_known_token_every_guarded_path_is_401() {
-    let fx = Fixture::with(|s| {
-        s.admin.token = FULL.into();
-        s.admin.read_token = READ.into();
-    })
-    .await;
+    let fx = with_both_tokens().await;
     let admin = fx.broker.admin.expect("admin on");
     for token in [None, Some("nobody"), Some("ROLES-READ-TOKEN")] {
         for (method, path) in [
@@ -134,11 +135,7 @@ async fn without_a_known_token_every_guarded_path_is_401() {
 #[tokio::test]
 async fn the_cli_with_the_read_token_exits_6_on_an_action() {
     crate::admin_cli::built();
-    let fx = Fixture::with(|s| {
-        s.admin.token = FULL.into();
-        s.admin.read_token = READ.into();
-    })
-    .await;
+    let fx = with_both_tokens().await;
     let admin_addr = fx.broker.admin.expect("admin on").to_string();
     let (_carol, _carol_events) = fx.connect("carol").await;
     admin(&admin_addr, Some(READ), &["mailboxes"]).await.ok();

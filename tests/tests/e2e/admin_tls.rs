@@ -5,21 +5,17 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use switchboard_tests::binary;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use crate::admin_cli::{admin, built};
-use crate::reload::{broker, certificate, hangup};
+use crate::reload::{broker, certificate, hangup, main_tls, renew, tls_to};
 use crate::support::within;
 
 const TOKEN: &str = "tls-admin-token";
@@ -43,26 +39,7 @@ struct Https {
 impl Https {
     /// Connects trusting only `trusted`.
     async fn connect(addr: SocketAddr, trusted: &[CertificateDer<'static>]) -> Https {
-        let mut roots = RootCertStore::empty();
-        for cert in trusted {
-            roots.add(cert.clone()).expect("trust");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tcp = within("connect", TcpStream::connect(addr))
-            .await
-            .expect("connect");
-        let name = ServerName::try_from("127.0.0.1").expect("name");
-        let tls = within(
-            "handshake",
-            TlsConnector::from(Arc::new(config)).connect(name, tcp),
-        )
-        .await
-        .expect("handshake");
+        let tls = tls_to(addr, trusted).await;
         let certificate = tls.get_ref().1.peer_certificates().expect("a certificate")[0].clone();
         let (sender, connection) = within(
             "http",
@@ -225,18 +202,15 @@ async fn a_reloaded_certificate_reaches_new_connections_and_spares_the_open_one(
     let dir = tempfile::tempdir().expect("tempdir");
     let old = certificate(dir.path(), "server");
     let settings = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n[admin]\ntoken = {TOKEN:?}\n[admin.tls]\nuse_main = true\n",
-        dir.path().join("server.pem"),
-        dir.path().join("server.key")
+        "{}[admin]\ntoken = {TOKEN:?}\n[admin.tls]\nuse_main = true\n",
+        main_tls(dir.path())
     );
     let (broker, _) = broker(dir.path(), &settings).await;
-    let mut open = Https::connect(broker.admin_addr(), &[old.clone()]).await;
+    let mut open = Https::connect(broker.admin_addr(), std::slice::from_ref(&old)).await;
     assert_eq!(open.certificate, old);
     assert_eq!(open.get("/api/v1/status").await.0, 200);
 
-    let new = certificate(dir.path(), "next");
-    std::fs::rename(dir.path().join("next.pem"), dir.path().join("server.pem")).expect("swap");
-    std::fs::rename(dir.path().join("next.key"), dir.path().join("server.key")).expect("swap");
+    let new = renew(dir.path(), "server");
     hangup(&broker, 1, "reloaded").await;
     assert_eq!(
         broker
