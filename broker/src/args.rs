@@ -105,7 +105,8 @@ pub(crate) struct RuleFlags {
 /// Talks to a running broker's admin API.
 #[derive(Debug, clap::Args)]
 pub(crate) struct AdminArgs {
-    /// The admin listener (`admin.listen` of the broker).
+    /// The admin listener (`admin.listen` of the broker): host:port, or https://host:port when it
+    /// serves TLS.
     #[arg(
         long,
         value_name = "ADDR",
@@ -113,6 +114,9 @@ pub(crate) struct AdminArgs {
         env = "SWITCHBOARD_ADMIN"
     )]
     pub(crate) admin: String,
+    /// With https: trust only the certificate authorities in this PEM file (else the system's).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_ADMIN_CA")]
+    pub(crate) ca: Option<std::path::PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub(crate) json: bool,

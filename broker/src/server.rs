@@ -61,6 +61,8 @@ struct Checked {
     settings: Arc<Settings>,
     auth: Arc<Auth>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The admin listener's TLS (`[admin.tls]`).
+    admin_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Checked {
@@ -81,11 +83,14 @@ impl Checked {
         let tls = tls::acceptor(&settings.tls).map_err(|e| BrokerError::Settings(e.to_string()))?;
         auth.check_listen(listen, &settings.auth, tls.is_some())
             .map_err(BrokerError::Settings)?;
+        let admin_tls = crate::admin::tls_acceptor(&settings)
+            .map_err(|e| BrokerError::Settings(e.to_string()))?;
         Ok(Self {
             given,
             settings: Arc::new(settings),
             auth: Arc::new(auth),
             tls,
+            admin_tls,
         })
     }
 }
@@ -135,6 +140,7 @@ impl Broker {
             settings,
             auth,
             tls,
+            admin_tls,
         } = checked;
         let metrics = Arc::new(Metrics::new());
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH, metrics.clone())?;
@@ -176,6 +182,8 @@ impl Broker {
             .collect();
         let connections = Arc::new(AtomicUsize::new(0));
         let readiness = Arc::new(Readiness::default());
+        let admin_tls_on = admin_tls.is_some();
+        let live = Arc::new(Live::new(given, auth.clone(), tls.clone(), admin_tls));
         let admin = match settings.admin_addr().map_err(BrokerError::Settings)? {
             None => None,
             Some(_) => {
@@ -188,17 +196,15 @@ impl Broker {
                     connections: connections.clone(),
                 };
                 let state = AdminState::new(settings.clone(), parts);
-                let admin =
-                    AdminListener::start(&settings.admin.listen, state).map_err(|cause| {
-                        BrokerError::Bind {
-                            addr: format!("{} (admin.listen)", settings.admin.listen),
-                            cause,
-                        }
+                let admin_tls = admin_tls_on.then(|| live.clone());
+                let admin = AdminListener::start(&settings.admin.listen, state, admin_tls)
+                    .map_err(|cause| BrokerError::Bind {
+                        addr: format!("{} (admin.listen)", settings.admin.listen),
+                        cause,
                     })?;
                 Some(admin)
             }
         };
-        let live = Arc::new(Live::new(given, auth.clone(), tls.clone()));
         let deps = SessionDeps {
             registry: registry.clone(),
             router: router.clone(),

@@ -1,5 +1,6 @@
-//! TLS for the listener, with rustls: the broker's certificate and key, and optionally the CA that
-//! client certificates must be signed by.
+//! TLS for the listeners, with rustls: the broker's certificate and key, and optionally the CA that
+//! client certificates must be signed by. The main listener and the admin listener (`admin/tls.rs`)
+//! both build their acceptor here.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,36 +13,50 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::settings::TlsSettings;
 
-/// Why TLS cannot be set up; the message names the file.
+/// Why TLS cannot be set up; the message names the settings key and the file.
 #[derive(Debug, thiserror::Error)]
-#[error("tls: {0}")]
+#[error("{0}")]
 pub struct TlsError(String);
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The certificates in `path`, the file of the settings key `key`.
+fn certificates(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| {
             TlsError(format!(
-                "cannot read certificates from {}: {e}",
+                "{key}: cannot read certificates from {}: {e}",
                 path.display()
             ))
         })?;
     if certs.is_empty() {
-        return Err(TlsError(format!("no certificate in {}", path.display())));
+        return Err(TlsError(format!(
+            "{key}: no certificate in {}",
+            path.display()
+        )));
     }
     Ok(certs)
 }
 
-/// The acceptor for `settings`, or `None` when TLS is off (no certificate configured).
+/// The main listener's acceptor for `settings` (`[tls]`), or `None` when TLS is off (no
+/// certificate configured).
 pub fn acceptor(settings: &TlsSettings) -> Result<Option<TlsAcceptor>, TlsError> {
+    acceptor_for(settings, "tls")
+}
+
+/// Like [`acceptor`], for files given under the settings section `section` (`tls`, `admin.tls`):
+/// each error names the key whose file is wrong, so the operator knows which to fix.
+pub fn acceptor_for(
+    settings: &TlsSettings,
+    section: &str,
+) -> Result<Option<TlsAcceptor>, TlsError> {
     if settings.cert_file.as_os_str().is_empty() {
         return Ok(None);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certificates(&settings.cert_file)?;
+    let chain = certificates(&settings.cert_file, &format!("{section}.cert_file"))?;
     let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|e| {
         TlsError(format!(
-            "cannot read the private key from {}: {e}",
+            "{section}.key_file: cannot read the private key from {}: {e}",
             settings.key_file.display()
         ))
     })?;
@@ -52,7 +67,10 @@ pub fn acceptor(settings: &TlsSettings) -> Result<Option<TlsAcceptor>, TlsError>
         builder.with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
-        for cert in certificates(&settings.client_ca_file)? {
+        for cert in certificates(
+            &settings.client_ca_file,
+            &format!("{section}.client_ca_file"),
+        )? {
             roots
                 .add(cert)
                 .map_err(|e| TlsError(format!("{}: {e}", settings.client_ca_file.display())))?;
@@ -62,8 +80,10 @@ pub fn acceptor(settings: &TlsSettings) -> Result<Option<TlsAcceptor>, TlsError>
             .map_err(|e| TlsError(e.to_string()))?;
         builder.with_client_cert_verifier(verifier)
     };
-    let config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError(format!("certificate and key do not fit: {e}")))?;
+    let config = builder.with_single_cert(chain, key).map_err(|e| {
+        TlsError(format!(
+            "{section}.cert_file and {section}.key_file: the certificate and key do not fit: {e}"
+        ))
+    })?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }

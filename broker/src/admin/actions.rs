@@ -5,29 +5,28 @@
 //! with code `kicked`. An entry handed out and awaiting its ack is left to that delivery (409 for a
 //! single remove, counted as `busy` by a purge): kick the client first to take it back.
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, Path, State};
 use axum::Json;
 
 use super::api::{ask, client_id, ASK_DEADLINE};
 use super::json::{ApiError, KickedJson, RemovedJson};
+use super::tls::Peer;
 use super::AdminState;
 use crate::registry::KickClient;
 use crate::router::{Removal, Remove, Target, PURGE_PAGE};
 
 /// Who asked for an action, for the log.
 struct Asker {
-    address: SocketAddr,
+    address: std::net::SocketAddr,
     with_token: bool,
 }
 
 impl Asker {
-    fn new(state: &AdminState, address: SocketAddr) -> Self {
+    fn new(state: &AdminState, Peer(address): Peer) -> Self {
         Self {
             address,
-            // The middleware let the request through: with a token set, it carried it.
-            with_token: state.token.is_some(),
+            // The middleware let the request through: with a token set, it carried the full one.
+            with_token: state.tokens.guarded(),
         }
     }
 }
@@ -52,7 +51,7 @@ async fn remove(state: &AdminState, mailbox: &str, target: Target) -> Result<Rem
 /// `DELETE /api/v1/mailboxes/{id}/entries/{entry}`: removes one entry.
 pub(crate) async fn remove_entry(
     State(state): State<AdminState>,
-    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    ConnectInfo(address): ConnectInfo<Peer>,
     Path((id, entry)): Path<(String, u64)>,
 ) -> Result<Json<RemovedJson>, ApiError> {
     let mailbox = client_id(id)?.into_string();
@@ -90,7 +89,7 @@ pub(crate) async fn remove_entry(
 /// time.
 pub(crate) async fn purge(
     State(state): State<AdminState>,
-    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    ConnectInfo(address): ConnectInfo<Peer>,
     Path(id): Path<String>,
 ) -> Result<Json<RemovedJson>, ApiError> {
     let mailbox = client_id(id)?.into_string();
@@ -129,7 +128,7 @@ pub(crate) async fn purge(
 /// `POST /api/v1/clients/{id}/kick`: disconnects a client with the error code `kicked`.
 pub(crate) async fn kick(
     State(state): State<AdminState>,
-    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    ConnectInfo(address): ConnectInfo<Peer>,
     Path(id): Path<String>,
 ) -> Result<Json<KickedJson>, ApiError> {
     let client = client_id(id)?;

@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use axum::extract::{Path, Query, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use switchboard_proto::ClientId;
 
+use super::access::{forbidden, Role};
 use super::json::{
     ApiError, ClientJson, EntryJson, MailboxEntriesJson, MailboxJson, MailboxesJson,
 };
@@ -186,12 +187,16 @@ pub(crate) struct EntriesQuery {
 }
 
 /// `GET /api/v1/mailboxes/{id}`: one mailbox's counts and a page of its entries (metadata, body
-/// size, an optional peek at the body).
+/// size, an optional peek at the body: only for the full token, as a body is the message itself).
 pub(crate) async fn mailbox(
     State(state): State<AdminState>,
+    Extension(role): Extension<Role>,
     Path(id): Path<String>,
     Query(query): Query<EntriesQuery>,
 ) -> Result<Json<MailboxEntriesJson>, ApiError> {
+    if query.peek > 0 && role < Role::Full {
+        return Err(forbidden(role, "a peek at bodies"));
+    }
     let id = client_id(id)?.into_string();
     let limit = query.limit.min(MAX_PAGE);
     let peek = query.peek.min(MAX_PEEK);

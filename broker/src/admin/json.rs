@@ -16,6 +16,9 @@ pub(crate) enum ApiError {
     /// A path or query parameter that makes no sense (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The token's role may not ask this (403): the read-only token asked for a body or an action.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such client, mailbox entry or path (404).
     #[error("{0}")]
     NotFound(String),
@@ -31,6 +34,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Busy(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,16 +4,19 @@
 //! It runs on its own arbiter (one thread with its own runtime), so a slow scrape never delays a
 //! session or the Router, and it only ever asks the actors with bounded waits. Loopback by default;
 //! a non-loopback address requires `admin.token`, which every request but the two health probes
-//! must carry as `Authorization: Bearer TOKEN` (compared in constant time).
+//! must carry as `Authorization: Bearer TOKEN`, and TLS (`tls.rs`). `admin.read_token` may read
+//! but not act (`access.rs`).
 //!
-//! | path | answer |
-//! |---|---|
-//! | `GET /healthz` | 200 `ok`: the process serves |
-//! | `GET /readyz` | 200 `ready`, or 503 with the reason (starting, shutting down, store not answering) |
-//! | `GET /metrics` | the counters of [`Metrics`](crate::metrics::Metrics), Prometheus text |
-//! | `GET /` | the live dashboard (`dashboard.rs`), reading `/api/v1/status` |
-//! | `/api/v1/...` | the JSON API (`api.rs`, `actions.rs`, `status.rs`), described by `openapi.json` |
+//! | path | answer | role |
+//! |---|---|---|
+//! | `GET /healthz` | 200 `ok`: the process serves | none |
+//! | `GET /readyz` | 200 `ready`, or 503 with the reason (starting, shutting down, store not answering) | none |
+//! | `GET /metrics` | the counters of [`Metrics`](crate::metrics::Metrics), Prometheus text | read |
+//! | `GET /` | the live dashboard (`dashboard.rs`), reading `/api/v1/status` | none |
+//! | `GET /api/v1/...` | the JSON API (`api.rs`, `status.rs`), described by `openapi.json` | read (a body peek: full) |
+//! | `POST`/`DELETE /api/v1/...` | the actions (`actions.rs`) | full |
 
+mod access;
 mod actions;
 mod api;
 mod dashboard;
@@ -21,25 +24,27 @@ mod health;
 mod json;
 mod rates;
 mod status;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 pub use health::Readiness;
+pub(crate) use tls::acceptor as tls_acceptor;
 
+use self::access::{Guard, Role, Tokens};
+use self::tls::{Peer, TlsListener};
 use crate::metrics::{self, Metrics, Snapshot};
 use crate::registry::Registry;
+use crate::reload::Live;
 use crate::router::{self, Router};
 use crate::settings::Settings;
 use crate::store::StoreHandle;
@@ -54,8 +59,8 @@ pub(crate) struct AdminState {
     pub started_at_ms: u64,
     /// Accepted and delivered per second, sampled on this listener's thread.
     rates: rates::Rates,
-    /// SHA-256 of `admin.token`; `None` when no token is set (loopback only).
-    token: Option<[u8; 32]>,
+    /// The digests of `admin.token` and `admin.read_token`.
+    tokens: Tokens,
 }
 
 /// The handles on the broker the admin listener asks.
@@ -71,14 +76,12 @@ pub(crate) struct AdminParts {
 
 impl AdminState {
     pub(crate) fn new(settings: Arc<Settings>, parts: AdminParts) -> Self {
-        let token = &settings.admin.token;
-        let token = (!token.is_empty()).then(|| digest(token));
         Self {
+            tokens: Tokens::new(&settings.admin),
             broker: parts,
             settings,
             started_at_ms: now_ms(),
             rates: rates::Rates::default(),
-            token,
         }
     }
 }
@@ -98,38 +101,31 @@ pub(crate) struct AdminListener {
 }
 
 impl AdminListener {
-    /// Binds `listen` (already validated) and serves on a new arbiter.
-    pub(crate) fn start(listen: &str, state: AdminState) -> std::io::Result<AdminListener> {
+    /// Binds `listen` (already validated) and serves on a new arbiter; with TLS when `tls` is
+    /// given, each connection served the admin certificate `tls` holds when it arrives.
+    pub(crate) fn start(
+        listen: &str,
+        state: AdminState,
+        tls: Option<Arc<Live>>,
+    ) -> std::io::Result<AdminListener> {
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let arbiter = Arbiter::new();
         let sampling = rates::run(state.rates.clone(), state.broker.metrics.clone());
-        let app = routes(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = routes(state);
+        let tls_on = tls.is_some();
         let spawned = arbiter.spawn(async move {
             actix_rt::spawn(sampling);
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => listener,
-                Err(error) => {
-                    tracing::error!(%error, "admin listener cannot start");
-                    return;
-                }
-            };
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(error) = serve(listener, app, tls, stopped).await {
                 tracing::error!(%error, "admin listener failed");
             }
         });
         if !spawned {
             return Err(std::io::Error::other("the admin arbiter has stopped"));
         }
-        tracing::info!(address = %addr, "admin listener at {addr}");
+        tracing::info!(address = %addr, tls = tls_on, "admin listener at {addr}");
         Ok(AdminListener {
             addr,
             stop,
@@ -155,29 +151,63 @@ impl AdminListener {
     }
 }
 
+/// Serves `app` on `listener` until `stopped`, over TLS when `tls` is given.
+async fn serve(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<Live>>,
+    stopped: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let app = app.into_make_service_with_connect_info::<Peer>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(live) => {
+            axum::serve(TlsListener::new(listener, live)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// The routes, each group behind the role it needs (the table at the top of this file).
 fn routes(state: AdminState) -> axum::Router {
-    let guarded = axum::Router::new()
+    let needs = |needs| {
+        let guard = Guard {
+            tokens: state.tokens.clone(),
+            needs,
+        };
+        axum::middleware::from_fn_with_state(guard, access::authorize)
+    };
+    let read = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/clients", get(api::clients))
-        .route("/api/v1/clients/{id}/kick", post(actions::kick))
         .route("/api/v1/mailboxes", get(api::mailboxes))
         .route("/api/v1/mailboxes/{id}", get(api::mailbox))
+        .route_layer(needs(Role::Read));
+    let act = axum::Router::new()
+        .route("/api/v1/clients/{id}/kick", post(actions::kick))
         .route("/api/v1/mailboxes/{id}/purge", post(actions::purge))
         .route(
             "/api/v1/mailboxes/{id}/entries/{entry}",
             delete(actions::remove_entry),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ));
+        .route_layer(needs(Role::Full));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(dashboard::routes())
-        .merge(guarded)
+        .merge(read)
+        .merge(act)
         .with_state(state)
 }
 
@@ -187,37 +217,6 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// 401 unless the request carries the token (when one is set). Digests are compared, so neither the
-/// token's bytes nor its length show in the time taken.
-async fn require_token(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(expected) = state.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(digest);
-        let ok = given.is_some_and(|given| bool::from(given.ct_eq(&expected)));
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a valid admin token is required\n",
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

@@ -1,6 +1,6 @@
 //! How `switchboard-broker admin` talks to the admin API: one HTTP/1.1 request per command over a
-//! fresh connection (hyper's client), with the bearer token, a deadline, and errors that say which
-//! of the usual things went wrong.
+//! fresh connection (hyper's client), over TLS for an `https://` target (`target.rs`), with the
+//! bearer token, a deadline, and errors that say which of the usual things went wrong.
 
 use std::time::Duration;
 
@@ -10,7 +10,10 @@ use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use super::target::Target;
 
 /// How long a command waits for the broker (a purge of a deep mailbox takes the longest).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -20,10 +23,14 @@ const DEADLINE: Duration = Duration::from_secs(60);
 pub(crate) enum ApiError {
     #[error("cannot reach the admin listener at {addr}: {cause}")]
     Unreachable { addr: String, cause: String },
+    #[error("no TLS with the admin listener at {addr}: {cause}")]
+    Tls { addr: String, cause: String },
     #[error("the admin listener at {addr} did not answer within {DEADLINE:?}")]
     Timeout { addr: String },
     #[error("unauthorized: the admin API wants a token (set SWITCHBOARD_ADMIN_TOKEN) and did not get the right one")]
     Unauthorized,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("refused ({status}): {message}")]
@@ -34,7 +41,7 @@ pub(crate) enum ApiError {
 
 /// Where the admin API is and how to prove the right to use it.
 pub(crate) struct Api {
-    pub addr: String,
+    pub target: Target,
     pub token: Option<String>,
 }
 
@@ -44,43 +51,65 @@ impl Api {
         match tokio::time::timeout(DEADLINE, self.exchange(method, path)).await {
             Ok(result) => result,
             Err(_) => Err(ApiError::Timeout {
-                addr: self.addr.clone(),
+                addr: self.target.authority.clone(),
             }),
         }
     }
 
-    async fn exchange(&self, method: Method, path: &str) -> Result<Value, ApiError> {
-        let unreachable = |cause: String| ApiError::Unreachable {
-            addr: self.addr.clone(),
+    fn unreachable(&self, cause: String) -> ApiError {
+        ApiError::Unreachable {
+            addr: self.target.authority.clone(),
             cause,
-        };
-        let stream = TcpStream::connect(&self.addr)
+        }
+    }
+
+    async fn exchange(&self, method: Method, path: &str) -> Result<Value, ApiError> {
+        let addr = &self.target.authority;
+        let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        match &self.target.tls {
+            None => self.send(stream, method, path).await,
+            Some((connector, name)) => {
+                let stream =
+                    connector
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(|e| ApiError::Tls {
+                            addr: addr.clone(),
+                            cause: e.to_string(),
+                        })?;
+                self.send(stream, method, path).await
+            }
+        }
+    }
+
+    async fn send<S>(&self, stream: S, method: Method, path: &str) -> Result<Value, ApiError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let unreachable = |e: hyper::Error| self.unreachable(e.to_string());
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(unreachable)?;
         tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(HOST, &self.addr);
+            .header(HOST, &self.target.authority);
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| ApiError::Garbled(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(unreachable)?;
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?
+            .map_err(unreachable)?
             .to_bytes();
         answer(status, &body)
     }
@@ -99,6 +128,7 @@ fn answer(status: StatusCode, body: &[u8]) -> Result<Value, ApiError> {
         .unwrap_or_else(|| text.trim().to_owned());
     Err(match status {
         StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+        StatusCode::FORBIDDEN => ApiError::Forbidden(message),
         StatusCode::NOT_FOUND => ApiError::NotFound(message),
         status => ApiError::Refused {
             status: status.as_u16(),
@@ -127,6 +157,10 @@ mod tests {
             br#"{"error":"bob is not connected"}"#,
         ) {
             Err(ApiError::NotFound(m)) => assert_eq!(m, "bob is not connected"),
+            other => panic!("{other:?}"),
+        }
+        match answer(StatusCode::FORBIDDEN, br#"{"error":"read only"}"#) {
+            Err(ApiError::Forbidden(m)) => assert_eq!(m, "read only"),
             other => panic!("{other:?}"),
         }
         match answer(StatusCode::CONFLICT, br#"{"error":"handed out"}"#) {

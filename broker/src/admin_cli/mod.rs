@@ -6,12 +6,15 @@
 //! |---|---|
 //! | 0 | done |
 //! | 1 | the API refused (400, 409, 503) or answered nonsense |
-//! | 3 | the admin listener cannot be reached or did not answer in time |
+//! | 2 | `--admin` or `--ca` cannot be used |
+//! | 3 | the admin listener cannot be reached, its TLS certificate is not trusted, or it did not answer in time |
 //! | 4 | unauthorized (401): no token, or the wrong one |
 //! | 5 | not found (404): no such client, entry |
+//! | 6 | forbidden (403): the read-only token asked for a body or an action |
 
 mod http;
 mod table;
+mod target;
 
 use std::process::ExitCode;
 
@@ -19,6 +22,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use self::http::{Api, ApiError};
+use self::target::Target;
 use crate::args::{AdminArgs, AdminCommand};
 
 /// The bearer token comes from the environment only, never from an argument (which `ps` shows).
@@ -26,8 +30,15 @@ const TOKEN_VAR: &str = "SWITCHBOARD_ADMIN_TOKEN";
 
 /// Runs one admin command; prints its answer or its error, and says how it went.
 pub(crate) fn main(args: AdminArgs) -> ExitCode {
+    let target = match Target::new(&args.admin, args.ca.as_deref()) {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let api = Api {
-        addr: args.admin.clone(),
+        target,
         token: std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty()),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -59,9 +70,10 @@ pub(crate) fn main(args: AdminArgs) -> ExitCode {
 
 fn exit_code(error: &ApiError) -> u8 {
     match error {
-        ApiError::Unreachable { .. } | ApiError::Timeout { .. } => 3,
+        ApiError::Unreachable { .. } | ApiError::Tls { .. } | ApiError::Timeout { .. } => 3,
         ApiError::Unauthorized => 4,
         ApiError::NotFound(_) => 5,
+        ApiError::Forbidden(_) => 6,
         ApiError::Refused { .. } | ApiError::Garbled(_) => 1,
     }
 }

@@ -1,7 +1,7 @@
 //! What a SIGHUP changes in a running broker, and what it leaves for a restart.
 //!
 //! Three things are reloaded without dropping a connection: the credentials file, the TLS certificate
-//! and key (with the client CA), and the log level. The new credentials and TLS files are read and
+//! and key (with the client CA; the admin listener's too, `[admin.tls]`), and the log level. The new credentials and TLS files are read and
 //! checked completely before anything is swapped, so a reload that fails anywhere changes nothing and
 //! the broker goes on with what it had. What is swapped is [`Live`]: the accept loop takes the
 //! current credentials and TLS acceptor from it for every new connection, while a session keeps the
@@ -51,14 +51,22 @@ pub(crate) struct Live {
     given: Settings,
     auth: RwLock<Arc<Auth>>,
     tls: RwLock<Option<TlsAcceptor>>,
+    /// The admin listener's TLS (`admin/tls.rs` takes it for every new admin connection).
+    admin_tls: RwLock<Option<TlsAcceptor>>,
 }
 
 impl Live {
-    pub(crate) fn new(given: Settings, auth: Arc<Auth>, tls: Option<TlsAcceptor>) -> Self {
+    pub(crate) fn new(
+        given: Settings,
+        auth: Arc<Auth>,
+        tls: Option<TlsAcceptor>,
+        admin_tls: Option<TlsAcceptor>,
+    ) -> Self {
         Self {
             given,
             auth: RwLock::new(auth),
             tls: RwLock::new(tls),
+            admin_tls: RwLock::new(admin_tls),
         }
     }
 
@@ -70,6 +78,18 @@ impl Live {
     /// The TLS a new connection is served, if TLS is on.
     pub(crate) fn tls(&self) -> Option<TlsAcceptor> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The TLS a new admin connection is served, if TLS is on there.
+    pub(crate) fn admin_tls(&self) -> Option<TlsAcceptor> {
+        self.admin_tls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_admin_tls(&self, tls: TlsAcceptor) {
+        *self.admin_tls.write().unwrap_or_else(|e| e.into_inner()) = Some(tls);
     }
 
     fn set_auth(&self, auth: Arc<Auth>) {
@@ -91,6 +111,8 @@ pub struct Reloaded {
     pub disconnected: usize,
     /// Whether a new certificate and key were loaded (TLS on).
     pub tls: bool,
+    /// Whether the admin listener's certificate and key were loaded (TLS on there).
+    pub admin_tls: bool,
     /// Settings that changed but only take effect at the next start.
     pub needs_restart: Vec<&'static str>,
 }
@@ -122,6 +144,11 @@ pub(crate) async fn apply(
     } else {
         None
     };
+    let admin_tls = if running.admin_tls().is_some() && new.admin_tls().is_some() {
+        crate::admin::tls_acceptor(&new)?
+    } else {
+        None
+    };
     if let Some(auth) = auth {
         let old = live.auth();
         reloaded.added = missing_from(&auth, &old);
@@ -132,6 +159,10 @@ pub(crate) async fn apply(
     if let Some(tls) = tls {
         live.set_tls(tls);
         reloaded.tls = true;
+    }
+    if let Some(tls) = admin_tls {
+        live.set_admin_tls(tls);
+        reloaded.admin_tls = true;
     }
     Ok(reloaded)
 }

@@ -1,5 +1,6 @@
-//! Which changed settings a reload cannot apply: everything but the credentials, the TLS files and
-//! the log level, and those three too when the change turns them on or off.
+//! Which changed settings a reload cannot apply: everything but the credentials, the TLS files (the
+//! main listener's and the admin listener's) and the log level, and those too when the change turns
+//! them on or off.
 //!
 //! Listeners, the store, the limits and the worker threads are built once at start-up; changing them
 //! under running sessions would break promises made to those sessions (a window, a frame limit). A
@@ -46,7 +47,18 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     differs("dedupe", &running.dedupe != dedupe);
     differs("keepalive", &running.keepalive != keepalive);
     differs("log.format", running.log.format != log.format);
-    differs("admin", &running.admin != admin);
+    let old_admin = &running.admin;
+    differs(
+        "admin (other than its TLS files)",
+        old_admin.listen != admin.listen
+            || old_admin.token != admin.token
+            || old_admin.read_token != admin.read_token
+            || old_admin.allow_plaintext != admin.allow_plaintext,
+    );
+    differs(
+        "admin.tls (on or off)",
+        running.admin_tls().is_some() != new.admin_tls().is_some(),
+    );
     differs("postgres", &running.postgres != postgres);
     differs("udp", &running.udp != udp);
     differs("datagrams", &running.datagrams != datagrams);
@@ -89,6 +101,15 @@ mod tests {
         new.auth.credentials_file = "b.toml".into();
         new.log.level = "debug".into();
         assert!(needs_restart(&running, &new).is_empty());
+        let mut admin_on = running.clone();
+        admin_on.admin.tls.cert_file = "admin.pem".into();
+        let mut moved = admin_on.clone();
+        moved.admin.tls.cert_file = "renewed.pem".into();
+        assert!(needs_restart(&admin_on, &moved).is_empty());
+        assert_eq!(
+            needs_restart(&running, &admin_on),
+            ["admin.tls (on or off)"]
+        );
     }
 
     #[test]

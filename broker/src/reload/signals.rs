@@ -96,6 +96,7 @@ fn report(reloaded: &Reloaded) {
         removed,
         disconnected,
         tls,
+        admin_tls,
         needs_restart,
     } = reloaded;
     if !needs_restart.is_empty() {
@@ -109,6 +110,7 @@ fn report(reloaded: &Reloaded) {
         ?removed,
         disconnected,
         tls_reloaded = tls,
+        admin_tls_reloaded = admin_tls,
         "reloaded"
     );
 }

@@ -21,10 +21,12 @@ use serde::Deserialize;
 
 pub use crate::store::Durability;
 
+mod admin;
 mod datagrams;
 mod load;
 mod validate;
 
+pub use admin::{AdminSettings, AdminTlsSettings};
 pub use datagrams::{DatagramSettings, UdpSettings, MAX_DATAGRAM_BODY};
 
 pub use load::{Overrides, ENV_PREFIX};
@@ -204,26 +206,6 @@ impl std::fmt::Debug for PostgresSettings {
         f.debug_struct("PostgresSettings")
             .field("url", &url)
             .finish()
-    }
-}
-
-/// The admin listener (metrics, health, the admin API); off while `listen` is empty.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminSettings {
-    /// Address (ip:port) of the HTTP admin listener; empty turns it off. Port 0 picks a free port.
-    pub listen: String,
-    /// Bearer token every admin request but `/healthz` and `/readyz` must carry; required when
-    /// `listen` is not a loopback address.
-    pub token: String,
-}
-
-impl Default for AdminSettings {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:7879".into(),
-            token: String::new(),
-        }
     }
 }
 

@@ -1,7 +1,5 @@
 //! What types alone cannot check: ranges, combinations and filters, each error naming its key.
 
-use std::net::SocketAddr;
-
 use super::{available_cores, Settings, SettingsError, StoreKind};
 
 /// Most session worker threads per CPU core: past the core count more threads only cost memory and
@@ -129,35 +127,6 @@ impl Settings {
             return invalid("data_dir", "must not be empty with a durable store");
         }
         Ok(())
-    }
-}
-
-impl Settings {
-    /// The admin listener's address, `None` when it is off.
-    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, String> {
-        if self.admin.listen.is_empty() {
-            return Ok(None);
-        }
-        self.admin
-            .listen
-            .parse()
-            .map(Some)
-            .map_err(|e| format!("`{}` is not an ip:port address ({e})", self.admin.listen))
-    }
-
-    /// The admin listener stays on loopback unless a token guards it.
-    fn check_admin(&self) -> Result<(), (&'static str, String)> {
-        let addr = self.admin_addr().map_err(|e| ("admin.listen", e))?;
-        match addr {
-            Some(addr) if !addr.ip().is_loopback() && self.admin.token.is_empty() => Err((
-                "admin.listen",
-                format!(
-                    "`{addr}` is not a loopback address, so admin.token must be set: anyone who \
-                     reaches it could read the broker's state"
-                ),
-            )),
-            _ => Ok(()),
-        }
     }
 }
 

@@ -160,13 +160,15 @@ fn an_admin_listener_off_loopback_without_a_token_is_refused() {
     );
 }
 
-/// With a token, a request without it or with another gets 401; the probes stay open.
+/// With a token, a request without it or with another gets 401; the probes stay open. (Plain HTTP
+/// off loopback, as behind a TLS-terminating proxy: `admin_tls` tests the TLS.)
 #[tokio::test]
 async fn a_token_guards_an_admin_listener_off_loopback() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = settings(dir.path());
     s.admin.listen = "0.0.0.0:0".into();
     s.admin.token = "s3cret-admin".into();
+    s.admin.allow_plaintext = true;
     let broker = TestBroker::start(s).await;
     let port = broker.admin.expect("admin on").port();
     let admin: SocketAddr = ([127, 0, 0, 1], port).into();

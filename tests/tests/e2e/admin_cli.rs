@@ -2,8 +2,6 @@
 //! mailboxes, remove and purge (the senders get their receipts), kick, status, and the exit codes
 //! that tell a script the broker is unreachable (3), the token is wrong (4) or the id unknown (5).
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use serde_json::Value;
 use switchboard_proto::{ErrorCode, ReceiptStatus};
@@ -13,19 +11,21 @@ use crate::admin_api::receipts;
 use crate::support::*;
 
 /// What one run of the command printed, and its exit code.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-/// Runs `switchboard-broker admin --admin ADDR ARGS` with `token` (or none) in the environment.
-async fn admin(addr: SocketAddr, token: Option<&str>, args: &[&str]) -> Run {
+/// Runs `switchboard-broker admin --admin TARGET ARGS` with `token` (or none) in the environment;
+/// `target` is `ip:port` or `https://ip:port`.
+pub(crate) async fn admin(target: &str, token: Option<&str>, args: &[&str]) -> Run {
     let mut command = tokio::process::Command::new(binary("switchboard-broker"));
     command
-        .args(["admin", "--admin", &addr.to_string()])
+        .args(["admin", "--admin", target])
         .args(args)
         .env_remove("SWITCHBOARD_ADMIN")
+        .env_remove("SWITCHBOARD_ADMIN_CA")
         .env_remove("SWITCHBOARD_ADMIN_TOKEN")
         .kill_on_drop(true);
     if let Some(token) = token {
@@ -42,13 +42,13 @@ async fn admin(addr: SocketAddr, token: Option<&str>, args: &[&str]) -> Run {
 }
 
 /// Builds the binary first (a no-op when fresh), so no client idles past its keepalive meanwhile.
-fn built() {
+pub(crate) fn built() {
     binary("switchboard-broker");
 }
 
 impl Run {
     #[track_caller]
-    fn ok(self) -> String {
+    pub(crate) fn ok(self) -> String {
         assert_eq!(self.code, Some(0), "{}{}", self.stdout, self.stderr);
         self.stdout
     }
@@ -61,7 +61,7 @@ impl Run {
 async fn an_operator_finds_the_deepest_mailboxes_and_empties_one() {
     built();
     let fx = Fixture::new().await;
-    let admin_addr = fx.broker.admin.expect("admin on");
+    let admin_addr = &fx.broker.admin.expect("admin on").to_string();
     let (alice, mut alice_events) = fx.connect("alice").await;
     let mut to_bob = Vec::new();
     for (to, n) in [
@@ -139,7 +139,7 @@ async fn an_operator_finds_the_deepest_mailboxes_and_empties_one() {
 async fn kick_disconnects_and_an_unknown_client_exits_5() {
     built();
     let fx = Fixture::new().await;
-    let admin_addr = fx.broker.admin.expect("admin on");
+    let admin_addr = &fx.broker.admin.expect("admin on").to_string();
     let (mut carol, _) = Raw::hello(fx.addr(), "carol", 30).await;
     let kicked = admin(admin_addr, None, &["kick", "carol"]).await.ok();
     assert_eq!(kicked, "kicked carol\n");
@@ -162,7 +162,7 @@ async fn the_exit_code_says_unreachable_or_unauthorized() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr")
     }; // Dropped: nothing listens there now.
-    let gone = admin(closed, None, &["status"]).await;
+    let gone = admin(&closed.to_string(), None, &["status"]).await;
     assert_eq!(gone.code, Some(3), "{}", gone.stderr);
     assert!(
         gone.stderr.contains("cannot reach the admin listener"),
@@ -171,7 +171,7 @@ async fn the_exit_code_says_unreachable_or_unauthorized() {
     );
 
     let fx = Fixture::with(|s| s.admin.token = "cli-token".into()).await;
-    let admin_addr = fx.broker.admin.expect("admin on");
+    let admin_addr = &fx.broker.admin.expect("admin on").to_string();
     for token in [None, Some("wrong")] {
         let refused = admin(admin_addr, token, &["clients"]).await;
         assert_eq!(refused.code, Some(4), "{}", refused.stderr);

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use switchboard_client::{Client, Event, Events};
 
-use crate::admin_api::{api, receipts};
+use crate::admin_api::{api_with, receipts};
 use crate::support::*;
 
 /// The browser on `PATH`, if any.
@@ -90,8 +90,11 @@ async fn traffic(
     receipts(alice, alice_events, n).await;
 }
 
+/// The read-only token the page is given (`/#token=...`): all the dashboard needs.
+const READ_TOKEN: &str = "dashboard-read-token";
+
 async fn status(admin: SocketAddr) -> Value {
-    let (code, status) = api(admin, "GET", "/api/v1/status").await;
+    let (code, status) = api_with(admin, "GET", "/api/v1/status", Some(READ_TOKEN)).await;
     assert_eq!(code, 200, "{status}");
     status
 }
@@ -115,7 +118,8 @@ fn assert_page_matches(dom: &str, status: &Value) {
 }
 
 /// Bob and alice trade messages while carol's mailbox fills; the dashboard, loaded twice in
-/// Chromium, shows what the API says each time, and the totals have moved in between.
+/// Chromium with only the read-only token, shows what the API says each time, and the totals have
+/// moved in between.
 #[tokio::test]
 async fn the_dashboard_shows_the_live_numbers_in_a_real_browser() {
     let Some(browser) = chromium() else {
@@ -126,9 +130,13 @@ async fn the_dashboard_shows_the_live_numbers_in_a_real_browser() {
         eprintln!("skipped the dashboard test: chromium is not installed");
         return;
     };
-    let fx = Fixture::new().await;
+    let fx = Fixture::with(|s| {
+        s.admin.token = "dashboard-full-token".into();
+        s.admin.read_token = READ_TOKEN.into();
+    })
+    .await;
     let admin = fx.broker.admin.expect("admin on");
-    let url = format!("http://{admin}/");
+    let url = format!("http://{admin}/#token={READ_TOKEN}");
     let (alice, mut alice_events) = fx.connect("alice").await;
     let (bob, mut bob_events) = fx.connect("bob").await;
     for i in 0..3 {

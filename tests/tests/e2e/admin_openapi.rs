@@ -1,7 +1,9 @@
 //! The admin API's OpenAPI document (`broker/src/admin/openapi.json`) against the live server: every
 //! documented operation, sent with its parameters' examples, answers the status the document
-//! expects (`x-example-status`), with a body that validates against that response's schema. The
-//! schemas forbid unknown fields, so a field added to the code and not to the document fails here.
+//! expects with the full token (`x-example-status`) and with the read-only one
+//! (`x-read-token-status`: 403 wherever its `security` names the role `full`), with a body that
+//! validates against that response's schema. The schemas forbid unknown fields, so a field added to
+//! the code and not to the document fails here.
 
 use std::net::SocketAddr;
 
@@ -13,6 +15,7 @@ use crate::admin::request;
 use crate::support::*;
 
 const TOKEN: &str = "open-api-token";
+const READ_TOKEN: &str = "open-api-read-token";
 
 /// A validator for `schema`, resolving `#/components/...` against the whole document.
 fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
@@ -46,18 +49,35 @@ fn example_request(path: &str, op: &Value) -> String {
     url
 }
 
+/// The role an operation's `security` names (`read` or `full`).
+fn role(op: &Value) -> &str {
+    op["security"][0]["bearer"][0]
+        .as_str()
+        .expect("every operation names its role")
+}
+
+/// One operation as sent with `token`, and the extension naming the status the document expects.
+struct Ask<'a> {
+    path: &'a str,
+    method: &'a str,
+    op: &'a Value,
+    token: &'a str,
+    expects: &'a str,
+}
+
 /// Checks one operation against the server; returns what went wrong, if anything.
-async fn check(
-    admin: SocketAddr,
-    doc: &Value,
-    path: &str,
-    method: &str,
-    op: &Value,
-) -> Option<String> {
-    let expected = op["x-example-status"].as_u64().expect("x-example-status");
+async fn check(admin: SocketAddr, doc: &Value, ask: Ask<'_>) -> Option<String> {
+    let Ask {
+        path,
+        method,
+        op,
+        token,
+        expects,
+    } = ask;
+    let expected = op[expects].as_u64().expect(expects);
     let url = example_request(path, op);
-    let what = format!("{} {url}", method.to_uppercase());
-    let (status, body) = request(admin, &method.to_uppercase(), &url, Some(TOKEN)).await;
+    let what = format!("{} {url} ({expects})", method.to_uppercase());
+    let (status, body) = request(admin, &method.to_uppercase(), &url, Some(token)).await;
     if u64::from(status) != expected {
         return Some(format!(
             "{what}: {status}, the document expects {expected}: {body}"
@@ -89,7 +109,11 @@ async fn check(
 async fn the_live_server_answers_as_its_openapi_document_says() {
     let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
     assert_eq!(doc["openapi"], "3.1.0");
-    let fx = Fixture::with(|s| s.admin.token = TOKEN.into()).await;
+    let fx = Fixture::with(|s| {
+        s.admin.token = TOKEN.into();
+        s.admin.read_token = READ_TOKEN.into();
+    })
+    .await;
     let admin = fx.broker.admin.expect("admin on");
     let (alice, _alice_events) = fx.connect("alice").await;
     for i in 0..3 {
@@ -102,10 +126,31 @@ async fn the_live_server_answers_as_its_openapi_document_says() {
     let mut failures = Vec::new();
     let mut checked = 0;
     let paths = doc["paths"].as_object().expect("paths");
-    for (path, item) in paths {
-        for (method, op) in item.as_object().expect("a path item") {
-            checked += 1;
-            failures.extend(check(admin, &doc, path, method, op).await);
+    // The read-only token first: it changes nothing, so the full token's examples find the broker
+    // as they expect.
+    for (token, expects) in [
+        (READ_TOKEN, "x-read-token-status"),
+        (TOKEN, "x-example-status"),
+    ] {
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("a path item") {
+                if token == READ_TOKEN {
+                    checked += 1;
+                    if role(op) == "full" && op[expects] != 403 {
+                        failures.push(format!(
+                            "{method} {path}: role full, but {expects} is not 403"
+                        ));
+                    }
+                }
+                let ask = Ask {
+                    path,
+                    method,
+                    op,
+                    token,
+                    expects,
+                };
+                failures.extend(check(admin, &doc, ask).await);
+            }
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));

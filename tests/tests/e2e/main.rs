@@ -5,6 +5,8 @@ mod admin_api;
 mod admin_cli;
 mod admin_dashboard;
 mod admin_openapi;
+mod admin_roles;
+mod admin_tls;
 mod auth;
 mod bad_input;
 mod datagram;

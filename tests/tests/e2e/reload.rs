@@ -12,6 +12,7 @@ use switchboard_client::{Client, ClientError, ClientOptions, CloseReason, Event,
 use switchboard_proto::ErrorCode;
 use switchboard_tests::BrokerProcess;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::support::{next_event, within};
@@ -36,7 +37,7 @@ fn write_credentials(path: &Path, clients: &[(&str, &str)]) {
 
 /// A broker process reading `settings` from `dir/settings.toml`, with `log.level` in force (no
 /// `RUST_LOG`). `log.level` must keep the `listening on` line of `switchboard_broker::server`.
-async fn broker(dir: &Path, settings: &str) -> (BrokerProcess, PathBuf) {
+pub(crate) async fn broker(dir: &Path, settings: &str) -> (BrokerProcess, PathBuf) {
     let path = dir.join("settings.toml");
     std::fs::write(&path, settings).expect("write settings");
     let config = path.clone();
@@ -48,7 +49,7 @@ async fn broker(dir: &Path, settings: &str) -> (BrokerProcess, PathBuf) {
 }
 
 /// `kill -HUP`, then waits for the broker's `n`th line saying how the reload went (`what`).
-async fn hangup(broker: &BrokerProcess, n: usize, what: &str) {
+pub(crate) async fn hangup(broker: &BrokerProcess, n: usize, what: &str) {
     let status = within(
         "kill -HUP",
         tokio::process::Command::new("kill")
@@ -172,7 +173,7 @@ async fn a_broken_reload_keeps_the_configuration_in_force() {
 }
 
 /// A self-signed certificate for 127.0.0.1, written as `name.pem` and `name.key`.
-fn certificate(dir: &Path, name: &str) -> CertificateDer<'static> {
+pub(crate) fn certificate(dir: &Path, name: &str) -> CertificateDer<'static> {
     let key = KeyPair::generate().expect("key");
     let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
         .expect("params")
@@ -183,11 +184,22 @@ fn certificate(dir: &Path, name: &str) -> CertificateDer<'static> {
     cert.der().clone()
 }
 
-/// The certificate the broker presents to a new TLS connection (trusting `trusted`).
-async fn served_certificate(
-    broker: &BrokerProcess,
+/// Replaces `name.pem` and `name.key` with a new certificate and key (each file renamed into
+/// place, as a certificate renewal does), and returns the new certificate.
+pub(crate) fn renew(dir: &Path, name: &str) -> CertificateDer<'static> {
+    let new = certificate(dir, "renewed");
+    for ext in ["pem", "key"] {
+        let to = dir.join(format!("{name}.{ext}"));
+        std::fs::rename(dir.join(format!("renewed.{ext}")), to).expect("swap");
+    }
+    new
+}
+
+/// A TLS connection to `addr` (as `127.0.0.1`) trusting only `trusted`.
+pub(crate) async fn tls_to(
+    addr: std::net::SocketAddr,
     trusted: &[CertificateDer<'static>],
-) -> CertificateDer<'static> {
+) -> TlsStream<TcpStream> {
     let mut roots = RootCertStore::empty();
     for cert in trusted {
         roots.add(cert.clone()).expect("trust");
@@ -198,17 +210,34 @@ async fn served_certificate(
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = within("connect", TcpStream::connect(broker.addr()))
+    let tcp = within("connect", TcpStream::connect(addr))
         .await
         .expect("connect");
     let name = ServerName::try_from("127.0.0.1").expect("name");
-    let tls = within(
+    within(
         "handshake",
         TlsConnector::from(Arc::new(config)).connect(name, tcp),
     )
     .await
-    .expect("handshake");
+    .expect("handshake")
+}
+
+/// The certificate the broker presents to a new TLS connection (trusting `trusted`).
+async fn served_certificate(
+    broker: &BrokerProcess,
+    trusted: &[CertificateDer<'static>],
+) -> CertificateDer<'static> {
+    let tls = tls_to(broker.addr(), trusted).await;
     tls.get_ref().1.peer_certificates().expect("a certificate")[0].clone()
+}
+
+/// The `[tls]` section serving `dir/server.pem` with `dir/server.key`.
+pub(crate) fn main_tls(dir: &Path) -> String {
+    format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        dir.join("server.pem"),
+        dir.join("server.key")
+    )
 }
 
 /// The certificate and key files are replaced; after SIGHUP new connections get the new
@@ -217,11 +246,7 @@ async fn served_certificate(
 async fn a_new_certificate_is_served_to_new_connections() {
     let dir = tempfile::tempdir().expect("tempdir");
     let old = certificate(dir.path(), "server");
-    let settings = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        dir.path().join("server.pem"),
-        dir.path().join("server.key")
-    );
+    let settings = main_tls(dir.path());
     let (broker, _) = broker(dir.path(), &settings).await;
     let trusted = [old.clone()];
     assert_eq!(served_certificate(&broker, &trusted).await, old);
@@ -232,9 +257,7 @@ async fn a_new_certificate_is_served_to_new_connections() {
         .await
         .expect("alice");
 
-    let new = certificate(dir.path(), "next");
-    std::fs::rename(dir.path().join("next.pem"), dir.path().join("server.pem")).expect("swap");
-    std::fs::rename(dir.path().join("next.key"), dir.path().join("server.key")).expect("swap");
+    let new = renew(dir.path(), "server");
     hangup(&broker, 1, "reloaded").await;
     assert_eq!(served_certificate(&broker, &[old, new.clone()]).await, new);
     alice
