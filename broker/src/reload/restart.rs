@@ -33,6 +33,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         log,
         admin,
         postgres,
+        cluster,
         udp,
         datagrams,
     } = new;
@@ -48,6 +49,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     differs("log.format", running.log.format != log.format);
     differs("admin", &running.admin != admin);
     differs("postgres", &running.postgres != postgres);
+    differs("cluster", &running.cluster != cluster);
     differs("udp", &running.udp != udp);
     differs("datagrams", &running.datagrams != datagrams);
     let (old_auth, new_auth) = (&running.auth, &new.auth);

@@ -3,4 +3,5 @@
 //! PostgreSQL is not installed; failed instead when `CI` is set.
 
 mod delivery;
+mod presence;
 mod support;

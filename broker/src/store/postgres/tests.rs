@@ -54,6 +54,39 @@ fn postgres_refuses_a_database_from_a_newer_version() {
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
 
+/// A database of schema version 1 (before presence) gets its sessions table and version 2 on the
+/// next open, and keeps its entries.
+#[test]
+fn postgres_migrates_a_version_1_database_to_version_2() {
+    let Some((db, mut store)) = open_postgres() else {
+        return;
+    };
+    append(&mut store, vec![entry(1, "bob", "kept")]);
+    drop(store);
+    let mut client = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+    client
+        .batch_execute(
+            "DROP TABLE switchboard_sessions;
+             UPDATE switchboard_meta SET value = 1 WHERE key = 'schema_version'",
+        )
+        .expect("back to version 1");
+    let mut store = PostgresStore::open(&db.url, Durability::Fsync).expect("migrated");
+    assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1]);
+    let version: i64 = client
+        .query_one(
+            "SELECT value FROM switchboard_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .expect("version")
+        .get(0);
+    assert_eq!(version, 2);
+    let sessions: i64 = client
+        .query_one("SELECT count(*) FROM switchboard_sessions", &[])
+        .expect("the sessions table")
+        .get(0);
+    assert_eq!(sessions, 0);
+}
+
 /// Two brokers on one database: a resend through the second is recognised as the first's message,
 /// and each sees what the other committed.
 #[test]
