@@ -395,8 +395,13 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
         }
         StoreKind::Postgres => {
             let url = settings.postgres.url.clone();
+            let limits = crate::store::postgres::MailboxLimits {
+                entries: settings.mailbox.max_messages,
+                bytes: settings.mailbox.max_bytes,
+            };
             open_blocking(settings, move |_, durability| {
-                Ok(Box::new(PostgresStore::open(&url, durability)?))
+                let store = PostgresStore::open(&url, durability)?;
+                Ok(Box::new(store.with_mailbox_limits(limits)))
             })
             .await
         }

@@ -100,6 +100,11 @@ impl Router {
                 self.online.not_stored(&entry);
                 continue;
             }
+            if outcome.full.contains(&entry.id) {
+                // Refused in the transaction (a shared store's mailbox limit); its sender was told.
+                self.online.not_stored(&entry);
+                continue;
+            }
             self.usage.stored(&entry.mailbox, entry.body.len() as u64);
             if let Some(&id) = stored_as.get(&entry.id) {
                 entry.id = id;

@@ -80,4 +80,9 @@ pub struct CommitOutcome {
     pub duplicates: Vec<Duplicate>,
     /// Appends stored under an id of the store's choosing (see [`PROVISIONAL_IDS`]).
     pub renumbered: Vec<Renumbered>,
+    /// Message appends a shared store refused, by the id the Router gave them: their mailbox was at
+    /// its limit when the transaction counted it (what other brokers committed included). Nothing
+    /// of them is stored or remembered; the sender hears `mailbox-full`. Engines with one writer
+    /// leave it empty (their Router's own counts are exact).
+    pub full: Vec<u64>,
 }

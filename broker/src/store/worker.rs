@@ -276,9 +276,16 @@ fn answer_merged(
             .filter(|r| ids.iter().any(|e| e.id == r.id))
             .copied()
             .collect();
+        let full = outcome
+            .full
+            .iter()
+            .filter(|&&id| ids.iter().any(|e| e.id == id))
+            .copied()
+            .collect();
         let _ = reply.send(Ok(CommitOutcome {
             duplicates,
             renumbered,
+            full,
         }));
     }
 }

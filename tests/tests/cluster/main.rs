@@ -3,5 +3,6 @@
 //! PostgreSQL is not installed; failed instead when `CI` is set.
 
 mod delivery;
+mod limits;
 mod presence;
 mod support;

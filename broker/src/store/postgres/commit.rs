@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use postgres::Transaction;
 
+use super::limits::{self, MailboxLimits};
 use super::row::{self, from_sql, to_sql, Columns};
 use crate::store::{
     Batch, CommitOutcome, Duplicate, Entry, EntryKind, Renumbered, StoreError, PROVISIONAL_IDS,
@@ -39,12 +40,15 @@ struct Send<'a> {
 /// Per mailbox, the change of (entries, bytes) in this batch; sorted, so rows lock in one order.
 type UsageDelta = BTreeMap<String, (i64, i64)>;
 
-pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+pub(super) fn commit(
+    tx: &mut Transaction<'_>,
+    batch: &Batch,
+    limits: Option<&MailboxLimits>,
+) -> Result<CommitOutcome, StoreError> {
     let mut outcome = CommitOutcome::default();
     let appends = number(tx, &batch.appends, &mut outcome.renumbered)?;
     let originals = remember(tx, &sends(batch, &appends))?;
-    let mut fresh = Columns::default();
-    let mut usage = UsageDelta::new();
+    let mut candidates = Vec::with_capacity(appends.len());
     for (given, e) in batch.appends.iter().zip(&appends) {
         let original = match e.kind {
             EntryKind::Message => originals
@@ -54,8 +58,7 @@ pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOu
             _ => e.id,
         };
         if original == e.id {
-            fresh.push(e);
-            change(&mut usage, &e.mailbox, 1, body_len(e));
+            candidates.push((given.id, e));
         } else {
             outcome.duplicates.push(Duplicate {
                 id: given.id,
@@ -63,6 +66,24 @@ pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOu
             });
             outcome.renumbered.retain(|r| r.id != given.id);
         }
+    }
+    let full = match limits {
+        Some(limits) => {
+            let fresh: Vec<&Entry> = candidates.iter().map(|(_, e)| *e).collect();
+            limits::refuse(tx, limits, &fresh)?
+        }
+        None => Default::default(),
+    };
+    let mut fresh = Columns::default();
+    let mut usage = UsageDelta::new();
+    for (given, e) in candidates {
+        if full.contains(&e.id) {
+            outcome.full.push(given);
+            outcome.renumbered.retain(|r| r.id != given);
+            continue;
+        }
+        fresh.push(e);
+        change(&mut usage, &e.mailbox, 1, body_len(e));
     }
     if !fresh.is_empty() {
         tx.execute(row::INSERT, &fresh.params())?;

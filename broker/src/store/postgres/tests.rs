@@ -87,6 +87,36 @@ fn postgres_migrates_a_version_1_database_to_version_2() {
     assert_eq!(sessions, 0);
 }
 
+/// With mailbox limits, a message past them is refused in the transaction: not stored, its send
+/// not remembered (so its resend, once there is room, is stored), receipts stored regardless, and
+/// a resend of a stored message still recognised however full the mailbox.
+#[test]
+fn postgres_refuses_messages_past_the_mailbox_limit_and_forgets_their_sends() {
+    let Some((_db, store)) = open_postgres() else {
+        return;
+    };
+    let limits = super::MailboxLimits {
+        entries: 1,
+        bytes: 1 << 20,
+    };
+    let mut store = store.with_mailbox_limits(limits);
+    append(&mut store, vec![entry(1, "bob", "fits")]);
+    let mut receipt = entry(3, "bob", "");
+    receipt.kind = crate::store::EntryKind::Delivered;
+    let mut resend = entry(4, "bob", "fits");
+    resend.send_id = 10; // entry 1's send, again
+    let outcome = store
+        .commit(&Batch {
+            appends: vec![entry(2, "bob", "too many"), receipt, resend],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(outcome.full, [2]);
+    assert_eq!(outcome.duplicates, [Duplicate { id: 4, original: 1 }]);
+    assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1, 3]);
+    assert_eq!(store.sent("alice", 20).expect("sent"), None, "forgotten");
+}
+
 /// Two brokers on one database: a resend through the second is recognised as the first's message,
 /// and each sees what the other committed.
 #[test]
