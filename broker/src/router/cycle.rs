@@ -100,8 +100,9 @@ impl Router {
                 self.online.not_stored(&entry);
                 continue;
             }
-            if outcome.full.contains(&entry.id) {
-                // Refused in the transaction (a shared store's mailbox limit); its sender was told.
+            if outcome.not_stored.contains(&entry.id) {
+                // A shared store's: a message past the mailbox limit (its sender was told), or a
+                // receipt about an entry another broker removed first.
                 self.online.not_stored(&entry);
                 continue;
             }

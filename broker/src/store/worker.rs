@@ -276,8 +276,8 @@ fn answer_merged(
             .filter(|r| ids.iter().any(|e| e.id == r.id))
             .copied()
             .collect();
-        let full = outcome
-            .full
+        let not_stored = outcome
+            .not_stored
             .iter()
             .filter(|&&id| ids.iter().any(|e| e.id == id))
             .copied()
@@ -285,7 +285,7 @@ fn answer_merged(
         let _ = reply.send(Ok(CommitOutcome {
             duplicates,
             renumbered,
-            full,
+            not_stored,
         }));
     }
 }

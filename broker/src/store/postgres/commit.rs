@@ -15,7 +15,7 @@
 //! instead of deadlocking. A resend that reaches another broker while the original commits waits on
 //! the unique key of `switchboard_sent` and then finds the original: it is stored once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use postgres::Transaction;
 
@@ -74,11 +74,22 @@ pub(super) fn commit(
         }
         None => Default::default(),
     };
-    let mut fresh = Columns::default();
+    let stored_as: HashMap<u64, u64> = outcome
+        .renumbered
+        .iter()
+        .map(|r| (r.id, r.stored_as))
+        .collect();
+    let (now, after): (Vec<u64>, Vec<u64>) = batch
+        .deletes
+        .iter()
+        .map(|id| stored_as.get(id).copied().unwrap_or(*id))
+        .partition(|id| !appends.iter().any(|e| e.id == *id));
     let mut usage = UsageDelta::new();
+    let removed = delete(tx, &now, &mut usage)?;
+    let mut fresh = Columns::default();
     for (given, e) in candidates {
-        if full.contains(&e.id) {
-            outcome.full.push(given);
+        if full.contains(&e.id) || told_already(e, &now, &removed) {
+            outcome.not_stored.push(given);
             outcome.renumbered.retain(|r| r.id != given);
             continue;
         }
@@ -88,17 +99,7 @@ pub(super) fn commit(
     if !fresh.is_empty() {
         tx.execute(row::INSERT, &fresh.params())?;
     }
-    let stored_as: HashMap<u64, u64> = outcome
-        .renumbered
-        .iter()
-        .map(|r| (r.id, r.stored_as))
-        .collect();
-    let deletes: Vec<u64> = batch
-        .deletes
-        .iter()
-        .map(|id| stored_as.get(id).copied().unwrap_or(*id))
-        .collect();
-    delete(tx, &deletes, &mut usage)?;
+    delete(tx, &after, &mut usage)?;
     write_usage(tx, &usage)?;
     wake(tx, &usage)?;
     let high = batch
@@ -248,23 +249,37 @@ fn remember<'a>(
     Ok(originals)
 }
 
-/// Deletes the entries `ids` that exist, counting what left into `usage`.
-fn delete(tx: &mut Transaction<'_>, ids: &[u64], usage: &mut UsageDelta) -> Result<(), StoreError> {
+/// Whether `e` is a receipt about an entry this batch deletes (`deleting`) that was gone already
+/// (not in `removed`): another broker removed it first (an ack on both sides of a takeover, an
+/// expiry against an ack, two sweeps) and stored the receipt that tells of it, so the sender hears
+/// of each message once.
+fn told_already(e: &Entry, deleting: &[u64], removed: &HashSet<u64>) -> bool {
+    e.kind.is_receipt() && !removed.contains(&e.message_id) && deleting.contains(&e.message_id)
+}
+
+/// Deletes the entries `ids` that exist, counting what left into `usage`; returns their ids.
+fn delete(
+    tx: &mut Transaction<'_>,
+    ids: &[u64],
+    usage: &mut UsageDelta,
+) -> Result<HashSet<u64>, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let mut ids: Vec<i64> = ids.iter().map(|&id| to_sql(id)).collect();
     ids.sort_unstable();
     let rows = tx.query(
-        "DELETE FROM switchboard_entries WHERE id = ANY($1) RETURNING mailbox, length(body)",
+        "DELETE FROM switchboard_entries WHERE id = ANY($1) RETURNING id, mailbox, length(body)",
         &[&ids],
     )?;
+    let mut removed = HashSet::with_capacity(rows.len());
     for r in rows {
-        let mailbox: &str = r.try_get(0)?;
-        let bytes: i32 = r.try_get(1)?;
+        removed.insert(from_sql(r.try_get(0)?));
+        let mailbox: &str = r.try_get(1)?;
+        let bytes: i32 = r.try_get(2)?;
         change(usage, mailbox, -1, -i64::from(bytes));
     }
-    Ok(())
+    Ok(removed)
 }
 
 fn body_len(e: &Entry) -> i64 {

@@ -16,6 +16,7 @@
 //! survives a crash of the broker, not of the database server.
 
 mod commit;
+mod expiry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod harness;
 mod limits;
@@ -155,6 +156,10 @@ impl MailboxStore for PostgresStore {
     fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(|client| {
+            // One broker sweeps at a time (`expiry.rs`); the others find nothing due.
+            if !expiry::may_sweep(client)? {
+                return Ok(Vec::new());
+            }
             let rows = client.query(
                 &format!(
                     "SELECT {COLUMNS}, length(body) FROM switchboard_entries
