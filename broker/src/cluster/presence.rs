@@ -23,6 +23,10 @@ use super::lease::{self, Held, Holder};
 use super::Takeovers;
 use crate::registry::{Registry, TakenOver};
 
+/// How long a `hello` waits for its claim before the session is admitted anyway (the claim still
+/// goes ahead, and the renewals catch up): a database that hangs must not hold every `hello`.
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+
 /// What the Registry asks of the presence thread.
 enum Request {
     /// Claim `client` for connection `session`; `done` is answered once the claim committed or
@@ -56,8 +60,9 @@ impl std::fmt::Debug for Presence {
 }
 
 impl Presence {
-    /// Claims `client` for connection `session`; resolves once the database has the claim (or the
-    /// claim failed, which is logged: the session is admitted, and renewals keep trying).
+    /// Claims `client` for connection `session`; resolves once the database has the claim, or the
+    /// claim failed or took longer than [`CLAIM_WAIT`] (logged: the session is admitted, and
+    /// renewals keep trying).
     pub fn claim(&self, client: &str, session: u64) -> impl std::future::Future<Output = ()> {
         let (done, answered) = tokio::sync::oneshot::channel();
         let sent = self.requests.send(Request::Claim {
@@ -68,8 +73,11 @@ impl Presence {
         if sent.is_err() {
             tracing::warn!(%client, "presence thread gone; session not claimed in the database");
         }
+        let client = client.to_owned();
         async move {
-            let _ = answered.await;
+            if tokio::time::timeout(CLAIM_WAIT, answered).await.is_err() {
+                tracing::warn!(%client, "the database did not take the claim in time; admitted anyway");
+            }
         }
     }
 
@@ -263,7 +271,7 @@ impl State {
         }
         let db = match self.db.take() {
             Some(db) => db,
-            None => Client::connect(&self.url, NoTls)?,
+            None => connect(&self.url)?,
         };
         let db = self.db.insert(db);
         let result = f(db);
@@ -272,4 +280,13 @@ impl State {
         }
         result
     }
+}
+
+/// The presence connection. Its rows are soft state: a claim lost in a crash of the database server
+/// is put back by the next renewal, so its commits need not wait for the WAL to reach the disk
+/// (`synchronous_commit = off`), which would cost every `hello` a flush.
+fn connect(url: &str) -> Result<Client, postgres::Error> {
+    let mut db = Client::connect(url, NoTls)?;
+    db.batch_execute("SET synchronous_commit = off")?;
+    Ok(db)
 }
