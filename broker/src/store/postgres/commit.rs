@@ -14,6 +14,12 @@
 //! (mailboxes sorted by name), so two brokers committing on one database at once wait for each other
 //! instead of deadlocking. A resend that reaches another broker while the original commits waits on
 //! the unique key of `switchboard_sent` and then finds the original: it is stored once.
+//!
+//! Several brokers may remove one entry (an ack on both sides of a takeover, an expiry against an
+//! ack): the deletes of earlier batches' entries run before the appends, and a receipt about one of
+//! them is stored only if this delete removed it, so a sender hears of each message once. With
+//! mailbox limits (`limits.rs`) the messages that do not fit are left out too; both are reported in
+//! `CommitOutcome::not_stored`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -79,13 +85,16 @@ pub(super) fn commit(
         .iter()
         .map(|r| (r.id, r.stored_as))
         .collect();
+    // Entries of earlier batches go first, so a receipt is stored only if its delete removed them.
+    let appended: HashSet<u64> = appends.iter().map(|e| e.id).collect();
     let (now, after): (Vec<u64>, Vec<u64>) = batch
         .deletes
         .iter()
         .map(|id| stored_as.get(id).copied().unwrap_or(*id))
-        .partition(|id| !appends.iter().any(|e| e.id == *id));
+        .partition(|id| !appended.contains(id));
     let mut usage = UsageDelta::new();
     let removed = delete(tx, &now, &mut usage)?;
+    let now: HashSet<u64> = now.into_iter().collect();
     let mut fresh = Columns::default();
     for (given, e) in candidates {
         if full.contains(&e.id) || told_already(e, &now, &removed) {
@@ -253,7 +262,7 @@ fn remember<'a>(
 /// (not in `removed`): another broker removed it first (an ack on both sides of a takeover, an
 /// expiry against an ack, two sweeps) and stored the receipt that tells of it, so the sender hears
 /// of each message once.
-fn told_already(e: &Entry, deleting: &[u64], removed: &HashSet<u64>) -> bool {
+fn told_already(e: &Entry, deleting: &HashSet<u64>, removed: &HashSet<u64>) -> bool {
     e.kind.is_receipt() && !removed.contains(&e.message_id) && deleting.contains(&e.message_id)
 }
 
