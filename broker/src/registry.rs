@@ -4,6 +4,10 @@
 //! same id connects again, the newer connection takes over and the older one is told to leave
 //! (`session-taken-over`). The Registry is also how shutdown reaches every connected client, and how
 //! the admin API lists the connected clients and disconnects one (`kicked`).
+//!
+//! In cluster mode (`store = "postgres"`) the id is also claimed across brokers: a registration
+//! answers once [`crate::cluster::Presence`] has the claim in the database, and another broker's
+//! claim reaches this Registry as [`TakenOver`]. On one broker there is no presence and no cost.
 
 use foldhash::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use actix::prelude::*;
 use actix::WeakRecipient;
 use switchboard_proto::{ClientId, ErrorCode};
 
+use crate::cluster::Presence;
 use crate::session::Traffic;
 
 /// Tells a session to send `Error { code, text }` and close.
@@ -106,12 +111,22 @@ pub struct AwaitGone(pub ClientId);
 #[derive(Default)]
 pub struct Registry {
     clients: HashMap<ClientId, Registered>,
+    /// Cluster mode: the id's claim across brokers.
+    presence: Option<Presence>,
     empty_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     #[cfg(feature = "test-support")]
     gone_waiters: HashMap<ClientId, Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Registry {
+    /// A Registry whose clients are also claimed across the brokers of one database.
+    pub fn clustered(presence: Presence) -> Self {
+        Self {
+            presence: Some(presence),
+            ..Self::default()
+        }
+    }
+
     fn notify_if_empty(&mut self) {
         if self.clients.is_empty() {
             for tx in self.empty_waiters.drain(..) {
@@ -126,9 +141,14 @@ impl Actor for Registry {
 }
 
 impl Handler<Register> for Registry {
-    type Result = ();
+    /// At once on one broker; in cluster mode once the claim is in the database.
+    type Result = Response<()>;
 
-    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Response<()> {
+        let claim = self
+            .presence
+            .as_ref()
+            .map(|presence| presence.claim(msg.client.as_str(), msg.conn_id));
         let entry = Registered {
             info: Connection {
                 conn_id: msg.conn_id,
@@ -148,6 +168,38 @@ impl Handler<Register> for Registry {
             // full of deliveries still learns it must go. If it is already gone, nothing is lost.
             old.kick(kick);
         }
+        match claim {
+            None => Response::reply(()),
+            Some(claim) => Response::fut(claim),
+        }
+    }
+}
+
+/// Another broker took `client` over from connection `session` of this one (cluster mode).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct TakenOver {
+    pub client: String,
+    pub session: u64,
+}
+
+impl Handler<TakenOver> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: TakenOver, _: &mut Context<Self>) {
+        // A hint may come late, after a newer session of this broker took the id back.
+        let Some(registered) = self
+            .clients
+            .get(msg.client.as_str())
+            .filter(|r| r.info.conn_id == msg.session)
+        else {
+            return;
+        };
+        tracing::info!(client = %msg.client, "session taken over by another broker");
+        registered.kick(Kick {
+            code: ErrorCode::SessionTakenOver,
+            text: format!("client id {} connected to another broker", msg.client),
+        });
     }
 }
 
@@ -161,6 +213,9 @@ impl Handler<Unregister> for Registry {
             .is_some_and(|r| r.info.conn_id == msg.conn_id)
         {
             self.clients.remove(&msg.client);
+            if let Some(presence) = &self.presence {
+                presence.release(msg.client.as_str(), msg.conn_id);
+            }
             #[cfg(feature = "test-support")]
             for tx in self.gone_waiters.remove(&msg.client).into_iter().flatten() {
                 let _ = tx.send(());

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::accept;
 use crate::admin::{AdminListener, AdminParts, AdminState, Readiness};
 use crate::auth::Auth;
-use crate::cluster::WakeListener;
+use crate::cluster::{self, PresenceThread, WakeListener};
 use crate::datagram::{self, Datagrams};
 use crate::descriptors;
 use crate::metrics::Metrics;
@@ -111,6 +111,8 @@ pub struct Broker {
     live: Arc<Live>,
     /// Cluster mode: hears which mailboxes other brokers on the database appended to.
     wake_listener: Option<WakeListener>,
+    /// Cluster mode: claims this broker's client ids in the database and renews their leases.
+    presence: Option<PresenceThread>,
     /// The UDP datagram listener's thread, when it is on.
     udp: Option<UdpListener>,
 }
@@ -161,7 +163,16 @@ impl Broker {
         })?;
 
         let (datagrams, udp) = start_datagrams(&settings, local_addr, &metrics)?;
-        let registry = Registry::default().start();
+        let (registry, presence, takeovers) = match settings.store {
+            StoreKind::Postgres => {
+                let lease = std::time::Duration::from_secs(settings.cluster.lease_secs);
+                let (registry, thread, takeovers) =
+                    cluster::start_registry(&settings.postgres.url, lease)
+                        .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?;
+                (registry, Some(thread), Some(takeovers))
+            }
+            _ => (Registry::default().start(), None, None),
+        };
         let router = Router::new(
             store.clone(),
             RouterConfig::from_settings(&settings),
@@ -170,12 +181,15 @@ impl Broker {
         )
         .with_metrics(metrics.clone())
         .start();
-        let wake_listener = match settings.store {
-            StoreKind::Postgres => Some(
-                WakeListener::spawn(settings.postgres.url.clone(), router.clone().recipient())
-                    .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?,
-            ),
-            _ => None,
+        let wake_listener = match takeovers {
+            Some(takeovers) => {
+                let (url, wake) = (settings.postgres.url.clone(), router.clone().recipient());
+                Some(
+                    WakeListener::spawn(url, wake, takeovers)
+                        .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?,
+                )
+            }
+            None => None,
         };
         let workers: Vec<Arbiter> = (0..settings.worker_threads())
             .map(|_| Arbiter::new())
@@ -242,6 +256,7 @@ impl Broker {
             admin,
             live,
             wake_listener,
+            presence,
             udp,
         })
     }
@@ -313,6 +328,10 @@ impl Broker {
         if let Some(listener) = self.wake_listener {
             let _ = tokio::task::spawn_blocking(move || listener.stop()).await;
         }
+        // After the sessions' releases, which it commits before it stops.
+        if let Some(presence) = self.presence {
+            let _ = tokio::task::spawn_blocking(move || presence.stop()).await;
+        }
         // The Router holds the last store handle; stopping it lets the store thread finish and close.
         let _ = self.router.send(router::Stop).await;
         drop(self.router);
@@ -382,8 +401,13 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
         }
         StoreKind::Postgres => {
             let url = settings.postgres.url.clone();
+            let limits = crate::store::postgres::MailboxLimits {
+                entries: settings.mailbox.max_messages,
+                bytes: settings.mailbox.max_bytes,
+            };
             open_blocking(settings, move |_, durability| {
-                Ok(Box::new(PostgresStore::open(&url, durability)?))
+                let store = PostgresStore::open(&url, durability)?;
+                Ok(Box::new(store.with_mailbox_limits(limits)))
             })
             .await
         }

@@ -34,6 +34,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         log,
         admin,
         postgres,
+        cluster,
         udp,
         datagrams,
     } = new;
@@ -60,6 +61,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         running.admin_tls().is_some() != new.admin_tls().is_some(),
     );
     differs("postgres", &running.postgres != postgres);
+    differs("cluster", &running.cluster != cluster);
     differs("udp", &running.udp != udp);
     differs("datagrams", &running.datagrams != datagrams);
     let (old_auth, new_auth) = (&running.auth, &new.auth);

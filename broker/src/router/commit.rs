@@ -183,7 +183,8 @@ fn remembered(entry: Entry) -> Remembered {
 }
 
 /// Tells the senders of a committed batch their message's id; a resend the store recognised hears
-/// the original's. Returns the resends, by the id they were given, with the original's.
+/// the original's, a message a shared store did not store `mailbox-full` (only messages have
+/// senders waiting). Returns the resends, by the id they were given, with the original's.
 pub(super) fn answer(answers: Answers, outcome: &CommitOutcome) -> FxHashMap<u64, u64> {
     let duplicates: FxHashMap<u64, u64> = outcome
         .duplicates
@@ -196,6 +197,10 @@ pub(super) fn answer(answers: Answers, outcome: &CommitOutcome) -> FxHashMap<u64
         .map(|r| (r.id, r.stored_as))
         .collect();
     for (id, tx) in answers {
+        if outcome.not_stored.contains(&id) {
+            let _ = tx.send(Err(RejectReason::MailboxFull));
+            continue;
+        }
         let told = duplicates.get(&id).or(renumbered.get(&id)).copied();
         let _ = tx.send(Ok(told.unwrap_or(id)));
     }

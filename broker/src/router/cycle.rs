@@ -100,6 +100,12 @@ impl Router {
                 self.online.not_stored(&entry);
                 continue;
             }
+            if outcome.not_stored.contains(&entry.id) {
+                // A shared store's: a message past the mailbox limit (its sender was told), or a
+                // receipt about an entry another broker removed first.
+                self.online.not_stored(&entry);
+                continue;
+            }
             self.usage.stored(&entry.mailbox, entry.body.len() as u64);
             if let Some(&id) = stored_as.get(&entry.id) {
                 entry.id = id;

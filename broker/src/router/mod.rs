@@ -239,6 +239,9 @@ impl Handler<Submit> for Router {
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
         match self.usage.check(msg.to.as_str(), msg.body.len() as u64) {
             Err(Over::TooLarge) => return Box::pin(async { Err(RejectReason::TooLarge) }),
+            // A shared store counts what every broker stored, in the transaction: this broker's
+            // own counts would be stale both ways.
+            Err(Over::Full) if self.config.shared_store => {}
             Err(Over::Full) if !self.queue.holds_send(msg.from.as_str(), msg.send_id) => {
                 return self.original_or_full(msg);
             }

@@ -69,6 +69,8 @@ pub struct Settings {
     pub log: Log,
     pub admin: AdminSettings,
     pub postgres: PostgresSettings,
+    /// Cluster mode (`store = "postgres"`): how long a broker's claim on its sessions lasts.
+    pub cluster: ClusterSettings,
     /// The UDP datagram listener.
     pub udp: UdpSettings,
     /// Limits on datagrams (over UDP or the TCP session).
@@ -209,6 +211,28 @@ impl std::fmt::Debug for PostgresSettings {
     }
 }
 
+/// Presence across the brokers of one database (`crate::cluster::presence`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// How long a session row stays without renewal, in seconds: a broker renews its rows every
+    /// third of it, and any broker reaps rows older than it (those of a broker that died). A new
+    /// `hello` takes a row over whatever its age, so this bounds only what presence queries show.
+    pub lease_secs: u64,
+}
+
+impl ClusterSettings {
+    /// The accepted range of `lease_secs`: renewals every second at the shortest, and a dead
+    /// broker's clients gone from presence within ten minutes at the longest.
+    pub const LEASE_SECS: std::ops::RangeInclusive<u64> = 3..=600;
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self { lease_secs: 15 }
+    }
+}
+
 /// Keepalive negotiation: the client asks, the broker clamps to `[min_secs, max_secs]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -251,6 +275,7 @@ impl Default for Settings {
             log: Log::default(),
             admin: AdminSettings::default(),
             postgres: PostgresSettings::default(),
+            cluster: ClusterSettings::default(),
             udp: UdpSettings::default(),
             datagrams: DatagramSettings::default(),
         }

@@ -1,6 +1,6 @@
 //! What types alone cannot check: ranges, combinations and filters, each error naming its key.
 
-use super::{available_cores, Settings, SettingsError, StoreKind};
+use super::{available_cores, ClusterSettings, Settings, SettingsError, StoreKind};
 
 /// Most session worker threads per CPU core: past the core count more threads only cost memory and
 /// start-up time (100,000 of them never get to listen).
@@ -122,6 +122,9 @@ impl Settings {
         if self.store == StoreKind::Postgres && self.postgres.url.trim().is_empty() {
             return invalid("postgres.url", "must be set with store = \"postgres\"");
         }
+        if !ClusterSettings::LEASE_SECS.contains(&self.cluster.lease_secs) {
+            return invalid("cluster.lease_secs", "must be from 3 to 600");
+        }
         let on_disk = matches!(self.store, StoreKind::Sqlite | StoreKind::Log);
         if on_disk && self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty with a durable store");
@@ -182,6 +185,19 @@ mod tests {
         assert!(err.contains("postgres.url"), "{err}");
         s.postgres.url = "host=127.0.0.1 dbname=switchboard".into();
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn a_lease_out_of_range_is_refused() {
+        for (lease, ok) in [(2, false), (3, true), (600, true), (601, false)] {
+            let mut s = Settings::default();
+            s.cluster.lease_secs = lease;
+            let result = s.validate();
+            assert_eq!(result.is_ok(), ok, "{lease}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("cluster.lease_secs"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -80,4 +80,10 @@ pub struct CommitOutcome {
     pub duplicates: Vec<Duplicate>,
     /// Appends stored under an id of the store's choosing (see [`PROVISIONAL_IDS`]).
     pub renumbered: Vec<Renumbered>,
+    /// Appends a shared store did not store, by the id the Router gave them: a message whose
+    /// mailbox was at its limit when the transaction counted it (what other brokers stored included;
+    /// its send is not remembered and its sender hears `mailbox-full`), or a receipt about an entry
+    /// another broker had removed already (that broker stored the receipt). Engines with one writer
+    /// leave it empty: their Router's own counts are exact, and only it removes entries.
+    pub not_stored: Vec<u64>,
 }

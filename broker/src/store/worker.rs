@@ -276,9 +276,16 @@ fn answer_merged(
             .filter(|r| ids.iter().any(|e| e.id == r.id))
             .copied()
             .collect();
+        let not_stored = outcome
+            .not_stored
+            .iter()
+            .filter(|&&id| ids.iter().any(|e| e.id == id))
+            .copied()
+            .collect();
         let _ = reply.send(Ok(CommitOutcome {
             duplicates,
             renumbered,
+            not_stored,
         }));
     }
 }

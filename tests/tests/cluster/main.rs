@@ -3,4 +3,7 @@
 //! PostgreSQL is not installed; failed instead when `CI` is set.
 
 mod delivery;
+mod expiry;
+mod limits;
+mod presence;
 mod support;

@@ -10,12 +10,22 @@ pub(crate) use switchboard_tests::within;
 pub(crate) struct Cluster {
     pub nodes: Vec<BrokerProcess>,
     _dirs: Vec<tempfile::TempDir>,
-    _db: TestDatabase,
+    /// The database they share, for tests that look at its rows.
+    pub db: TestDatabase,
 }
 
 impl Cluster {
     /// `n` brokers on a fresh database, or `None` when the test must skip (said on stderr).
     pub(crate) async fn start(test: &str, n: usize) -> Option<Cluster> {
+        Self::start_with(test, n, &[]).await
+    }
+
+    /// Like [`Cluster::start`], every broker with the settings `extra` too (as environment).
+    pub(crate) async fn start_with(
+        test: &str,
+        n: usize,
+        extra: &[(&str, &str)],
+    ) -> Option<Cluster> {
         let test = test.to_owned();
         let db = tokio::task::spawn_blocking(move || TestPostgres::shared_or_skip(&test))
             .await
@@ -24,17 +34,18 @@ impl Cluster {
         let mut dirs = Vec::with_capacity(n);
         for _ in 0..n {
             let dir = tempfile::tempdir().expect("tempdir");
-            let env = [
+            let mut env = vec![
                 ("SWITCHBOARD_BROKER_STORE", "postgres"),
                 ("SWITCHBOARD_BROKER_POSTGRES__URL", db.url.as_str()),
             ];
+            env.extend_from_slice(extra);
             nodes.push(BrokerProcess::start_with_env(dir.path(), &env).await);
             dirs.push(dir);
         }
         Some(Cluster {
             nodes,
             _dirs: dirs,
-            _db: db,
+            db,
         })
     }
 

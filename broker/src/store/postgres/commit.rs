@@ -14,11 +14,18 @@
 //! (mailboxes sorted by name), so two brokers committing on one database at once wait for each other
 //! instead of deadlocking. A resend that reaches another broker while the original commits waits on
 //! the unique key of `switchboard_sent` and then finds the original: it is stored once.
+//!
+//! Several brokers may remove one entry (an ack on both sides of a takeover, an expiry against an
+//! ack): the deletes of earlier batches' entries run before the appends, and a receipt about one of
+//! them is stored only if this delete removed it, so a sender hears of each message once. With
+//! mailbox limits (`limits.rs`) the messages that do not fit are left out too; both are reported in
+//! `CommitOutcome::not_stored`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use postgres::Transaction;
 
+use super::limits::{self, MailboxLimits};
 use super::row::{self, from_sql, to_sql, Columns};
 use crate::store::{
     Batch, CommitOutcome, Duplicate, Entry, EntryKind, Renumbered, StoreError, PROVISIONAL_IDS,
@@ -39,12 +46,15 @@ struct Send<'a> {
 /// Per mailbox, the change of (entries, bytes) in this batch; sorted, so rows lock in one order.
 type UsageDelta = BTreeMap<String, (i64, i64)>;
 
-pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+pub(super) fn commit(
+    tx: &mut Transaction<'_>,
+    batch: &Batch,
+    limits: Option<&MailboxLimits>,
+) -> Result<CommitOutcome, StoreError> {
     let mut outcome = CommitOutcome::default();
     let appends = number(tx, &batch.appends, &mut outcome.renumbered)?;
     let originals = remember(tx, &sends(batch, &appends))?;
-    let mut fresh = Columns::default();
-    let mut usage = UsageDelta::new();
+    let mut candidates = Vec::with_capacity(appends.len());
     for (given, e) in batch.appends.iter().zip(&appends) {
         let original = match e.kind {
             EntryKind::Message => originals
@@ -54,8 +64,7 @@ pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOu
             _ => e.id,
         };
         if original == e.id {
-            fresh.push(e);
-            change(&mut usage, &e.mailbox, 1, body_len(e));
+            candidates.push((given.id, e));
         } else {
             outcome.duplicates.push(Duplicate {
                 id: given.id,
@@ -64,20 +73,42 @@ pub(super) fn commit(tx: &mut Transaction<'_>, batch: &Batch) -> Result<CommitOu
             outcome.renumbered.retain(|r| r.id != given.id);
         }
     }
-    if !fresh.is_empty() {
-        tx.execute(row::INSERT, &fresh.params())?;
-    }
+    let full = match limits {
+        Some(limits) => {
+            let fresh: Vec<&Entry> = candidates.iter().map(|(_, e)| *e).collect();
+            limits::refuse(tx, limits, &fresh)?
+        }
+        None => Default::default(),
+    };
     let stored_as: HashMap<u64, u64> = outcome
         .renumbered
         .iter()
         .map(|r| (r.id, r.stored_as))
         .collect();
-    let deletes: Vec<u64> = batch
+    // Entries of earlier batches go first, so a receipt is stored only if its delete removed them.
+    let appended: HashSet<u64> = appends.iter().map(|e| e.id).collect();
+    let (now, after): (Vec<u64>, Vec<u64>) = batch
         .deletes
         .iter()
         .map(|id| stored_as.get(id).copied().unwrap_or(*id))
-        .collect();
-    delete(tx, &deletes, &mut usage)?;
+        .partition(|id| !appended.contains(id));
+    let mut usage = UsageDelta::new();
+    let removed = delete(tx, &now, &mut usage)?;
+    let now: HashSet<u64> = now.into_iter().collect();
+    let mut fresh = Columns::default();
+    for (given, e) in candidates {
+        if full.contains(&e.id) || told_already(e, &now, &removed) {
+            outcome.not_stored.push(given);
+            outcome.renumbered.retain(|r| r.id != given);
+            continue;
+        }
+        fresh.push(e);
+        change(&mut usage, &e.mailbox, 1, body_len(e));
+    }
+    if !fresh.is_empty() {
+        tx.execute(row::INSERT, &fresh.params())?;
+    }
+    delete(tx, &after, &mut usage)?;
     write_usage(tx, &usage)?;
     wake(tx, &usage)?;
     let high = batch
@@ -227,23 +258,37 @@ fn remember<'a>(
     Ok(originals)
 }
 
-/// Deletes the entries `ids` that exist, counting what left into `usage`.
-fn delete(tx: &mut Transaction<'_>, ids: &[u64], usage: &mut UsageDelta) -> Result<(), StoreError> {
+/// Whether `e` is a receipt about an entry this batch deletes (`deleting`) that was gone already
+/// (not in `removed`): another broker removed it first (an ack on both sides of a takeover, an
+/// expiry against an ack, two sweeps) and stored the receipt that tells of it, so the sender hears
+/// of each message once.
+fn told_already(e: &Entry, deleting: &HashSet<u64>, removed: &HashSet<u64>) -> bool {
+    e.kind.is_receipt() && !removed.contains(&e.message_id) && deleting.contains(&e.message_id)
+}
+
+/// Deletes the entries `ids` that exist, counting what left into `usage`; returns their ids.
+fn delete(
+    tx: &mut Transaction<'_>,
+    ids: &[u64],
+    usage: &mut UsageDelta,
+) -> Result<HashSet<u64>, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let mut ids: Vec<i64> = ids.iter().map(|&id| to_sql(id)).collect();
     ids.sort_unstable();
     let rows = tx.query(
-        "DELETE FROM switchboard_entries WHERE id = ANY($1) RETURNING mailbox, length(body)",
+        "DELETE FROM switchboard_entries WHERE id = ANY($1) RETURNING id, mailbox, length(body)",
         &[&ids],
     )?;
+    let mut removed = HashSet::with_capacity(rows.len());
     for r in rows {
-        let mailbox: &str = r.try_get(0)?;
-        let bytes: i32 = r.try_get(1)?;
+        removed.insert(from_sql(r.try_get(0)?));
+        let mailbox: &str = r.try_get(1)?;
+        let bytes: i32 = r.try_get(2)?;
         change(usage, mailbox, -1, -i64::from(bytes));
     }
-    Ok(())
+    Ok(removed)
 }
 
 fn body_len(e: &Entry) -> i64 {

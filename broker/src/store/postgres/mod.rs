@@ -16,8 +16,10 @@
 //! survives a crash of the broker, not of the database server.
 
 mod commit;
+mod expiry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod harness;
+mod limits;
 mod row;
 mod schema;
 #[cfg(test)]
@@ -26,6 +28,7 @@ pub(crate) mod tests;
 use postgres::{Client, NoTls};
 
 pub use self::commit::WAKE_CHANNEL;
+pub use self::limits::MailboxLimits;
 
 use self::row::{from_sql, to_sql, COLUMNS};
 use super::{
@@ -40,6 +43,8 @@ pub struct PostgresStore {
     durability: Durability,
     /// `None` after the connection broke, until the next call connects again.
     client: Option<Client>,
+    /// Mailbox limits checked in each commit (`limits.rs`); `None`: the Router's checks only.
+    limits: Option<MailboxLimits>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -59,10 +64,18 @@ impl PostgresStore {
             url: url.to_owned(),
             durability,
             client: None,
+            limits: None,
         };
         schema::migrate(store.client()?)?;
         tracing::info!(?durability, "opened PostgreSQL store");
         Ok(store)
+    }
+
+    /// Checks `limits` in every commit, against the mailboxes' totals in the database: what a
+    /// broker sharing the database with others needs, since its own counts see only its share.
+    pub fn with_mailbox_limits(mut self, limits: MailboxLimits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// The connection, connecting first if there is none.
@@ -99,9 +112,10 @@ impl MailboxStore for PostgresStore {
         if batch.is_empty() {
             return Ok(CommitOutcome::default());
         }
+        let limits = self.limits;
         self.with(|client| {
             let mut tx = client.transaction()?;
-            let outcome = commit::commit(&mut tx, batch)?;
+            let outcome = commit::commit(&mut tx, batch, limits.as_ref())?;
             tx.commit()?;
             Ok(outcome)
         })
@@ -142,6 +156,10 @@ impl MailboxStore for PostgresStore {
     fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(|client| {
+            // One broker sweeps at a time (`expiry.rs`); the others find nothing due.
+            if !expiry::may_sweep(client)? {
+                return Ok(Vec::new());
+            }
             let rows = client.query(
                 &format!(
                     "SELECT {COLUMNS}, length(body) FROM switchboard_entries

@@ -14,7 +14,7 @@ use postgres::Client;
 use crate::store::StoreError;
 
 /// The schema this code writes.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key every broker takes while it migrates ("sb" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7362_0001;
@@ -57,6 +57,21 @@ INSERT INTO switchboard_meta (key, value) VALUES ('last_id', 0), ('stored_id', 0
     ON CONFLICT (key) DO NOTHING;
 ";
 
+/// Version 2 adds who is connected where (`crate::cluster::presence`): one row per client id,
+/// naming the broker (`node`) and its connection (`session`) that hold it, until `lease_until_ms`
+/// (the database's clock) unless renewed.
+const SESSIONS: &str = "
+CREATE TABLE IF NOT EXISTS switchboard_sessions (
+    client         text   PRIMARY KEY,
+    node           text   NOT NULL,
+    session        bigint NOT NULL,
+    since_ms       bigint NOT NULL,
+    lease_until_ms bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS switchboard_sessions_by_node ON switchboard_sessions (node);
+CREATE INDEX IF NOT EXISTS switchboard_sessions_by_lease ON switchboard_sessions (lease_until_ms);
+";
+
 /// Brings the database behind `client` to [`SCHEMA_VERSION`], or refuses one that is newer.
 pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
@@ -85,7 +100,10 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
             to = SCHEMA_VERSION,
             "creating the PostgreSQL schema"
         );
-        tx.batch_execute(SCHEMA)?;
+        if version < 1 {
+            tx.batch_execute(SCHEMA)?;
+        }
+        tx.batch_execute(SESSIONS)?;
         tx.execute(
             "INSERT INTO switchboard_meta (key, value) VALUES ('schema_version', $1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -54,6 +54,137 @@ fn postgres_refuses_a_database_from_a_newer_version() {
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
 
+/// A database of schema version 1 (before presence) gets its sessions table and version 2 on the
+/// next open, and keeps its entries.
+#[test]
+fn postgres_migrates_a_version_1_database_to_version_2() {
+    let Some((db, mut store)) = open_postgres() else {
+        return;
+    };
+    append(&mut store, vec![entry(1, "bob", "kept")]);
+    drop(store);
+    let mut client = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+    client
+        .batch_execute(
+            "DROP TABLE switchboard_sessions;
+             UPDATE switchboard_meta SET value = 1 WHERE key = 'schema_version'",
+        )
+        .expect("back to version 1");
+    let mut store = PostgresStore::open(&db.url, Durability::Fsync).expect("migrated");
+    assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1]);
+    let version: i64 = client
+        .query_one(
+            "SELECT value FROM switchboard_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .expect("version")
+        .get(0);
+    assert_eq!(version, 2);
+    let sessions: i64 = client
+        .query_one("SELECT count(*) FROM switchboard_sessions", &[])
+        .expect("the sessions table")
+        .get(0);
+    assert_eq!(sessions, 0);
+}
+
+/// With mailbox limits, a message past them is refused in the transaction: not stored, its send
+/// not remembered (so its resend, once there is room, is stored), receipts stored regardless, and
+/// a resend of a stored message still recognised however full the mailbox.
+#[test]
+fn postgres_refuses_messages_past_the_mailbox_limit_and_forgets_their_sends() {
+    let Some((_db, store)) = open_postgres() else {
+        return;
+    };
+    let limits = super::MailboxLimits {
+        entries: 1,
+        bytes: 1 << 20,
+    };
+    let mut store = store.with_mailbox_limits(limits);
+    append(&mut store, vec![entry(1, "bob", "fits")]);
+    let mut receipt = entry(3, "bob", "");
+    receipt.kind = crate::store::EntryKind::Delivered;
+    let mut resend = entry(4, "bob", "fits");
+    resend.send_id = 10; // entry 1's send, again
+    let outcome = store
+        .commit(&Batch {
+            appends: vec![entry(2, "bob", "too many"), receipt, resend],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(outcome.not_stored, [2]);
+    assert_eq!(outcome.duplicates, [Duplicate { id: 4, original: 1 }]);
+    assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1, 3]);
+    assert_eq!(store.sent("alice", 20).expect("sent"), None, "forgotten");
+}
+
+/// Of two stores on one database, one sweeps: the other finds nothing due until the first's
+/// connection is gone, then takes over.
+#[test]
+fn postgres_one_store_sweeps_at_a_time() {
+    let Some((db, mut one)) = open_postgres() else {
+        return;
+    };
+    let mut two = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
+    let mut due = entry(1, "bob", "x");
+    due.expires_at_ms = 5;
+    append(&mut one, vec![due]);
+    assert_eq!(one.expired(10, 10).expect("sweep").len(), 1);
+    assert_eq!(
+        one.expired(10, 10).expect("again").len(),
+        1,
+        "still the sweeper"
+    );
+    assert!(
+        two.expired(10, 10).expect("sweep").is_empty(),
+        "not the sweeper"
+    );
+    drop(one);
+    // The server drops the lock with the connection, a moment after the client closed it.
+    let started = std::time::Instant::now();
+    while two.expired(10, 10).expect("sweep").is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never took over"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// An entry removed by one store (an ack) and then by another (an expiry, or the ack of a session
+/// taken over) gives one receipt: the second commit's receipt is not stored.
+#[test]
+fn postgres_stores_a_receipt_only_with_the_delete_that_removed_its_entry() {
+    let Some((db, mut one)) = open_postgres() else {
+        return;
+    };
+    let mut two = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
+    append(&mut one, vec![entry(1, "bob", "x")]);
+    let receipt = |id, kind| {
+        let mut r = entry(id, "alice", "");
+        r.kind = kind;
+        r.message_id = 1;
+        r
+    };
+    let delivered = Batch {
+        appends: vec![receipt(2, crate::store::EntryKind::Delivered)],
+        deletes: vec![1],
+        ..Default::default()
+    };
+    assert!(one
+        .commit(&delivered)
+        .expect("commit")
+        .not_stored
+        .is_empty());
+    let expired = Batch {
+        appends: vec![receipt(3, crate::store::EntryKind::Expired)],
+        deletes: vec![1],
+        ..Default::default()
+    };
+    assert_eq!(two.commit(&expired).expect("commit").not_stored, [3]);
+    assert_eq!(ids(&one.fetch("alice", 0, 10).expect("fetch")), [2]);
+    assert!(one.fetch("bob", 0, 10).expect("fetch").is_empty());
+}
+
 /// Two brokers on one database: a resend through the second is recognised as the first's message,
 /// and each sees what the other committed.
 #[test]
