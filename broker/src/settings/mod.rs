@@ -56,6 +56,10 @@ pub struct Settings {
     pub store: StoreKind,
     /// What `Accepted` waits for: an fsync, or the OS having the write.
     pub durability: Durability,
+    /// Start on an embedded store (log, SQLite) that was emptied, replaced or lost its newest
+    /// commits, logging the loss as an error, instead of refusing to start (GUARANTEES.md, "A
+    /// store that checks itself"). Meant for one start (`--accept-store-loss`), not to stay set.
+    pub accept_store_loss: bool,
     /// Worker threads running connection sessions; 0 means one per CPU core.
     pub workers: usize,
     pub limits: Limits,
@@ -259,6 +263,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             store: StoreKind::Log,
             durability: Durability::Fsync,
+            accept_store_loss: false,
             workers: 0,
             limits: Limits::default(),
             mailbox: MailboxLimits::default(),

@@ -35,6 +35,17 @@ pub enum StoreError {
         offset: u64,
         what: String,
     },
+    /// The store's files are not the ones this broker last committed to (`identity.rs`).
+    #[error(
+        "refusing to start on the {engine} store in {dir}: {problem}. Put \
+         the right files back, or, if what is missing is accepted as lost, start once with \
+         --accept-store-loss (setting accept_store_loss = true)"
+    )]
+    NotTheStore {
+        dir: std::path::PathBuf,
+        engine: String,
+        problem: String,
+    },
     #[error("stored entry {id} is corrupt: {what}")]
     Corrupt { id: u64, what: String },
     #[error("{0}")]

@@ -20,6 +20,7 @@ mod batch;
 pub mod conformance;
 mod entry;
 mod error;
+mod identity;
 mod lock;
 pub(crate) mod log;
 mod memory;

@@ -18,6 +18,7 @@ mod notify;
 mod partial_frames;
 mod reload;
 mod store_check;
+mod store_identity;
 mod support;
 mod tls;
 mod undeliverable;

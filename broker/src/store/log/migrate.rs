@@ -139,6 +139,15 @@ fn retire_sqlite(data_dir: &Path) -> Result<(), StoreError> {
             std::fs::rename(&from, &to).map_err(|cause| StoreError::Io { path: from, cause })?;
         }
     }
+    // Its identity went into the log with it; a `switchboard.db` appearing later is a new store.
+    let identity = data_dir.join(format!("IDENTITY.{}", crate::store::sqlite::ENGINE));
+    if identity.exists() {
+        let to = identity.with_extension("sqlite.migrated");
+        std::fs::rename(&identity, &to).map_err(|cause| StoreError::Io {
+            path: identity.clone(),
+            cause,
+        })?;
+    }
     sync_dir(data_dir).map_err(|cause| StoreError::Io {
         path: data_dir.to_path_buf(),
         cause,

@@ -14,6 +14,7 @@ mod check;
 mod commit;
 mod compact;
 mod frame;
+mod guard;
 mod index;
 mod migrate;
 mod recover;
@@ -41,13 +42,17 @@ pub use recover::TornTail;
 
 pub(crate) const LOG_DIR: &str = "log";
 
-/// Sizes that tests shrink; the defaults suit a server.
+/// How the log opens: sizes that tests shrink (the defaults suit a server), and whether a store
+/// that is not the one last committed to is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
     /// Roll to a new segment once the head would pass this many bytes.
     pub segment_bytes: u64,
     /// Write a snapshot from housekeeping once this many bytes were logged since the last one.
     pub snapshot_after_bytes: u64,
+    /// Open a log that was emptied, replaced or lost its newest commits, logging the loss as an
+    /// error, instead of refusing it (`accept_store_loss`).
+    pub accept_loss: bool,
 }
 
 impl Default for LogOptions {
@@ -55,6 +60,7 @@ impl Default for LogOptions {
         Self {
             segment_bytes: 64 << 20,
             snapshot_after_bytes: 64 << 20,
+            accept_loss: false,
         }
     }
 }
@@ -75,6 +81,9 @@ pub struct LogStore {
     /// Held while the store is open: a second broker on the same directory is refused. Taken out
     /// only when a migration hands it to the store it reopens.
     lock: Option<DataDirLock>,
+    /// The data directory's record of this log's id and high-water mark (`guard.rs`); set once
+    /// the open has checked it.
+    identity: Option<crate::store::identity::Identity>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -110,6 +119,7 @@ impl LogStore {
         if let Some(dump) = dump {
             store = migrate::finish(store, dump, data_dir)?;
         }
+        store.check_identity(data_dir)?;
         tracing::info!(
             dir = %dir.display(), ?durability, entries = store.index.len(),
             remembered = store.index.sent.len(), replayed_bytes = store.since_snapshot,
@@ -138,6 +148,7 @@ impl LogStore {
             since_snapshot: recovered.replayed_bytes,
             failed: None,
             lock: Some(lock),
+            identity: None,
         })
     }
 
@@ -314,6 +325,7 @@ impl MailboxStore for LogStore {
         if self.since_snapshot >= self.options.snapshot_after_bytes {
             self.snapshot()?;
         }
+        self.record_mark()?;
         Ok(MaintenanceReport {
             forgotten,
             reclaimed_pages: freed / 4096,
@@ -326,9 +338,16 @@ impl MailboxStore for LogStore {
 }
 
 impl Drop for LogStore {
-    /// A clean close leaves a snapshot, so the next open skips the replay.
+    /// A clean close leaves a snapshot, so the next open skips the replay, and records the
+    /// high-water mark.
     fn drop(&mut self) {
-        if self.failed.is_some() || self.since_snapshot == 0 {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(error) = self.record_mark() {
+            tracing::warn!(%error, "cannot record the log store's high-water mark at close");
+        }
+        if self.since_snapshot == 0 {
             return;
         }
         let started = std::time::Instant::now();

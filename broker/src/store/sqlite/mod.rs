@@ -12,6 +12,7 @@
 //! every `u64` round-trips exactly and the order of ids below 2^63 (all of them in practice) holds.
 
 mod commit;
+mod guard;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -40,8 +41,13 @@ pub struct SqliteStore {
     path: PathBuf,
     /// The write path's statement texts.
     sql: Sql,
-    /// Held while the store is open: a second broker on the same directory is refused.
-    _lock: DataDirLock,
+    /// Held while the store is open: a second broker on the same directory is refused. Taken
+    /// out only when a migration hands it to the log store.
+    lock: Option<DataDirLock>,
+    durability: Durability,
+    /// The data directory's record of this file's id and high-water mark (`guard.rs`); set once
+    /// the open has checked it.
+    identity: Option<crate::store::identity::Identity>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -57,6 +63,16 @@ impl SqliteStore {
     /// threads. SQLite replays the WAL on open, so a file left by a crash opens with every committed
     /// batch and nothing of a batch that was not.
     pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, durability, false)
+    }
+
+    /// [`SqliteStore::open`], accepting (`accept_loss`) a file that was emptied, replaced or lost
+    /// its newest commits instead of refusing it; the loss is logged as an error.
+    pub fn open_with(
+        data_dir: &Path,
+        durability: Durability,
+        accept_loss: bool,
+    ) -> Result<Self, StoreError> {
         let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
@@ -85,9 +101,12 @@ impl SqliteStore {
             conn,
             path,
             sql: Sql::new(),
-            _lock: lock,
+            lock: Some(lock),
+            durability,
+            identity: None,
         };
         schema::migrate(&mut store.conn, &store.path)?;
+        store.check_identity(data_dir, accept_loss)?;
         tracing::info!(path = %store.path.display(), ?durability, "opened SQLite store");
         Ok(store)
     }
@@ -270,6 +289,7 @@ impl MailboxStore for SqliteStore {
             self.conn
                 .execute_batch(&format!("PRAGMA incremental_vacuum({reclaimed})"))?;
         }
+        self.record_mark()?;
         Ok(MaintenanceReport {
             forgotten,
             reclaimed_pages: reclaimed,
@@ -305,6 +325,7 @@ impl MailboxStore for SqliteStore {
 
 mod dump;
 pub(crate) use dump::Dump;
+pub(crate) use guard::ENGINE;
 
 #[cfg(test)]
 pub(crate) mod tests;
