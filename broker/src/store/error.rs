@@ -46,6 +46,9 @@ pub enum StoreError {
         engine: String,
         problem: String,
     },
+    /// The data directory was removed or replaced while the store ran (`watch.rs`).
+    #[error("the data directory is gone ({0}); restart the broker on a directory that exists")]
+    Vanished(String),
     #[error("stored entry {id} is corrupt: {what}")]
     Corrupt { id: u64, what: String },
     #[error("{0}")]

@@ -27,6 +27,7 @@ mod memory;
 mod oldest;
 pub mod postgres;
 pub(crate) mod sqlite;
+mod watch;
 mod worker;
 
 pub use batch::{Batch, CommitOutcome, Duplicate, Remembered, Renumbered, PROVISIONAL_IDS};

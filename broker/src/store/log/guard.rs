@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::LogStore;
 use crate::store::identity::{self, Found, Identity};
+use crate::store::watch::Watch;
 use crate::store::{Durability, StoreError};
 
 /// The file in the log's directory holding its store id.
@@ -48,7 +49,25 @@ impl LogStore {
             self.write_frame()?;
         }
         self.identity = Some(checked.identity);
-        self.record_mark()
+        self.record_mark()?;
+        let lock = data_dir.join(crate::store::lock::LOCK_FILE);
+        self.watch = Some(Watch::new(&[&lock, self.segments.dir()])?);
+        Ok(())
+    }
+
+    /// Fails if an earlier write failed or the data directory is gone; the store then refuses
+    /// every commit until a restart.
+    pub(super) fn usable(&mut self) -> Result<(), StoreError> {
+        if let Some(failed) = &self.failed {
+            return Err(StoreError::Failed(failed.clone()));
+        }
+        if let Some(watch) = self.watch.as_mut() {
+            if let Err(error) = watch.check() {
+                self.failed = Some(error.to_string());
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     /// Records the log's last id as the high-water mark if it moved, after making sure it is on

@@ -84,6 +84,9 @@ pub struct LogStore {
     /// The data directory's record of this log's id and high-water mark (`guard.rs`); set once
     /// the open has checked it.
     identity: Option<crate::store::identity::Identity>,
+    /// The lock file and the log's directory as they were at open: a commit into a directory
+    /// removed or replaced since is refused (`store/watch.rs`).
+    watch: Option<crate::store::watch::Watch>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -149,14 +152,13 @@ impl LogStore {
             failed: None,
             lock: Some(lock),
             identity: None,
+            watch: None,
         })
     }
 
     /// Writes the frame in `self.frame` and applies it to the index.
     fn write_frame(&mut self) -> Result<(), StoreError> {
-        if let Some(failed) = &self.failed {
-            return Err(StoreError::Failed(failed.clone()));
-        }
+        self.usable()?;
         let bytes = self.frame.finish();
         let sync = self.durability == Durability::Fsync;
         let (segment, at) = match self.segments.append(bytes, sync) {
@@ -333,6 +335,8 @@ impl MailboxStore for LogStore {
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {
+        // The readiness check asks this: a store that cannot commit is not ready.
+        self.usable()?;
         Ok(self.index.last_id)
     }
 }

@@ -12,6 +12,7 @@ use rusqlite::OptionalExtension;
 
 use super::{from_sql, to_sql, SqliteStore};
 use crate::store::identity::{Found, Identity};
+use crate::store::watch::Watch;
 use crate::store::{Durability, MailboxStore, StoreError};
 
 /// The engine's name in the identity file's name and in messages.
@@ -51,13 +52,25 @@ impl SqliteStore {
             )?;
         }
         self.identity = Some(checked.identity);
-        self.record_mark()
+        self.record_mark()?;
+        let lock = data_dir.join(crate::store::lock::LOCK_FILE);
+        self.watch = Some(Watch::new(&[&lock, &self.path])?);
+        Ok(())
+    }
+
+    /// Fails once the data directory or the database file is gone or replaced; every commit is
+    /// refused from then on.
+    pub(super) fn usable(&mut self) -> Result<(), StoreError> {
+        match self.watch.as_mut() {
+            Some(watch) => watch.check(),
+            None => Ok(()),
+        }
     }
 
     /// Records the database's last id as the high-water mark if it moved, once it is on disk: with
     /// `durability = "os"` only a checkpoint (which fsyncs the WAL first) makes it so.
     pub(super) fn record_mark(&mut self) -> Result<(), StoreError> {
-        let last_id = self.last_id()?;
+        let last_id = self.last_id()?; // Fails, and records nothing, once the directory is gone.
         if !self.identity.as_ref().is_some_and(|i| i.behind(last_id)) {
             return Ok(());
         }

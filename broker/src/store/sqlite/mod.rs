@@ -48,6 +48,9 @@ pub struct SqliteStore {
     /// The data directory's record of this file's id and high-water mark (`guard.rs`); set once
     /// the open has checked it.
     identity: Option<crate::store::identity::Identity>,
+    /// The lock file and the database file as they were at open: a commit into a file removed or
+    /// replaced since is refused (`store/watch.rs`).
+    watch: Option<crate::store::watch::Watch>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -104,6 +107,7 @@ impl SqliteStore {
             lock: Some(lock),
             durability,
             identity: None,
+            watch: None,
         };
         schema::migrate(&mut store.conn, &store.path)?;
         store.check_identity(data_dir, accept_loss)?;
@@ -206,6 +210,7 @@ impl RawEntry {
 
 impl MailboxStore for SqliteStore {
     fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+        self.usable()?;
         commit::commit(&mut self.conn, &self.sql, batch)
     }
 
@@ -264,6 +269,7 @@ impl MailboxStore for SqliteStore {
     }
 
     fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
+        self.usable()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -297,6 +303,8 @@ impl MailboxStore for SqliteStore {
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {
+        // The readiness check asks this: a store that cannot commit is not ready.
+        self.usable()?;
         let mark: Option<i64> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| {
