@@ -12,6 +12,7 @@ mod delivery;
 mod descriptors;
 mod durability;
 mod early;
+mod full_disk;
 mod handshake;
 mod liveness;
 mod notify;

@@ -36,9 +36,6 @@ impl LogStore {
             last_id: self.index.last_id,
         };
         let checked = Identity::check(data_dir, ENGINE, found, self.options.accept_loss)?;
-        if let Some(id) = checked.write_store_id {
-            identity::write_id_file(&id_file, id)?;
-        }
         if let Some(mark) = checked.raise_last_id_to.filter(|m| *m > self.index.last_id) {
             // An empty frame carrying the new high-water mark: ids the lost commits used are
             // never handed out again.
@@ -48,11 +45,31 @@ impl LogStore {
             }
             self.write_frame()?;
         }
-        self.identity = Some(checked.identity);
-        self.record_mark()?;
+        // On a full disk the store must still start and deliver what it holds: the id and the
+        // mark are written when there is room (the mark at the next pass that finds some).
+        let written = match checked.write_store_id {
+            Some(id) => identity::write_id_file(&id_file, id),
+            None => Ok(()),
+        };
+        match written {
+            Ok(()) => {
+                self.identity = Some(checked.identity);
+                self.record_mark_or_warn();
+            }
+            Err(error) => tracing::warn!(
+                %error, "cannot give the log store its id; it is checked once it has one"
+            ),
+        }
         let lock = data_dir.join(crate::store::lock::LOCK_FILE);
         self.watch = Some(Watch::new(&[&lock, self.segments.dir()])?);
         Ok(())
+    }
+
+    /// [`LogStore::record_mark`], a failure (no space, say) only logged: the next pass retries.
+    pub(super) fn record_mark_or_warn(&mut self) {
+        if let Err(error) = self.record_mark() {
+            tracing::warn!(%error, "cannot record the log store's high-water mark; retrying at the next pass");
+        }
     }
 
     /// Fails if an earlier write failed or the data directory is gone; the store then refuses

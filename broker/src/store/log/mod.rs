@@ -327,7 +327,7 @@ impl MailboxStore for LogStore {
         if self.since_snapshot >= self.options.snapshot_after_bytes {
             self.snapshot()?;
         }
-        self.record_mark()?;
+        self.record_mark_or_warn();
         Ok(MaintenanceReport {
             forgotten,
             reclaimed_pages: freed / 4096,
@@ -348,9 +348,7 @@ impl Drop for LogStore {
         if self.failed.is_some() {
             return;
         }
-        if let Err(error) = self.record_mark() {
-            tracing::warn!(%error, "cannot record the log store's high-water mark at close");
-        }
+        self.record_mark_or_warn();
         if self.since_snapshot == 0 {
             return;
         }

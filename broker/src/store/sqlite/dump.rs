@@ -45,7 +45,6 @@ impl SqliteStore {
 
     /// Closes the database and hands over the data directory's lock, still held.
     pub(crate) fn into_lock(mut self) -> Result<DataDirLock, StoreError> {
-        self.record_mark()?;
         let lock = self.lock.take();
         drop(self);
         lock.ok_or_else(|| StoreError::Failed("the SQLite store lost its lock".into()))

@@ -37,12 +37,6 @@ impl SqliteStore {
             last_id: self.last_id()?,
         };
         let checked = Identity::check(data_dir, ENGINE, found, accept_loss)?;
-        if let Some(id) = checked.write_store_id {
-            self.conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?1)",
-                [to_sql(id)],
-            )?;
-        }
         if let Some(mark) = checked.raise_last_id_to {
             // Ids the lost commits used are never handed out again.
             self.conn.execute(
@@ -51,11 +45,37 @@ impl SqliteStore {
                 [to_sql(mark)],
             )?;
         }
-        self.identity = Some(checked.identity);
-        self.record_mark()?;
+        // On a full disk the store must still start and deliver what it holds: the id and the
+        // mark are written when there is room (the mark at the next pass that finds some).
+        let written = match checked.write_store_id {
+            Some(id) => self
+                .conn
+                .execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?1)",
+                    [to_sql(id)],
+                )
+                .map(drop),
+            None => Ok(()),
+        };
+        match written {
+            Ok(()) => {
+                self.identity = Some(checked.identity);
+                self.record_mark_or_warn();
+            }
+            Err(error) => tracing::warn!(
+                %error, "cannot give the SQLite store its id; it is checked once it has one"
+            ),
+        }
         let lock = data_dir.join(crate::store::lock::LOCK_FILE);
         self.watch = Some(Watch::new(&[&lock, &self.path])?);
         Ok(())
+    }
+
+    /// [`SqliteStore::record_mark`], a failure (no space, say) only logged: the next pass retries.
+    pub(super) fn record_mark_or_warn(&mut self) {
+        if let Err(error) = self.record_mark() {
+            tracing::warn!(%error, "cannot record the SQLite store's high-water mark; retrying at the next pass");
+        }
     }
 
     /// Fails once the data directory or the database file is gone or replaced; every commit is
@@ -94,8 +114,6 @@ impl SqliteStore {
 impl Drop for SqliteStore {
     /// A clean close records the high-water mark.
     fn drop(&mut self) {
-        if let Err(error) = self.record_mark() {
-            tracing::warn!(%error, "cannot record the SQLite store's high-water mark at close");
-        }
+        self.record_mark_or_warn();
     }
 }

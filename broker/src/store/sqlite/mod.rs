@@ -295,7 +295,7 @@ impl MailboxStore for SqliteStore {
             self.conn
                 .execute_batch(&format!("PRAGMA incremental_vacuum({reclaimed})"))?;
         }
-        self.record_mark()?;
+        self.record_mark_or_warn();
         Ok(MaintenanceReport {
             forgotten,
             reclaimed_pages: reclaimed,
