@@ -9,6 +9,7 @@
 use bytes::Bytes;
 
 use super::frame::{self, receipt_flags, REMEMBER};
+use super::remembered::Cut;
 use super::segment::SegmentId;
 use super::LogStore;
 use crate::store::{Entry, EntryKind, StoreError};
@@ -32,7 +33,11 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
             continue;
         }
         let older_remain = store.segments.ids().next().is_some_and(|first| first < id);
-        let forget = if older_remain { stats.forget } else { 0 };
+        let forget = if older_remain {
+            stats.forget
+        } else {
+            Cut::NONE
+        };
         let needs_tombstones = stats
             .deps
             .iter()
@@ -46,7 +51,7 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
         } else {
             None
         };
-        if bytes.is_some() || forget > 0 {
+        if bytes.is_some() || forget > Cut::NONE {
             copy_forward(store, id, bytes.unwrap_or_default(), forget)?;
         }
         store
@@ -91,7 +96,7 @@ fn copy_forward(
     store: &mut LogStore,
     id: SegmentId,
     bytes: Bytes,
-    forget: u64,
+    forget: Cut,
 ) -> Result<(), StoreError> {
     let tombstones = needed_tombstones(store, id, &bytes);
     let index = &store.index;

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use super::remembered::Cut;
 use super::LogStore;
 use crate::store::identity::{self, Found, Identity};
 use crate::store::watch::Watch;
@@ -39,7 +40,7 @@ impl LogStore {
         if let Some(mark) = checked.raise_last_id_to.filter(|m| *m > self.index.last_id) {
             // An empty frame carrying the new high-water mark: ids the lost commits used are
             // never handed out again.
-            self.frame.start(mark, 0);
+            self.frame.start(mark, Cut::NONE);
             for _ in 0..3 {
                 self.frame.section();
             }

@@ -279,12 +279,14 @@ impl MailboxStore for SqliteStore {
         let remembered: i64 = tx.query_row("SELECT count(*) FROM sent", [], |row| row.get(0))?;
         let excess = (remembered.max(0) as u64).saturating_sub(what.remember_at_most);
         if excess > 0 {
+            // Exactly the oldest `excess`, in acceptance order: a batch's sends share one time,
+            // their ids tell them apart.
             forgotten += tx
                 .prepare_cached(
-                    "DELETE FROM sent WHERE at_ms <=
-                     (SELECT at_ms FROM sent ORDER BY at_ms LIMIT 1 OFFSET ?1)",
+                    "DELETE FROM sent WHERE (sender, client_msg_id) IN
+                     (SELECT sender, client_msg_id FROM sent ORDER BY at_ms, message_id LIMIT ?1)",
                 )?
-                .execute([to_sql(excess - 1)])? as u64;
+                .execute([to_sql(excess)])? as u64;
         }
         tx.commit()?;
         let free: i64 = self
