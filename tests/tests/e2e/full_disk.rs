@@ -1,6 +1,7 @@
 //! A full disk (issue 12, finding 6): a broker killed on a disk it filled itself used to refuse to
 //! start (`database or disk is full`), so even deliveries of what was stored stopped. Now it starts,
-//! delivers what it holds and answers sends `unavailable` while there is no space.
+//! delivers what it holds, answers sends `unavailable` while there is no space, and takes them
+//! again by itself once there is.
 //!
 //! The disk is a small tmpfs, which takes `mount`, so root: CI runs as root; elsewhere the test says
 //! why it skips, and under `CI` it fails instead.
@@ -30,7 +31,8 @@ async fn a_sqlite_store_killed_on_a_full_disk_starts_and_delivers_what_it_holds(
 /// Alice sends bob 64 KiB messages until the disk is full and a send is answered `unavailable`;
 /// the broker is killed with `kill -9`. Restarted on the still full disk it starts, bob receives
 /// every message alice had `accepted`, in order, and a new send is answered `unavailable`. (What
-/// space the broker left is filled too, so nothing at start can count on a spare byte.)
+/// space the broker left is filled too, so nothing at start can count on a spare byte.) Once the
+/// disk has room again, the next send is accepted without a restart.
 async fn killed_on_a_full_disk(store: &str) {
     let Some(disk) = Tmpfs::mount("4m") else {
         return;
@@ -73,6 +75,11 @@ async fn killed_on_a_full_disk(store: &str) {
     match send(&mut alice, accepted + 100).await {
         BrokerFrame::Rejected { reason, .. } => assert_eq!(reason.as_str(), "unavailable"),
         other => panic!("a send on a full disk: expected unavailable, got {other:?}"),
+    }
+    disk.grow("8m");
+    match send(&mut alice, accepted + 101).await {
+        BrokerFrame::Accepted { .. } => {}
+        other => panic!("a send once space returned: expected accepted, got {other:?}"),
     }
     drop((alice, bob));
     broker.kill9().await;
@@ -138,6 +145,18 @@ impl Tmpfs {
             .expect("run mount");
         assert!(status.success(), "mount -t tmpfs failed: {status}");
         Some(Tmpfs { path, _dir: dir })
+    }
+}
+
+impl Tmpfs {
+    /// Gives the filesystem more room, as an operator growing a full volume would.
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -o remount failed: {status}");
     }
 }
 

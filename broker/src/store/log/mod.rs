@@ -75,8 +75,9 @@ pub struct LogStore {
     options: LogOptions,
     /// Bytes logged since the last snapshot.
     since_snapshot: u64,
-    /// Set once a write or fsync failed: after a failed fsync the file's state is unknown, so the
-    /// store refuses further commits until a restart recovers it from disk.
+    /// Set once an fsync (or a write that could not be cut off again) failed: the file's state is
+    /// then unknown, so the store refuses further commits until a restart recovers it from disk. A
+    /// write refused and cut off (a full disk) fails only its batch.
     failed: Option<String>,
     /// Held while the store is open: a second broker on the same directory is refused. Taken out
     /// only when a migration hands it to the store it reopens.
@@ -163,7 +164,14 @@ impl LogStore {
         let sync = self.durability == Durability::Fsync;
         let (segment, at) = match self.segments.append(bytes, sync) {
             Ok(place) => place,
-            Err(cause) => {
+            // Refused and cut off (no space, say): this batch fails, the next may go through.
+            Err(segment::AppendError::CutOff(cause)) => {
+                return Err(StoreError::Io {
+                    path: self.segments.path(self.segments.head()),
+                    cause,
+                })
+            }
+            Err(segment::AppendError::Unknown(cause)) => {
                 let error = StoreError::Io {
                     path: self.segments.path(self.segments.head()),
                     cause,
