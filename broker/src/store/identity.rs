@@ -54,6 +54,28 @@ fn file_name(engine: &str) -> String {
     format!("IDENTITY.{engine}")
 }
 
+impl Checked {
+    /// The identity to keep once the engine tried to write the store id it was told to
+    /// (`written`): none if that failed (a full disk, say), since the store is checked only once
+    /// it carries an id; the start goes on, with a warning.
+    pub(crate) fn kept<E: std::fmt::Display>(
+        self,
+        engine: &str,
+        written: Result<(), E>,
+    ) -> Option<Identity> {
+        match written {
+            Ok(()) => Some(self.identity),
+            Err(error) => {
+                tracing::warn!(
+                    engine, %error,
+                    "cannot give the store its id; it is checked once it has one"
+                );
+                None
+            }
+        }
+    }
+}
+
 impl Identity {
     /// Compares what `engine` `found` in `data_dir` with its identity file. Refuses a store that is
     /// not the one recorded, unless `accept_loss`, in which case the loss is logged as an error and
@@ -195,20 +217,25 @@ fn read(path: &Path) -> Result<Option<Found>, StoreError> {
     }
 }
 
-/// Writes the identity file through a temporary file, fsynced and renamed, then fsyncs the
-/// directory: a crash leaves the old file or the new one.
+/// Writes the identity file, durably.
 fn write(path: &Path, store_id: u64, last_id: u64) -> Result<(), StoreError> {
-    let io = |cause| StoreError::Io {
-        path: path.to_path_buf(),
-        cause,
-    };
-    let temp = path.with_extension("tmp");
     let text = format!(
         "# The identity of the store beside this file and the highest entry id it held durably.\n\
          # Written by the broker; see GUARANTEES.md, \"A store that checks itself\". Do not copy it.\n\
          store_id = {}\nhigh_water = {last_id}\n",
         hex(store_id)
     );
+    write_durably(path, &text)
+}
+
+/// Writes `text` to `path` through a temporary file, fsynced and renamed, then fsyncs the
+/// directory: a crash leaves the old file or the new one.
+fn write_durably(path: &Path, text: &str) -> Result<(), StoreError> {
+    let io = |cause| StoreError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let temp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temp).map_err(io)?;
     file.write_all(text.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
@@ -235,24 +262,9 @@ pub(crate) fn read_id_file(path: &Path) -> Result<Option<u64>, StoreError> {
     }
 }
 
-/// Writes a store id into a file of the engine's own, durably (as [`write`] does).
+/// Writes a store id into a file of the engine's own, durably.
 pub(crate) fn write_id_file(path: &Path, store_id: u64) -> Result<(), StoreError> {
-    let io = |cause| StoreError::Io {
-        path: path.to_path_buf(),
-        cause,
-    };
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, format!("{}\n", hex(store_id))).map_err(io)?;
-    std::fs::File::open(&temp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
+    write_durably(path, &format!("{}\n", hex(store_id)))
 }
 
 #[cfg(test)]

@@ -57,15 +57,8 @@ impl SqliteStore {
                 .map(drop),
             None => Ok(()),
         };
-        match written {
-            Ok(()) => {
-                self.identity = Some(checked.identity);
-                self.record_mark_or_warn();
-            }
-            Err(error) => tracing::warn!(
-                %error, "cannot give the SQLite store its id; it is checked once it has one"
-            ),
-        }
+        self.identity = checked.kept(ENGINE, written);
+        self.record_mark_or_warn();
         let lock = data_dir.join(crate::store::lock::LOCK_FILE);
         self.watch = Some(Watch::new(&[&lock, &self.path])?);
         Ok(())
