@@ -19,6 +19,7 @@ mod notify;
 mod partial_frames;
 mod reload;
 mod store_check;
+mod store_damage;
 mod store_identity;
 mod store_vanished;
 mod support;

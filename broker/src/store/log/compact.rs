@@ -42,7 +42,19 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
             .deps
             .iter()
             .any(|&dep| dep != id && store.segments.contains(dep));
-        let bytes = if stats.live > 0 || needs_tombstones {
+        let needed = stats.live > 0 || needs_tombstones;
+        let damaged = match needed {
+            true => store
+                .verified
+                .damage(&store.segments, id)
+                .map(|d| !d.is_empty()),
+            false => Ok(false),
+        };
+        if damaged.map_err(|cause| store.io_error(id, cause))? {
+            // Copying it forward would give its damaged bodies a valid checksum: it stays.
+            continue;
+        }
+        let bytes = if needed {
             let bytes = store
                 .segments
                 .read(id, 0, len as usize)
@@ -59,6 +71,7 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
             .remove(id)
             .map_err(|cause| store.io_error(id, cause))?;
         store.index.segments.remove(&id);
+        store.verified.removed(id);
         tracing::debug!(
             segment = id,
             bytes = len,

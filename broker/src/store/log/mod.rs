@@ -23,6 +23,7 @@ mod segment;
 mod snapshot;
 #[cfg(test)]
 pub(crate) mod tests;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -75,6 +76,8 @@ pub struct LogStore {
     options: LogOptions,
     /// Bytes logged since the last snapshot.
     since_snapshot: u64,
+    /// Which stretches of the segments this process did not write hold damaged frames.
+    verified: verify::Verified,
     /// Set once an fsync (or a write that could not be cut off again) failed: the file's state is
     /// then unknown, so the store refuses further commits until a restart recovers it from disk. A
     /// write refused and cut off (a full disk) fails only its batch.
@@ -144,6 +147,7 @@ impl LogStore {
         })?;
         let recovered = recover::recover(dir, options.segment_bytes)?;
         Ok(Self {
+            verified: verify::Verified::new(recovered.segments.head()),
             segments: recovered.segments,
             index: recovered.index,
             frame: FrameBuilder::default(),
@@ -278,12 +282,42 @@ impl MailboxStore for LogStore {
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let metas: Vec<&Meta> = self.index.page(mailbox, after, limit).collect();
-        let bodies = self.bodies(&metas)?;
-        Ok(metas
+        let mut damaged = Vec::new();
+        for meta in &metas {
+            let (offset, len) = (u64::from(meta.offset), u64::from(meta.body_len));
+            if self
+                .verified
+                .is_damaged(&self.segments, meta.segment, offset, len)
+                .map_err(|cause| self.io_error(meta.segment, cause))?
+            {
+                damaged.push(meta.id);
+            }
+        }
+        let readable: Vec<&Meta> = metas
             .iter()
-            .zip(bodies)
-            .map(|(meta, body)| entry(mailbox, meta, body))
-            .collect())
+            .copied()
+            .filter(|m| !damaged.contains(&m.id))
+            .collect();
+        let mut bodies = self.bodies(&readable)?.into_iter();
+        let page = metas
+            .iter()
+            .map(|meta| {
+                let body = match damaged.contains(&meta.id) {
+                    true => Bytes::new(),
+                    false => bodies.next().unwrap_or_default(),
+                };
+                entry(mailbox, meta, body)
+            })
+            .collect();
+        if damaged.is_empty() {
+            return Ok(page);
+        }
+        Err(StoreError::DamagedEntries {
+            mailbox: mailbox.to_owned(),
+            page,
+            damaged,
+            what: "their log frames fail their checksum".to_owned(),
+        })
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {

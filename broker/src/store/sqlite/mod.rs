@@ -12,6 +12,7 @@
 //! every `u64` round-trips exactly and the order of ids below 2^63 (all of them in practice) holds.
 
 mod commit;
+mod damage;
 mod guard;
 mod schema;
 
@@ -208,13 +209,14 @@ impl RawEntry {
     }
 }
 
-impl MailboxStore for SqliteStore {
-    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
-        self.usable()?;
-        commit::commit(&mut self.conn, &self.sql, batch)
-    }
-
-    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+impl SqliteStore {
+    /// Up to `limit` entries of `mailbox` after `after`, bodies included.
+    fn fetch_page(
+        &mut self,
+        mailbox: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS}, body FROM entries
              WHERE mailbox = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
@@ -224,6 +226,25 @@ impl MailboxStore for SqliteStore {
             RawEntry::read(row, true)
         })?;
         rows.map(|row| row?.into_entry()).collect()
+    }
+}
+
+impl MailboxStore for SqliteStore {
+    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+        self.usable()?;
+        match commit::commit(&mut self.conn, &self.sql, batch) {
+            Err(error) if error.is_damage() => self.commit_around_damage(batch, error),
+            done => done,
+        }
+    }
+
+    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        match self.fetch_page(mailbox, after, limit) {
+            Err(error) if error.is_damage() => {
+                self.fetch_around_damage(mailbox, after, limit, error)
+            }
+            page => page,
+        }
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
