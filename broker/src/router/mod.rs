@@ -229,9 +229,7 @@ impl Actor for Router {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(self.config.expiry_sweep, |router, ctx| router.sweep(ctx));
-        ctx.run_interval(housekeeping::MAINTENANCE_EVERY, |router, ctx| {
-            router.maintain(ctx)
-        });
+        ctx.run_interval(self.config.maintenance, |router, ctx| router.maintain(ctx));
         if self.config.shared_store {
             ctx.run_interval(wake::SAFETY_SWEEP, |router, ctx| router.wake_everyone(ctx));
         }

@@ -162,6 +162,9 @@ pub struct Dedupe {
     pub window_secs: u64,
     /// At most this many sends are remembered; past it the oldest are forgotten first.
     pub max_remembered: u64,
+    /// How often the store's maintenance pass runs, in milliseconds: it forgets the sends past
+    /// the window or the cap, and reclaims space and records the high-water mark.
+    pub maintenance_ms: u64,
 }
 
 /// Who may connect; see `broker/src/auth.rs` and SECURITY.md.
@@ -318,6 +321,7 @@ impl Default for Dedupe {
         Self {
             window_secs: 86_400,
             max_remembered: 1_000_000,
+            maintenance_ms: 60_000,
         }
     }
 }

@@ -10,7 +10,7 @@
 //! two are compared, and a store whose id is missing or different, or whose last id is below the
 //! mark, is refused with one message saying what was found, what was expected and how to proceed.
 //!
-//! The mark is written at each maintenance pass (about once a minute, only when it moved) and at a
+//! The mark is written at each maintenance pass (`dedupe.maintenance_ms`, only when it moved) and at a
 //! clean close, never per commit: one small file, fsynced and renamed, and the directory fsynced.
 //! It never runs ahead of the store (it is written only after what it names is durable), so a
 //! crash cannot make a whole store look damaged; it may run behind, which is the window left:

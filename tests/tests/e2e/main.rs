@@ -8,6 +8,7 @@ mod admin_openapi;
 mod auth;
 mod bad_input;
 mod datagram;
+mod dedupe;
 mod delivery;
 mod descriptors;
 mod durability;
