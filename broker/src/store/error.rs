@@ -88,8 +88,11 @@ impl StoreError {
             StoreError::LogCorrupt { .. }
             | StoreError::Corrupt { .. }
             | StoreError::DamagedEntries { .. } => true,
-            // EIO: the disk could not read the bytes back.
-            StoreError::Io { cause, .. } => cause.raw_os_error() == Some(5),
+            // EIO: the disk could not read the bytes back; end of file: the file lost bytes the
+            // store wrote.
+            StoreError::Io { cause, .. } => {
+                cause.raw_os_error() == Some(5) || cause.kind() == std::io::ErrorKind::UnexpectedEof
+            }
             _ => false,
         }
     }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use switchboard_proto::{BrokerFrame, ClientFrame, ReceiptStatus, Receipts};
+use switchboard_proto::{BrokerFrame, ClientFrame, ErrorCode, ReceiptStatus, Receipts};
 use switchboard_tests::BrokerProcess;
 
 use crate::support::*;
@@ -204,4 +204,48 @@ async fn start(engine: Engine, dir: &Path) -> BrokerProcess {
         );
     })
     .await
+}
+
+/// The log's segment truncated under the running broker (a file that lost its bytes): bob's mailbox
+/// cannot be read at all, and instead of `hi` and then silence bob hears `mailbox-unreadable` and
+/// is disconnected, with the mailbox named in the log; what the index holds stays, and the next
+/// connection is told the same.
+#[tokio::test]
+async fn a_mailbox_that_cannot_be_read_closes_its_session_with_mailbox_unreadable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(Engine::Log, dir.path()).await;
+    let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
+    for send_id in 1..=3 {
+        alice
+            .send(ClientFrame::Send {
+                send_id,
+                to: "bob".into(),
+                body: body(send_id),
+                ttl_ms: None,
+                fresh: false,
+                receipts: Receipts::None,
+            })
+            .await;
+        match alice.recv().await {
+            Some(BrokerFrame::Accepted { .. }) => {}
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+    let segment = std::fs::OpenOptions::new()
+        .write(true)
+        .open(only_segment(dir.path()))
+        .expect("open the segment");
+    segment.set_len(0).expect("truncate the segment");
+
+    for _ in 0..2 {
+        let (mut bob, _) = Raw::hello(broker.addr(), "bob", 60).await;
+        assert_closed_with(&bob.until_closed().await, ErrorCode::MailboxUnreadable);
+    }
+    assert!(
+        broker.log().contains("cannot be read") && broker.log().contains("mailbox=bob"),
+        "logged with the mailbox:\n{}",
+        broker.log()
+    );
+    drop(alice);
+    broker.kill9().await;
 }
