@@ -23,6 +23,10 @@ pub(crate) struct Args {
     /// Data directory of the store, overriding the settings.
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Start even if the store was emptied, replaced or lost its newest commits since this broker
+    /// last used it (logged as an error); without it such a store is refused. For one start.
+    #[arg(long)]
+    pub(crate) accept_store_loss: bool,
 }
 
 #[derive(Debug, Subcommand)]

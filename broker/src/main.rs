@@ -75,6 +75,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         config_file: args.config,
         listen: args.listen,
         data_dir: args.data_dir,
+        accept_store_loss: args.accept_store_loss,
     };
     let settings = Settings::load(&overrides)?;
     let log = LogControl::init(&settings)?;

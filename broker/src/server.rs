@@ -28,8 +28,8 @@ use crate::router::{self, Router, RouterConfig};
 use crate::session::{FrameBudget, SessionDeps};
 use crate::settings::{Settings, StoreKind};
 use crate::store::{
-    LogStore, MailboxStore, MemoryStore, PostgresStore, SqliteStore, StoreError, StoreHandle,
-    StoreThread,
+    LogOptions, LogStore, MailboxStore, MemoryStore, PostgresStore, SqliteStore, StoreError,
+    StoreHandle, StoreThread,
 };
 use crate::tls;
 
@@ -388,14 +388,19 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
     match settings.store {
         StoreKind::Memory => Ok(Box::new(MemoryStore::new())),
         StoreKind::Sqlite => {
-            open_blocking(settings, |dir, durability| {
-                Ok(Box::new(SqliteStore::open(dir, durability)?))
+            let accept = settings.accept_store_loss;
+            open_blocking(settings, move |dir, durability| {
+                Ok(Box::new(SqliteStore::open_with(dir, durability, accept)?))
             })
             .await
         }
         StoreKind::Log => {
-            open_blocking(settings, |dir, durability| {
-                Ok(Box::new(LogStore::open(dir, durability)?))
+            let options = LogOptions {
+                accept_loss: settings.accept_store_loss,
+                ..LogOptions::default()
+            };
+            open_blocking(settings, move |dir, durability| {
+                Ok(Box::new(LogStore::open_with(dir, durability, options)?))
             })
             .await
         }

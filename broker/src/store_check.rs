@@ -28,6 +28,7 @@ pub(crate) fn dispatch(
         config_file,
         listen: None,
         data_dir,
+        accept_store_loss: false,
     };
     match action {
         StoreAction::Check => run(&overrides),

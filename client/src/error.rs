@@ -96,6 +96,8 @@ pub(crate) fn may_retry_after(code: ErrorCode) -> bool {
             | ErrorCode::KeepaliveTimeout
             | ErrorCode::Internal
             | ErrorCode::Overloaded
+            // The broker's store could not read the mailbox; it tries again on the next connection.
+            | ErrorCode::MailboxUnreadable
     )
 }
 
@@ -209,6 +211,7 @@ mod tests {
             ErrorCode::ShuttingDown,
             ErrorCode::KeepaliveTimeout,
             ErrorCode::Internal,
+            ErrorCode::MailboxUnreadable,
         ] {
             assert!(may_retry_after(code), "{code}");
         }

@@ -299,6 +299,9 @@ pub enum ErrorCode {
     Overloaded,
     /// An operator disconnected this client (the admin API's kick).
     Kicked,
+    /// The broker cannot read this client's mailbox back from its store (damaged storage); what
+    /// is stored stays, and the broker tries again on the next connection.
+    MailboxUnreadable,
     #[serde(other)]
     Unknown,
 }
@@ -359,6 +362,7 @@ wire_names!(ErrorCode {
     Unauthorized => "unauthorized",
     Overloaded => "overloaded",
     Kicked => "kicked",
+    MailboxUnreadable => "mailbox-unreadable",
     Unknown => "unknown",
 });
 
@@ -386,6 +390,8 @@ mod tests {
             KeepaliveTimeout,
             ShuttingDown,
             Internal,
+            Kicked,
+            MailboxUnreadable,
         ] {
             assert_eq!(code.as_str(), serde_name(&code));
         }

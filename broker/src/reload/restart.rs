@@ -24,6 +24,7 @@ pub fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         data_dir,
         store,
         durability,
+        accept_store_loss: _, // Read only when the store opens.
         workers,
         limits,
         mailbox,

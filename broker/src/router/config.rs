@@ -21,6 +21,8 @@ pub struct RouterConfig {
     pub expiry_sweep: Duration,
     pub dedupe_window: Duration,
     pub dedupe_max: u64,
+    /// How often the store's maintenance pass runs (`dedupe.maintenance_ms`).
+    pub maintenance: Duration,
     /// The frame limit sessions write under: a stored entry whose `deliver` exceeds it is set aside.
     pub max_frame_bytes: usize,
     /// Other brokers share the store (cluster mode, `store = "postgres"`): ids are provisional
@@ -44,6 +46,7 @@ impl RouterConfig {
             expiry_sweep: Duration::from_millis(s.mailbox.expiry_sweep_ms),
             dedupe_window: Duration::from_secs(s.dedupe.window_secs),
             dedupe_max: s.dedupe.max_remembered,
+            maintenance: Duration::from_millis(s.dedupe.maintenance_ms),
             max_frame_bytes: s.limits.max_frame_bytes,
             shared_store: s.store == crate::settings::StoreKind::Postgres,
         }
@@ -112,6 +115,7 @@ pub(super) mod tests {
             expiry_sweep: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(60),
             dedupe_max: 1_000,
+            maintenance: Duration::from_secs(60),
             max_frame_bytes: switchboard_proto::DEFAULT_MAX_FRAME,
             shared_store: false,
         }

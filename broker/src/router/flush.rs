@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use switchboard_proto::ClientId;
+use switchboard_proto::{ClientId, ErrorCode};
 
 use super::window::Handed;
 use super::Router;
@@ -64,24 +64,45 @@ impl Router {
         let Some(window) = self.online.current_mut(client.as_str(), conn_id) else {
             return; // A newer session took over and started its own flush.
         };
-        let page = match result {
-            Ok(page) => page,
+        let (page, damaged) = match result {
+            Ok(page) => (page, Vec::new()),
+            Err(StoreError::DamagedEntries {
+                page,
+                damaged,
+                what,
+                ..
+            }) => {
+                tracing::error!(mailbox = %client, ?damaged, what, "stored bodies are damaged; those entries are set aside");
+                (page, damaged)
+            }
+            Err(error) if error.is_damage() => {
+                window.page_failed();
+                tracing::error!(%error, mailbox = %client, "the mailbox cannot be read back from the store; closing its session");
+                window.refuse(
+                    ErrorCode::MailboxUnreadable,
+                    "the broker cannot read your mailbox from its store; try again later".into(),
+                );
+                return;
+            }
             Err(error) => {
                 window.page_failed();
-                tracing::error!(%error, client = %client, "reading mailbox failed; retrying");
+                tracing::error!(%error, mailbox = %client, "reading mailbox failed; retrying");
                 ctx.run_later(FETCH_RETRY, move |router, ctx| router.refill(&client, ctx));
                 return;
             }
         };
-        if self.set_aside_undeliverable(&page) {
+        let set_aside = self.set_aside_damaged(&page, &damaged);
+        if self.set_aside_undeliverable(&page) || set_aside {
             self.commit_pending(ctx);
         }
         let Some(window) = self.online.current_mut(client.as_str(), conn_id) else {
             return;
         };
-        let deleting = &self.deleting;
+        let (deleting, damaged) = (&self.deleting, &self.damaged);
         if window
-            .page_read(page, limit, |id| deleting.contains(id))
+            .page_read(page, limit, |id| {
+                deleting.contains(id) || damaged.contains(&id)
+            })
             .is_err()
         {
             self.went_away(client.as_str());

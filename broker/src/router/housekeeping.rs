@@ -5,7 +5,7 @@
 //! and those handed out and awaiting an ack (the delivery is under way; its ack decides), and queues
 //! for each of the rest, in one batch, its delete and an `expired` receipt for the sender.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 
@@ -15,8 +15,6 @@ use crate::store::{Entry, EntryKind, ExpiredEntry, Maintenance};
 
 /// Expired entries handled per sweep read.
 pub(super) const SWEEP_BATCH: usize = 1_024;
-/// How often old remembered sends are forgotten and free space handed back.
-pub(super) const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 
 impl Router {
     /// Looks for expired entries unless a sweep is under way.
@@ -163,7 +161,7 @@ mod tests {
             1_000_000,
             "the first pass as asked"
         );
-        let minute = Duration::from_secs(60);
+        let minute = std::time::Duration::from_secs(60);
         let two_days = 2 * 24 * 3_600_000;
         assert_eq!(
             cut.next(1_060_000 + two_days, start + minute),

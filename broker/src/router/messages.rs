@@ -6,10 +6,11 @@
 
 use actix::prelude::*;
 use bytes::Bytes;
-use switchboard_proto::{ClientId, Receipts, RejectReason};
+use switchboard_proto::{ClientId, ErrorCode, Receipts, RejectReason};
 
 use super::window::{Handed, Outlet};
 use super::{now_ms, RouterConfig};
+use crate::registry::Kick;
 use crate::store::{Entry, EntryKind, StoreError};
 
 /// A session's request to store and route a message.
@@ -61,6 +62,8 @@ pub struct Attach {
     pub client: ClientId,
     pub conn_id: u64,
     pub session: Recipient<Deliver>,
+    /// How the Router closes the session with an error (its mailbox cannot be read).
+    pub kick: Recipient<Kick>,
 }
 
 /// The session `conn_id` of `client` has ended; what it held unacknowledged stays in the mailbox.
@@ -92,12 +95,24 @@ pub struct Stop;
 
 /// A session takes entries with `try_send` into its bounded mailbox (sized to the window), never a
 /// silent `do_send`: a full mailbox leaves the entry in the store, a closed one means the client left.
-impl Outlet for Recipient<Deliver> {
+impl Outlet for SessionLink {
     fn offer(&self, entry: Entry) -> Handed {
-        match self.try_send(Deliver(entry)) {
+        match self.deliver.try_send(Deliver(entry)) {
             Ok(()) => Handed::Yes,
             Err(SendError::Full(_)) => Handed::Later,
             Err(SendError::Closed(_)) => Handed::Gone,
         }
     }
+
+    fn refuse(&self, code: ErrorCode, text: String) {
+        // A control message, as the Registry's kick: the session closes at once, so it cannot
+        // pile up; a session that stopped already has nothing to hear.
+        self.kick.do_send(Kick { code, text });
+    }
+}
+
+/// An attached session as the Router holds it.
+pub(super) struct SessionLink {
+    pub(super) deliver: Recipient<Deliver>,
+    pub(super) kick: Recipient<Kick>,
 }

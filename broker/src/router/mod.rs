@@ -58,6 +58,7 @@ use self::commit::CommitQueue;
 use self::deleting::Deleting;
 use self::early::Early;
 use self::ids::Ids;
+use self::messages::SessionLink;
 use self::online::{Acked, Online};
 use self::usage::{Over, Usage};
 use self::window::{InFlight, Window};
@@ -77,7 +78,7 @@ pub struct Router {
     /// The batch collecting for the next commit; at most one commit in flight.
     queue: CommitQueue,
     early: Early,
-    online: Online<Recipient<Deliver>>,
+    online: Online<SessionLink>,
     /// Entries whose delete is queued or committing, and the reads that may still see them.
     deleting: Deleting,
     /// An expiry sweep is under way.
@@ -88,6 +89,9 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// How far the dedupe window's cut may move at the next maintenance pass.
     forget_cut: housekeeping::ForgetCut,
+    /// Entries whose stored body is damaged, already set aside: never handed out, never set aside
+    /// twice, even where the store could not delete them (`flush.rs`).
+    damaged: rustc_hash::FxHashSet<u64>,
 }
 
 impl Router {
@@ -116,6 +120,7 @@ impl Router {
             drained: VecDeque::new(),
             metrics: Arc::default(),
             forget_cut: housekeeping::ForgetCut::default(),
+            damaged: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -224,9 +229,7 @@ impl Actor for Router {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(self.config.expiry_sweep, |router, ctx| router.sweep(ctx));
-        ctx.run_interval(housekeeping::MAINTENANCE_EVERY, |router, ctx| {
-            router.maintain(ctx)
-        });
+        ctx.run_interval(self.config.maintenance, |router, ctx| router.maintain(ctx));
         if self.config.shared_store {
             ctx.run_interval(wake::SAFETY_SWEEP, |router, ctx| router.wake_everyone(ctx));
         }
@@ -297,7 +300,11 @@ impl Handler<Attach> for Router {
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         // A takeover replaces the old state: what the old session held unacknowledged is still in
         // the store and is handed out again from the start of the mailbox.
-        let window = Window::new(msg.conn_id, msg.session, self.config.window_size());
+        let link = SessionLink {
+            deliver: msg.session,
+            kick: msg.kick,
+        };
+        let window = Window::new(msg.conn_id, link, self.config.window_size());
         self.online.attach(msg.client.clone(), window);
         self.early.requeue(msg.client.as_str(), &self.queue);
         self.refill(&msg.client, ctx);

@@ -52,6 +52,10 @@ impl Outlet for FakeSession {
             Handed::Yes
         }
     }
+
+    fn refuse(&self, _: switchboard_proto::ErrorCode, _: String) {
+        self.close();
+    }
 }
 
 /// A message from alice to `mailbox` with a body of `len` bytes; alice's send id is `id * 10`.

@@ -55,6 +55,30 @@ impl Router {
         }
         any
     }
+
+    /// Sets aside the entries of `page` named in `damaged` (their stored bodies cannot be read
+    /// back) as [`Router::set_aside_undeliverable`] does, once each: a store that cannot delete
+    /// one either (a damaged SQLite page) keeps it, and the Router then skips it for as long as it
+    /// runs. Returns whether any was set aside.
+    pub(super) fn set_aside_damaged(&mut self, page: &[Entry], damaged: &[u64]) -> bool {
+        let mut any = false;
+        for entry in page.iter().filter(|e| damaged.contains(&e.id)) {
+            if !self.damaged.insert(entry.id) {
+                continue;
+            }
+            tracing::error!(
+                mailbox = %entry.mailbox,
+                entry = entry.id,
+                sender = %entry.peer,
+                "stored body is damaged; removed, its sender gets an undeliverable receipt"
+            );
+            // Its body length is unknown here; the usage counts it by what the store reports.
+            self.delete(entry.id, entry.mailbox.clone(), 0);
+            self.tell_sender(EntryKind::Undeliverable, entry);
+            any = true;
+        }
+        any
+    }
 }
 
 #[cfg(test)]

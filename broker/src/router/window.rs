@@ -11,13 +11,16 @@
 use rustc_hash::FxHashMap;
 
 use crate::store::{Entry, EntryKind};
-use switchboard_proto::Receipts;
+use switchboard_proto::{ErrorCode, Receipts};
 
 /// Where a window's entries go: the session's bounded mailbox (a `Recipient<Deliver>`), or a fake
 /// in unit tests.
 pub(super) trait Outlet {
     /// Hands `entry` over without waiting.
     fn offer(&self, entry: Entry) -> Handed;
+
+    /// Closes the session with an error frame.
+    fn refuse(&self, code: ErrorCode, text: String);
 }
 
 /// What became of an entry offered to a session.
@@ -161,6 +164,11 @@ impl<S: Outlet> Window<S> {
             Handed::Gone => {}
         }
         handed
+    }
+
+    /// Closes the session with an error frame; its client hears why it gets nothing more.
+    pub(super) fn refuse(&self, code: ErrorCode, text: String) {
+        self.session.refuse(code, text);
     }
 
     /// The session acknowledged `id`; what it was, if it was in flight.

@@ -97,6 +97,7 @@ impl Session {
             client,
             conn_id: self.conn_id,
             session: ctx.address().recipient(),
+            kick: ctx.address().recipient(),
         });
         // `wait`, not `spawn`: no delivery may be written before `Hi`.
         ctx.wait(

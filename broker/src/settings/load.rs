@@ -14,6 +14,8 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `--accept-store-loss`: sets `accept_store_loss` for this start.
+    pub accept_store_loss: bool,
 }
 
 impl Settings {
@@ -47,6 +49,11 @@ impl Settings {
         if let Some(dir) = &overrides.data_dir {
             builder = builder
                 .set_override("data_dir", dir.to_string_lossy().as_ref())
+                .map_err(load_error)?;
+        }
+        if overrides.accept_store_loss {
+            builder = builder
+                .set_override("accept_store_loss", true)
                 .map_err(load_error)?;
         }
         let settings: Settings = builder

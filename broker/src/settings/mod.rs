@@ -58,6 +58,10 @@ pub struct Settings {
     pub store: StoreKind,
     /// What `Accepted` waits for: an fsync, or the OS having the write.
     pub durability: Durability,
+    /// Start on an embedded store (log, SQLite) that was emptied, replaced or lost its newest
+    /// commits, logging the loss as an error, instead of refusing to start (GUARANTEES.md, "A
+    /// store that checks itself"). Meant for one start (`--accept-store-loss`), not to stay set.
+    pub accept_store_loss: bool,
     /// Worker threads running connection sessions; 0 means one per CPU core.
     pub workers: usize,
     pub limits: Limits,
@@ -162,6 +166,9 @@ pub struct Dedupe {
     pub window_secs: u64,
     /// At most this many sends are remembered; past it the oldest are forgotten first.
     pub max_remembered: u64,
+    /// How often the store's maintenance pass runs, in milliseconds: it forgets the sends past
+    /// the window or the cap, and reclaims space and records the high-water mark.
+    pub maintenance_ms: u64,
 }
 
 /// Who may connect; see `broker/src/auth.rs` and SECURITY.md.
@@ -265,6 +272,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             store: StoreKind::Log,
             durability: Durability::Fsync,
+            accept_store_loss: false,
             workers: 0,
             limits: Limits::default(),
             mailbox: MailboxLimits::default(),
@@ -320,6 +328,7 @@ impl Default for Dedupe {
         Self {
             window_secs: 86_400,
             max_remembered: 1_000_000,
+            maintenance_ms: 60_000,
         }
     }
 }

@@ -98,6 +98,9 @@ impl Settings {
         if self.dedupe.max_remembered == 0 {
             return invalid("dedupe.max_remembered", "must be at least 1");
         }
+        if self.dedupe.maintenance_ms == 0 {
+            return invalid("dedupe.maintenance_ms", "must be at least 1");
+        }
         let tls = &self.tls;
         if !tls.cert_file.as_os_str().is_empty() && tls.key_file.as_os_str().is_empty() {
             return invalid("tls.key_file", "must be set when tls.cert_file is");

@@ -293,6 +293,33 @@ pub fn forgets_old_sends(store: &mut dyn MailboxStore) {
     assert_eq!(count(store, "bob"), 6);
 }
 
+/// The cap on remembered sends forgets exactly the oldest by count, even when a batch's sends share
+/// one time (issue 12, finding 9: a cut by time alone forgot all six of them under a cap of 3).
+/// Outside the macro for now: the PostgreSQL engine still cuts by time (its owner's to change).
+pub fn the_cap_forgets_exactly_the_oldest_even_within_one_millisecond(
+    store: &mut dyn MailboxStore,
+) {
+    let sends: Vec<Entry> = (1..=6)
+        .map(|i| {
+            let mut e = entry(i, "bob", "x");
+            e.sent_at_ms = 1_000;
+            e
+        })
+        .collect();
+    append(store, sends);
+    let report = store
+        .maintain(&Maintenance {
+            forget_sent_before_ms: 0,
+            remember_at_most: 3,
+        })
+        .expect("maintain");
+    assert_eq!(report.forgotten, 3);
+    let remembered: Vec<u64> = (1..=6)
+        .filter(|i| store.sent("alice", i * 10).expect("sent").is_some())
+        .collect();
+    assert_eq!(remembered, [4, 5, 6]);
+}
+
 /// Every kind of entry reads back as itself (`removed` is kind byte 3 on disk), and the oldest
 /// waiting entry is the one accepted first, whichever mailbox holds it.
 pub fn keeps_every_kind_and_knows_the_oldest(store: &mut dyn MailboxStore) {

@@ -35,8 +35,32 @@ pub enum StoreError {
         offset: u64,
         what: String,
     },
+    /// The store's files are not the ones this broker last committed to (`identity.rs`).
+    #[error(
+        "refusing to start on the {engine} store in {dir}: {problem}. Put \
+         the right files back, or, if what is missing is accepted as lost, start once with \
+         --accept-store-loss (setting accept_store_loss = true)"
+    )]
+    NotTheStore {
+        dir: std::path::PathBuf,
+        engine: String,
+        problem: String,
+    },
+    /// The data directory was removed or replaced while the store ran (`watch.rs`).
+    #[error("the data directory is gone ({0}); restart the broker on a directory that exists")]
+    Vanished(String),
     #[error("stored entry {id} is corrupt: {what}")]
     Corrupt { id: u64, what: String },
+    /// A page read found entries of `mailbox` whose bodies are damaged on disk, though what they
+    /// are (ids, sender) is known: `page` is the page read, those entries in it with empty bodies,
+    /// and `damaged` their ids. The caller sets them aside so that the rest of the mailbox flows.
+    #[error("mailbox {mailbox}: the stored bodies of entries {damaged:?} are damaged: {what}")]
+    DamagedEntries {
+        mailbox: String,
+        page: Vec<crate::store::Entry>,
+        damaged: Vec<u64>,
+        what: String,
+    },
     #[error("{0}")]
     Incompatible(String),
     #[error("the store thread has stopped")]
@@ -46,6 +70,41 @@ pub enum StoreError {
     /// A merged commit failed; every caller whose writes were in it gets the cause as text.
     #[error("commit failed: {0}")]
     Failed(String),
+}
+
+impl StoreError {
+    /// Whether this is damage to what is stored (a corrupt file, a disk that cannot read it back)
+    /// rather than a failure that may pass by itself (the database down, a full disk): retrying
+    /// the same read cannot help.
+    pub fn is_damage(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match self {
+            StoreError::Sqlite(error) => {
+                matches!(
+                    error.sqlite_error_code(),
+                    Some(DatabaseCorrupt | NotADatabase)
+                )
+            }
+            StoreError::LogCorrupt { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::DamagedEntries { .. } => true,
+            // EIO: the disk could not read the bytes back; end of file: the file lost bytes the
+            // store wrote.
+            StoreError::Io { cause, .. } => {
+                cause.raw_os_error() == Some(5) || cause.kind() == std::io::ErrorKind::UnexpectedEof
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether SQLite found its file damaged.
+pub(crate) fn sqlite_damage(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    matches!(
+        error.sqlite_error_code(),
+        Some(DatabaseCorrupt | NotADatabase)
+    )
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -13,7 +13,7 @@ use std::path::Path;
 use super::StoreError;
 
 /// The lock file's name inside the data directory.
-const LOCK_FILE: &str = "LOCK";
+pub(crate) const LOCK_FILE: &str = "LOCK";
 
 /// The held lock; dropping it (closing the file) releases it.
 #[derive(Debug)]

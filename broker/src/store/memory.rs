@@ -139,10 +139,16 @@ impl MailboxStore for MemoryStore {
             .retain(|_, sent| sent.at_ms >= what.forget_sent_before_ms);
         let excess = (self.sent.len() as u64).saturating_sub(what.remember_at_most);
         if excess > 0 {
-            let mut times: Vec<u64> = self.sent.values().map(|s| s.at_ms).collect();
-            times.sort_unstable();
-            let cutoff = times[(excess - 1) as usize];
-            self.sent.retain(|_, sent| sent.at_ms > cutoff);
+            // Exactly the oldest `excess`, in acceptance order (a batch's sends share one time).
+            let mut order: Vec<(u64, u64)> = self
+                .sent
+                .values()
+                .map(|s| (s.at_ms, s.message_id))
+                .collect();
+            order.sort_unstable();
+            let keep_from = order[(excess - 1) as usize];
+            self.sent
+                .retain(|_, sent| (sent.at_ms, sent.message_id) > keep_from);
         }
         Ok(MaintenanceReport {
             forgotten: (before - self.sent.len()) as u64,

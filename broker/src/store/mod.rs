@@ -20,12 +20,14 @@ mod batch;
 pub mod conformance;
 mod entry;
 mod error;
+mod identity;
 mod lock;
 pub(crate) mod log;
 mod memory;
 mod oldest;
 pub mod postgres;
 pub(crate) mod sqlite;
+mod watch;
 mod worker;
 
 pub use batch::{Batch, CommitOutcome, Duplicate, Remembered, Renumbered, PROVISIONAL_IDS};
@@ -119,5 +121,15 @@ mod engines {
         log => crate::store::log::tests::open_log();
         // Against a PostgreSQL of the test's own; skipped where none is installed, unless `CI` is set.
         postgres => crate::store::postgres::tests::open_postgres();
+    }
+
+    #[test]
+    fn the_cap_forgets_exactly_the_oldest_in_memory_sqlite_and_the_log() {
+        use crate::store::conformance::the_cap_forgets_exactly_the_oldest_even_within_one_millisecond as case;
+        case(&mut MemoryStore::new());
+        let (_dir, mut sqlite) = crate::store::sqlite::tests::open_sqlite();
+        case(&mut sqlite);
+        let (_dir, mut log) = crate::store::log::tests::open_log();
+        case(&mut log);
     }
 }

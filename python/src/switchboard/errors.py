@@ -234,6 +234,13 @@ class Kicked(BrokerError):
     code = "kicked"
 
 
+class MailboxUnreadable(BrokerError):
+    """The broker cannot read this client's mailbox from its store (damaged storage); it tries again on the next connection."""
+
+    code = "mailbox-unreadable"
+    retryable = True
+
+
 class UnknownBrokerError(BrokerError):
     """An error code this package does not know (``code`` holds it); not retried."""
 
@@ -248,7 +255,7 @@ BROKER_ERRORS: Dict[str, Type[BrokerError]] = {
     cls.code: cls
     for cls in (BadFrame, FrameTooLarge, HelloRequired, HandshakeTimeout, UnsupportedVersion,
                 InvalidClientId, UnexpectedFrame, SessionTakenOver, KeepaliveTimeout, ShuttingDown,
-                InternalError, Unauthorized, Overloaded, Kicked)
+                InternalError, Unauthorized, Overloaded, Kicked, MailboxUnreadable)
 }
 """The exception for each error code of protocol version 1."""
 

@@ -219,13 +219,15 @@ async fn thousands_of_silent_connections_do_not_stop_the_others() {
 /// the broker's numbers) used to be accepted and then block its recipient's mailbox for ever. Now the
 /// largest body is announced in `hi`, one byte more is `too-large`, and a body of exactly that size,
 /// from a sender with the longest id there is, reaches its recipient, with what was sent after it.
+/// A broker process (issue 12, finding 2).
 #[tokio::test]
 async fn the_largest_accepted_body_is_delivered_and_one_byte_more_is_too_large() {
     use switchboard_proto::BrokerFrame;
 
-    let fx = Fixture::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = switchboard_tests::BrokerProcess::start(dir.path()).await;
     let sender = "s".repeat(switchboard_proto::client_id::MAX_CLIENT_ID_LEN);
-    let (mut raw, hi) = Raw::hello(fx.addr(), &sender, 30).await;
+    let (mut raw, hi) = Raw::hello(broker.addr(), &sender, 30).await;
     let BrokerFrame::Hi { max_body_bytes, .. } = hi else {
         panic!("expected hi, got {hi:?}");
     };
@@ -256,16 +258,23 @@ async fn the_largest_accepted_body_is_delivered_and_one_byte_more_is_too_large()
         }
     }
 
-    let (bob, mut events) = fx.connect("bob").await;
+    let (mut bob, _) = Raw::hello(broker.addr(), "bob", 30).await;
     for len in [max, 1] {
-        match next_event(&mut events).await {
-            Event::Message(m) => {
-                assert_eq!((m.from.as_str(), m.body.len()), (sender.as_str(), len));
-                bob.ack(m.message_id).await.expect("ack");
+        match bob.recv().await {
+            Some(BrokerFrame::Deliver {
+                message_id,
+                from,
+                body,
+                ..
+            }) => {
+                assert_eq!((from.as_str(), body.len()), (sender.as_str(), len));
+                bob.send(ClientFrame::Ack { id: message_id }).await;
             }
             other => panic!("expected a message of {len} bytes, got {other:?}"),
         }
     }
+    drop((raw, bob));
+    broker.terminate().await;
 }
 
 /// A broker configured for bodies larger than the client library's default frame (1 MiB) says so in

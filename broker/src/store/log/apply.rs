@@ -6,19 +6,19 @@ use std::sync::Arc;
 
 use super::frame::{remembered_size, Decoded, REMEMBER};
 use super::index::{Index, Meta};
-use super::remembered::Sent;
+use super::remembered::{Cut, Sent};
 use super::segment::SegmentId;
 
 impl Index {
     /// Applies `frame`, found in `segment` with its payload starting at byte `payload_at`.
     pub(super) fn apply(&mut self, frame: &Decoded<'_>, segment: SegmentId, payload_at: u64) {
         self.last_id = self.last_id.max(frame.last_id);
-        let forget = frame.forget_before_ms;
+        let forget = frame.forget;
         // A forget carried forward by compaction, if already applied, is not applied again: it
         // would forget sends remembered since the original.
-        if forget > 0 && (!frame.copy || forget > self.forgot_before) {
+        if forget > Cut::NONE && (!frame.copy || forget > self.forgot_before) {
             self.forgot_before = self.forgot_before.max(forget);
-            self.forget_before(frame.forget_before_ms, segment);
+            self.forget_before(forget, segment);
         }
         for r in &frame.remembered {
             let sender = self.intern(r.sender);
@@ -76,11 +76,11 @@ impl Index {
         }
     }
 
-    fn forget_before(&mut self, before_ms: u64, segment: SegmentId) {
+    fn forget_before(&mut self, cut: Cut, segment: SegmentId) {
         let stats = self.stats(segment);
-        stats.forget = stats.forget.max(before_ms);
+        stats.forget = stats.forget.max(cut);
         let segments = &mut self.segments;
-        self.sent.forget_before(before_ms, |sender, sent| {
+        self.sent.forget_before(cut, |sender, sent| {
             let stats = segments.entry(sent.segment).or_default();
             stats.live = stats.live.saturating_sub(remembered_size(sender));
         });

@@ -12,6 +12,7 @@ use rustc_hash::FxHashSet;
 
 use super::frame::{receipt_flags, FrameBuilder, REMEMBER};
 use super::index::Index;
+use super::remembered::Cut;
 use crate::store::{Batch, CommitOutcome, Duplicate, Entry, EntryKind};
 
 /// What encoding a batch found.
@@ -34,7 +35,7 @@ pub(super) fn encode(index: &Index, batch: &Batch, frame: &mut FrameBuilder) -> 
     let mut new_sends: HashMap<(&str, u64), u64> = HashMap::default();
     let mut outcome = CommitOutcome::default();
     let mut records = 0usize;
-    frame.start(high, 0);
+    frame.start(high, Cut::NONE);
     frame.section();
     for r in &batch.remembered {
         if known(index, &new_sends, &r.sender, r.send_id).is_none() {

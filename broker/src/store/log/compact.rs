@@ -9,6 +9,7 @@
 use bytes::Bytes;
 
 use super::frame::{self, receipt_flags, REMEMBER};
+use super::remembered::Cut;
 use super::segment::SegmentId;
 use super::LogStore;
 use crate::store::{Entry, EntryKind, StoreError};
@@ -32,12 +33,28 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
             continue;
         }
         let older_remain = store.segments.ids().next().is_some_and(|first| first < id);
-        let forget = if older_remain { stats.forget } else { 0 };
+        let forget = if older_remain {
+            stats.forget
+        } else {
+            Cut::NONE
+        };
         let needs_tombstones = stats
             .deps
             .iter()
             .any(|&dep| dep != id && store.segments.contains(dep));
-        let bytes = if stats.live > 0 || needs_tombstones {
+        let needed = stats.live > 0 || needs_tombstones;
+        let damaged = match needed {
+            true => store
+                .verified
+                .damage(&store.segments, id)
+                .map(|d| !d.is_empty()),
+            false => Ok(false),
+        };
+        if damaged.map_err(|cause| store.io_error(id, cause))? {
+            // Copying it forward would give its damaged bodies a valid checksum: it stays.
+            continue;
+        }
+        let bytes = if needed {
             let bytes = store
                 .segments
                 .read(id, 0, len as usize)
@@ -46,7 +63,7 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
         } else {
             None
         };
-        if bytes.is_some() || forget > 0 {
+        if bytes.is_some() || forget > Cut::NONE {
             copy_forward(store, id, bytes.unwrap_or_default(), forget)?;
         }
         store
@@ -54,6 +71,7 @@ pub(super) fn reclaim(store: &mut LogStore) -> Result<u64, StoreError> {
             .remove(id)
             .map_err(|cause| store.io_error(id, cause))?;
         store.index.segments.remove(&id);
+        store.verified.removed(id);
         tracing::debug!(
             segment = id,
             bytes = len,
@@ -91,7 +109,7 @@ fn copy_forward(
     store: &mut LogStore,
     id: SegmentId,
     bytes: Bytes,
-    forget: u64,
+    forget: Cut,
 ) -> Result<(), StoreError> {
     let tombstones = needed_tombstones(store, id, &bytes);
     let index = &store.index;

@@ -7,9 +7,13 @@
 //! needs no decisions:
 //!
 //! ```text
-//! u8  kind (1 = a batch, 2 = a copy made by compaction or migration)
+//! u8  kind (1 = a batch, 2 = a copy made by compaction or migration; 3 and 4 the same with
+//!     forget_id below)
 //! u64 last_id            the store's high-water mark once this frame applies
 //! u64 forget_before_ms   remembered sends older than this are forgotten (0: none)
+//! u64 forget_id          kinds 3 and 4 only: sends accepted in the millisecond forget_before_ms
+//!                        with a broker id below this are forgotten too (the cap on remembered
+//!                        sends cuts inside a millisecond; kinds 1 and 2 mean 0)
 //! u32 n, n × remembered: str sender, u64 send_id, u64 message_id, u64 at_ms
 //! u32 n, n × append:     u64 id, u8 kind, u8 flags, str mailbox, str peer, u64 send_id,
 //!                        u64 message_id, u64 sent_at_ms, u64 expires_at_ms, u32 body_len, body
@@ -22,6 +26,7 @@
 //! the receipts a message's sender asked for (0 all, 1 delivered only, 2 none; see
 //! [`receipt_flags`]), so frames written before the choice existed read as "all".
 
+use super::remembered::Cut;
 use crate::store::entry::{receipts_code, receipts_from_code};
 use crate::store::{Entry, EntryKind};
 use switchboard_proto::Receipts;
@@ -34,6 +39,10 @@ pub(super) const MIN_PAYLOAD: usize = 1 + 8 + 8 + 4 * 3;
 const KIND_BATCH: u8 = 1;
 /// Payload kind of a frame that copies records forward (compaction, migration).
 const KIND_COPY: u8 = 2;
+/// [`KIND_BATCH`] and [`KIND_COPY`] whose forget cut carries an id (`remembered::Cut`); written
+/// only when it does, so every other frame reads as before.
+const KIND_BATCH_CUT: u8 = 3;
+const KIND_COPY_CUT: u8 = 4;
 /// Append flag: the append also remembers `(peer, send_id)` → `id`.
 pub(super) const REMEMBER: u8 = 1;
 /// Where the receipt choice sits among an append's flags.
@@ -60,21 +69,29 @@ pub(super) struct FrameBuilder {
 
 impl FrameBuilder {
     /// Starts a new frame for a batch, forgetting the previous one.
-    pub(super) fn start(&mut self, last_id: u64, forget_before_ms: u64) {
-        self.begin(KIND_BATCH, last_id, forget_before_ms);
+    pub(super) fn start(&mut self, last_id: u64, forget: Cut) {
+        self.begin(false, last_id, forget);
     }
 
     /// Starts a new frame of records copied forward.
-    pub(super) fn start_copy(&mut self, last_id: u64, forget_before_ms: u64) {
-        self.begin(KIND_COPY, last_id, forget_before_ms);
+    pub(super) fn start_copy(&mut self, last_id: u64, forget: Cut) {
+        self.begin(true, last_id, forget);
     }
 
-    fn begin(&mut self, kind: u8, last_id: u64, forget_before_ms: u64) {
+    fn begin(&mut self, copy: bool, last_id: u64, forget: Cut) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; HEADER]);
-        self.buf.push(kind);
+        self.buf.push(match (copy, forget.id != 0) {
+            (false, false) => KIND_BATCH,
+            (true, false) => KIND_COPY,
+            (false, true) => KIND_BATCH_CUT,
+            (true, true) => KIND_COPY_CUT,
+        });
         self.u64(last_id);
-        self.u64(forget_before_ms);
+        self.u64(forget.ms);
+        if forget.id != 0 {
+            self.u64(forget.id);
+        }
         self.section = None;
     }
 
@@ -235,7 +252,8 @@ pub(super) struct Decoded<'a> {
     /// Records copied forward rather than a batch: its forget time may have been applied already.
     pub copy: bool,
     pub last_id: u64,
-    pub forget_before_ms: u64,
+    /// Remembered sends before this are forgotten (`Cut::NONE`: none).
+    pub forget: Cut,
     pub remembered: Vec<RememberedRecord<'a>>,
     pub appends: Vec<AppendRecord<'a>>,
     /// Ids deleted, each with the segment that recorded the entry.
@@ -249,15 +267,20 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
         buf: payload,
         at: 0,
     };
-    let copy = match r.u8()? {
-        KIND_BATCH => false,
-        KIND_COPY => true,
+    let (copy, with_id) = match r.u8()? {
+        KIND_BATCH => (false, false),
+        KIND_COPY => (true, false),
+        KIND_BATCH_CUT => (false, true),
+        KIND_COPY_CUT => (true, true),
         _ => return Err("unknown frame kind".into()),
     };
+    let last_id = r.u64()?;
+    let ms = r.u64()?;
+    let id = if with_id { r.u64()? } else { 0 };
     let mut frame = Decoded {
         copy,
-        last_id: r.u64()?,
-        forget_before_ms: r.u64()?,
+        last_id,
+        forget: Cut { ms, id },
         ..Decoded::default()
     };
     for _ in 0..r.u32()? {
@@ -378,7 +401,7 @@ mod tests {
     #[test]
     fn a_frame_decodes_to_what_was_built() {
         let mut b = FrameBuilder::default();
-        b.start(42, 7);
+        b.start(42, Cut { ms: 7, id: 3 });
         b.section();
         b.remembered("alice", 1, 2, 3);
         b.section();
@@ -391,7 +414,7 @@ mod tests {
         assert_eq!(valid_frame(&frame), Some(frame.len()));
         let payload = &frame[HEADER..];
         let d = decode(payload).unwrap();
-        assert_eq!((d.last_id, d.forget_before_ms), (42, 7));
+        assert_eq!((d.last_id, d.forget), (42, Cut { ms: 7, id: 3 }));
         assert_eq!(d.remembered[0].sender, "alice");
         let a = &d.appends[0];
         assert_eq!(
@@ -406,7 +429,7 @@ mod tests {
     #[test]
     fn a_damaged_frame_is_not_valid() {
         let mut b = FrameBuilder::default();
-        b.start(1, 0);
+        b.start(1, Cut::NONE);
         b.section();
         b.section();
         b.section();

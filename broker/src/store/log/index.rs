@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::frame::append_size;
-use super::remembered::{Remembered, Sent};
+use super::remembered::{Cut, Remembered, Sent};
 use super::segment::SegmentId;
 use crate::store::{EntryKind, MailboxUsage};
 use switchboard_proto::Receipts;
@@ -55,7 +55,7 @@ pub(super) struct SegmentStats {
     pub deps: BTreeSet<SegmentId>,
     /// The latest "forget sends before" this segment records (0: none), carried forward when the
     /// segment goes while older ones remain.
-    pub forget: u64,
+    pub forget: Cut,
 }
 
 /// The whole in-memory state of a log store.
@@ -75,7 +75,7 @@ pub(super) struct Index {
     /// The highest id ever committed or reserved.
     pub last_id: u64,
     /// The latest "forget sends accepted before this time" applied.
-    pub forgot_before: u64,
+    pub forgot_before: Cut,
 }
 
 impl Index {

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use super::remembered::Cut;
 use super::segment::sync_dir;
 use super::{LogStore, LOG_DIR};
 use crate::store::sqlite::{Dump, DB_FILE};
@@ -72,7 +73,7 @@ pub(super) fn finish(
     // One fsync at the end instead of one per frame.
     store.durability = Durability::Os;
     for chunk in dump.sent.chunks(CHUNK) {
-        store.frame.start_copy(dump.last_id, 0);
+        store.frame.start_copy(dump.last_id, Cut::NONE);
         store.frame.section();
         for r in chunk {
             store
@@ -84,7 +85,7 @@ pub(super) fn finish(
         store.write_frame()?;
     }
     for chunk in dump.entries.chunks(CHUNK) {
-        store.frame.start_copy(dump.last_id, 0);
+        store.frame.start_copy(dump.last_id, Cut::NONE);
         store.frame.section();
         store.frame.section();
         chunk.iter().for_each(|e| store.frame.append(e, 0));
@@ -92,7 +93,7 @@ pub(super) fn finish(
         store.write_frame()?;
     }
     if dump.last_id > store.index.last_id {
-        store.frame.start_copy(dump.last_id, 0);
+        store.frame.start_copy(dump.last_id, Cut::NONE);
         (0..3).for_each(|_| store.frame.section());
         store.write_frame()?;
     }
@@ -138,6 +139,15 @@ fn retire_sqlite(data_dir: &Path) -> Result<(), StoreError> {
             let to = data_dir.join(format!("{DB_FILE}{suffix}.migrated"));
             std::fs::rename(&from, &to).map_err(|cause| StoreError::Io { path: from, cause })?;
         }
+    }
+    // Its identity went into the log with it; a `switchboard.db` appearing later is a new store.
+    let identity = data_dir.join(format!("IDENTITY.{}", crate::store::sqlite::ENGINE));
+    if identity.exists() {
+        let to = identity.with_extension("sqlite.migrated");
+        std::fs::rename(&identity, &to).map_err(|cause| StoreError::Io {
+            path: identity.clone(),
+            cause,
+        })?;
     }
     sync_dir(data_dir).map_err(|cause| StoreError::Io {
         path: data_dir.to_path_buf(),

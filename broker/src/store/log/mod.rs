@@ -14,6 +14,7 @@ mod check;
 mod commit;
 mod compact;
 mod frame;
+mod guard;
 mod index;
 mod migrate;
 mod recover;
@@ -22,6 +23,7 @@ mod segment;
 mod snapshot;
 #[cfg(test)]
 pub(crate) mod tests;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -41,13 +43,17 @@ pub use recover::TornTail;
 
 pub(crate) const LOG_DIR: &str = "log";
 
-/// Sizes that tests shrink; the defaults suit a server.
+/// How the log opens: sizes that tests shrink (the defaults suit a server), and whether a store
+/// that is not the one last committed to is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
     /// Roll to a new segment once the head would pass this many bytes.
     pub segment_bytes: u64,
     /// Write a snapshot from housekeeping once this many bytes were logged since the last one.
     pub snapshot_after_bytes: u64,
+    /// Open a log that was emptied, replaced or lost its newest commits, logging the loss as an
+    /// error, instead of refusing it (`accept_store_loss`).
+    pub accept_loss: bool,
 }
 
 impl Default for LogOptions {
@@ -55,6 +61,7 @@ impl Default for LogOptions {
         Self {
             segment_bytes: 64 << 20,
             snapshot_after_bytes: 64 << 20,
+            accept_loss: false,
         }
     }
 }
@@ -69,12 +76,21 @@ pub struct LogStore {
     options: LogOptions,
     /// Bytes logged since the last snapshot.
     since_snapshot: u64,
-    /// Set once a write or fsync failed: after a failed fsync the file's state is unknown, so the
-    /// store refuses further commits until a restart recovers it from disk.
+    /// Which stretches of the segments this process did not write hold damaged frames.
+    verified: verify::Verified,
+    /// Set once an fsync (or a write that could not be cut off again) failed: the file's state is
+    /// then unknown, so the store refuses further commits until a restart recovers it from disk. A
+    /// write refused and cut off (a full disk) fails only its batch.
     failed: Option<String>,
     /// Held while the store is open: a second broker on the same directory is refused. Taken out
     /// only when a migration hands it to the store it reopens.
     lock: Option<DataDirLock>,
+    /// The data directory's record of this log's id and high-water mark (`guard.rs`); set once
+    /// the open has checked it.
+    identity: Option<crate::store::identity::Identity>,
+    /// The lock file and the log's directory as they were at open: a commit into a directory
+    /// removed or replaced since is refused (`store/watch.rs`).
+    watch: Option<crate::store::watch::Watch>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -110,6 +126,7 @@ impl LogStore {
         if let Some(dump) = dump {
             store = migrate::finish(store, dump, data_dir)?;
         }
+        store.check_identity(data_dir)?;
         tracing::info!(
             dir = %dir.display(), ?durability, entries = store.index.len(),
             remembered = store.index.sent.len(), replayed_bytes = store.since_snapshot,
@@ -130,6 +147,7 @@ impl LogStore {
         })?;
         let recovered = recover::recover(dir, options.segment_bytes)?;
         Ok(Self {
+            verified: verify::Verified::new(recovered.segments.head()),
             segments: recovered.segments,
             index: recovered.index,
             frame: FrameBuilder::default(),
@@ -138,19 +156,26 @@ impl LogStore {
             since_snapshot: recovered.replayed_bytes,
             failed: None,
             lock: Some(lock),
+            identity: None,
+            watch: None,
         })
     }
 
     /// Writes the frame in `self.frame` and applies it to the index.
     fn write_frame(&mut self) -> Result<(), StoreError> {
-        if let Some(failed) = &self.failed {
-            return Err(StoreError::Failed(failed.clone()));
-        }
+        self.usable()?;
         let bytes = self.frame.finish();
         let sync = self.durability == Durability::Fsync;
         let (segment, at) = match self.segments.append(bytes, sync) {
             Ok(place) => place,
-            Err(cause) => {
+            // Refused and cut off (no space, say): this batch fails, the next may go through.
+            Err(segment::AppendError::CutOff(cause)) => {
+                return Err(StoreError::Io {
+                    path: self.segments.path(self.segments.head()),
+                    cause,
+                })
+            }
+            Err(segment::AppendError::Unknown(cause)) => {
                 let error = StoreError::Io {
                     path: self.segments.path(self.segments.head()),
                     cause,
@@ -257,12 +282,42 @@ impl MailboxStore for LogStore {
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let metas: Vec<&Meta> = self.index.page(mailbox, after, limit).collect();
-        let bodies = self.bodies(&metas)?;
-        Ok(metas
+        let mut damaged = Vec::new();
+        for meta in &metas {
+            let (offset, len) = (u64::from(meta.offset), u64::from(meta.body_len));
+            if self
+                .verified
+                .is_damaged(&self.segments, meta.segment, offset, len)
+                .map_err(|cause| self.io_error(meta.segment, cause))?
+            {
+                damaged.push(meta.id);
+            }
+        }
+        let readable: Vec<&Meta> = metas
             .iter()
-            .zip(bodies)
-            .map(|(meta, body)| entry(mailbox, meta, body))
-            .collect())
+            .copied()
+            .filter(|m| !damaged.contains(&m.id))
+            .collect();
+        let mut bodies = self.bodies(&readable)?.into_iter();
+        let page = metas
+            .iter()
+            .map(|meta| {
+                let body = match damaged.contains(&meta.id) {
+                    true => Bytes::new(),
+                    false => bodies.next().unwrap_or_default(),
+                };
+                entry(mailbox, meta, body)
+            })
+            .collect();
+        if damaged.is_empty() {
+            return Ok(page);
+        }
+        Err(StoreError::DamagedEntries {
+            mailbox: mailbox.to_owned(),
+            page,
+            damaged,
+            what: "their log frames fail their checksum".to_owned(),
+        })
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
@@ -314,6 +369,7 @@ impl MailboxStore for LogStore {
         if self.since_snapshot >= self.options.snapshot_after_bytes {
             self.snapshot()?;
         }
+        self.record_mark_or_warn();
         Ok(MaintenanceReport {
             forgotten,
             reclaimed_pages: freed / 4096,
@@ -321,14 +377,21 @@ impl MailboxStore for LogStore {
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {
+        // The readiness check asks this: a store that cannot commit is not ready.
+        self.usable()?;
         Ok(self.index.last_id)
     }
 }
 
 impl Drop for LogStore {
-    /// A clean close leaves a snapshot, so the next open skips the replay.
+    /// A clean close leaves a snapshot, so the next open skips the replay, and records the
+    /// high-water mark.
     fn drop(&mut self) {
-        if self.failed.is_some() || self.since_snapshot == 0 {
+        if self.failed.is_some() {
+            return;
+        }
+        self.record_mark_or_warn();
+        if self.since_snapshot == 0 {
             return;
         }
         let started = std::time::Instant::now();

@@ -4,12 +4,37 @@
 //! Keyed per sender (`sender` → `send_id` → [`Sent`]) so a lookup borrows the sender's name and
 //! costs no allocation. The hasher is the standard library's keyed one: send ids are chosen by
 //! clients, and a fixed hash would let one client degrade the map for all. Forgetting always means
-//! "every send accepted before time X", one number a frame can carry and replay can repeat.
+//! "every send before [`Cut`] X", in the order (accepted at, broker id): the time alone cannot say
+//! which sends of one millisecond go (a batch's sends share one), the id can, so the cap on their
+//! number forgets exactly the oldest; one cut a frame can carry and replay can repeat.
 
 use foldhash::HashMap;
 use std::sync::Arc;
 
 use super::segment::SegmentId;
+
+/// Where forgetting stops: every send whose `(at_ms, message_id)` is below `(ms, id)` is
+/// forgotten. `id` 0 is a cut by time alone (`at_ms < ms`), which is what frames written before
+/// the id existed say.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Cut {
+    pub ms: u64,
+    pub id: u64,
+}
+
+impl Cut {
+    /// Forgets nothing.
+    pub(crate) const NONE: Cut = Cut { ms: 0, id: 0 };
+
+    /// Every send accepted before `ms`.
+    pub(crate) fn before_ms(ms: u64) -> Cut {
+        Cut { ms, id: 0 }
+    }
+
+    fn forgets(&self, sent: &Sent) -> bool {
+        (sent.at_ms, sent.message_id) < (self.ms, self.id)
+    }
+}
 
 /// One remembered send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +81,12 @@ impl Remembered {
         self.len = self.len + added - old.map_or(0, |o| o.len());
     }
 
-    /// Forgets every send accepted before `before_ms`, telling `gone` about each.
-    pub(super) fn forget_before(&mut self, before_ms: u64, mut gone: impl FnMut(&str, Sent)) {
+    /// Forgets every send before `cut`, telling `gone` about each.
+    pub(super) fn forget_before(&mut self, cut: Cut, mut gone: impl FnMut(&str, Sent)) {
         let mut forgotten = 0;
         self.by_sender.retain(|sender, sends| {
             sends.retain(|_, sent| {
-                let keep = sent.at_ms >= before_ms;
+                let keep = !cut.forgets(sent);
                 if !keep {
                     forgotten += 1;
                     gone(sender, *sent);
@@ -73,25 +98,30 @@ impl Remembered {
         self.len -= forgotten;
     }
 
-    /// The time before which sends must be forgotten so that none is older than
-    /// `forget_before_ms` and at most `at_most` remain (ties at the cut go too, as in every engine).
-    pub(super) fn cutoff(&self, forget_before_ms: u64, at_most: u64) -> u64 {
-        let mut times: Vec<u64> = self
+    /// The cut below which sends must be forgotten so that none was accepted before
+    /// `forget_before_ms` and exactly the newest `at_most` (or fewer) remain.
+    pub(super) fn cutoff(&self, forget_before_ms: u64, at_most: u64) -> Cut {
+        let window = Cut::before_ms(forget_before_ms);
+        let mut kept: Vec<(u64, u64)> = self
             .iter()
-            .map(|(_, _, sent)| sent.at_ms)
-            .filter(|&at| at >= forget_before_ms)
+            .filter(|(_, _, sent)| !window.forgets(sent))
+            .map(|(_, _, sent)| (sent.at_ms, sent.message_id))
             .collect();
-        let excess = (times.len() as u64).saturating_sub(at_most) as usize;
+        let excess = (kept.len() as u64).saturating_sub(at_most) as usize;
         if excess == 0 {
-            return forget_before_ms;
+            return window;
         }
-        let (_, cut, _) = times.select_nth_unstable(excess - 1);
-        cut.saturating_add(1).max(forget_before_ms)
+        let (_, &mut (ms, id), _) = kept.select_nth_unstable(excess - 1);
+        Cut {
+            ms,
+            id: id.saturating_add(1),
+        }
+        .max(window)
     }
 
-    /// Whether any send is older than `before_ms`.
-    pub(super) fn any_before(&self, before_ms: u64) -> bool {
-        self.iter().any(|(_, _, sent)| sent.at_ms < before_ms)
+    /// Whether any send is before `cut`.
+    pub(super) fn any_before(&self, cut: Cut) -> bool {
+        self.iter().any(|(_, _, sent)| cut.forgets(sent))
     }
 
     /// Every send: its sender, send id and what is remembered.
@@ -138,13 +168,35 @@ mod tests {
         for at in 1..=5 {
             r.insert("alice".into(), at, sent(at * 100));
         }
-        assert_eq!(r.cutoff(200, 3), 201);
-        assert_eq!(r.cutoff(0, 10), 0);
+        assert_eq!(r.cutoff(200, 3), Cut { ms: 200, id: 201 });
+        assert_eq!(r.cutoff(0, 10), Cut::NONE);
         let mut gone = Vec::new();
-        r.forget_before(201, |_, s| gone.push(s.at_ms));
+        r.forget_before(r.cutoff(200, 3), |_, s| gone.push(s.at_ms));
         gone.sort_unstable();
         assert_eq!(gone, [100, 200]);
         assert_eq!(r.len(), 3);
         assert!(r.get("alice", 4).is_some());
+    }
+
+    #[test]
+    fn the_cap_forgets_exactly_the_oldest_even_when_they_share_a_millisecond() {
+        let mut r = Remembered::default();
+        for id in 1..=6 {
+            let sent = Sent {
+                message_id: id,
+                at_ms: 1_000,
+                segment: 1,
+            };
+            r.insert("alice".into(), id, sent);
+        }
+        let cut = r.cutoff(0, 3);
+        r.forget_before(cut, |_, _| {});
+        assert_eq!(r.len(), 3);
+        for id in 4..=6 {
+            assert!(
+                r.get("alice", id).is_some(),
+                "send {id} is among the newest 3"
+            );
+        }
     }
 }

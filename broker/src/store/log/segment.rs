@@ -37,6 +37,16 @@ pub(super) fn list(dir: &Path) -> io::Result<Vec<SegmentId>> {
     Ok(ids)
 }
 
+/// How an append failed.
+#[derive(Debug)]
+pub(super) enum AppendError {
+    /// Nothing of the frame is left in the file (a write refused, on a full disk say, and cut off
+    /// again): the log is as before and may take the next frame.
+    CutOff(io::Error),
+    /// The file's state is unknown (a failed fsync, a failed roll, a cut that failed).
+    Unknown(io::Error),
+}
+
 /// Fsyncs a directory, so a file created, renamed or removed in it stays so after a crash.
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -141,26 +151,32 @@ impl Segments {
     /// Appends `frame` in one write, rolling first if it would not fit, and fsyncs it if `sync`.
     /// Returns where the frame starts. A failed write is cut off again, so the file never holds a
     /// partial frame that later frames would sit behind.
-    pub(super) fn append(&mut self, frame: &[u8], sync: bool) -> io::Result<(SegmentId, u64)> {
+    pub(super) fn append(
+        &mut self,
+        frame: &[u8],
+        sync: bool,
+    ) -> Result<(SegmentId, u64), AppendError> {
         let size = frame.len() as u64;
         if u64::from(u32::MAX) < size {
-            return Err(io::Error::new(
+            return Err(AppendError::CutOff(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("a batch of {size} bytes is larger than a segment can be"),
-            ));
+            )));
         }
         if self.head_len > 0 && self.head_len + size > self.limit {
-            self.roll()?;
+            self.roll().map_err(AppendError::Unknown)?;
         }
         let at = self.head_len;
-        let file = self.head_file()?;
+        let file = self.head_file().map_err(AppendError::Unknown)?;
         if let Err(error) = file.write_all_at(frame, at) {
-            // Best effort: if even this fails, recovery treats the partial frame as a torn tail.
-            let _ = file.set_len(at);
-            return Err(error);
+            // If even this fails, recovery treats the partial frame as a torn tail.
+            return Err(match file.set_len(at) {
+                Ok(()) => AppendError::CutOff(error),
+                Err(_) => AppendError::Unknown(error),
+            });
         }
         if sync {
-            file.sync_data()?;
+            file.sync_data().map_err(AppendError::Unknown)?;
         }
         self.head_len = at + size;
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);

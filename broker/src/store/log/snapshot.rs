@@ -8,10 +8,10 @@
 //! ignored. Layout (little-endian):
 //!
 //! ```text
-//! magic "SBLOGSN2", u32 segment, u64 offset (the position covered), u64 start and u32 crc of
-//! the frame ending there (0, 0: none), u64 last_id, u64 forgot_before
+//! magic "SBLOGSN3", u32 segment, u64 offset (the position covered), u64 start and u32 crc of
+//! the frame ending there (0, 0: none), u64 last_id, 2 × u64 forgot_before (ms, id)
 //! u32 n, n × str name                       (every name below is an index into this table)
-//! u32 n, n × (u32 segment, u64 forget, u32 k, k × u32 dep)
+//! u32 n, n × (u32 segment, 2 × u64 forget (ms, id), u32 k, k × u32 dep)
 //! u32 n, n × (u32 mailbox, u32 k, k × entry: u64 id, u8 kind, u8 receipts, u32 peer,
 //!             u64 send_id,
 //!             u64 message_id, u64 sent_at_ms, u64 expires_at_ms, u32 segment, u32 offset, u32 len)
@@ -26,15 +26,16 @@ use std::sync::Arc;
 
 use super::frame::{kind_byte, kind_from, receipt_flags, receipts_from, Reader};
 use super::index::{Index, Meta};
-use super::remembered::Sent;
+use super::remembered::{Cut, Sent};
 use super::segment::{sync_dir, SegmentId, Segments};
 use crate::store::StoreError;
 
 const FILE: &str = "index.snap";
 const TEMP: &str = "index.snap.tmp";
-/// Version 2 added each entry's receipt choice; a version 1 snapshot is foreign, and the store
-/// reads the whole log instead, once.
-const MAGIC: &[u8; 8] = b"SBLOGSN2";
+/// Version 2 added each entry's receipt choice, version 3 the id in the forget cuts
+/// (`remembered::Cut`); an older snapshot is foreign, and the store reads the whole log instead,
+/// once.
+const MAGIC: &[u8; 8] = b"SBLOGSN3";
 
 /// A loaded snapshot: the index as it was once every frame before `segment`/`offset` applied.
 pub(super) struct Snapshot {
@@ -70,7 +71,8 @@ fn encode(index: &Index, segments: &Segments) -> Vec<u8> {
     w.u64(last_start);
     w.u32(last_crc);
     w.u64(index.last_id);
-    w.u64(index.forgot_before);
+    w.u64(index.forgot_before.ms);
+    w.u64(index.forgot_before.id);
     let mut names: HashMap<*const u8, u32> = HashMap::default();
     let mut table: Vec<Arc<str>> = Vec::new();
     let mut name = |n: &Arc<str>, table: &mut Vec<Arc<str>>| -> u32 {
@@ -84,7 +86,8 @@ fn encode(index: &Index, segments: &Segments) -> Vec<u8> {
     body.u32(index.segments.len() as u32);
     for (id, stats) in &index.segments {
         body.u32(*id);
-        body.u64(stats.forget);
+        body.u64(stats.forget.ms);
+        body.u64(stats.forget.id);
         body.u32(stats.deps.len() as u32);
         stats.deps.iter().for_each(|d| body.u32(*d));
     }
@@ -187,7 +190,10 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     let last_crc = r.u32()?;
     let mut index = Index::default();
     index.last_id = r.u64()?;
-    index.forgot_before = r.u64()?;
+    index.forgot_before = Cut {
+        ms: r.u64()?,
+        id: r.u64()?,
+    };
     let mut names = Vec::new();
     for _ in 0..r.u32()? {
         let len = r.u32()? as usize;
@@ -197,7 +203,10 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     let name = |i: u32| names.get(i as usize).cloned().ok_or("bad name index");
     for _ in 0..r.u32()? {
         let id = r.u32()?;
-        let forget = r.u64()?;
+        let forget = Cut {
+            ms: r.u64()?,
+            id: r.u64()?,
+        };
         let deps = (0..r.u32()?).map(|_| r.u32()).collect::<Result<_, _>>()?;
         let stats = index.stats(id);
         stats.deps = deps;

@@ -44,10 +44,9 @@ impl SqliteStore {
     }
 
     /// Closes the database and hands over the data directory's lock, still held.
-    pub(crate) fn into_lock(self) -> Result<DataDirLock, StoreError> {
-        let Self { conn, _lock, .. } = self;
-        conn.close()
-            .map_err(|(_, error)| StoreError::Sqlite(error))?;
-        Ok(_lock)
+    pub(crate) fn into_lock(mut self) -> Result<DataDirLock, StoreError> {
+        let lock = self.lock.take();
+        drop(self);
+        lock.ok_or_else(|| StoreError::Failed("the SQLite store lost its lock".into()))
     }
 }

@@ -12,6 +12,8 @@
 //! every `u64` round-trips exactly and the order of ids below 2^63 (all of them in practice) holds.
 
 mod commit;
+mod damage;
+mod guard;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -40,8 +42,16 @@ pub struct SqliteStore {
     path: PathBuf,
     /// The write path's statement texts.
     sql: Sql,
-    /// Held while the store is open: a second broker on the same directory is refused.
-    _lock: DataDirLock,
+    /// Held while the store is open: a second broker on the same directory is refused. Taken
+    /// out only when a migration hands it to the log store.
+    lock: Option<DataDirLock>,
+    durability: Durability,
+    /// The data directory's record of this file's id and high-water mark (`guard.rs`); set once
+    /// the open has checked it.
+    identity: Option<crate::store::identity::Identity>,
+    /// The lock file and the database file as they were at open: a commit into a file removed or
+    /// replaced since is refused (`store/watch.rs`).
+    watch: Option<crate::store::watch::Watch>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -57,6 +67,16 @@ impl SqliteStore {
     /// threads. SQLite replays the WAL on open, so a file left by a crash opens with every committed
     /// batch and nothing of a batch that was not.
     pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, durability, false)
+    }
+
+    /// [`SqliteStore::open`], accepting (`accept_loss`) a file that was emptied, replaced or lost
+    /// its newest commits instead of refusing it; the loss is logged as an error.
+    pub fn open_with(
+        data_dir: &Path,
+        durability: Durability,
+        accept_loss: bool,
+    ) -> Result<Self, StoreError> {
         let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
@@ -85,9 +105,13 @@ impl SqliteStore {
             conn,
             path,
             sql: Sql::new(),
-            _lock: lock,
+            lock: Some(lock),
+            durability,
+            identity: None,
+            watch: None,
         };
         schema::migrate(&mut store.conn, &store.path)?;
+        store.check_identity(data_dir, accept_loss)?;
         tracing::info!(path = %store.path.display(), ?durability, "opened SQLite store");
         Ok(store)
     }
@@ -185,12 +209,14 @@ impl RawEntry {
     }
 }
 
-impl MailboxStore for SqliteStore {
-    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
-        commit::commit(&mut self.conn, &self.sql, batch)
-    }
-
-    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+impl SqliteStore {
+    /// Up to `limit` entries of `mailbox` after `after`, bodies included.
+    fn fetch_page(
+        &mut self,
+        mailbox: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS}, body FROM entries
              WHERE mailbox = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
@@ -200,6 +226,25 @@ impl MailboxStore for SqliteStore {
             RawEntry::read(row, true)
         })?;
         rows.map(|row| row?.into_entry()).collect()
+    }
+}
+
+impl MailboxStore for SqliteStore {
+    fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
+        self.usable()?;
+        match commit::commit(&mut self.conn, &self.sql, batch) {
+            Err(error) if error.is_damage() => self.commit_around_damage(batch, error),
+            done => done,
+        }
+    }
+
+    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        match self.fetch_page(mailbox, after, limit) {
+            Err(error) if error.is_damage() => {
+                self.fetch_around_damage(mailbox, after, limit, error)
+            }
+            page => page,
+        }
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
@@ -245,6 +290,7 @@ impl MailboxStore for SqliteStore {
     }
 
     fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
+        self.usable()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -254,12 +300,14 @@ impl MailboxStore for SqliteStore {
         let remembered: i64 = tx.query_row("SELECT count(*) FROM sent", [], |row| row.get(0))?;
         let excess = (remembered.max(0) as u64).saturating_sub(what.remember_at_most);
         if excess > 0 {
+            // Exactly the oldest `excess`, in acceptance order: a batch's sends share one time,
+            // their ids tell them apart.
             forgotten += tx
                 .prepare_cached(
-                    "DELETE FROM sent WHERE at_ms <=
-                     (SELECT at_ms FROM sent ORDER BY at_ms LIMIT 1 OFFSET ?1)",
+                    "DELETE FROM sent WHERE (sender, client_msg_id) IN
+                     (SELECT sender, client_msg_id FROM sent ORDER BY at_ms, message_id LIMIT ?1)",
                 )?
-                .execute([to_sql(excess - 1)])? as u64;
+                .execute([to_sql(excess)])? as u64;
         }
         tx.commit()?;
         let free: i64 = self
@@ -270,6 +318,7 @@ impl MailboxStore for SqliteStore {
             self.conn
                 .execute_batch(&format!("PRAGMA incremental_vacuum({reclaimed})"))?;
         }
+        self.record_mark_or_warn();
         Ok(MaintenanceReport {
             forgotten,
             reclaimed_pages: reclaimed,
@@ -277,6 +326,8 @@ impl MailboxStore for SqliteStore {
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {
+        // The readiness check asks this: a store that cannot commit is not ready.
+        self.usable()?;
         let mark: Option<i64> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| {
@@ -305,6 +356,7 @@ impl MailboxStore for SqliteStore {
 
 mod dump;
 pub(crate) use dump::Dump;
+pub(crate) use guard::ENGINE;
 
 #[cfg(test)]
 pub(crate) mod tests;

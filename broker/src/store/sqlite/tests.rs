@@ -223,3 +223,71 @@ fn sqlite_opens_a_version_2_file_and_reads_everything_back() {
         .expect("version");
     assert_eq!(version, super::schema::SCHEMA_VERSION);
 }
+
+/// A page of the file overwritten where entry 3's body lies (issue 12, finding 3): a page read of
+/// bob's mailbox names entry 3 as damaged and returns the others whole; a batch deleting it with
+/// entries of bob and carol commits, and only the damaged one is gone without its bytes counted.
+#[test]
+fn sqlite_reads_and_commits_around_a_damaged_body() {
+    use crate::store::StoreError;
+    const MARK: &[u8] = b"<<damaged-here>>";
+    let big = |id, mailbox: &str| {
+        let mut e = entry(id, mailbox, "");
+        let mut body = vec![b'a' + id as u8; 12 * 1024];
+        if id == 3 {
+            body[6000..6000 + MARK.len()].copy_from_slice(MARK);
+        }
+        e.body = body.into();
+        e
+    };
+    let (dir, mut store) = open_sqlite();
+    append(
+        &mut store,
+        vec![
+            big(1, "bob"),
+            big(2, "bob"),
+            big(3, "bob"),
+            big(4, "bob"),
+            big(5, "carol"),
+            big(6, "carol"),
+        ],
+    );
+    drop(store);
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = bytes
+        .windows(MARK.len())
+        .position(|w| w == MARK)
+        .expect("mark");
+    let page = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    bytes[at / page * page..(at / page + 1) * page].fill(0xa5);
+    std::fs::write(&path, bytes).expect("damage");
+
+    let mut store = SqliteStore::open(dir.path(), Durability::Fsync).expect("reopen");
+    match store.fetch("bob", 0, 10) {
+        Err(StoreError::DamagedEntries { page, damaged, .. }) => {
+            assert_eq!(damaged, [3]);
+            assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+            assert!(page[0] == big(1, "bob") && page[3] == big(4, "bob"));
+            assert!(page[2].body.is_empty());
+        }
+        other => panic!("expected entry 3 damaged, got {other:?}"),
+    }
+    store
+        .commit(&Batch {
+            deletes: vec![5, 3, 1],
+            ..Default::default()
+        })
+        .expect("the healthy deletes commit");
+    assert_eq!(count(&mut store, "carol"), 1);
+    let bob: Vec<u64> = store
+        .fetch("bob", 0, 10)
+        .expect("bob reads whole now")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(bob, [2, 4]);
+    let usage = store.usage().expect("usage");
+    let bob = usage.iter().find(|u| u.mailbox == "bob").expect("bob");
+    assert_eq!(bob.entries, 2);
+}

@@ -22,6 +22,7 @@ fn small() -> LogOptions {
     LogOptions {
         segment_bytes: 4096,
         snapshot_after_bytes: u64::MAX,
+        accept_loss: false,
     }
 }
 
@@ -32,6 +33,7 @@ fn open(dir: &Path, options: LogOptions) -> LogStore {
 /// Closes `store` as a crash would leave it: no snapshot.
 fn crash(mut store: LogStore) {
     store.since_snapshot = 0;
+    store.identity = None; // No high-water mark recorded at close either.
     drop(store);
 }
 

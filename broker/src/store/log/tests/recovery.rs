@@ -20,6 +20,9 @@ fn four_batches(dir: &Path) -> (PathBuf, std::ops::Range<u64>) {
 
 /// After a torn last frame the log opens with the first three batches and takes new commits.
 fn keeps_the_first_three_and_goes_on(dir: &Path) {
+    // Each round cuts a log that an earlier round opened whole: without this, the high-water mark
+    // of that open would (rightly) refuse the cut log as one that lost its newest commits.
+    std::fs::remove_file(dir.join("IDENTITY.log")).expect("forget the high-water mark");
     let mut store = open(dir, LogOptions::default());
     assert_eq!(all_ids(&mut store, "bob"), [1, 2, 3, 4, 5, 6]);
     assert_eq!(store.last_id().expect("last id"), 6);
@@ -105,4 +108,39 @@ fn a_damaged_frame_in_an_older_segment_is_refused_with_file_and_offset() {
     std::fs::write(older, &bytes).expect("cut");
     let err = LogStore::open_with(dir.path(), Durability::Os, small()).expect_err("refused");
     assert!(err.to_string().contains("cut short"), "{err}");
+}
+
+/// The newest segment removed behind the store's back (after a clean close recorded the
+/// high-water mark): refused as a log that lost its newest commits; accepted only when asked, and
+/// then numbering goes on above every id handed out before.
+#[test]
+fn a_log_whose_newest_segment_was_removed_is_refused_unless_the_loss_is_accepted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), small());
+    for first in (1..200).step_by(2) {
+        add(&mut store, "bob", first..first + 2);
+    }
+    let last = store.last_id().expect("last id");
+    drop(store);
+    let files = segment_files(dir.path());
+    assert!(files.len() > 2, "the log rolled: {files:?}");
+    std::fs::remove_file(files.last().expect("newest")).expect("remove the newest segment");
+
+    let refused = LogStore::open_with(dir.path(), Durability::Os, small())
+        .expect_err("a log that lost its newest segment is refused");
+    let text = refused.to_string();
+    assert!(
+        text.contains("lost its newest commits")
+            && text.contains(&format!("up to id {last}"))
+            && text.contains("--accept-store-loss"),
+        "{text}"
+    );
+    let accepting = LogOptions {
+        accept_loss: true,
+        ..small()
+    };
+    let mut store = LogStore::open_with(dir.path(), Durability::Os, accepting).expect("accepted");
+    assert_eq!(store.last_id().expect("last id"), last, "no id is reused");
+    drop(store);
+    open(dir.path(), small());
 }
