@@ -21,11 +21,16 @@ fn chromium() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// How long one run of Chromium may take.
+const CHROMIUM_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Runs headless Chromium on `url` with `args` (a fresh profile each time, nothing from the
 /// network but the broker); returns its stdout.
 async fn browse(browser: &Path, url: &str, args: &[&str]) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
-    let out = within(
+    // A browser's start is the slowest step of the suite on two loaded cores (seen over 20 s).
+    let out = switchboard_tests::within_for(
+        CHROMIUM_WAIT,
         "chromium",
         tokio::process::Command::new(browser)
             .args([
