@@ -2,6 +2,14 @@
 //! PostgreSQL database that the suite starts itself (`TestPostgres`). Skipped, saying why, where
 //! PostgreSQL is not installed; failed instead when `CI` is set.
 
+// The crash test's ledger and clients, shared rather than copied.
+#[path = "../crash/ledger.rs"]
+mod ledger;
+#[path = "../crash/traffic.rs"]
+mod traffic;
+
 mod delivery;
+mod failover;
+mod load;
 mod support;
 mod unreachable;
