@@ -3,7 +3,6 @@
 //! channel per node saying where that node's broker is; the senders here are the cluster's, which
 //! ride out an unreachable database by sending again with the same send id.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,10 +195,11 @@ async fn stored(url: &str, mailbox: &str) -> usize {
 }
 
 /// Sender `index`: sends `s{index}:{r}:{seq}` with send id `seq + 1` to recipient `seq mod
-/// RECIPIENTS`, one at a time, on one connection, until `stop`. A send answered `unavailable` is
-/// sent again with the same send id (the documented way: if its commit's answer was lost, the
-/// database's memory of sends recognises it); one still unanswered at the stop is of unknown
-/// outcome. Counts the `unavailable` answers in `progress.unknown`.
+/// RECIPIENTS`, one at a time, until `stop`. A send answered `unavailable` is sent again with the
+/// same send id (the documented way: if its commit's answer was lost, the database's memory of
+/// sends recognises it); one still unanswered at the stop, or whose connection ended (its node was
+/// killed), is of unknown outcome, and the sender reconnects and goes on with the next seq. Counts
+/// the `unavailable` answers in `progress.unknown`.
 async fn sender(
     index: usize,
     mut node: watch::Receiver<Incarnation>,
@@ -207,35 +207,27 @@ async fn sender(
     progress: Arc<Progress>,
 ) -> Vec<SendRecord> {
     let id = sender_id(index);
-    let addr: SocketAddr = node.borrow_and_update().addr.expect("a node");
-    let (client, mut events) = within(
-        "a sender to connect",
-        switchboard_client::Client::connect(switchboard_client::ClientOptions::new(
-            addr.to_string(),
-            &id,
-        )),
-    )
-    .await
-    .expect("connect");
-    // No receipts are asked for; anything else that comes is read so nothing backs up.
-    tokio::spawn(async move {
-        while events
-            .next()
-            .await
-            .is_some_and(|e| !matches!(e, Event::Closed(_)))
-        {}
-    });
     let options = SendOptions {
         receipts: Receipts::None,
         ..SendOptions::default()
     };
     let mut records = Vec::new();
+    let mut client = None;
     let mut seq = 0;
     while !*stop.borrow() {
+        let current = match &client {
+            Some(c) => Clone::clone(c),
+            None => {
+                let mut connected = traffic::connect(&mut node, &id).await;
+                // No receipts are asked for; whatever comes is read, so nothing backs up.
+                tokio::spawn(async move { while connected.events.next().await.is_some() {} });
+                client.insert(connected.client).clone()
+            }
+        };
         let to = (seq % RECIPIENTS as u64) as usize;
         let to_id = recipient_id(to);
         let outcome = loop {
-            let answer = client.send_with_id(&to_id, body(index, to, seq), seq + 1, options);
+            let answer = current.send_with_id(&to_id, body(index, to, seq), seq + 1, options);
             match within("an answer to a send", answer).await {
                 Ok(sent) => {
                     progress.accepted.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +245,13 @@ async fn sender(
                     }
                     tokio::time::sleep(RESEND_AFTER).await;
                 }
-                Err(e) => panic!("{id}: a send failed other than `unavailable`: {e}"),
+                Err(ClientError::Rejected { reason, text }) => {
+                    break Outcome::Rejected(format!("{reason}: {text}"))
+                }
+                Err(_) => {
+                    client = None;
+                    break Outcome::Unknown;
+                }
             }
         };
         records.push(SendRecord {
@@ -264,8 +262,10 @@ async fn sender(
         });
         seq += 1;
     }
-    within("a sender to close", client.close())
-        .await
-        .expect("close");
+    if let Some(client) = client {
+        within("a sender to close", client.close())
+            .await
+            .expect("close");
+    }
     records
 }

@@ -5,11 +5,14 @@
 // The crash test's ledger and clients, shared rather than copied.
 #[path = "../crash/ledger.rs"]
 mod ledger;
+// Its own sender is not used here: the cluster's sends again on `unavailable` (`load.rs`).
+#[allow(dead_code)]
 #[path = "../crash/traffic.rs"]
 mod traffic;
 
 mod delivery;
 mod failover;
 mod load;
+mod soak;
 mod support;
 mod unreachable;

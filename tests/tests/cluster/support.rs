@@ -46,6 +46,11 @@ impl Cluster {
         cluster
     }
 
+    /// The connection string every node is given.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Starts node `i`'s broker (again) on its data directory.
     pub(crate) async fn start_node(&self, i: usize) -> BrokerProcess {
         let env = [
