@@ -42,13 +42,14 @@ pub(crate) async fn run(
         .map_or(cluster.url().to_owned(), TestReplicated::url);
     let load = Load::start(&cluster);
     let incidents = kills + failovers;
-    let mut failed_over = 0;
+    let (mut failed_over, mut killed) = (0, 0);
     for incident in 1..=incidents {
         load.flows(BETWEEN).await;
         // Failovers fall evenly among the kills.
         let failover = u64::from(failed_over + 1) * u64::from(incidents + 1)
             <= u64::from(incident) * u64::from(failovers + 1);
         let started = Instant::now();
+        // A failover's time includes making the next standby.
         let what = if failover && failed_over < failovers {
             failed_over += 1;
             for node in &load.nodes {
@@ -62,7 +63,8 @@ pub(crate) async fn run(
             );
             format!("failover {failed_over}")
         } else {
-            let k = (incident as usize) % cluster.nodes.len();
+            killed += 1;
+            let k = killed % cluster.nodes.len();
             // The epoch moves before the kill, so no client takes the dying broker for the next.
             load.nodes[k].send_modify(|b| {
                 b.epoch += 1;
@@ -75,7 +77,7 @@ pub(crate) async fn run(
             format!("kill -9 of node {k}")
         };
         println!(
-            "incident {incident}/{incidents}: {what} after {} accepted; back in {} ms",
+            "incident {incident}/{incidents}: {what} after {} accepted; done in {} ms",
             load.accepted(),
             started.elapsed().as_millis()
         );
