@@ -207,13 +207,8 @@ async fn sender(
     progress: Arc<Progress>,
 ) -> Vec<SendRecord> {
     let id = sender_id(index);
-    let options = SendOptions {
-        receipts: Receipts::None,
-        ..SendOptions::default()
-    };
     let mut records = Vec::new();
     let mut client = None;
-    let mut seq = 0;
     while !*stop.borrow() {
         let current = match &client {
             Some(c) => Clone::clone(c),
@@ -224,48 +219,67 @@ async fn sender(
                 client.insert(connected.client).clone()
             }
         };
+        let seq = records.len() as u64;
         let to = (seq % RECIPIENTS as u64) as usize;
-        let to_id = recipient_id(to);
-        let outcome = loop {
-            let answer = current.send_with_id(&to_id, body(index, to, seq), seq + 1, options);
-            match within("an answer to a send", answer).await {
-                Ok(sent) => {
-                    progress.accepted.fetch_add(1, Ordering::Relaxed);
-                    break Outcome::Accepted {
-                        message_id: sent.message_id,
-                    };
-                }
-                Err(ClientError::Rejected {
-                    reason: RejectReason::Unavailable,
-                    ..
-                }) => {
-                    progress.unknown.fetch_add(1, Ordering::Relaxed);
-                    if *stop.borrow() {
-                        break Outcome::Unknown;
-                    }
-                    tokio::time::sleep(RESEND_AFTER).await;
-                }
-                Err(ClientError::Rejected { reason, text }) => {
-                    break Outcome::Rejected(format!("{reason}: {text}"))
-                }
-                Err(_) => {
-                    client = None;
-                    break Outcome::Unknown;
-                }
-            }
-        };
+        let body = body(index, to, seq);
+        let outcome =
+            until_answered(&current, &recipient_id(to), body, seq + 1, &stop, &progress).await;
+        if outcome == Outcome::Unknown && !*stop.borrow() {
+            client = None;
+        }
         records.push(SendRecord {
             sender: index,
             seq,
             to,
             outcome,
         });
-        seq += 1;
     }
     if let Some(client) = client {
-        within("a sender to close", client.close())
-            .await
-            .expect("close");
+        // Its connection may have ended with the last send: nothing left to close then.
+        let _ = within("a sender to close", client.close()).await;
     }
     records
+}
+
+/// Sends one message with `send_id` until it is answered other than `unavailable`, the connection
+/// ends, or `stop`; what the sender knows of it then.
+async fn until_answered(
+    client: &switchboard_client::Client,
+    to: &str,
+    body: String,
+    send_id: u64,
+    stop: &watch::Receiver<bool>,
+    progress: &Progress,
+) -> Outcome {
+    let options = SendOptions {
+        receipts: Receipts::None,
+        ..SendOptions::default()
+    };
+    loop {
+        let answer = client.send_with_id(to, body.clone(), send_id, options);
+        match within("an answer to a send", answer).await {
+            Ok(sent) => {
+                progress.accepted.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Accepted {
+                    message_id: sent.message_id,
+                };
+            }
+            Err(ClientError::Rejected {
+                reason: RejectReason::Unavailable,
+                ..
+            }) if !*stop.borrow() => {
+                progress.unknown.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(RESEND_AFTER).await;
+            }
+            // At the stop, a send still answered `unavailable` may yet have been stored.
+            Err(ClientError::Rejected {
+                reason: RejectReason::Unavailable,
+                ..
+            }) => return Outcome::Unknown,
+            Err(ClientError::Rejected { reason, text }) => {
+                return Outcome::Rejected(format!("{reason}: {text}"))
+            }
+            Err(_) => return Outcome::Unknown,
+        }
+    }
 }

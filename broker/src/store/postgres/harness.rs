@@ -30,7 +30,8 @@ pub enum HarnessError {
     Io { what: String, cause: std::io::Error },
     #[error("{command} failed: {output}")]
     Command { command: String, output: String },
-    #[error("postgres: {0}")]
+    /// Debug, not Display: the client's Display is only "db error", the server's words are inside.
+    #[error("postgres: {0:?}")]
     Client(#[from] postgres::Error),
 }
 
