@@ -9,7 +9,13 @@
 #
 # Environment: RUNS (3), PEERS ("mosquitto nats jetstream redis"), LARGE (1: also the 1,000,000
 # message large-mailbox run, once), SKIP_INSTALL (1: do not apt-get), OUT (results directory),
-# WRITE (1: update BENCHMARKS.md). Every server listens on 127.0.0.1 only and is stopped on exit.
+# WRITE (1: update BENCHMARKS.md), CLUSTER (1: also the replicated setups of bench/cluster.sh:
+# 3 brokers on PostgreSQL with a synchronous standby, and, with jetstream among PEERS, a 3-node
+# JetStream cluster with R3 streams; their table goes to BENCHMARKS.md's cluster section),
+# CLUSTER_ONLY (1: only those). Every server listens on 127.0.0.1 only and is stopped on exit.
+#
+#   CLUSTER_ONLY=1 PEERS=jetstream bench/compare.sh   # the cluster table alone
+#   CLUSTER=0 bench/compare.sh                        # everything but the cluster
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,8 +24,12 @@ RUNS=${RUNS:-3}
 PEERS=${PEERS-mosquitto nats jetstream redis}
 LARGE=${LARGE:-1}
 WRITE=${WRITE:-1}
+CLUSTER=${CLUSTER:-1}
+CLUSTER_ONLY=${CLUSTER_ONLY:-0}
 OUT=${OUT:-$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 RESULTS=$OUT/results.jsonl
+# The replicated setups' runs, for their own table (BENCHMARKS.md's cluster section).
+CLUSTER_RESULTS=$OUT/cluster.jsonl
 mkdir -p "$OUT"
 
 # The workloads, the same for every system (each can be overridden from the environment).
@@ -63,7 +73,9 @@ stop_server() {
     [[ -n "$SERVER_DIR" ]] && rm -rf "$SERVER_DIR"
     SERVER_DIR=""
 }
-trap stop_server EXIT
+# shellcheck source=bench/cluster.sh
+source "$ROOT/bench/cluster.sh"
+trap 'stop_server; stop_cluster' EXIT
 
 wait_port() {
     for _ in $(seq 100); do
@@ -131,6 +143,8 @@ run() {
 
 for r in $(seq "$RUNS"); do
     log "round $r of $RUNS"
+    [[ "$CLUSTER" == 1 || "$CLUSTER_ONLY" == 1 ]] && run_cluster_round
+    [[ "$CLUSTER_ONLY" == 1 ]] && continue
     for d in fsync os; do
         run "switchboard $d relay" relay $RELAY --durability $d
         run "switchboard $d offline" offline $RELAY --durability $d
@@ -156,26 +170,39 @@ for r in $(seq "$RUNS"); do
         done
     done
 done
-if [[ "$LARGE" == 1 ]]; then
+if [[ "$LARGE" == 1 && "$CLUSTER_ONLY" != 1 ]]; then
     run "switchboard large-mailbox" large-mailbox --messages 1000000 --size 128
 fi
 
-TABLE=$OUT/table.md
-{
-    echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')),"
-    echo "$(free -g | awk '/Mem:/ {print $2}') GiB memory, kernel $(uname -r). Run of $(date -u +%Y-%m-%d), $RUNS round(s),"
-    echo "medians; \`missing\`/\`duplicated\` add up all runs. Versions: $("$MOSQUITTO" -h 2>/dev/null | head -1 || true);"
-    echo "$(nats-server --version 2>/dev/null || true); $(redis-server --version 2>/dev/null | cut -d' ' -f1-3 || true)."
-    "$BENCH" summarize "$RESULTS"
-} >"$TABLE"
-log "results in $RESULTS, table in $TABLE"
-cat "$TABLE"
+# table RESULTS TABLE: the machine, the versions and the medians of RESULTS' runs, into TABLE.
+table() {
+    {
+        echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')),"
+        echo "$(free -g | awk '/Mem:/ {print $2}') GiB memory, kernel $(uname -r). Run of $(date -u +%Y-%m-%d), $RUNS round(s),"
+        echo "medians; \`missing\`/\`duplicated\` add up all runs. Versions: $("$MOSQUITTO" -h 2>/dev/null | head -1 || true);"
+        echo "$(nats-server --version 2>/dev/null || true); $(redis-server --version 2>/dev/null | cut -d' ' -f1-3 || true)."
+        "$BENCH" summarize "$1"
+    } >"$2"
+    log "results in $1, table in $2"
+    cat "$2"
+}
 
-if [[ "$WRITE" == 1 && -f BENCHMARKS.md ]] && grep -q '<!-- results:begin -->' BENCHMARKS.md; then
-    awk -v table="$TABLE" '
-        /<!-- results:begin -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next }
-        /<!-- results:end -->/ { skip = 0 }
+# write_section TABLE NAME: TABLE between BENCHMARKS.md's `<!-- NAME:begin/end -->` markers.
+write_section() {
+    [[ "$WRITE" == 1 && -f BENCHMARKS.md ]] && grep -q "<!-- $2:begin -->" BENCHMARKS.md || return 0
+    awk -v table="$1" -v begin="<!-- $2:begin -->" -v end="<!-- $2:end -->" '
+        $0 == begin { print; while ((getline line < table) > 0) print line; skip = 1; next }
+        $0 == end { skip = 0 }
         !skip { print }
     ' BENCHMARKS.md >"$OUT/BENCHMARKS.md" && cp "$OUT/BENCHMARKS.md" BENCHMARKS.md
-    log "BENCHMARKS.md updated"
+    log "BENCHMARKS.md updated ($2)"
+}
+
+if [[ "$CLUSTER_ONLY" != 1 ]]; then
+    table "$RESULTS" "$OUT/table.md"
+    write_section "$OUT/table.md" results
+fi
+if [[ -s "$CLUSTER_RESULTS" ]]; then
+    table "$CLUSTER_RESULTS" "$OUT/cluster.md"
+    write_section "$OUT/cluster.md" cluster
 fi

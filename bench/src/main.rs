@@ -40,6 +40,13 @@ struct Cli {
     /// Use the broker already listening here instead of starting one (with --peer: the peer's address).
     #[arg(long, global = true, value_name = "ADDR")]
     addr: Option<SocketAddr>,
+    /// More brokers of the same cluster as --addr (repeatable): the clients are spread over all of
+    /// them, each recipient on another broker than its sender, so every message crosses brokers.
+    #[arg(long, global = true, value_name = "ADDR")]
+    also: Vec<SocketAddr>,
+    /// Replicas of the peer's streams (JetStream's `num_replicas`; 3 on a 3-node cluster).
+    #[arg(long, global = true, default_value_t = 1)]
+    replicas: usize,
     /// Drive this peer broker at --addr instead of Switchboard.
     #[arg(long, global = true, value_enum)]
     peer: Option<Peer>,
@@ -254,7 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             .addr
             .ok_or_else(|| anyhow!("--peer needs --addr of the running {}", peer.name()))?;
         let ctx = Ctx::new(tag, timeout, cli.server_pid);
-        let figures = peer::run(peer, addr, &cli.workload, &ctx).await?;
+        let figures = peer::run(peer, addr, cli.replicas, &cli.workload, &ctx).await?;
         let line = Line {
             system: peer.name(),
             workload: cli.workload.name(),
@@ -269,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     if let Some(addr) = cli.addr {
         let sys = Switchboard {
             addr,
+            others: cli.also.clone(),
             connect_timeout: Duration::from_secs(30),
         };
         let ctx = Ctx::new(tag, timeout, cli.server_pid);
@@ -345,6 +353,7 @@ async fn run_with_own_broker(cli: Cli, tag: String, timeout: Duration) -> anyhow
         w => {
             let sys = Switchboard {
                 addr: broker.addr,
+                others: Vec::new(),
                 connect_timeout: Duration::from_secs(30),
             };
             (run_on_switchboard(&sys, w, &ctx).await?, broker)

@@ -37,11 +37,32 @@ const READ_BATCH: usize = 512;
 /// How long closing a connection may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A Switchboard broker at an address.
+/// A Switchboard broker at an address, or a cluster of them.
 #[derive(Debug, Clone)]
 pub(crate) struct Switchboard {
     pub addr: SocketAddr,
+    /// The cluster's other brokers (`--also`); empty for one broker.
+    pub others: Vec<SocketAddr>,
     pub connect_timeout: Duration,
+}
+
+impl Switchboard {
+    /// The broker client `name` uses: the `i`-th sender (`...-s{i}`) the `i`-th broker, the `i`-th
+    /// recipient (`...-r{i}`) the next one, so each pair's messages cross brokers.
+    fn node(&self, name: &str) -> SocketAddr {
+        if self.others.is_empty() {
+            return self.addr;
+        }
+        let role = name.rsplit('-').next().unwrap_or("");
+        let digits = role.trim_start_matches(|c: char| !c.is_ascii_digit());
+        let index: usize = digits.parse().unwrap_or(0);
+        let offset = usize::from(role.starts_with('r'));
+        let n = self.others.len() + 1;
+        match (index + offset) % n {
+            0 => self.addr,
+            i => self.others[i - 1],
+        }
+    }
 }
 
 type Reader = FramedRead<OwnedReadHalf, ClientCodec>;
@@ -221,7 +242,7 @@ async fn read_loop(mut read: Reader, tx: mpsc::UnboundedSender<Incoming>) {
 
 impl SbSender {
     async fn connect(sys: &Switchboard, name: &str) -> anyhow::Result<Self> {
-        let conn = connect(sys.addr, name, sys.connect_timeout).await?;
+        let conn = connect(sys.node(name), name, sys.connect_timeout).await?;
         let (tx, incoming) = mpsc::unbounded_channel();
         tokio::spawn(read_loop(conn.read, tx));
         let now_us = SystemTime::now()
@@ -420,7 +441,7 @@ impl System for Switchboard {
     }
 
     async fn receiver(&self, name: &str) -> anyhow::Result<SbReceiver> {
-        let conn = connect(self.addr, name, self.connect_timeout).await?;
+        let conn = connect(self.node(name), name, self.connect_timeout).await?;
         Ok(SbReceiver {
             name: name.to_string(),
             conn,
@@ -429,7 +450,7 @@ impl System for Switchboard {
 
     async fn idle(&self, name: &str) -> anyhow::Result<Box<dyn Send + Sync>> {
         Ok(Box::new(
-            connect(self.addr, name, self.connect_timeout).await?,
+            connect(self.node(name), name, self.connect_timeout).await?,
         ))
     }
 }
@@ -437,6 +458,32 @@ impl System for Switchboard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_a_cluster_each_pair_is_spread_over_two_brokers() {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let sys = Switchboard {
+            addr: at(1),
+            others: vec![at(2), at(3)],
+            connect_timeout: Duration::from_secs(1),
+        };
+        let node = |name: &str| sys.node(name).port();
+        assert_eq!(
+            [
+                node("t-1-s0"),
+                node("t-1-s1"),
+                node("t-1-s2"),
+                node("t-1-s3")
+            ],
+            [1, 2, 3, 1]
+        );
+        assert_eq!([node("t-1-r0"), node("t-1-r1"), node("t-1-r2")], [2, 3, 1]);
+        let one = Switchboard {
+            others: Vec::new(),
+            ..sys.clone()
+        };
+        assert_eq!(one.node("t-1-r0").port(), 1);
+    }
 
     #[test]
     fn hand_encoded_frames_match_the_protocol_crate() {

@@ -38,6 +38,7 @@ impl Peer {
 pub(crate) async fn run(
     peer: Peer,
     addr: SocketAddr,
+    replicas: usize,
     workload: &Workload,
     ctx: &Ctx,
 ) -> anyhow::Result<Figures> {
@@ -72,6 +73,7 @@ pub(crate) async fn run(
                 connect_timeout,
                 jetstream: peer == Peer::Jetstream,
                 tag: ctx.tag.clone(),
+                replicas,
             };
             crate::run_workload(&sys, workload, ctx).await
         }

@@ -33,6 +33,9 @@ pub(crate) struct Nats {
     pub jetstream: bool,
     /// Prefix of the subjects and name of the stream for this run.
     pub tag: String,
+    /// The stream's replicas (`num_replicas`): 3 on a 3-node cluster, for a peer that keeps what
+    /// it accepted through the loss of a server, as Switchboard on a synchronous standby does.
+    pub replicas: usize,
 }
 
 impl Nats {
@@ -60,6 +63,7 @@ impl Nats {
             name: self.stream_name(),
             subjects: vec![format!("{}.>", self.tag)],
             storage: StorageType::File,
+            num_replicas: self.replicas,
             ..Default::default()
         })
         .await

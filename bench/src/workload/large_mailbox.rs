@@ -86,6 +86,7 @@ pub(crate) async fn run(
     let connect_timeout = Duration::from_secs(30);
     let sys = Switchboard {
         addr: broker.addr,
+        others: Vec::new(),
         connect_timeout,
     };
     let senders = ctx.names("s", args.senders);
@@ -123,6 +124,7 @@ pub(crate) async fn run(
     let pid = broker.pid;
     let sys = Switchboard {
         addr: broker.addr,
+        others: Vec::new(),
         connect_timeout,
     };
     tokio::time::sleep(SETTLE).await;

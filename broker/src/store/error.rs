@@ -11,6 +11,10 @@ pub enum StoreError {
     /// its next call.
     #[error("postgres: {}", postgres_cause(.0))]
     Postgres(postgres::Error),
+    /// The last attempt to reach PostgreSQL failed and the next is not due yet: the call fails at
+    /// once instead of blocking the store's thread on a dead database.
+    #[error("PostgreSQL is unreachable; the next connection attempt is in {retry_in_ms} ms")]
+    Unreachable { retry_in_ms: u64 },
     #[error("cannot prepare data directory {path}: {cause}")]
     DataDir {
         path: std::path::PathBuf,

@@ -14,7 +14,7 @@ const SHORT_LEASE: &[(&str, &str)] = &[("SWITCHBOARD_BROKER_CLUSTER__LEASE_SECS"
 
 /// The broker (node id) holding `client`'s row in the database, if any.
 async fn holder(cluster: &Cluster, client: &str) -> Option<String> {
-    let (url, client) = (cluster.db.url.clone(), client.to_owned());
+    let (url, client) = (cluster.url().to_owned(), client.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
         db.query_opt(
@@ -30,7 +30,7 @@ async fn holder(cluster: &Cluster, client: &str) -> Option<String> {
 
 /// Runs `sql` on the cluster's database.
 async fn execute(cluster: &Cluster, sql: &'static str) {
-    let url = cluster.db.url.clone();
+    let url = cluster.url().to_owned();
     tokio::task::spawn_blocking(move || {
         let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
         db.batch_execute(sql).expect("statement");

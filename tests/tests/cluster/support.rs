@@ -1,21 +1,30 @@
-//! A cluster for one test: a fresh database on the suite's PostgreSQL and broker processes on it.
+//! A cluster for one test: broker processes on one PostgreSQL database, which the suite starts.
 
-use switchboard_broker::store::postgres::harness::{TestDatabase, TestPostgres};
+use std::any::Any;
+use std::net::SocketAddr;
+
+use switchboard_broker::store::postgres::harness::TestPostgres;
 use switchboard_client::{Client, ClientOptions, Event, Events};
 use switchboard_tests::BrokerProcess;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub(crate) use switchboard_tests::within;
 
 /// Brokers sharing one database; dropping it kills them, then releases the database.
 pub(crate) struct Cluster {
     pub nodes: Vec<BrokerProcess>,
-    _dirs: Vec<tempfile::TempDir>,
-    /// The database they share, for tests that look at its rows.
-    pub db: TestDatabase,
+    /// The connection string every node is given (`postgres.url`).
+    url: String,
+    dirs: Vec<tempfile::TempDir>,
+    /// Settings every node is given beside the store's (as environment).
+    extra: Vec<(String, String)>,
+    /// Whatever keeps the database up (a database on the shared server, a server of the test's).
+    _db: Box<dyn Any + Send>,
 }
 
 impl Cluster {
-    /// `n` brokers on a fresh database, or `None` when the test must skip (said on stderr).
+    /// `n` brokers on a fresh database of the suite's shared server, or `None` when the test must
+    /// skip (said on stderr).
     pub(crate) async fn start(test: &str, n: usize) -> Option<Cluster> {
         Self::start_with(test, n, &[]).await
     }
@@ -27,26 +36,49 @@ impl Cluster {
         extra: &[(&str, &str)],
     ) -> Option<Cluster> {
         let test = test.to_owned();
-        let db = tokio::task::spawn_blocking(move || TestPostgres::shared_or_skip(&test))
-            .await
-            .expect("the harness")?;
-        let mut nodes = Vec::with_capacity(n);
-        let mut dirs = Vec::with_capacity(n);
+        let db = blocking(move || TestPostgres::shared_or_skip(&test)).await?;
+        let url = db.url.clone();
+        Some(Cluster::on(url, n, extra, Box::new(db)).await)
+    }
+
+    /// `n` brokers given `url` and the settings `extra`; `db` is kept alive as long as they are.
+    pub(crate) async fn on(
+        url: String,
+        n: usize,
+        extra: &[(&str, &str)],
+        db: Box<dyn Any + Send>,
+    ) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: Vec::with_capacity(n),
+            url,
+            dirs: Vec::with_capacity(n),
+            extra: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            _db: db,
+        };
         for _ in 0..n {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let mut env = vec![
-                ("SWITCHBOARD_BROKER_STORE", "postgres"),
-                ("SWITCHBOARD_BROKER_POSTGRES__URL", db.url.as_str()),
-            ];
-            env.extend_from_slice(extra);
-            nodes.push(BrokerProcess::start_with_env(dir.path(), &env).await);
-            dirs.push(dir);
+            cluster.dirs.push(tempfile::tempdir().expect("tempdir"));
+            let node = cluster.start_node(cluster.dirs.len() - 1).await;
+            cluster.nodes.push(node);
         }
-        Some(Cluster {
-            nodes,
-            _dirs: dirs,
-            db,
-        })
+        cluster
+    }
+
+    /// The connection string every node is given.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Starts node `i`'s broker (again) on its data directory.
+    pub(crate) async fn start_node(&self, i: usize) -> BrokerProcess {
+        let mut env = vec![
+            ("SWITCHBOARD_BROKER_STORE", "postgres"),
+            ("SWITCHBOARD_BROKER_POSTGRES__URL", self.url.as_str()),
+        ];
+        env.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        BrokerProcess::start_with_env(self.dirs[i].path(), &env).await
     }
 
     /// Connects `id` to node `node`.
@@ -56,6 +88,36 @@ impl Cluster {
             .await
             .unwrap_or_else(|e| panic!("{id} cannot connect to node {node}: {e}"))
     }
+}
+
+/// A test server of the test's own (for tests that stop it), or `None` when the test must skip.
+pub(crate) async fn own_server(test: &str) -> Option<std::sync::Arc<TestPostgres>> {
+    let test = test.to_owned();
+    blocking(move || TestPostgres::start_or_skip(&test)).await
+}
+
+/// Runs blocking harness work (starting, stopping PostgreSQL) on the blocking pool, so the
+/// test's runtime keeps serving its clients meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("the harness")
+}
+
+/// The status `GET /readyz` on the admin listener at `admin` answers.
+pub(crate) async fn readyz(admin: SocketAddr) -> u16 {
+    let mut stream = within("admin connect", tokio::net::TcpStream::connect(admin))
+        .await
+        .expect("admin connect");
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    within("the /readyz answer", stream.read_to_string(&mut response))
+        .await
+        .expect("read");
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
 }
 
 /// The next event, which must come within the shared bound.

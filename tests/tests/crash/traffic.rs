@@ -56,15 +56,15 @@ impl Progress {
 }
 
 /// A connection to the current broker, and the epoch it belongs to.
-struct Connected {
-    client: Client,
-    events: Events,
-    epoch: u64,
+pub(crate) struct Connected {
+    pub client: Client,
+    pub events: Events,
+    pub epoch: u64,
 }
 
 /// Connects as `id` to the current broker, waiting for one to listen and retrying with a short
 /// backoff while the attempts fail.
-async fn connect(broker: &mut watch::Receiver<Incarnation>, id: &str) -> Connected {
+pub(crate) async fn connect(broker: &mut watch::Receiver<Incarnation>, id: &str) -> Connected {
     let what = format!("{id} to reconnect");
     within(&what, async {
         let mut backoff = Duration::from_millis(5);

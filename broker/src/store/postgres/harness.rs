@@ -16,6 +16,10 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+mod standby;
+
+pub use self::standby::TestReplicated;
+
 /// Why no test server could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -26,7 +30,8 @@ pub enum HarnessError {
     Io { what: String, cause: std::io::Error },
     #[error("{command} failed: {output}")]
     Command { command: String, output: String },
-    #[error("postgres: {0}")]
+    /// Debug, not Display: the client's Display is only "db error", the server's words are inside.
+    #[error("postgres: {0:?}")]
     Client(#[from] postgres::Error),
 }
 
@@ -44,6 +49,8 @@ pub struct TestPostgres {
 pub struct TestDatabase {
     /// The libpq connection string of this database.
     pub url: String,
+    /// Its name on the server.
+    pub name: String,
     pub server: Arc<TestPostgres>,
 }
 
@@ -56,18 +63,7 @@ static DATABASES: AtomicU64 = AtomicU64::new(0);
 impl TestPostgres {
     /// Starts a server of its own (for tests that stop or kill it).
     pub fn start() -> Result<Self, HarnessError> {
-        let bin = find_bin()?;
-        let run_as = run_as()?;
-        let dir = TempDir::new()?;
-        if let Some((uid, gid)) = run_as {
-            chown(dir.path(), uid, gid)?;
-        }
-        let server = Self {
-            bin,
-            dir,
-            port: free_port()?,
-            run_as,
-        };
+        let server = Self::unstarted()?;
         let data = server.data_dir();
         server.run(
             "initdb",
@@ -84,6 +80,22 @@ impl TestPostgres {
         )?;
         server.pg_ctl_start()?;
         Ok(server)
+    }
+
+    /// A server with a directory and a port, not yet initialised or started.
+    fn unstarted() -> Result<Self, HarnessError> {
+        let bin = find_bin()?;
+        let run_as = run_as()?;
+        let dir = TempDir::new()?;
+        if let Some((uid, gid)) = run_as {
+            chown(dir.path(), uid, gid)?;
+        }
+        Ok(Self {
+            bin,
+            dir,
+            port: free_port()?,
+            run_as,
+        })
     }
 
     /// The server every test of this process shares, started by the first that asks.
@@ -116,6 +128,7 @@ impl TestPostgres {
         admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
         Ok(TestDatabase {
             url: self.url(&name),
+            name,
             server: self.clone(),
         })
     }

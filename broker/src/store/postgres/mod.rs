@@ -7,8 +7,13 @@
 //! trait runs on the store's own thread, which may block on the network. `url` is a libpq
 //! connection string, so several hosts with `target_session_attrs=read-write` find the primary
 //! after a failover. A call that finds the connection broken fails (the Router answers
-//! `unavailable`, nothing claimed) and the next call connects again, so service resumes on its own
-//! when the database is back.
+//! `unavailable`) and later calls connect again with backoff (`connection.rs`), so service resumes
+//! on its own when the database is back.
+//!
+//! One failure is not like the others: the connection breaking after `COMMIT` was sent and before
+//! its answer came. The batch may or may not have committed; its senders hear `unavailable` all the
+//! same, and a resend with the same `send_id` (through any broker) is recognised if it did: the
+//! duplicate class GUARANTEES.md's cluster section names.
 //!
 //! Durability is the server's: with `durability = "fsync"` a commit waits for whatever
 //! `synchronous_commit` the server is configured with (its WAL flushed, and with synchronous
@@ -16,6 +21,7 @@
 //! survives a crash of the broker, not of the database server.
 
 mod commit;
+mod connection;
 mod expiry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod harness;
@@ -25,11 +31,12 @@ mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 pub use self::commit::WAKE_CHANNEL;
 pub use self::limits::MailboxLimits;
 
+use self::connection::Connection;
 use self::row::{from_sql, to_sql, COLUMNS};
 use super::{
     Batch, CommitOutcome, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
@@ -38,11 +45,7 @@ use super::{
 
 /// Mailboxes in a PostgreSQL database.
 pub struct PostgresStore {
-    /// The libpq connection string; kept to connect again after the connection broke.
-    url: String,
-    durability: Durability,
-    /// `None` after the connection broke, until the next call connects again.
-    client: Option<Client>,
+    connection: Connection,
     /// Mailbox limits checked in each commit (`limits.rs`); `None`: the Router's checks only.
     limits: Option<MailboxLimits>,
 }
@@ -51,7 +54,7 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The url may hold a password: never printed.
         f.debug_struct("PostgresStore")
-            .field("connected", &self.client.is_some())
+            .field("connected", &self.connection.is_connected())
             .finish_non_exhaustive()
     }
 }
@@ -61,12 +64,10 @@ impl PostgresStore {
     /// newer than this broker's. Blocks on the network: call it off the actor threads.
     pub fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
         let mut store = Self {
-            url: url.to_owned(),
-            durability,
-            client: None,
+            connection: Connection::new(url, durability),
             limits: None,
         };
-        schema::migrate(store.client()?)?;
+        schema::migrate(store.connection.client()?)?;
         tracing::info!(?durability, "opened PostgreSQL store");
         Ok(store)
     }
@@ -78,30 +79,15 @@ impl PostgresStore {
         self
     }
 
-    /// The connection, connecting first if there is none.
-    fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            let mut client = Client::connect(&self.url, NoTls)?;
-            if self.durability == Durability::Os {
-                client.batch_execute("SET synchronous_commit = off")?;
-            }
-            tracing::debug!("connected to PostgreSQL");
-            self.client = Some(client);
-        }
-        self.client.as_mut().ok_or(StoreError::Stopped)
-    }
-
-    /// Runs `f` on the connection; a failure that broke the connection drops it, so the next call
+    /// Runs `f` on the connection; a failure that broke the connection drops it, so a later call
     /// connects again.
     fn with<T>(
         &mut self,
         f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = f(self.client()?);
-        if result.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
-            tracing::warn!("lost the connection to PostgreSQL; the next call connects again");
-            self.client = None;
+        let result = f(self.connection.client()?);
+        if result.is_err() {
+            self.connection.check();
         }
         result
     }
@@ -116,7 +102,18 @@ impl MailboxStore for PostgresStore {
         self.with(|client| {
             let mut tx = client.transaction()?;
             let outcome = commit::commit(&mut tx, batch, limits.as_ref())?;
-            tx.commit()?;
+            if let Err(error) = tx.commit() {
+                if client.is_closed() {
+                    tracing::warn!(
+                        appends = batch.appends.len(),
+                        deletes = batch.deletes.len(),
+                        %error,
+                        "the answer to COMMIT was lost: the batch may have committed; its senders \
+                         hear unavailable and a resend with the same send id is recognised"
+                    );
+                }
+                return Err(error.into());
+            }
             Ok(outcome)
         })
     }
