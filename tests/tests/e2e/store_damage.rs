@@ -72,21 +72,7 @@ async fn damaged_body_is_set_aside(engine: Engine) {
         }
     }
     let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
-    let mut heard = Vec::new();
-    while heard.len() < MESSAGES as usize {
-        match alice.recv().await {
-            Some(BrokerFrame::Receipt {
-                receipt_id,
-                send_id,
-                status,
-                ..
-            }) => {
-                heard.push((send_id, status));
-                alice.send(ClientFrame::Ack { id: receipt_id }).await;
-            }
-            other => panic!("expected a receipt, got {other:?}"),
-        }
-    }
+    let mut heard = alice.receipts(MESSAGES as usize).await;
     heard.sort_by_key(|&(send_id, _)| send_id);
     let expected: Vec<_> = (1..=MESSAGES)
         .map(|n| match n {

@@ -12,7 +12,7 @@ use switchboard_broker::store::MailboxStore;
 use switchboard_broker::Broker;
 use switchboard_client::{Client, ClientOptions, Event, Events};
 use switchboard_proto::{
-    BrokerFrame, ClientCodec, ClientFrame, ClientId, ErrorCode, PROTOCOL_VERSION,
+    BrokerFrame, ClientCodec, ClientFrame, ClientId, ErrorCode, ReceiptStatus, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -275,6 +275,27 @@ impl Raw {
             Some(BrokerFrame::Accepted { message_id, .. }) => message_id,
             other => panic!("expected accepted for send {send_id}, got {other:?}"),
         }
+    }
+
+    /// Reads the next `n` frames, each a receipt, and acknowledges each; returns their send ids
+    /// and statuses, in the order they came.
+    pub(crate) async fn receipts(&mut self, n: usize) -> Vec<(u64, ReceiptStatus)> {
+        let mut heard = Vec::with_capacity(n);
+        while heard.len() < n {
+            match self.recv().await {
+                Some(BrokerFrame::Receipt {
+                    receipt_id,
+                    send_id,
+                    status,
+                    ..
+                }) => {
+                    heard.push((send_id, status));
+                    self.send(ClientFrame::Ack { id: receipt_id }).await;
+                }
+                other => panic!("expected a receipt, got {other:?}"),
+            }
+        }
+        heard
     }
 
     /// Reads until the broker closes the connection; returns what came before, in order.

@@ -67,15 +67,7 @@ impl SqliteStore {
             }
             page.push(raw.into_entry()?);
         }
-        if damaged.is_empty() {
-            return Ok(page);
-        }
-        Err(StoreError::DamagedEntries {
-            mailbox: mailbox.to_owned(),
-            page,
-            damaged,
-            what: error.to_string(),
-        })
+        StoreError::unless_damaged(mailbox, page, damaged, error.to_string())
     }
 
     /// `batch` committed again after it failed with `error`, a damage error, without the deletes
