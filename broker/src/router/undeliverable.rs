@@ -72,7 +72,8 @@ impl Router {
                 sender = %entry.peer,
                 "stored body is damaged; removed, its sender gets an undeliverable receipt"
             );
-            // Its body length is unknown here; the usage counts it by what the store reports.
+            // Its body length is unknown here: the mailbox's byte count stays that much too high
+            // until the broker restarts (the entry count is right).
             self.delete(entry.id, entry.mailbox.clone(), 0);
             self.tell_sender(EntryKind::Undeliverable, entry);
             any = true;

@@ -77,6 +77,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A page read's answer: `page` itself if no entry in it is `damaged`, else
+    /// [`StoreError::DamagedEntries`] naming them (`what` says how they were found).
+    pub(crate) fn unless_damaged(
+        mailbox: &str,
+        page: Vec<crate::store::Entry>,
+        damaged: Vec<u64>,
+        what: String,
+    ) -> Result<Vec<crate::store::Entry>, StoreError> {
+        if damaged.is_empty() {
+            return Ok(page);
+        }
+        Err(StoreError::DamagedEntries {
+            mailbox: mailbox.to_owned(),
+            page,
+            damaged,
+            what,
+        })
+    }
+
     /// Whether this is damage to what is stored (a corrupt file, a disk that cannot read it back)
     /// rather than a failure that may pass by itself (the database down, a full disk): retrying
     /// the same read cannot help.

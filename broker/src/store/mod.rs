@@ -124,12 +124,16 @@ mod engines {
     }
 
     #[test]
-    fn the_cap_forgets_exactly_the_oldest_in_memory_sqlite_and_the_log() {
+    fn the_cap_forgets_exactly_the_oldest_in_every_engine() {
         use crate::store::conformance::the_cap_forgets_exactly_the_oldest_even_within_one_millisecond as case;
         case(&mut MemoryStore::new());
         let (_dir, mut sqlite) = crate::store::sqlite::tests::open_sqlite();
         case(&mut sqlite);
         let (_dir, mut log) = crate::store::log::tests::open_log();
         case(&mut log);
+        // Against a PostgreSQL of the test's own; skipped where none is installed, unless `CI` is set.
+        if let Some((_db, mut postgres)) = crate::store::postgres::tests::open_postgres() {
+            case(&mut postgres);
+        }
     }
 }

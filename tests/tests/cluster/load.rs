@@ -163,6 +163,7 @@ async fn drain(index: usize, node: Incarnation, url: &str) -> Vec<Delivery> {
                         body: String::from_utf8_lossy(&m.body).into_owned(),
                         message_id,
                         epoch: node.epoch,
+                        on: "the drain".to_owned(),
                     });
                     client.ack(message_id).await.expect("ack");
                 }

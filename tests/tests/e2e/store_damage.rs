@@ -22,12 +22,6 @@ const BODY_BYTES: usize = 12 * 1024;
 /// Written inside the damaged message's body, far from its start, to find it in the file.
 const MARK: &[u8] = b"<<the-damaged-page-is-here>>";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    Log,
-    Sqlite,
-}
-
 #[tokio::test]
 async fn a_damaged_body_in_the_log_is_set_aside_and_the_rest_of_the_mailbox_flows() {
     damaged_body_is_set_aside(Engine::Log).await;
@@ -47,22 +41,10 @@ async fn damaged_body_is_set_aside(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(engine, dir.path()).await;
     let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
-    let mut ids = Vec::new();
     for send_id in 1..=MESSAGES {
         alice
-            .send(ClientFrame::Send {
-                send_id,
-                to: "bob".into(),
-                body: body(send_id),
-                ttl_ms: None,
-                fresh: false,
-                receipts: Receipts::All,
-            })
+            .send_accepted(send_id, "bob", body(send_id), Receipts::All)
             .await;
-        match alice.recv().await {
-            Some(BrokerFrame::Accepted { message_id, .. }) => ids.push(message_id),
-            other => panic!("expected accepted, got {other:?}"),
-        }
     }
     drop(alice);
     broker.terminate().await;
@@ -90,21 +72,7 @@ async fn damaged_body_is_set_aside(engine: Engine) {
         }
     }
     let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
-    let mut heard = Vec::new();
-    while heard.len() < MESSAGES as usize {
-        match alice.recv().await {
-            Some(BrokerFrame::Receipt {
-                receipt_id,
-                send_id,
-                status,
-                ..
-            }) => {
-                heard.push((send_id, status));
-                alice.send(ClientFrame::Ack { id: receipt_id }).await;
-            }
-            other => panic!("expected a receipt, got {other:?}"),
-        }
-    }
+    let mut heard = alice.receipts(MESSAGES as usize).await;
     heard.sort_by_key(|&(send_id, _)| send_id);
     let expected: Vec<_> = (1..=MESSAGES)
         .map(|n| match n {
@@ -124,20 +92,8 @@ async fn damaged_body_is_set_aside(engine: Engine) {
     // The acks committed: after a restart a new message is the first bob gets.
     let broker = start(engine, dir.path()).await;
     let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
-    alice
-        .send(ClientFrame::Send {
-            send_id: 100,
-            to: "bob".into(),
-            body: Bytes::from_static(b"after the damage"),
-            ttl_ms: None,
-            fresh: false,
-            receipts: Receipts::None,
-        })
-        .await;
-    assert!(matches!(
-        alice.recv().await,
-        Some(BrokerFrame::Accepted { .. })
-    ));
+    let body = Bytes::from_static(b"after the damage");
+    alice.send_accepted(100, "bob", body, Receipts::None).await;
     let (mut bob, _) = Raw::hello(broker.addr(), "bob", 60).await;
     match bob.recv().await {
         Some(BrokerFrame::Deliver { send_id: 100, .. }) => {}
@@ -195,13 +151,7 @@ fn only_segment(data_dir: &Path) -> PathBuf {
 
 async fn start(engine: Engine, dir: &Path) -> BrokerProcess {
     BrokerProcess::start_configured(dir, |command| {
-        command.env(
-            "SWITCHBOARD_BROKER_STORE",
-            match engine {
-                Engine::Log => "log",
-                Engine::Sqlite => "sqlite",
-            },
-        );
+        command.env("SWITCHBOARD_BROKER_STORE", engine.env());
     })
     .await
 }
@@ -217,19 +167,8 @@ async fn a_mailbox_that_cannot_be_read_closes_its_session_with_mailbox_unreadabl
     let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
     for send_id in 1..=3 {
         alice
-            .send(ClientFrame::Send {
-                send_id,
-                to: "bob".into(),
-                body: body(send_id),
-                ttl_ms: None,
-                fresh: false,
-                receipts: Receipts::None,
-            })
+            .send_accepted(send_id, "bob", body(send_id), Receipts::None)
             .await;
-        match alice.recv().await {
-            Some(BrokerFrame::Accepted { .. }) => {}
-            other => panic!("expected accepted, got {other:?}"),
-        }
     }
     let segment = std::fs::OpenOptions::new()
         .write(true)

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use switchboard_proto::{BrokerFrame, ClientFrame, Receipts};
+use switchboard_proto::{BrokerFrame, Receipts};
 use switchboard_tests::{binary, BrokerProcess};
 
 use crate::support::*;
@@ -15,27 +15,11 @@ use crate::support::*;
 /// Something done to a data directory's store behind the broker's back.
 type Damage<'a> = dyn Fn(&Path) + 'a;
 
-/// The embedded engines and where each keeps the files it protects.
-#[derive(Debug, Clone, Copy)]
-enum Engine {
-    Log,
-    Sqlite,
-}
-
-impl Engine {
-    fn env(self) -> &'static str {
-        match self {
-            Engine::Log => "log",
-            Engine::Sqlite => "sqlite",
-        }
-    }
-
-    /// The store's own files in a data directory (not the lock, not the identity file).
-    fn files(self) -> &'static [&'static str] {
-        match self {
-            Engine::Log => &["log"],
-            Engine::Sqlite => &["switchboard.db", "switchboard.db-wal", "switchboard.db-shm"],
-        }
+/// The store's own files in a data directory (not the lock, not the identity file).
+fn files(engine: Engine) -> &'static [&'static str] {
+    match engine {
+        Engine::Log => &["log"],
+        Engine::Sqlite => &["switchboard.db", "switchboard.db-wal", "switchboard.db-shm"],
     }
 }
 
@@ -131,20 +115,10 @@ async fn store_messages(engine: Engine, dir: &Path, send_ids: std::ops::RangeInc
     let broker = start(engine, dir, false).await;
     let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
     for send_id in send_ids {
+        let body = Bytes::from(format!("message {send_id}"));
         alice
-            .send(ClientFrame::Send {
-                send_id,
-                to: "bob".into(),
-                body: Bytes::from(format!("message {send_id}")),
-                ttl_ms: None,
-                fresh: false,
-                receipts: Receipts::None,
-            })
+            .send_accepted(send_id, "bob", body, Receipts::None)
             .await;
-        match alice.recv().await {
-            Some(BrokerFrame::Accepted { .. }) => {}
-            other => panic!("expected accepted, got {other:?}"),
-        }
     }
     drop(alice);
     broker.terminate().await;
@@ -190,7 +164,7 @@ async fn refused_start(engine: Engine, dir: &Path) -> String {
 
 /// Every file of the store truncated to 0 bytes, the directories and names kept.
 fn truncate_all(engine: Engine, dir: &Path) {
-    for name in engine.files() {
+    for name in files(engine) {
         let path = dir.join(name);
         if path.is_dir() {
             for item in std::fs::read_dir(&path).expect("read the store directory") {
@@ -206,7 +180,7 @@ fn truncate_all(engine: Engine, dir: &Path) {
 }
 
 fn remove_store(engine: Engine, dir: &Path) {
-    for name in engine.files() {
+    for name in files(engine) {
         let path = dir.join(name);
         if path.is_dir() {
             std::fs::remove_dir_all(&path).expect("remove the store directory");
@@ -219,7 +193,7 @@ fn remove_store(engine: Engine, dir: &Path) {
 /// The store's files replaced by those in `from` (another data directory).
 fn replace_store(engine: Engine, dir: &Path, from: &Path) {
     remove_store(engine, dir);
-    for name in engine.files() {
+    for name in files(engine) {
         let source = from.join(name);
         if source.is_dir() {
             copy_dir(&source, &dir.join(name));

@@ -12,7 +12,7 @@ use switchboard_broker::store::MailboxStore;
 use switchboard_broker::Broker;
 use switchboard_client::{Client, ClientOptions, Event, Events};
 use switchboard_proto::{
-    BrokerFrame, ClientCodec, ClientFrame, ClientId, ErrorCode, PROTOCOL_VERSION,
+    BrokerFrame, ClientCodec, ClientFrame, ClientId, ErrorCode, ReceiptStatus, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -253,6 +253,51 @@ impl Raw {
         }
     }
 
+    /// Sends `body` to `to` under `send_id` (not `fresh`, asking for `receipts`) and waits for its
+    /// `accepted`; returns the message id.
+    pub(crate) async fn send_accepted(
+        &mut self,
+        send_id: u64,
+        to: &str,
+        body: bytes::Bytes,
+        receipts: switchboard_proto::Receipts,
+    ) -> u64 {
+        self.send(ClientFrame::Send {
+            send_id,
+            to: to.into(),
+            body,
+            ttl_ms: None,
+            fresh: false,
+            receipts,
+        })
+        .await;
+        match self.recv().await {
+            Some(BrokerFrame::Accepted { message_id, .. }) => message_id,
+            other => panic!("expected accepted for send {send_id}, got {other:?}"),
+        }
+    }
+
+    /// Reads the next `n` frames, each a receipt, and acknowledges each; returns their send ids
+    /// and statuses, in the order they came.
+    pub(crate) async fn receipts(&mut self, n: usize) -> Vec<(u64, ReceiptStatus)> {
+        let mut heard = Vec::with_capacity(n);
+        while heard.len() < n {
+            match self.recv().await {
+                Some(BrokerFrame::Receipt {
+                    receipt_id,
+                    send_id,
+                    status,
+                    ..
+                }) => {
+                    heard.push((send_id, status));
+                    self.send(ClientFrame::Ack { id: receipt_id }).await;
+                }
+                other => panic!("expected a receipt, got {other:?}"),
+            }
+        }
+        heard
+    }
+
     /// Reads until the broker closes the connection; returns what came before, in order.
     pub(crate) async fn until_closed(&mut self) -> Vec<BrokerFrame> {
         let mut frames = Vec::new();
@@ -269,5 +314,21 @@ pub(crate) fn assert_closed_with(frames: &[BrokerFrame], code: ErrorCode) {
     match frames {
         [BrokerFrame::Error { code: got, .. }] if *got == code => {}
         other => panic!("expected only an error `{code}` before the close, got {other:?}"),
+    }
+}
+
+/// The embedded engines, as `SWITCHBOARD_BROKER_STORE` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Log,
+    Sqlite,
+}
+
+impl Engine {
+    pub(crate) fn env(self) -> &'static str {
+        match self {
+            Engine::Log => "log",
+            Engine::Sqlite => "sqlite",
+        }
     }
 }

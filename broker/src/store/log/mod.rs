@@ -309,15 +309,8 @@ impl MailboxStore for LogStore {
                 entry(mailbox, meta, body)
             })
             .collect();
-        if damaged.is_empty() {
-            return Ok(page);
-        }
-        Err(StoreError::DamagedEntries {
-            mailbox: mailbox.to_owned(),
-            page,
-            damaged,
-            what: "their log frames fail their checksum".to_owned(),
-        })
+        let what = "their log frames fail their checksum".to_owned();
+        StoreError::unless_damaged(mailbox, page, damaged, what)
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {

@@ -191,10 +191,14 @@ impl MailboxStore for PostgresStore {
                 .try_get(0)?;
             let excess = (remembered.max(0) as u64).saturating_sub(what.remember_at_most);
             if excess > 0 {
+                // Keeps exactly the newest, in acceptance order (time, then broker id: the sends
+                // of one batch share a millisecond), in one statement, so that two brokers
+                // maintaining at once each keep the same newest ones and never forget more.
                 forgotten += tx.execute(
-                    "DELETE FROM switchboard_sent WHERE at_ms <=
-                     (SELECT at_ms FROM switchboard_sent ORDER BY at_ms LIMIT 1 OFFSET $1)",
-                    &[&to_sql(excess - 1)],
+                    "DELETE FROM switchboard_sent WHERE (sender, send_id) IN (
+                         SELECT sender, send_id FROM switchboard_sent
+                         ORDER BY at_ms DESC, message_id DESC OFFSET $1)",
+                    &[&to_sql(what.remember_at_most)],
                 )?;
             }
             tx.commit()?;

@@ -16,7 +16,8 @@ use super::{commit, from_sql, to_sql, RawEntry, SqliteStore};
 use crate::store::error::sqlite_damage;
 use crate::store::{Batch, CommitOutcome, Entry, StoreError};
 
-/// The columns stored before `body`, which a damaged body does not hide.
+/// The columns stored before `body`, which a damaged body does not hide, as
+/// [`RawEntry::read_head`] reads them.
 const HEAD_COLUMNS: &str = "id, mailbox, kind, peer, client_msg_id, message_id, sent_at_ms";
 
 impl SqliteStore {
@@ -39,20 +40,7 @@ impl SqliteStore {
             )) else {
                 return Err(error);
             };
-            let rows = stmt.query_map(params![mailbox, to_sql(after), limit], |row| {
-                Ok(RawEntry {
-                    id: row.get(0)?,
-                    mailbox: row.get(1)?,
-                    kind: row.get(2)?,
-                    peer: row.get(3)?,
-                    send_id: row.get(4)?,
-                    message_id: row.get(5)?,
-                    sent_at_ms: row.get(6)?,
-                    expires_at_ms: 0,
-                    receipts: 0,
-                    body: Vec::new(),
-                })
-            });
+            let rows = stmt.query_map(params![mailbox, to_sql(after), limit], RawEntry::read_head);
             match rows.and_then(|rows| rows.collect()) {
                 Ok(heads) => heads,
                 Err(_) => return Err(error),
@@ -79,15 +67,7 @@ impl SqliteStore {
             }
             page.push(raw.into_entry()?);
         }
-        if damaged.is_empty() {
-            return Ok(page);
-        }
-        Err(StoreError::DamagedEntries {
-            mailbox: mailbox.to_owned(),
-            page,
-            damaged,
-            what: error.to_string(),
-        })
+        StoreError::unless_damaged(mailbox, page, damaged, error.to_string())
     }
 
     /// `batch` committed again after it failed with `error`, a damage error, without the deletes

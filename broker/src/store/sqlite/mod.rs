@@ -178,6 +178,18 @@ struct RawEntry {
 impl RawEntry {
     /// Reads [`ENTRY_COLUMNS`], plus the body if it was selected as the next column.
     fn read(row: &Row<'_>, with_body: bool) -> rusqlite::Result<Self> {
+        let mut raw = Self::read_head(row)?;
+        raw.expires_at_ms = row.get(7)?;
+        raw.receipts = row.get(8)?;
+        if with_body {
+            raw.body = row.get(9)?;
+        }
+        Ok(raw)
+    }
+
+    /// Reads the first seven of [`ENTRY_COLUMNS`], those stored before the body; the rest are 0
+    /// (no expiry, all receipts) and the body empty.
+    fn read_head(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get(0)?,
             mailbox: row.get(1)?,
@@ -186,9 +198,9 @@ impl RawEntry {
             send_id: row.get(4)?,
             message_id: row.get(5)?,
             sent_at_ms: row.get(6)?,
-            expires_at_ms: row.get(7)?,
-            receipts: row.get(8)?,
-            body: if with_body { row.get(9)? } else { Vec::new() },
+            expires_at_ms: 0,
+            receipts: 0,
+            body: Vec::new(),
         })
     }
 
