@@ -233,7 +233,7 @@ def test_every_error_code_refusing_the_handshake_is_its_own_exception(code: str)
     run(scenario())
 
 
-RETRIED = {"shutting-down", "keepalive-timeout", "internal", "overloaded"}
+RETRIED = {"shutting-down", "keepalive-timeout", "internal", "overloaded", "mailbox-unreadable"}
 
 
 @pytest.mark.parametrize("code", CODES)
