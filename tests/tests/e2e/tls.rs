@@ -281,3 +281,68 @@ async fn a_tls_plain_mismatch_is_named_on_both_sides() {
     };
     assert!(err.to_string().contains("did not answer in TLS"), "{err}");
 }
+
+/// `hi` as a TLS client sees it.
+async fn tls_hi(fx: &Fixture, connector: &TlsConnector) -> BrokerFrame {
+    let tcp = TcpStream::connect(fx.addr()).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let tls = within("tls handshake", connector.connect(name, tcp))
+        .await
+        .expect("tls");
+    let mut framed = Framed::new(tls, ClientCodec::default());
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        client_id: "carol".into(),
+        token: None,
+        keepalive_secs: 30,
+    };
+    within("hello", framed.send(hello)).await.expect("hello");
+    match within("hi", framed.next()).await {
+        Some(Ok(hi @ BrokerFrame::Hi { .. })) => hi,
+        other => panic!("no hi: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn under_tls_udp_is_off_unless_udp_listen_names_an_address() {
+    let pki = Pki::new();
+    let connector = pki.connector(false);
+    // The fixture sets `udp.listen` (to port 0); unset here, as in a deployment's settings.
+    let fx = Fixture::with(|s| {
+        s.tls.cert_file = pki.server_cert.clone();
+        s.tls.key_file = pki.server_key.clone();
+        s.udp.listen = None;
+    })
+    .await;
+    let hi = tls_hi(&fx, &connector).await;
+    assert!(
+        matches!(
+            hi,
+            BrokerFrame::Hi {
+                udp_port: None,
+                datagram_key: None,
+                ..
+            }
+        ),
+        "no cleartext datagrams beside TLS by default: {hi:?}"
+    );
+
+    let fx = Fixture::with(|s| {
+        s.tls.cert_file = pki.server_cert.clone();
+        s.tls.key_file = pki.server_key.clone();
+        s.udp.listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let hi = tls_hi(&fx, &connector).await;
+    assert!(
+        matches!(
+            hi,
+            BrokerFrame::Hi {
+                udp_port: Some(_),
+                datagram_key: Some(_),
+                ..
+            }
+        ),
+        "an address set by hand opens it: {hi:?}"
+    );
+}
