@@ -72,6 +72,13 @@ impl Link {
         }
     }
 
+    /// Lets what was sent over UDP reach the broker before the session ends ([`UdpPath::drain`]).
+    pub(crate) async fn drain_udp(&mut self) {
+        if let Some(udp) = self.udp.as_mut() {
+            udp.drain().await;
+        }
+    }
+
     /// Stops the UDP path, if any, and waits until its reader has stopped.
     pub(crate) async fn stop_udp(&mut self) {
         if let Some(udp) = self.udp.take() {

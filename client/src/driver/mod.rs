@@ -125,6 +125,7 @@ impl Driver {
         let (reason, closed) = loop {
             match self.serve(&mut link).await {
                 End::Local(closed) => {
+                    link.drain_udp().await;
                     link.say_bye(|frame| self.answer(frame)).await;
                     link.stop_udp().await;
                     break (CloseReason::Local, closed);

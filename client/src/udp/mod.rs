@@ -8,19 +8,23 @@
 //! arrives is verified (MAC, direction, session, replay window) before it is believed, and goes
 //! straight into [`Events`](crate::Events), or is dropped and counted if the program has not read
 //! the ones before. Only plain connections use it: over TLS the datagrams stay inside TLS.
+//!
+//! Closing drains it first ([`UdpPath::drain`]): one more bind, and its answer awaited, so that what
+//! was sent over UDP before `close` reaches the broker before the session (and its key) ends.
 
 mod sender;
 mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::datagram::{parse, Direction};
 use switchboard_proto::ReplayWindow;
 use switchboard_proto::{BrokerFrame, DatagramKey, DecodeFrame};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub(crate) use self::sender::{UdpSender, UdpShared};
@@ -30,6 +34,10 @@ use crate::event::{Datagram, Event};
 
 /// Room for the largest datagram a broker may send (a 64 KiB body and what surrounds it).
 const RECEIVE_BUFFER: usize = 70 * 1024;
+
+/// How long closing waits for the broker to answer the last bind ([`UdpPath::drain`]): a lost bind
+/// or answer costs a close this much, no more.
+const DRAIN_LIMIT: Duration = Duration::from_millis(500);
 
 /// Where `hi` said datagrams may go, kept by the handshake until the driver opens the path.
 #[derive(Debug, Clone)]
@@ -57,6 +65,8 @@ pub(crate) struct UdpPath {
     pub(crate) sender: Arc<UdpSender>,
     reader: JoinHandle<()>,
     shared: Arc<UdpShared>,
+    /// How many `bound` answers the reader has seen.
+    answers: watch::Receiver<u64>,
 }
 
 impl UdpPath {
@@ -83,10 +93,11 @@ impl UdpPath {
         let sender = Arc::new(UdpSender::new(socket.clone(), session, key.clone()));
         // Awaited, unlike later binds: a new socket may not be known writable yet, and `try_send`
         // would then drop the first bind.
-        if let Err(error) = sender.send_first_bind().await {
+        if let Err(error) = sender.send_bind().await {
             tracing::debug!(%error, %broker, "cannot send a bind; datagrams go over tcp");
             return None;
         }
+        let (answered, answers) = watch::channel(0);
         let reader = Reader {
             socket,
             session,
@@ -95,12 +106,32 @@ impl UdpPath {
             sender: sender.clone(),
             shared: shared.clone(),
             events,
+            answered,
         };
         Some(Self {
             sender,
             reader: tokio::spawn(reader.run()),
             shared,
+            answers,
         })
+    }
+
+    /// Sends a bind and waits (at most [`DRAIN_LIMIT`]) for its answer. The broker reads its UDP
+    /// socket in order, so once the answer is back every datagram sent before the bind has been
+    /// taken, and the session may end without them meeting an ended key. Nothing to wait for
+    /// before the first answer: until then datagrams went on the TCP connection, ahead of `bye`.
+    pub(crate) async fn drain(&mut self) {
+        if !self.sender.is_bound() {
+            return;
+        }
+        let seen = *self.answers.borrow_and_update();
+        if self.sender.send_bind().await.is_err() {
+            return;
+        }
+        let answered = self.answers.wait_for(|n| *n > seen);
+        if tokio::time::timeout(DRAIN_LIMIT, answered).await.is_err() {
+            tracing::debug!("no answer to the closing bind; closing anyway");
+        }
     }
 
     /// Ends the path: the handles stop sending on it, and its reader has stopped once this returns
@@ -153,6 +184,7 @@ struct Reader {
     sender: Arc<UdpSender>,
     shared: Arc<UdpShared>,
     events: mpsc::Sender<Event>,
+    answered: watch::Sender<u64>,
 }
 
 impl Reader {
@@ -171,6 +203,7 @@ impl Reader {
             let counters = &self.shared.counters;
             match incoming {
                 Incoming::Bound => {
+                    self.answered.send_modify(|n| *n += 1);
                     if !self.sender.is_bound() {
                         self.sender.set_bound();
                         self.shared.set(Some(self.sender.clone()));

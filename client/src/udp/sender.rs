@@ -74,7 +74,8 @@ impl UdpSender {
         self.socket.try_send(&self.seal(Some(frame))).is_ok()
     }
 
-    pub(super) async fn send_first_bind(&self) -> std::io::Result<()> {
+    /// Sends a bind, waiting for room in the socket's buffer rather than dropping it.
+    pub(super) async fn send_bind(&self) -> std::io::Result<()> {
         self.socket.send(&self.seal(None)).await.map(|_| ())
     }
 }

@@ -429,6 +429,29 @@ async fn a_recipient_that_reads_no_events_loses_the_newest_datagrams_counted_and
     }
 }
 
+#[tokio::test]
+async fn datagrams_sent_over_udp_just_before_close_reach_their_recipient() {
+    let fx = Fixture::new().await;
+    let (alice, _ae) = fx.connect("alice").await;
+    let (_bob, mut bob_events) = fx.connect("bob").await;
+    until_over_udp(&fx, &alice, &mut bob_events).await;
+    // Still in the broker's socket buffer when alice's `bye` ends her session, the last of these
+    // would meet an ended key; closing waits for the broker to have read them.
+    for n in 0..200 {
+        alice
+            .send_datagram("bob", format!("{n}"))
+            .await
+            .expect("sent");
+    }
+    within("alice closes", alice.close()).await.expect("closed");
+    for n in 0..200 {
+        match next_event(&mut bob_events).await {
+            Event::Datagram(d) => assert_eq!(&d.body[..], format!("{n}").as_bytes()),
+            other => panic!("expected datagram {n}, got {other:?}"),
+        }
+    }
+}
+
 /// Sends datagrams from `alice` to bob, each read by bob, until the broker has taken and delivered
 /// one over UDP; how many were sent.
 async fn until_over_udp(fx: &Fixture, alice: &Client, bob_events: &mut Events) -> u64 {
