@@ -6,10 +6,6 @@
 //! A datagram failing any check is dropped without a reply and counted. An authenticated one
 //! registers its source address as where the session receives its datagrams; an empty one (`bind`)
 //! is answered with an empty one (`bound`), so the client knows UDP reaches it both ways.
-//!
-//! The listener's thread runs at a lower scheduling priority than the rest of the broker
-//! ([`UDP_NICE`]): when the CPU is short, the sessions, the Router and the store go first and
-//! excess datagrams wait, and are lost, in the socket's buffer, never the other way round.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,13 +23,8 @@ use crate::metrics::{Dropped, Via};
 /// kernel, fails its MAC and is dropped.
 const RECEIVE_BUFFER: usize = 70 * 1024;
 
-/// How much nicer than the broker's other threads the listener's thread is (Linux niceness; 5
-/// gives it about a third of a nice-0 thread's share of a busy CPU).
-const UDP_NICE: i32 = 5;
-
 /// Reads datagrams until the socket fails or the task is stopped (with its arbiter, at shutdown).
 pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
-    yield_to_durable_work();
     let mut buf = vec![0u8; RECEIVE_BUFFER];
     loop {
         match socket.recv_from(&mut buf).await {
@@ -42,22 +33,6 @@ pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
                 // ICMP errors for earlier sends surface here on some systems; keep reading.
                 tracing::debug!(%error, "udp receive failed");
             }
-        }
-    }
-}
-
-/// Lowers this thread's priority by [`UDP_NICE`] (Linux: a thread id names one thread alone).
-fn yield_to_durable_work() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: neither call takes a pointer; `gettid` cannot fail.
-        let thread = unsafe { libc::gettid() };
-        let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, thread as libc::id_t) };
-        let nicer = current.saturating_add(UDP_NICE);
-        // SAFETY: as above.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, nicer) } != 0 {
-            let error = std::io::Error::last_os_error();
-            tracing::debug!(%error, "cannot lower the udp listener's priority");
         }
     }
 }
