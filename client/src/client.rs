@@ -217,13 +217,16 @@ impl Client {
     ///
     /// Over UDP (once the broker answered the bind) the calling task seals and sends it itself; a
     /// full socket buffer drops it ([`DatagramStats::send_dropped`]). Until then it goes on the TCP
-    /// connection, through the library's task.
+    /// connection, through the library's task. Sent over UDP it takes from the task's cooperative
+    /// budget (`tokio::task::consume_budget`): a loop sending flat out yields now and then instead
+    /// of holding its thread, so this client's reader, and the program's other tasks, still run.
     pub async fn send_datagram(&self, to: &str, body: impl Into<Bytes>) -> Result<(), ClientError> {
         let frame = switchboard_proto::ClientFrame::Datagram {
             to: to.to_owned(),
             body: body.into(),
         };
         if self.udp.send(&frame) {
+            tokio::task::consume_budget().await;
             return Ok(());
         }
         self.command(Command::Datagram(frame)).await
