@@ -62,33 +62,9 @@ pub struct Report {
     /// broker's and the recipients' sockets, which neither process sees.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_rcvbuf_drops: Option<u64>,
-    /// What the Switchboard clients counted (absent for NATS).
+    /// What the Switchboard clients counted, summed over senders and recipients (absent for NATS).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<ClientCounts>,
-}
-
-/// The client library's datagram counts, summed over senders and recipients.
-#[derive(Debug, Default, Serialize)]
-pub struct ClientCounts {
-    pub sent_udp: u64,
-    pub sent_tcp: u64,
-    /// Dropped by a sender: its UDP socket's buffer was full, or it was disconnected.
-    pub send_dropped: u64,
-    pub received: u64,
-    /// Dropped by a recipient whose program had its events queue full.
-    pub dropped_slow_reader: u64,
-    pub dropped_invalid: u64,
-}
-
-impl ClientCounts {
-    fn add(&mut self, s: DatagramStats) {
-        self.sent_udp += s.sent_udp;
-        self.sent_tcp += s.sent_tcp;
-        self.send_dropped += s.send_dropped;
-        self.received += s.received;
-        self.dropped_slow_reader += s.dropped_slow_reader;
-        self.dropped_invalid += s.dropped_invalid;
-    }
+    pub client: Option<DatagramStats>,
 }
 
 /// Where the datagrams go.
@@ -265,14 +241,14 @@ pub(crate) async fn run(target: Target, args: &Args, ctx: &Ctx) -> anyhow::Resul
         .map(|(i, (tx, to))| tokio::spawn(send(tx, i as u32, to, args.clone())))
         .collect();
     let mut sent = 0;
-    let mut counts: Option<ClientCounts> = None;
+    let mut counts: Option<DatagramStats> = None;
     for task in sending {
         let (n, stats) = task
             .await
             .map_err(|e| anyhow!("a sender panicked: {e}"))??;
         sent += n;
         if let Some(stats) = stats {
-            counts.get_or_insert_with(ClientCounts::default).add(stats);
+            *counts.get_or_insert_with(DatagramStats::default) += stats;
         }
     }
     let sent_at = start.elapsed();
@@ -285,7 +261,7 @@ pub(crate) async fn run(target: Target, args: &Args, ctx: &Ctx) -> anyhow::Resul
             .map_err(|e| anyhow!("a receiver panicked: {e}"))?;
         collectors.push(collector);
         if let Some(stats) = stats {
-            counts.get_or_insert_with(ClientCounts::default).add(stats);
+            *counts.get_or_insert_with(DatagramStats::default) += stats;
         }
     }
     let kernel_rcvbuf_drops = rcvbuf_before

@@ -1,7 +1,10 @@
 //! What this client's datagrams did: counted where they leave, arrive or are lost on this side, so
 //! a program (and the bench) can tell its own losses from the network's and the broker's.
 
+use std::ops::AddAssign;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
 
 /// This client's datagram counts since it connected, across reconnects
 /// ([`Client::datagram_stats`](crate::Client::datagram_stats)).
@@ -9,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What the broker dropped (offline recipient, rate limit, a full queue) is counted by the broker;
 /// what the kernel dropped (a full socket buffer) by neither: sent minus what the recipients
 /// received minus these drops and the broker's is that.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DatagramStats {
     /// Sent over UDP.
     pub sent_udp: u64,
@@ -25,6 +28,18 @@ pub struct DatagramStats {
     pub dropped_slow_reader: u64,
     /// Arrived over UDP but not genuine (MAC, session, replay window) or not readable: dropped.
     pub dropped_invalid: u64,
+}
+
+/// Sums the counts of several clients (or of one client's connections).
+impl AddAssign for DatagramStats {
+    fn add_assign(&mut self, other: Self) {
+        self.sent_udp += other.sent_udp;
+        self.sent_tcp += other.sent_tcp;
+        self.send_dropped += other.send_dropped;
+        self.received += other.received;
+        self.dropped_slow_reader += other.dropped_slow_reader;
+        self.dropped_invalid += other.dropped_invalid;
+    }
 }
 
 /// The counters behind [`DatagramStats`], shared by the handles, the driver and the UDP reader.

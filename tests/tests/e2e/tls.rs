@@ -303,46 +303,34 @@ async fn tls_hi(fx: &Fixture, connector: &TlsConnector) -> BrokerFrame {
     }
 }
 
+/// What `hi` offers for UDP (a port, a key) to a TLS client of a broker with this `udp.listen`.
+async fn udp_offer_under_tls(pki: &Pki, listen: Option<&str>) -> (bool, bool) {
+    let fx = Fixture::with(|s| {
+        s.tls.cert_file = pki.server_cert.clone();
+        s.tls.key_file = pki.server_key.clone();
+        s.udp.listen = listen.map(str::to_owned);
+    })
+    .await;
+    match tls_hi(&fx, &pki.connector(false)).await {
+        BrokerFrame::Hi {
+            udp_port,
+            datagram_key,
+            ..
+        } => (udp_port.is_some(), datagram_key.is_some()),
+        other => panic!("no hi: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn under_tls_udp_is_off_unless_udp_listen_names_an_address() {
     let pki = Pki::new();
-    let connector = pki.connector(false);
-    // The fixture sets `udp.listen` (to port 0); unset here, as in a deployment's settings.
-    let fx = Fixture::with(|s| {
-        s.tls.cert_file = pki.server_cert.clone();
-        s.tls.key_file = pki.server_key.clone();
-        s.udp.listen = None;
-    })
-    .await;
-    let hi = tls_hi(&fx, &connector).await;
-    assert!(
-        matches!(
-            hi,
-            BrokerFrame::Hi {
-                udp_port: None,
-                datagram_key: None,
-                ..
-            }
-        ),
-        "no cleartext datagrams beside TLS by default: {hi:?}"
+    // Unset, as in a deployment's settings (the fixture sets it to port 0 otherwise).
+    let unset = udp_offer_under_tls(&pki, None).await;
+    assert_eq!(
+        unset,
+        (false, false),
+        "no cleartext datagrams beside TLS by default"
     );
-
-    let fx = Fixture::with(|s| {
-        s.tls.cert_file = pki.server_cert.clone();
-        s.tls.key_file = pki.server_key.clone();
-        s.udp.listen = Some("127.0.0.1:0".into());
-    })
-    .await;
-    let hi = tls_hi(&fx, &connector).await;
-    assert!(
-        matches!(
-            hi,
-            BrokerFrame::Hi {
-                udp_port: Some(_),
-                datagram_key: Some(_),
-                ..
-            }
-        ),
-        "an address set by hand opens it: {hi:?}"
-    );
+    let set = udp_offer_under_tls(&pki, Some("127.0.0.1:0")).await;
+    assert_eq!(set, (true, true), "an address set by hand opens it");
 }
