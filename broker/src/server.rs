@@ -367,9 +367,11 @@ fn start_datagrams(
         addr: format!("{addr} (udp.listen)"),
         cause,
     };
-    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    let socket = udp_socket(addr, settings.udp.socket_buffer_bytes).map_err(bind_error)?;
     let local = socket.local_addr().map_err(bind_error)?;
-    socket.set_nonblocking(true).map_err(bind_error)?;
+    if !settings.tls.cert_file.as_os_str().is_empty() {
+        tracing::warn!(address = %local, "udp.listen is set beside TLS: datagrams over UDP travel unencrypted (SECURITY.md)");
+    }
     let receiving = socket.try_clone().map_err(bind_error)?;
     let datagrams = Arc::new(Datagrams::new(limits, metrics.clone(), Some(socket)));
     let arbiter = Arbiter::new();
@@ -382,6 +384,22 @@ fn start_datagrams(
     });
     tracing::info!(address = %local, "datagrams over udp at {local}");
     Ok((datagrams, Some((arbiter, local))))
+}
+
+/// A non-blocking UDP socket bound to `addr`, its buffers asked to be `buffer` bytes (a refusal is
+/// logged; the kernel's default then stays).
+fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(error) = socket
+        .set_recv_buffer_size(buffer)
+        .and_then(|()| socket.set_send_buffer_size(buffer))
+    {
+        tracing::warn!(%error, buffer, "cannot size the udp socket's buffers (udp.socket_buffer_bytes)");
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreError> {

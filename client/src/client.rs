@@ -17,6 +17,7 @@ use crate::event::{Events, Receipt};
 use crate::handshake;
 use crate::options::ClientOptions;
 use crate::sent::{ReceiptFuture, SendOptions, Sent, Tracked};
+use crate::udp::{DatagramStats, UdpShared};
 use crate::welcome::Welcome;
 use crate::write_buffer::PendingAck;
 
@@ -39,6 +40,8 @@ pub struct Client {
     /// Places for unanswered sends; see `MAX_UNANSWERED`.
     room: Arc<Semaphore>,
     welcome: watch::Receiver<Welcome>,
+    /// The UDP path once bound, on which `send_datagram` sends without the driver, and the counts.
+    udp: Arc<UdpShared>,
 }
 
 impl Client {
@@ -56,12 +59,21 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(EVENTS_CAPACITY);
         let (welcome_tx, welcome) = watch::channel(welcome);
         let room = Arc::new(Semaphore::new(MAX_UNANSWERED));
-        let driver = Driver::new(opts, commands_rx, events_tx, welcome_tx, Arc::clone(&room));
+        let udp = Arc::new(UdpShared::default());
+        let driver = Driver::new(
+            opts,
+            commands_rx,
+            events_tx,
+            welcome_tx,
+            Arc::clone(&room),
+            Arc::clone(&udp),
+        );
         tokio::spawn(driver.run(link));
         let client = Client {
             commands,
             room,
             welcome,
+            udp,
         };
         Ok((client, Events::new(events_rx)))
     }
@@ -202,12 +214,28 @@ impl Client {
     /// Sends a datagram to `to`: fire and forget. It reaches `to` only if `to` is connected now; no
     /// answer, no receipt, no resend, nothing stored (PROTOCOL.md, "Datagrams"). Resolves once the
     /// datagram is queued for the socket; while disconnected it is dropped.
+    ///
+    /// Over UDP (once the broker answered the bind) the calling task seals and sends it itself; a
+    /// full socket buffer drops it ([`DatagramStats::send_dropped`]). Until then it goes on the TCP
+    /// connection, through the library's task. Sent over UDP it takes from the task's cooperative
+    /// budget (`tokio::task::consume_budget`): a loop sending flat out yields now and then instead
+    /// of holding its thread, so this client's reader, and the program's other tasks, still run.
     pub async fn send_datagram(&self, to: &str, body: impl Into<Bytes>) -> Result<(), ClientError> {
-        self.command(Command::Datagram {
+        let frame = switchboard_proto::ClientFrame::Datagram {
             to: to.to_owned(),
             body: body.into(),
-        })
-        .await
+        };
+        if self.udp.send(&frame) {
+            tokio::task::consume_budget().await;
+            return Ok(());
+        }
+        self.command(Command::Datagram(frame)).await
+    }
+
+    /// What this client's datagrams did so far: sent which way, received, and dropped on this side
+    /// and why.
+    pub fn datagram_stats(&self) -> DatagramStats {
+        self.udp.counters.snapshot()
     }
 
     /// Says `Bye` after everything queued before it, and closes the connection for every clone.

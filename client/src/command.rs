@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use switchboard_proto::ClientFrame;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::error::ClientError;
@@ -24,8 +25,9 @@ pub(crate) enum Command {
     Ack(PendingAck),
     /// Say `Bye` (if connected) and end; answer once the socket is closed.
     Close(oneshot::Sender<()>),
-    /// Write a `datagram` frame if connected; otherwise it is gone, as datagrams are.
-    Datagram { to: String, body: Bytes },
+    /// Send a `datagram` frame (always a [`ClientFrame::Datagram`]) if connected; otherwise it is
+    /// gone, as datagrams are.
+    Datagram(ClientFrame),
 }
 
 /// A message to send; answered on `accepted`, and on `receipt` when the receipt comes, if tracked.

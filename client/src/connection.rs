@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
-use crate::udp::UdpPath;
+use crate::udp::{UdpOffer, UdpPath};
 use crate::write_buffer::WriteBuffer;
 
 /// How long a closing connection waits for its last frames to go out and for the broker to close its
@@ -46,7 +46,9 @@ pub(crate) struct Link {
     /// The lowest driver sequence number among the unanswered sends this link has not carried yet: a
     /// new link starts at 0 and so sends every unanswered one again, oldest first.
     pub(crate) next_send: u64,
-    /// Datagrams over UDP, when the broker offered it on a plain connection.
+    /// What `hi` offered for datagrams over UDP on a plain connection, until the driver opens it.
+    pub(crate) udp_offer: Option<UdpOffer>,
+    /// Datagrams over UDP, once the driver opened the offered path.
     pub(crate) udp: Option<UdpPath>,
 }
 
@@ -65,7 +67,22 @@ impl Link {
             opened: Instant::now(),
             library_acks: Vec::new(),
             next_send: 0,
+            udp_offer: None,
             udp: None,
+        }
+    }
+
+    /// Lets what was sent over UDP reach the broker before the session ends ([`UdpPath::drain`]).
+    pub(crate) async fn drain_udp(&mut self) {
+        if let Some(udp) = self.udp.as_mut() {
+            udp.drain().await;
+        }
+    }
+
+    /// Stops the UDP path, if any, and waits until its reader has stopped.
+    pub(crate) async fn stop_udp(&mut self) {
+        if let Some(udp) = self.udp.take() {
+            udp.stop().await;
         }
     }
 

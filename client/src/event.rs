@@ -183,6 +183,11 @@ impl EventQueue {
         }
     }
 
+    /// The channel itself, for the UDP reader, which hands datagrams over without waiting.
+    pub(crate) fn sender(&self) -> mpsc::Sender<Event> {
+        self.tx.clone()
+    }
+
     /// Whether events wait for room in the channel.
     pub(crate) fn is_waiting(&self) -> bool {
         !self.queue.is_empty()

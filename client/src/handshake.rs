@@ -15,7 +15,7 @@ use tokio_util::codec::FramedRead;
 use crate::connection::{Link, Reader, Writer};
 use crate::error::ClientError;
 use crate::options::ClientOptions;
-use crate::udp::UdpPath;
+use crate::udp::UdpOffer;
 use crate::welcome::Welcome;
 
 /// Opens the TCP connection, says `Hello` as `opts.id` and reads `Hi`, within `opts.connect_timeout`.
@@ -104,7 +104,11 @@ async fn handshake(opts: &ClientOptions) -> Result<(Link, Welcome), ClientError>
             if let (Some(peer), true, Some(port), Some(session), Some(key)) = offer {
                 if let Some(key) = DatagramKey::from_slice(&key) {
                     let broker = SocketAddr::new(peer.ip(), port);
-                    link.udp = UdpPath::open(broker, session, key).await;
+                    link.udp_offer = Some(UdpOffer {
+                        broker,
+                        session,
+                        key,
+                    });
                 }
             }
             Ok((link, welcome))

@@ -44,7 +44,8 @@
 //! `welcome.rs` (what `Hi` said), `reconnect.rs` (the backoff), `error.rs` (what can fail, and which
 //! failures are worth retrying), `write_buffer.rs` (bytes on their way to a socket), `event.rs`
 //! (what the broker tells the program), `tls.rs`, `options.rs`, `sent.rs` (what a send gives back),
-//! `connection.rs` (one connection's socket, the `Link`), `handshake.rs` (opening one: TCP, TLS,
+//! `udp/` (datagrams over UDP: the shared sender, the reader, the counts), `connection.rs` (one
+//! connection's socket, the `Link`), `handshake.rs` (opening one: TCP, TLS,
 //! `Hello`, `Hi`), `command.rs` (what a handle asks of the driver), `unanswered.rs` (the sends kept
 //! until answered), `driver/` (the task that owns the connections, one per client, across
 //! reconnects) and `client.rs` (the handle).
@@ -74,4 +75,5 @@ pub use reconnect::Reconnect;
 pub use sent::{ReceiptFuture, SendOptions, Sent, Tracked};
 pub use switchboard_proto::{ErrorCode, ReceiptStatus, Receipts, RejectReason};
 pub use tls::Tls;
+pub use udp::DatagramStats;
 pub use welcome::Welcome;

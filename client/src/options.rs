@@ -42,6 +42,10 @@ pub struct ClientOptions {
     pub reconnect: Option<Reconnect>,
     /// Speak TLS to the broker (`None`, the default: plain TCP).
     pub tls: Option<Tls>,
+    /// The size asked for the UDP socket's receive and send buffers, in bytes (the kernel caps it at
+    /// `net.core.rmem_max`/`wmem_max`). UDP has no flow control: a burst larger than the buffer
+    /// while the library is not scheduled is lost in the kernel. Default 2 MiB.
+    pub udp_socket_buffer: usize,
 }
 
 impl ClientOptions {
@@ -49,6 +53,8 @@ impl ClientOptions {
     pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
     /// The default bound on connecting and the handshake: 10 seconds.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default UDP socket buffer size: 2 MiB.
+    pub const DEFAULT_UDP_SOCKET_BUFFER: usize = 2 * 1024 * 1024;
 
     /// Options for connecting to `server` as `id`, with every other field at its default.
     pub fn new(server: impl Into<String>, id: impl Into<String>) -> Self {
@@ -61,6 +67,7 @@ impl ClientOptions {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             reconnect: None,
             tls: None,
+            udp_socket_buffer: Self::DEFAULT_UDP_SOCKET_BUFFER,
         }
     }
 

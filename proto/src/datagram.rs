@@ -16,9 +16,11 @@
 //! [`parse`] only cuts the bytes at those offsets; nothing in them is trusted before [`Sealed::verify`]
 //! (constant time) and the [`ReplayWindow`] have passed.
 
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::EncodeFrame;
 
 /// Bytes before the payload: direction, session, sequence.
 pub const HEADER_LEN: usize = 17;
@@ -26,6 +28,9 @@ pub const HEADER_LEN: usize = 17;
 pub const MAC_LEN: usize = 16;
 /// Everything a datagram adds to its payload.
 pub const DATAGRAM_OVERHEAD: usize = HEADER_LEN + MAC_LEN;
+/// Bytes a `datagram` frame map takes beyond its two strings (keys and MessagePack headers), at
+/// most: with [`DATAGRAM_OVERHEAD`], the room to allocate for a sealed datagram at once.
+pub const FRAME_ROOM: usize = 40;
 /// Length of a session's datagram key.
 pub const KEY_LEN: usize = 32;
 /// How far behind the newest sequence number a datagram may arrive and still be taken (once).
@@ -50,31 +55,46 @@ pub enum DatagramError {
 }
 
 /// A session's datagram key. Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatagramKey([u8; KEY_LEN]);
+///
+/// It keeps HMAC's keyed state (the inner and outer pads already hashed) beside the bytes: every
+/// datagram clones that state instead of hashing the pads again, which halves what a MAC costs.
+#[derive(Clone)]
+pub struct DatagramKey {
+    bytes: [u8; KEY_LEN],
+    keyed: Hmac<Sha256>,
+}
 
 impl DatagramKey {
     pub fn new(bytes: [u8; KEY_LEN]) -> Self {
-        Self(bytes)
+        // HMAC takes a key of any length, so this cannot fail.
+        let keyed = match Hmac::<Sha256>::new_from_slice(&bytes) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC accepts keys of every length"),
+        };
+        Self { bytes, keyed }
     }
 
     /// The key from `hi.datagram_key`; `None` unless it is exactly [`KEY_LEN`] bytes.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(Self)
+        bytes.try_into().ok().map(Self::new)
     }
 
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
-        &self.0
+        &self.bytes
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes a key of any length, so this cannot fail.
-        match Hmac::<Sha256>::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC accepts keys of every length"),
-        }
+        self.keyed.clone()
     }
 }
+
+impl PartialEq for DatagramKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for DatagramKey {}
 
 impl std::fmt::Debug for DatagramKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +174,31 @@ pub fn seal(
     dst.put_slice(&tag[..MAC_LEN]);
 }
 
+/// Appends the datagram carrying `frame` (or nothing, for a bind and its answer) to `dst`, encoding
+/// the frame in place: one buffer per datagram, where [`seal`] needs the payload encoded first.
+/// `dst` is best made with the room it needs (the frame's body and names, and
+/// [`DATAGRAM_OVERHEAD`]), so that it is allocated once.
+pub fn seal_frame(
+    dst: &mut BytesMut,
+    direction: Direction,
+    session: u64,
+    sequence: u64,
+    key: &DatagramKey,
+    frame: Option<&impl EncodeFrame>,
+) {
+    let start = dst.len();
+    dst.put_u8(direction as u8);
+    dst.put_u64(session);
+    dst.put_u64(sequence);
+    if let Some(frame) = frame {
+        frame.encode_map(dst);
+    }
+    let mut mac = key.mac();
+    mac.update(&dst[start..]);
+    let tag = mac.finalize().into_bytes();
+    dst.put_slice(&tag[..MAC_LEN]);
+}
+
 /// Which sequence numbers a receiver has taken: the newest, and a bitmap of the
 /// [`REPLAY_WINDOW`] before it (the anti-replay window of IPsec, RFC 4303 §3.4.3). A datagram is
 /// taken once; one older than the window is refused, since it cannot be told from a replay.
@@ -212,6 +257,38 @@ mod tests {
         assert_eq!(d.payload, b"\x81\xa4type\xa4ping");
         assert!(d.verify(&key()));
         assert!(!d.verify(&DatagramKey::new([8; KEY_LEN])));
+    }
+
+    #[test]
+    fn a_frame_sealed_in_place_is_the_frame_sealed_after_encoding() {
+        let frame = crate::ClientFrame::Datagram {
+            to: "bob".into(),
+            body: bytes::Bytes::from_static(b"hi"),
+        };
+        let mut payload = BytesMut::new();
+        frame.encode_map(&mut payload);
+        let mut in_place = BytesMut::new();
+        seal_frame(
+            &mut in_place,
+            Direction::ToBroker,
+            42,
+            9,
+            &key(),
+            Some(&frame),
+        );
+        let mut after = Vec::new();
+        seal(&mut after, Direction::ToBroker, 42, 9, &key(), &payload);
+        assert_eq!(&in_place[..], &after[..]);
+        let mut bind = BytesMut::new();
+        seal_frame(
+            &mut bind,
+            Direction::ToBroker,
+            42,
+            10,
+            &key(),
+            None::<&crate::ClientFrame>,
+        );
+        assert_eq!(&bind[..], &sealed(10, b"")[..]);
     }
 
     #[test]

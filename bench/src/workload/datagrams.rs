@@ -4,7 +4,8 @@
 //! Switchboard is driven through its client library (over UDP once the broker answered the bind,
 //! as a program would), NATS core through `async-nats` publish/subscribe: both at most once, neither
 //! stores anything. Nothing is acknowledged, so a sender's rate is what it offered, and what did not
-//! arrive within `--linger-ms` of the last send is counted lost.
+//! arrive within `--linger-ms` of the last send is counted lost. For Switchboard the report also
+//! says where the client library lost some (`client`: its own counts, summed over every client).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use anyhow::{anyhow, Context as _};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde::Serialize;
-use switchboard_client::{Client, ClientOptions, Event, Events};
+use switchboard_client::{Client, ClientOptions, DatagramStats, Event, Events};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -56,6 +57,14 @@ pub struct Report {
     pub elapsed_s: f64,
     pub latency: Latency,
     pub duplicates: u64,
+    /// UDP datagrams the kernel dropped for a full socket receive buffer during the run, on the
+    /// whole machine (`RcvbufErrors` in /proc/net/snmp; absent where there is none): the loss at the
+    /// broker's and the recipients' sockets, which neither process sees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_rcvbuf_drops: Option<u64>,
+    /// What the Switchboard clients counted, summed over senders and recipients (absent for NATS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<DatagramStats>,
 }
 
 /// Where the datagrams go.
@@ -88,10 +97,18 @@ impl Tx {
         }
     }
 
-    async fn finish(self) -> anyhow::Result<()> {
+    /// Ends the sender; its client's datagram counts, for Switchboard.
+    async fn finish(self) -> anyhow::Result<Option<DatagramStats>> {
         match self {
-            Tx::Switchboard(client, _) => Ok(client.close().await?),
-            Tx::Nats(client, _) => Ok(client.flush().await?),
+            Tx::Switchboard(client, _) => {
+                let stats = client.datagram_stats();
+                client.close().await?;
+                Ok(Some(stats))
+            }
+            Tx::Nats(client, _) => {
+                client.flush().await?;
+                Ok(None)
+            }
         }
     }
 }
@@ -107,6 +124,13 @@ impl Rx {
                 }
             },
             Rx::Nats(_, sub) => sub.next().await.map(|m| m.payload),
+        }
+    }
+
+    fn stats(&self) -> Option<DatagramStats> {
+        match self {
+            Rx::Switchboard(client, _) => Some(client.datagram_stats()),
+            Rx::Nats(..) => None,
         }
     }
 }
@@ -158,7 +182,7 @@ async fn receive(
     mut rx: Rx,
     mut collector: Collector,
     mut stop: watch::Receiver<bool>,
-) -> Collector {
+) -> (Collector, Option<DatagramStats>) {
     while !collector.done() {
         tokio::select! {
             body = rx.next() => match body {
@@ -168,11 +192,16 @@ async fn receive(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    collector
+    (collector, rx.stats())
 }
 
 /// Sends `args.messages` datagrams from sender `index` to `to`, paced at `args.rate` per second.
-async fn send(mut tx: Tx, index: u32, to: String, args: Args) -> anyhow::Result<u64> {
+async fn send(
+    mut tx: Tx,
+    index: u32,
+    to: String,
+    args: Args,
+) -> anyhow::Result<(u64, Option<DatagramStats>)> {
     let mut ticks = (args.rate > 0).then(|| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -185,15 +214,15 @@ async fn send(mut tx: Tx, index: u32, to: String, args: Args) -> anyhow::Result<
         tx.send(&to, Bytes::from(body::make(index, seq, args.size)))
             .await?;
     }
-    tx.finish().await?;
-    Ok(args.messages)
+    let stats = tx.finish().await?;
+    Ok((args.messages, stats))
 }
 
 pub(crate) async fn run(target: Target, args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     let senders = ctx.names("ds", args.pairs);
     let recipients = ctx.names("dr", args.pairs);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut receiving: Vec<JoinHandle<Collector>> = Vec::new();
+    let mut receiving: Vec<JoinHandle<(Collector, Option<DatagramStats>)>> = Vec::new();
     for (i, name) in recipients.iter().enumerate() {
         let rx = target.receiver(ctx, name).await?;
         let collector = Collector::new(args.messages, i as u32..i as u32 + 1);
@@ -203,6 +232,7 @@ pub(crate) async fn run(target: Target, args: &Args, ctx: &Ctx) -> anyhow::Resul
     for name in &senders {
         txs.push(target.sender(ctx, name).await?);
     }
+    let rcvbuf_before = rcvbuf_errors();
     let start = Instant::now();
     let sending: Vec<_> = txs
         .into_iter()
@@ -211,21 +241,32 @@ pub(crate) async fn run(target: Target, args: &Args, ctx: &Ctx) -> anyhow::Resul
         .map(|(i, (tx, to))| tokio::spawn(send(tx, i as u32, to, args.clone())))
         .collect();
     let mut sent = 0;
+    let mut counts: Option<DatagramStats> = None;
     for task in sending {
-        sent += task
+        let (n, stats) = task
             .await
             .map_err(|e| anyhow!("a sender panicked: {e}"))??;
+        sent += n;
+        if let Some(stats) = stats {
+            *counts.get_or_insert_with(DatagramStats::default) += stats;
+        }
     }
     let sent_at = start.elapsed();
     tokio::time::sleep(Duration::from_millis(args.linger_ms)).await;
     let _ = stop_tx.send(true);
     let mut collectors = Vec::new();
     for task in receiving {
-        collectors.push(
-            task.await
-                .map_err(|e| anyhow!("a receiver panicked: {e}"))?,
-        );
+        let (collector, stats) = task
+            .await
+            .map_err(|e| anyhow!("a receiver panicked: {e}"))?;
+        collectors.push(collector);
+        if let Some(stats) = stats {
+            *counts.get_or_insert_with(DatagramStats::default) += stats;
+        }
     }
+    let kernel_rcvbuf_drops = rcvbuf_before
+        .zip(rcvbuf_errors())
+        .map(|(before, after)| after.saturating_sub(before));
     let merged = collect::merge(&collectors, sent);
     let delivered = merged.delivery.delivered;
     let elapsed = merged.last_at.unwrap_or(start).duration_since(start);
@@ -243,5 +284,16 @@ pub(crate) async fn run(target: Target, args: &Args, ctx: &Ctx) -> anyhow::Resul
         elapsed_s: super::secs(elapsed),
         latency: Latency::of(&merged.latency),
         duplicates: merged.delivery.duplicated,
+        kernel_rcvbuf_drops,
+        client: counts,
     })
+}
+
+/// The kernel's count of UDP datagrams dropped for a full receive buffer, if it tells.
+fn rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }

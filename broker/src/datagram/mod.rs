@@ -17,8 +17,8 @@ use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use rand::RngCore;
-use switchboard_proto::datagram::{seal, Direction};
-use switchboard_proto::{BrokerFrame, ClientId, DatagramKey, EncodeFrame};
+use switchboard_proto::datagram::{seal_frame, Direction, DATAGRAM_OVERHEAD, FRAME_ROOM};
+use switchboard_proto::{BrokerFrame, ClientId, DatagramKey};
 
 use self::peer::lock;
 pub(crate) use self::peer::{Peer, Queued};
@@ -153,23 +153,23 @@ impl Datagrams {
         addr: SocketAddr,
         frame: Option<&BrokerFrame>,
     ) -> Result<(), Dropped> {
-        let mut payload = BytesMut::new();
-        if let Some(frame) = frame {
-            frame.encode_map(&mut payload);
-        }
         let sequence = {
             let mut udp = lock(&peer.udp);
             udp.sent += 1;
             udp.sent
         };
-        let mut out = Vec::new();
-        seal(
+        let room = match frame {
+            Some(BrokerFrame::Datagram { from, body }) => FRAME_ROOM + from.len() + body.len(),
+            _ => 0,
+        };
+        let mut out = BytesMut::with_capacity(DATAGRAM_OVERHEAD + room);
+        seal_frame(
             &mut out,
             Direction::ToClient,
             peer.session,
             sequence,
             &peer.key,
-            &payload,
+            frame,
         );
         match socket.send_to(&out, addr) {
             Ok(_) => Ok(()),

@@ -10,12 +10,26 @@ use super::SettingsError;
 pub const MAX_DATAGRAM_BODY: usize = 64 * 1024;
 
 /// The UDP datagram listener.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UdpSettings {
     /// Address the UDP listener binds. Absent: the TCP listener's address and port (the port it got,
-    /// when `listen` asked for port 0). Empty: no UDP listener; datagrams travel on the TCP session.
+    /// when `listen` asked for port 0), unless TLS is on: UDP is not encrypted, so under TLS only an
+    /// explicit address opens it. Empty: no UDP listener; datagrams travel on the TCP session.
     pub listen: Option<String>,
+    /// The size asked for the socket's receive and send buffers (the kernel caps it at
+    /// `net.core.rmem_max`/`wmem_max`). UDP has no flow control: a burst beyond the buffer while
+    /// the listener is not scheduled is lost in the kernel.
+    pub socket_buffer_bytes: usize,
+}
+
+impl Default for UdpSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            socket_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 /// Limits on datagrams, whichever way they come.
@@ -97,6 +111,16 @@ mod tests {
         assert_eq!(s.udp_addr(tcp), Ok(Some(tcp)));
         s.udp.listen = Some(String::new());
         assert_eq!(s.udp_addr(tcp), Ok(None));
+        s.udp.listen = Some("127.0.0.1:5000".into());
+        assert_eq!(s.udp_addr(tcp), Ok(Some("127.0.0.1:5000".parse().unwrap())));
+    }
+
+    #[test]
+    fn under_tls_udp_is_off_unless_asked_for_by_address() {
+        let tcp = "127.0.0.1:4000".parse().unwrap();
+        let mut s = Settings::default();
+        s.tls.cert_file = "broker.pem".into();
+        assert_eq!(s.udp_addr(tcp), Ok(None), "cleartext datagrams beside TLS");
         s.udp.listen = Some("127.0.0.1:5000".into());
         assert_eq!(s.udp_addr(tcp), Ok(Some("127.0.0.1:5000".parse().unwrap())));
     }

@@ -370,9 +370,12 @@ impl Settings {
             .map_err(|e| format!("`{}` is not an ip:port address ({e})", self.listen))
     }
 
-    /// Where the UDP listener binds, given where TCP got bound; `None` when it is off.
+    /// Where the UDP listener binds, given where TCP got bound; `None` when it is off. Unset, it is
+    /// TCP's address, except under TLS: UDP datagrams are not encrypted (SECURITY.md), so with TLS
+    /// on only an explicit `udp.listen` opens it.
     pub fn udp_addr(&self, tcp: SocketAddr) -> Result<Option<SocketAddr>, String> {
         match self.udp.listen.as_deref() {
+            None if !self.tls.cert_file.as_os_str().is_empty() => Ok(None),
             None => Ok(Some(tcp)),
             Some("") => Ok(None),
             Some(addr) => addr

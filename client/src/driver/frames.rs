@@ -71,6 +71,7 @@ impl Driver {
             }
             BrokerFrame::Hi { .. } => tracing::warn!("ignoring a second hi from the broker"),
             BrokerFrame::Datagram { from, body } => {
+                self.udp.counters.received_on_tcp();
                 self.events.push(Event::Datagram(Datagram { from, body }));
             }
         }

@@ -25,7 +25,9 @@
 //! Memory stays bounded: at most `MAX_UNANSWERED` sends (`command.rs`) wait for an answer (callers
 //! wait for room, connected or not), no command is taken while more than [`OUT_HIGH_WATER`] bytes
 //! wait for the socket, and the socket is not read while an event waits for room in the events
-//! channel.
+//! channel. Datagrams over UDP pass by the driver both ways (`udp/`): the handles send them, and
+//! the UDP path's reader hands them to the events channel, dropping (and counting) what finds it
+//! full.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -39,12 +41,13 @@ use tokio::time::Instant;
 use crate::command::{next_send_id, Command, SendCommand};
 use crate::connection::Link;
 use crate::error::{codec_reason, io_reason, may_retry_connect, may_retry_read, ClientError};
-use crate::event::{CloseReason, Datagram, Event, EventQueue, Receipt};
+use crate::event::{CloseReason, Event, EventQueue, Receipt};
 use crate::handshake;
 use crate::options::ClientOptions;
 use crate::reconnect::Reconnect;
-use crate::udp::{self, Incoming};
+use crate::udp::UdpShared;
 
+mod datagrams;
 mod frames;
 use crate::unanswered::{PendingSend, Unanswered};
 use crate::welcome::Welcome;
@@ -86,6 +89,8 @@ pub(crate) struct Driver {
     library_acked: BTreeSet<u64>,
     /// Reconnect attempts since the last connection that stayed up long enough.
     attempt: u32,
+    /// The UDP path the handles send on once bound, and the datagram counts.
+    udp: Arc<UdpShared>,
 }
 
 impl Driver {
@@ -95,6 +100,7 @@ impl Driver {
         events: mpsc::Sender<Event>,
         welcome: watch::Sender<Welcome>,
         room: Arc<Semaphore>,
+        udp: Arc<UdpShared>,
     ) -> Self {
         let max_frame = welcome.borrow().max_frame(opts.max_frame);
         Self {
@@ -109,6 +115,7 @@ impl Driver {
             acks: Vec::new(),
             library_acked: BTreeSet::new(),
             attempt: 0,
+            udp,
         }
     }
 
@@ -118,10 +125,13 @@ impl Driver {
         let (reason, closed) = loop {
             match self.serve(&mut link).await {
                 End::Local(closed) => {
+                    link.drain_udp().await;
                     link.say_bye(|frame| self.answer(frame)).await;
+                    link.stop_udp().await;
                     break (CloseReason::Local, closed);
                 }
                 End::Lost { reason, retry } => {
+                    link.stop_udp().await;
                     let Some(policy) = self.opts.reconnect.filter(|_| retry) else {
                         break (reason, None);
                     };
@@ -145,6 +155,7 @@ impl Driver {
     /// The main loop of one connection: until the broker ends it, the socket fails, or the client
     /// closes.
     async fn serve(&mut self, link: &mut Link) -> End {
+        self.open_udp(link).await;
         self.fill(link);
         let ping = tokio::time::sleep(link.ping_every);
         tokio::pin!(ping);
@@ -171,11 +182,6 @@ impl Driver {
                     None => return lost(CloseReason::Disconnected, true),
                 },
                 () = self.events.pass_on(), if self.events.is_waiting() => {}
-                incoming = udp::next(&mut link.udp), if !self.events.is_waiting() => {
-                    if let Incoming::Datagram { from, body } = incoming {
-                        self.events.push(Event::Datagram(Datagram { from, body }));
-                    }
-                }
                 command = self.commands.recv(), if link.out.buf.len() < OUT_HIGH_WATER => match command {
                     Some(Command::Close(closed)) => return End::Local(Some(closed)),
                     Some(command) => {
@@ -192,8 +198,8 @@ impl Driver {
                         link.out.control(ClientFrame::Ping);
                     }
                     // Again: a lost bind is repaired, and a NAT mapping kept open.
-                    if let Some(udp) = link.udp.as_mut() {
-                        udp.bind();
+                    if let Some(udp) = &link.udp {
+                        udp.sender.bind();
                     }
                     ping.as_mut().reset(Instant::now() + link.ping_every);
                 }
@@ -305,9 +311,12 @@ impl Driver {
                 Some(link) => link.out.ack(ack),
                 None => self.acks.push(ack),
             },
-            Command::Datagram { to, body } => match link {
-                Some(link) => send_datagram(link, to, body),
-                None => tracing::debug!(%to, "not connected; the datagram is dropped"),
+            Command::Datagram(frame) => match link {
+                Some(link) => self.send_datagram(link, frame),
+                None => {
+                    tracing::debug!("not connected; the datagram is dropped");
+                    self.udp.counters.sent(false);
+                }
             },
             // Handled by the loops, which end on it.
             Command::Close(_) => {}
@@ -390,16 +399,4 @@ impl Driver {
 
 fn lost(reason: CloseReason, retry: bool) -> End {
     End::Lost { reason, retry }
-}
-
-/// A datagram over UDP once the broker answered the bind, else (or if UDP would not take it) on the
-/// connection.
-fn send_datagram(link: &mut Link, to: String, body: bytes::Bytes) {
-    let frame = ClientFrame::Datagram { to, body };
-    if let Some(udp) = link.udp.as_mut().filter(|udp| udp.bound) {
-        if udp.send(&frame) {
-            return;
-        }
-    }
-    link.out.control(frame);
 }

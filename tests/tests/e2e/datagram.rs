@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_broker::auth::{hash_token, ClientEntry, CredentialsFile};
-use switchboard_client::{Client, ClientOptions, Event};
+use switchboard_client::{Client, ClientOptions, Event, Events};
 use switchboard_proto::datagram::{parse, seal, Direction};
 use switchboard_proto::{
     BrokerFrame, ClientFrame, DatagramKey, DecodeFrame, EncodeFrame, ReplayWindow,
@@ -391,7 +391,70 @@ async fn library_clients_move_their_datagrams_to_udp_once_the_broker_answers_the
     let fx = Fixture::new().await;
     let (alice, _ae) = fx.connect("alice").await;
     let (bob, mut bob_events) = fx.connect("bob").await;
-    assert!(bob.welcome().udp_port.is_some(), "the broker offers UDP");
+    let rounds = until_over_udp(&fx, &alice, &mut bob_events).await;
+    let (sent, received) = (alice.datagram_stats(), bob.datagram_stats());
+    assert!(sent.sent_udp >= 1, "{sent:?}");
+    assert_eq!(sent.sent_udp + sent.sent_tcp, rounds, "{sent:?}");
+    assert_eq!(received.received, rounds, "{received:?}");
+    assert_eq!(received.dropped_slow_reader + received.dropped_invalid, 0);
+}
+
+#[tokio::test]
+async fn a_recipient_that_reads_no_events_loses_the_newest_datagrams_counted_and_its_messages_flow()
+{
+    let fx = Fixture::new().await;
+    let (alice, _ae) = fx.connect("alice").await;
+    let (bob, mut bob_events) = fx.connect("bob").await;
+    until_over_udp(&fx, &alice, &mut bob_events).await;
+    // Bob reads nothing now: his events channel (1024) fills, and what comes after is dropped.
+    for n in 0..1100 {
+        alice
+            .send_datagram("bob", format!("{n}"))
+            .await
+            .expect("sent");
+    }
+    within("bob's library drops what finds his events full", async {
+        while bob.datagram_stats().dropped_slow_reader == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    alice.send("bob", "a message").await.expect("accepted");
+    loop {
+        match next_event(&mut bob_events).await {
+            Event::Datagram(_) => {}
+            Event::Message(m) => break assert_eq!(&m.body[..], b"a message"),
+            other => panic!("expected datagrams, then the message: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn datagrams_sent_over_udp_just_before_close_reach_their_recipient() {
+    let fx = Fixture::new().await;
+    let (alice, _ae) = fx.connect("alice").await;
+    let (_bob, mut bob_events) = fx.connect("bob").await;
+    until_over_udp(&fx, &alice, &mut bob_events).await;
+    // Still in the broker's socket buffer when alice's `bye` ends her session, the last of these
+    // would meet an ended key; closing waits for the broker to have read them.
+    for n in 0..200 {
+        alice
+            .send_datagram("bob", format!("{n}"))
+            .await
+            .expect("sent");
+    }
+    within("alice closes", alice.close()).await.expect("closed");
+    for n in 0..200 {
+        match next_event(&mut bob_events).await {
+            Event::Datagram(d) => assert_eq!(&d.body[..], format!("{n}").as_bytes()),
+            other => panic!("expected datagram {n}, got {other:?}"),
+        }
+    }
+}
+
+/// Sends datagrams from `alice` to bob, each read by bob, until the broker has taken and delivered
+/// one over UDP; how many were sent.
+async fn until_over_udp(fx: &Fixture, alice: &Client, bob_events: &mut Events) -> u64 {
     // Both binds are on their way from the start; each round trip is one datagram seen by bob.
     for round in 0..100 {
         let body = format!("reading {round}");
@@ -399,19 +462,19 @@ async fn library_clients_move_their_datagrams_to_udp_once_the_broker_answers_the
             .send_datagram("bob", body.clone())
             .await
             .expect("sent");
-        match next_event(&mut bob_events).await {
+        match next_event(bob_events).await {
             Event::Datagram(d) => {
                 assert_eq!((&d.from[..], &d.body[..]), ("alice", body.as_bytes()))
             }
             other => panic!("expected the datagram, got {other:?}"),
         }
-        let (received, delivered) = over_udp(&fx).await;
+        let (received, delivered) = over_udp(fx).await;
         if received >= 1.0 && delivered >= 1.0 {
-            return;
+            return round + 1;
         }
     }
     panic!(
         "after 100 datagrams, none went over UDP both ways: {:?}",
-        over_udp(&fx).await
+        over_udp(fx).await
     );
 }

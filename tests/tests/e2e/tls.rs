@@ -281,3 +281,56 @@ async fn a_tls_plain_mismatch_is_named_on_both_sides() {
     };
     assert!(err.to_string().contains("did not answer in TLS"), "{err}");
 }
+
+/// `hi` as a TLS client sees it.
+async fn tls_hi(fx: &Fixture, connector: &TlsConnector) -> BrokerFrame {
+    let tcp = TcpStream::connect(fx.addr()).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let tls = within("tls handshake", connector.connect(name, tcp))
+        .await
+        .expect("tls");
+    let mut framed = Framed::new(tls, ClientCodec::default());
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        client_id: "carol".into(),
+        token: None,
+        keepalive_secs: 30,
+    };
+    within("hello", framed.send(hello)).await.expect("hello");
+    match within("hi", framed.next()).await {
+        Some(Ok(hi @ BrokerFrame::Hi { .. })) => hi,
+        other => panic!("no hi: {other:?}"),
+    }
+}
+
+/// What `hi` offers for UDP (a port, a key) to a TLS client of a broker with this `udp.listen`.
+async fn udp_offer_under_tls(pki: &Pki, listen: Option<&str>) -> (bool, bool) {
+    let fx = Fixture::with(|s| {
+        s.tls.cert_file = pki.server_cert.clone();
+        s.tls.key_file = pki.server_key.clone();
+        s.udp.listen = listen.map(str::to_owned);
+    })
+    .await;
+    match tls_hi(&fx, &pki.connector(false)).await {
+        BrokerFrame::Hi {
+            udp_port,
+            datagram_key,
+            ..
+        } => (udp_port.is_some(), datagram_key.is_some()),
+        other => panic!("no hi: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn under_tls_udp_is_off_unless_udp_listen_names_an_address() {
+    let pki = Pki::new();
+    // Unset, as in a deployment's settings (the fixture sets it to port 0 otherwise).
+    let unset = udp_offer_under_tls(&pki, None).await;
+    assert_eq!(
+        unset,
+        (false, false),
+        "no cleartext datagrams beside TLS by default"
+    );
+    let set = udp_offer_under_tls(&pki, Some("127.0.0.1:0")).await;
+    assert_eq!(set, (true, true), "an address set by hand opens it");
+}
