@@ -27,20 +27,8 @@ SIZE=${SIZE:-128}
 RATE=${RATE:-400}
 SIDES=${SIDES:-broker client}
 OUT=${OUT:-$ROOT/target/callgrind/datagrams-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-
-log() { echo "callgrind-datagrams.sh: $*" >&2; }
-
-command -v valgrind >/dev/null || { log "valgrind is not installed (apt-get install valgrind)"; exit 1; }
-if [[ -z "${BIN:-}" ]]; then
-    log "building release"
-    cargo build --release --quiet -p switchboard-broker -p switchboard-bench
-fi
-BIN=${BIN:-$ROOT/target/release}
-
-PID=""
-cleanup() { [[ -n "$PID" ]] && kill -KILL "$PID" 2>/dev/null || true; }
-trap cleanup EXIT
+# shellcheck source=bench/callgrind-common.sh
+source "$ROOT/bench/callgrind-common.sh"
 
 # broker SIDE NAME: starts a broker (under callgrind for side "broker"); sets PID and ADDR.
 broker() {

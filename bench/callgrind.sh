@@ -28,22 +28,10 @@ PAIRS=${PAIRS:-2}
 SIZE=${SIZE:-128}
 RUNS=${RUNS:-relay offline}
 OUT=${OUT:-$ROOT/target/callgrind/$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-
-log() { echo "callgrind.sh: $*" >&2; }
-
-command -v valgrind >/dev/null || { log "valgrind is not installed (apt-get install valgrind)"; exit 1; }
-if [[ -z "${BIN:-}" ]]; then
-    log "building release"
-    cargo build --release --quiet -p switchboard-broker -p switchboard-bench
-fi
-BIN=${BIN:-$ROOT/target/release}
+# shellcheck source=bench/callgrind-common.sh
+source "$ROOT/bench/callgrind-common.sh"
 BROKER=$BIN/switchboard-broker
 BENCH=$BIN/switchboard-bench
-
-PID=""
-cleanup() { [[ -n "$PID" ]] && kill -KILL "$PID" 2>/dev/null || true; }
-trap cleanup EXIT
 
 # run NAME BENCH-ARGS...: one broker under callgrind, one bench run against it; prints "total store".
 run() {
