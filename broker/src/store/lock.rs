@@ -9,11 +9,16 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::StoreError;
 
 /// The lock file's name inside the data directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// How long a lock that this process itself held may take to come free: a child forked just before
+/// it was released holds it until the child's `exec` closes the file.
+const OWN_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// The held lock; dropping it (closing the file) releases it.
 #[derive(Debug)]
@@ -40,15 +45,27 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(io_error)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    path: data_dir.to_path_buf(),
-                    holder: holder(&mut file),
-                })
+        let mut own_since = None;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let holder = holder(&mut file);
+                    // This process wrote the pid: the lock was ours and is being let go. A child
+                    // forked meanwhile (a test spawning a server) shares the locked file until it
+                    // execs, so wait a moment for that, and only for that.
+                    let ours = holder == format!("pid {}", std::process::id());
+                    let waited = own_since.get_or_insert_with(Instant::now).elapsed();
+                    if !ours || waited >= OWN_RELEASE_WAIT {
+                        return Err(StoreError::Locked {
+                            path: data_dir.to_path_buf(),
+                            holder,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(TryLockError::Error(cause)) => return Err(io_error(cause)),
             }
-            Err(TryLockError::Error(cause)) => return Err(io_error(cause)),
         }
         let pid = format!("{}\n", std::process::id());
         file.set_len(0)
@@ -62,7 +79,10 @@ impl DataDirLock {
 /// Who holds the lock, as the file says ("pid 1234"), or that it does not say.
 fn holder(file: &mut File) -> String {
     let mut text = String::new();
-    match file.read_to_string(&mut text) {
+    match file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_string(&mut text))
+    {
         Ok(_) if !text.trim().is_empty() => format!("pid {}", text.trim()),
         _ => "a process that did not write its pid".into(),
     }
