@@ -24,7 +24,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::mark::{self, MarkFile};
-use super::StoreError;
+use super::{Durability, StoreError};
 
 /// What the identity file says, or what an engine found in its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +68,22 @@ fn file_name(engine: &str) -> String {
 impl Checked {
     /// The identity to keep once the engine tried to write the store id it was told to
     /// (`written`): none if that failed (a full disk, say), since the store is checked only once
-    /// it carries an id; the start goes on, with a warning.
+    /// it carries an id; the start goes on, with a warning. With `durability = "fsync"` its mark
+    /// follows every commit from now on.
     pub(crate) fn kept<E: std::fmt::Display>(
         self,
         engine: &str,
         written: Result<(), E>,
+        durability: Durability,
     ) -> Option<Identity> {
         match written {
-            Ok(()) => Some(self.identity),
+            Ok(()) => {
+                let mut identity = self.identity;
+                if durability == Durability::Fsync {
+                    identity.follow_commits();
+                }
+                Some(identity)
+            }
             Err(error) => {
                 tracing::warn!(
                     engine, %error,
@@ -179,7 +187,7 @@ impl Identity {
     /// Has the mark follow every commit from now on (`durability = "fsync"` only: the store must
     /// be fsynced at each commit, or the mark could run ahead of it after a power loss). A mark
     /// file that cannot be opened is logged; the identity file's mark still holds.
-    pub(crate) fn follow_commits(&mut self) {
+    fn follow_commits(&mut self) {
         match MarkFile::open(self.mark_path.clone(), self.store_id, self.durable) {
             Ok(file) => self.mark = Some(file),
             Err(error) => tracing::warn!(
@@ -334,6 +342,17 @@ mod tests {
         Ok(checked)
     }
 
+    /// A new store's directory, grown to entry id 10 and recorded, and its id.
+    fn a_store_holding_ten() -> (tempfile::TempDir, u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = open(dir.path(), found(None, 0), false)
+            .expect("new")
+            .write_store_id
+            .expect("id");
+        open(dir.path(), found(Some(id), 10), false).expect("grown");
+        (dir, id)
+    }
+
     #[test]
     fn a_new_store_gets_an_id_and_the_same_store_opens_again() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -345,12 +364,7 @@ mod tests {
 
     #[test]
     fn emptied_replaced_and_rolled_back_stores_are_refused_unless_accepted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let id = open(dir.path(), found(None, 0), false)
-            .expect("new")
-            .write_store_id
-            .expect("id");
-        open(dir.path(), found(Some(id), 10), false).expect("grown");
+        let (dir, id) = a_store_holding_ten();
         for (what, needle) in [
             (found(None, 0), "emptied or deleted"),
             (found(None, 10), "replaced"),
@@ -373,12 +387,7 @@ mod tests {
 
     #[test]
     fn the_mark_that_follows_commits_raises_the_expected_mark_unless_torn_or_foreign() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let id = open(dir.path(), found(None, 0), false)
-            .expect("new")
-            .write_store_id
-            .expect("id");
-        open(dir.path(), found(Some(id), 10), false).expect("grown");
+        let (dir, id) = a_store_holding_ten();
         let mut checked =
             Identity::check(dir.path(), "log", found(Some(id), 10), false).expect("same");
         checked.identity.follow_commits();

@@ -53,12 +53,7 @@ impl LogStore {
             Some(id) => identity::write_id_file(&id_file, id),
             None => Ok(()),
         };
-        self.identity = checked.kept(ENGINE, written);
-        if self.durability == Durability::Fsync {
-            if let Some(identity) = self.identity.as_mut() {
-                identity.follow_commits();
-            }
-        }
+        self.identity = checked.kept(ENGINE, written, self.durability);
         self.record_mark_or_warn();
         let lock = data_dir.join(crate::store::lock::LOCK_FILE);
         self.watch = Some(Watch::new(&[&lock, self.segments.dir()])?);
