@@ -29,6 +29,16 @@ impl Batch {
             && self.reserve_ids_through == 0
     }
 
+    /// The highest entry id this batch writes or reserves: the store's last id covers it once the
+    /// batch commits. 0 for a batch of deletes only.
+    pub fn highest_id(&self) -> u64 {
+        self.remembered
+            .iter()
+            .map(|r| r.message_id)
+            .chain(self.appends.iter().map(|e| e.id))
+            .fold(self.reserve_ids_through, u64::max)
+    }
+
     /// Adds `other`'s writes after this batch's own.
     pub fn merge(&mut self, other: Batch) {
         self.appends.extend(other.appends);

@@ -10,16 +10,21 @@
 //! two are compared, and a store whose id is missing or different, or whose last id is below the
 //! mark, is refused with one message saying what was found, what was expected and how to proceed.
 //!
-//! The mark is written at each maintenance pass (`dedupe.maintenance_ms`, only when it moved) and at a
-//! clean close, never per commit: one small file, fsynced and renamed, and the directory fsynced.
-//! It never runs ahead of the store (it is written only after what it names is durable), so a
-//! crash cannot make a whole store look damaged; it may run behind, which is the window left:
-//! losing only the commits made since the last mark goes unnoticed.
+//! The identity file is written at each maintenance pass (`dedupe.maintenance_ms`, only when the
+//! mark moved) and at a clean close: one small file, fsynced and renamed, and the directory
+//! fsynced. With `durability = "fsync"` the mark also follows every commit in a second, fixed-size
+//! file (`MARK.log`, `MARK.sqlite`, see `store/mark.rs`), written without an fsync, so a store that
+//! loses its newest commits after a `kill -9` is caught too; the expected mark is the higher of the
+//! two. Neither runs ahead of the store (each is written only after what it names is durable), so
+//! a crash cannot make a whole store look damaged; both may run behind, which is the window left:
+//! after a machine crash (or with `durability = "os"`, where the mark does not follow commits),
+//! losing only the commits made since the last mark written durably goes unnoticed.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
+use super::mark::{self, MarkFile};
+use super::{Durability, StoreError};
 
 /// What the identity file says, or what an engine found in its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,12 @@ pub(crate) struct Identity {
     store_id: u64,
     /// The mark last written to the file; `None` until the file is written.
     written: Option<u64>,
+    /// Where the mark that follows commits is kept (`MARK.<engine>`).
+    mark_path: PathBuf,
+    /// The highest mark known to be durable in the store when it was checked.
+    durable: u64,
+    /// The mark that follows commits, once [`Identity::follow_commits`] opened it.
+    mark: Option<MarkFile>,
 }
 
 /// What an engine must do to its own files before the identity is recorded.
@@ -57,14 +68,22 @@ fn file_name(engine: &str) -> String {
 impl Checked {
     /// The identity to keep once the engine tried to write the store id it was told to
     /// (`written`): none if that failed (a full disk, say), since the store is checked only once
-    /// it carries an id; the start goes on, with a warning.
+    /// it carries an id; the start goes on, with a warning. With `durability = "fsync"` its mark
+    /// follows every commit from now on.
     pub(crate) fn kept<E: std::fmt::Display>(
         self,
         engine: &str,
         written: Result<(), E>,
+        durability: Durability,
     ) -> Option<Identity> {
         match written {
-            Ok(()) => Some(self.identity),
+            Ok(()) => {
+                let mut identity = self.identity;
+                if durability == Durability::Fsync {
+                    identity.follow_commits();
+                }
+                Some(identity)
+            }
             Err(error) => {
                 tracing::warn!(
                     engine, %error,
@@ -87,6 +106,7 @@ impl Identity {
         accept_loss: bool,
     ) -> Result<Checked, StoreError> {
         let path = data_dir.join(file_name(engine));
+        let mark_path = data_dir.join(mark::file_name(engine));
         let recorded = read(&path)?;
         let fresh = |store_id: Option<u64>, raise: Option<u64>| {
             let id = store_id.unwrap_or_else(rand::random);
@@ -95,6 +115,9 @@ impl Identity {
                     path: path.clone(),
                     store_id: id,
                     written: None,
+                    mark_path: mark_path.clone(),
+                    durable: raise.unwrap_or_default(),
+                    mark: None,
                 },
                 write_store_id: store_id.is_none().then_some(id),
                 raise_last_id_to: raise,
@@ -106,12 +129,23 @@ impl Identity {
             }
             return Ok(fresh(found.store_id, None));
         };
+        let in_file = expected.last_id;
+        let expected = Found {
+            last_id: expected
+                .store_id
+                .and_then(|id| mark::read(&mark_path, id))
+                .map_or(in_file, |followed| followed.max(in_file)),
+            ..expected
+        };
         let Some(problem) = problem(found, expected) else {
             return Ok(Checked {
                 identity: Identity {
                     path,
                     store_id: expected.store_id.unwrap_or_default(),
-                    written: Some(expected.last_id),
+                    written: Some(in_file),
+                    mark_path,
+                    durable: expected.last_id,
+                    mark: None,
                 },
                 write_store_id: None,
                 raise_last_id_to: None,
@@ -139,9 +173,36 @@ impl Identity {
         if self.written.is_some_and(|w| w >= last_id) {
             return Ok(());
         }
+        if let Some(mark) = &self.mark {
+            mark.sync().map_err(|cause| StoreError::Io {
+                path: self.mark_path.clone(),
+                cause,
+            })?;
+        }
         write(&self.path, self.store_id, last_id)?;
         self.written = Some(last_id);
         Ok(())
+    }
+
+    /// Has the mark follow every commit from now on (`durability = "fsync"` only: the store must
+    /// be fsynced at each commit, or the mark could run ahead of it after a power loss). A mark
+    /// file that cannot be opened is logged; the identity file's mark still holds.
+    fn follow_commits(&mut self) {
+        match MarkFile::open(self.mark_path.clone(), self.store_id, self.durable) {
+            Ok(file) => self.mark = Some(file),
+            Err(error) => tracing::warn!(
+                file = %self.mark_path.display(), %error,
+                "cannot open the store's mark file; the mark is recorded only at maintenance"
+            ),
+        }
+    }
+
+    /// Moves the mark that follows commits to `last_id`, which a commit just made durable: one
+    /// write, no fsync. Nothing if the mark does not follow commits.
+    pub(crate) fn committed(&mut self, last_id: u64) {
+        if let Some(mark) = self.mark.as_mut() {
+            mark.advance(last_id);
+        }
     }
 
     /// Whether `last_id` is past the mark written, so recording it would write the file.
@@ -172,8 +233,8 @@ fn problem(found: Found, expected: Found) -> Option<String> {
         )),
         Some(_) if found.last_id < expected.last_id => Some(format!(
             "found store {want} holding entries up to id {}; expected entries up to id {} at \
-             least: the store lost its newest commits (files restored from an older copy, or \
-             cut short)",
+             least: the store lost its newest commits (files restored from an older copy, cut \
+             short, or a WAL deleted)",
             found.last_id, expected.last_id
         )),
         Some(_) => None,
@@ -281,6 +342,17 @@ mod tests {
         Ok(checked)
     }
 
+    /// A new store's directory, grown to entry id 10 and recorded, and its id.
+    fn a_store_holding_ten() -> (tempfile::TempDir, u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = open(dir.path(), found(None, 0), false)
+            .expect("new")
+            .write_store_id
+            .expect("id");
+        open(dir.path(), found(Some(id), 10), false).expect("grown");
+        (dir, id)
+    }
+
     #[test]
     fn a_new_store_gets_an_id_and_the_same_store_opens_again() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -292,12 +364,7 @@ mod tests {
 
     #[test]
     fn emptied_replaced_and_rolled_back_stores_are_refused_unless_accepted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let id = open(dir.path(), found(None, 0), false)
-            .expect("new")
-            .write_store_id
-            .expect("id");
-        open(dir.path(), found(Some(id), 10), false).expect("grown");
+        let (dir, id) = a_store_holding_ten();
         for (what, needle) in [
             (found(None, 0), "emptied or deleted"),
             (found(None, 10), "replaced"),
@@ -316,5 +383,39 @@ mod tests {
         assert_eq!(accepted.raise_last_id_to, Some(10));
         assert_eq!(accepted.write_store_id, None, "the same store keeps its id");
         open(dir.path(), found(Some(id), 9), false).expect("accepted once, then it is the store");
+    }
+
+    #[test]
+    fn the_mark_that_follows_commits_raises_the_expected_mark_unless_torn_or_foreign() {
+        let (dir, id) = a_store_holding_ten();
+        let mut checked =
+            Identity::check(dir.path(), "log", found(Some(id), 10), false).expect("same");
+        checked.identity.follow_commits();
+        checked.identity.committed(12);
+        let text = Identity::check(dir.path(), "log", found(Some(id), 10), false)
+            .expect_err("two commits past the identity file's mark were lost")
+            .to_string();
+        assert!(text.contains("expected entries up to id 12"), "{text}");
+        Identity::check(dir.path(), "log", found(Some(id), 12), false).expect("all there");
+
+        let path = dir.path().join(mark::file_name("log"));
+        let mut torn = std::fs::read(&path).expect("read the mark file");
+        torn[20] ^= 0xff;
+        std::fs::write(&path, &torn).expect("tear it");
+        Identity::check(dir.path(), "log", found(Some(id), 10), false)
+            .expect("a torn mark is ignored");
+
+        let mut foreign = Identity::check(dir.path(), "log", found(Some(id ^ 1), 0), true)
+            .expect("another store, accepted")
+            .identity;
+        foreign.follow_commits();
+        foreign.committed(99);
+        std::fs::write(
+            dir.path().join(file_name("log")),
+            format!("store_id = {}\nhigh_water = 10\n", hex(id)),
+        )
+        .expect("the identity file back");
+        Identity::check(dir.path(), "log", found(Some(id), 10), false)
+            .expect("another store's mark is ignored");
     }
 }

@@ -23,6 +23,7 @@ mod error;
 mod identity;
 mod lock;
 pub(crate) mod log;
+mod mark;
 mod memory;
 mod oldest;
 pub mod postgres;

@@ -3,8 +3,12 @@
 //! nothing had happened, and the broker served it empty or old without a word. Now each is refused
 //! with a message saying what was found and how to proceed, and `--accept-store-loss` starts it.
 //! Both embedded engines, as broker processes.
+//!
+//! The same after a `kill -9` before any maintenance pass, when the store then loses only its newest
+//! commits (the SQLite WAL deleted, the log's newest segment cut back to a frame boundary): the mark
+//! that follows every commit (`MARK.<engine>`, with `durability = "fsync"`) catches it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use switchboard_proto::{BrokerFrame, Receipts};
@@ -110,23 +114,113 @@ async fn refused_until_accepted(engine: Engine) {
     broker.terminate().await;
 }
 
+#[tokio::test]
+async fn a_sqlite_store_whose_wal_is_deleted_after_a_crash_is_refused_until_accepted() {
+    loses_newest_commits_after_a_crash(Engine::Sqlite, |dir, _| {
+        std::fs::remove_file(dir.join("switchboard.db-wal")).expect("delete the WAL");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_log_store_whose_newest_segment_is_cut_short_after_a_crash_is_refused_until_accepted() {
+    loses_newest_commits_after_a_crash(Engine::Log, |dir, (segment, len)| {
+        for newer in segments(dir).into_iter().filter(|s| *s > segment) {
+            std::fs::remove_file(newer).expect("remove a newer segment");
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .and_then(|file| file.set_len(len))
+            .expect("cut the segment back");
+    })
+    .await;
+}
+
+/// Alice sends bob message 1 and the broker stops cleanly (the store is checkpointed, the identity
+/// file's mark is 1). It starts again, with no maintenance pass due for an hour; alice sends
+/// messages 2 and 3, each accepted, and the broker is killed with SIGKILL. Then the store loses
+/// exactly those two commits (`lose`, given the newest log segment and its length before them).
+/// The start is refused, saying what it found; with `--accept-store-loss` it starts, logging the
+/// loss, and bob gets message 1.
+async fn loses_newest_commits_after_a_crash(engine: Engine, lose: impl Fn(&Path, (PathBuf, u64))) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("data");
+    store_messages(engine, &dir, 1..=1).await;
+
+    let broker = start(engine, &dir, false).await;
+    let before = newest_segment(&dir);
+    let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
+    send_all(&mut alice, 2..=3).await;
+    broker.kill9().await;
+    lose(&dir, before);
+
+    let out = refused_start(engine, &dir).await;
+    assert!(
+        out.contains("lost its newest commits") && out.contains("--accept-store-loss"),
+        "{engine:?}: expected a refusal saying the store lost its newest commits, got:\n{out}"
+    );
+    let broker = start(engine, &dir, true).await;
+    broker
+        .output()
+        .wait_for(1, &["ACCEPTING STORE LOSS", "lost its newest commits"])
+        .await;
+    let (mut bob, _) = Raw::hello(broker.addr(), "bob", 60).await;
+    match bob.recv().await {
+        Some(BrokerFrame::Deliver { body, .. }) => assert_eq!(&body[..], b"message 1"),
+        other => panic!("expected bob's stored message, got {other:?}"),
+    }
+    drop(bob);
+    broker.terminate().await;
+}
+
+/// The log's segment files in `dir`, oldest first (none for another engine).
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .into_iter()
+        .flatten()
+        .map(|item| item.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The newest log segment and its length (an empty path for another engine).
+fn newest_segment(dir: &Path) -> (PathBuf, u64) {
+    match segments(dir).pop() {
+        Some(path) => {
+            let len = std::fs::metadata(&path).expect("segment length").len();
+            (path, len)
+        }
+        None => (PathBuf::new(), 0),
+    }
+}
+
 /// Starts a broker on `dir`, has alice send bob `send_ids` (each accepted), and stops it cleanly.
 async fn store_messages(engine: Engine, dir: &Path, send_ids: std::ops::RangeInclusive<u64>) {
     let broker = start(engine, dir, false).await;
     let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
+    send_all(&mut alice, send_ids).await;
+    drop(alice);
+    broker.terminate().await;
+}
+
+/// Alice sends bob `send_ids`, each accepted.
+async fn send_all(alice: &mut Raw, send_ids: std::ops::RangeInclusive<u64>) {
     for send_id in send_ids {
         let body = Bytes::from(format!("message {send_id}"));
         alice
             .send_accepted(send_id, "bob", body, Receipts::None)
             .await;
     }
-    drop(alice);
-    broker.terminate().await;
 }
 
 async fn start(engine: Engine, dir: &Path, accept_loss: bool) -> BrokerProcess {
     BrokerProcess::start_configured(dir, |command| {
         command.env("SWITCHBOARD_BROKER_STORE", engine.env());
+        // No maintenance pass while a test runs: only a clean close records the identity file.
+        command.env("SWITCHBOARD_BROKER_DEDUPE__MAINTENANCE_MS", "3600000");
         if accept_loss {
             command.arg("--accept-store-loss");
         }

@@ -1,6 +1,7 @@
 //! The log's side of a store that checks itself (`store/identity.rs`): its store id in
 //! `log/STORE_ID`, compared at open with the data directory's `IDENTITY.log`, and the high-water
-//! mark recorded after a maintenance pass and at a clean close.
+//! mark recorded after a maintenance pass and at a clean close, and after every commit in
+//! `MARK.log` with `durability = "fsync"` (`store/mark.rs`).
 //!
 //! The id lives in the log's own directory, so a log deleted, or replaced by another store's
 //! directory, takes its id with it; the mark catches a log cut short or restored from an older copy.
@@ -52,7 +53,7 @@ impl LogStore {
             Some(id) => identity::write_id_file(&id_file, id),
             None => Ok(()),
         };
-        self.identity = checked.kept(ENGINE, written);
+        self.identity = checked.kept(ENGINE, written, self.durability);
         self.record_mark_or_warn();
         let lock = data_dir.join(crate::store::lock::LOCK_FILE);
         self.watch = Some(Watch::new(&[&lock, self.segments.dir()])?);

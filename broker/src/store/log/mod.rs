@@ -193,6 +193,12 @@ impl LogStore {
             what: format!("a frame just written does not decode: {what}"),
         })?;
         self.index.apply(&decoded, segment, at + HEADER as u64);
+        if sync {
+            // Fsynced: the mark may follow.
+            if let Some(identity) = self.identity.as_mut() {
+                identity.committed(self.index.last_id);
+            }
+        }
         Ok(())
     }
 

@@ -129,12 +129,7 @@ pub(super) fn commit(
     insert(&tx, sql, &fresh, &mut usage)?;
     delete(&tx, sql, &batch.deletes, &mut usage)?;
     write_usage(&tx, usage)?;
-    let high = batch
-        .remembered
-        .iter()
-        .map(|r| r.message_id)
-        .chain(batch.appends.iter().map(|e| e.id))
-        .fold(batch.reserve_ids_through, u64::max);
+    let high = batch.highest_id();
     if high > 0 {
         // The high-water mark outlives the entries, so ids are never reused after deletes.
         tx.prepare_cached(

@@ -1,10 +1,11 @@
 //! SQLite's side of a store that checks itself (`store/identity.rs`): its store id in the `meta`
 //! table of the database file, compared at open with the data directory's `IDENTITY.sqlite`, and
-//! the high-water mark recorded after a maintenance pass and at a clean close.
+//! the high-water mark recorded after a maintenance pass and at a clean close, and after every
+//! commit in `MARK.sqlite` with `durability = "fsync"` (`store/mark.rs`).
 //!
 //! The id lives in the database file, so a file emptied (truncated to 0), deleted, or replaced by
 //! another store's takes its id with it; the mark catches a file restored from an older copy or one
-//! whose WAL was lost.
+//! whose WAL was lost (after a `kill -9` too, with `durability = "fsync"`).
 
 use std::path::Path;
 
@@ -57,7 +58,7 @@ impl SqliteStore {
                 .map(drop),
             None => Ok(()),
         };
-        self.identity = checked.kept(ENGINE, written);
+        self.identity = checked.kept(ENGINE, written, self.durability);
         self.record_mark_or_warn();
         let lock = data_dir.join(crate::store::lock::LOCK_FILE);
         self.watch = Some(Watch::new(&[&lock, &self.path])?);

@@ -244,10 +244,15 @@ impl SqliteStore {
 impl MailboxStore for SqliteStore {
     fn commit(&mut self, batch: &Batch) -> Result<CommitOutcome, StoreError> {
         self.usable()?;
-        match commit::commit(&mut self.conn, &self.sql, batch) {
+        let outcome = match commit::commit(&mut self.conn, &self.sql, batch) {
             Err(error) if error.is_damage() => self.commit_around_damage(batch, error),
             done => done,
+        }?;
+        // Committed, and with `synchronous = FULL` the WAL is fsynced: the mark may follow.
+        if let Some(identity) = self.identity.as_mut() {
+            identity.committed(batch.highest_id());
         }
+        Ok(outcome)
     }
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
