@@ -6,11 +6,7 @@
 //! the store's high-water mark covers once it is durable, and only ids at or below a committed
 //! reservation go out early.
 
-use crate::store::PROVISIONAL_IDS;
-
-/// How many ids a reservation covers; a new one is asked for when half is used. A restart after a
-/// crash skips at most this many ids.
-pub(super) const ID_RESERVATION: u64 = 1 << 20;
+use crate::store::{ID_RESERVATION, PROVISIONAL_IDS};
 
 /// The id counter and the durable reservation it hands out under.
 pub(super) struct Ids {
@@ -54,8 +50,9 @@ impl Ids {
         id <= self.reserved
     }
 
-    /// The reservation the next commit should carry, once less than half of the committed one is
-    /// left; asking early keeps early delivery going while that commit is under way.
+    /// The reservation the next commit should carry ([`ID_RESERVATION`] ids ahead), once less
+    /// than half of the committed one is left; asking early keeps early delivery going while that
+    /// commit is under way.
     pub(super) fn reservation_due(&self) -> Option<u64> {
         if self.shared {
             return None;

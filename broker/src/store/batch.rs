@@ -17,9 +17,16 @@ pub struct Batch {
     pub remembered: Vec<Remembered>,
     /// Ids up to this one may already be in use outside the store (handed out before their commit):
     /// the store's high-water mark ([`MailboxStore::last_id`](super::MailboxStore::last_id)) must cover them once the batch commits,
-    /// so they are never given out again after a restart. 0 for none.
+    /// so they are never given out again after a restart. 0 for none; never more than
+    /// [`ID_RESERVATION`] past the last id handed out.
     pub reserve_ids_through: u64,
 }
+
+/// How many ids one reservation ([`Batch::reserve_ids_through`]) covers beyond the last id the
+/// Router handed out. A restart after a crash skips at most this many ids, and a store that lost
+/// commits and is accepted as found (`--accept-store-loss`) skips twice this past its high-water
+/// mark, so no id a lost reservation covered is given out again.
+pub const ID_RESERVATION: u64 = 1 << 20;
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
@@ -32,11 +39,19 @@ impl Batch {
     /// The highest entry id this batch writes or reserves: the store's last id covers it once the
     /// batch commits. 0 for a batch of deletes only.
     pub fn highest_id(&self) -> u64 {
+        self.highest_written_id().max(self.reserve_ids_through)
+    }
+
+    /// The highest id this batch writes (an append or a remembered send), leaving its reservation
+    /// out: what the store's high-water mark for its identity check follows
+    /// (`store/identity.rs`). 0 for a batch that writes no id.
+    pub fn highest_written_id(&self) -> u64 {
         self.remembered
             .iter()
             .map(|r| r.message_id)
             .chain(self.appends.iter().map(|e| e.id))
-            .fold(self.reserve_ids_through, u64::max)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Adds `other`'s writes after this batch's own.

@@ -6,9 +6,16 @@
 //! happened (issue 12, finding 4). So each embedded store carries a random **store id**, made when
 //! it is first opened and kept inside the files it protects, and the data directory carries a small
 //! identity file beside them (`IDENTITY.log`, `IDENTITY.sqlite`) with that id and the **high-water
-//! mark**: the highest entry id the store held durably when the file was last written. On open the
-//! two are compared, and a store whose id is missing or different, or whose last id is below the
-//! mark, is refused with one message saying what was found, what was expected and how to proceed.
+//! mark**: the highest id the store had durably *written* (an entry, a receipt or a remembered send)
+//! when the file was last written. On open the two are compared, and a store whose id is missing or
+//! different, or whose highest written id is below the mark, is refused with one message saying what
+//! was found, what was expected and how to proceed.
+//!
+//! The mark is the highest id written, not the store's last id: the last id also covers the Router's
+//! id reservations (`Batch::reserve_ids_through`, [`ID_RESERVATION`] ids ahead), so a mark that
+//! followed it would stand still for a million commits, and a store losing those commits would
+//! still reach it. Each engine keeps its highest written id inside the same commit that writes it
+//! (SQLite a `meta` row, the log each frame's header), so a lost commit takes its id with it.
 //!
 //! The identity file is written at each maintenance pass (`dedupe.maintenance_ms`, only when the
 //! mark moved) and at a clean close: one small file, fsynced and renamed, and the directory
@@ -24,15 +31,16 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::mark::{self, MarkFile};
-use super::{Durability, StoreError};
+use super::{Durability, StoreError, ID_RESERVATION};
 
 /// What the identity file says, or what an engine found in its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Found {
     /// The id the store's own files carry; `None` for a store made before ids, or an empty one.
     pub store_id: Option<u64>,
-    /// The highest entry id the store holds.
-    pub last_id: u64,
+    /// The highest id the store wrote (entries, receipts, remembered sends; never one only
+    /// reserved), as its own files say.
+    pub high_water: u64,
 }
 
 /// The identity file of one engine in one data directory, as last written.
@@ -56,7 +64,8 @@ pub(crate) struct Checked {
     pub identity: Identity,
     /// The store has no id yet (new, or made before ids, or accepted as lost): write this one.
     pub write_store_id: Option<u64>,
-    /// A loss was accepted: raise the store's last id to this, so no id it lost is ever reused.
+    /// A loss was accepted: raise the store's last id and its highest written id to this, so no
+    /// id it lost, written or reserved, is ever handed out again.
     pub raise_last_id_to: Option<u64>,
 }
 
@@ -129,9 +138,9 @@ impl Identity {
             }
             return Ok(fresh(found.store_id, None));
         };
-        let in_file = expected.last_id;
+        let in_file = expected.high_water;
         let expected = Found {
-            last_id: expected
+            high_water: expected
                 .store_id
                 .and_then(|id| mark::read(&mark_path, id))
                 .map_or(in_file, |followed| followed.max(in_file)),
@@ -144,7 +153,7 @@ impl Identity {
                     store_id: expected.store_id.unwrap_or_default(),
                     written: Some(in_file),
                     mark_path,
-                    durable: expected.last_id,
+                    durable: expected.high_water,
                     mark: None,
                 },
                 write_store_id: None,
@@ -164,13 +173,17 @@ impl Identity {
              whatever it lost is gone. Unset accept_store_loss now"
         );
         let keep = found.store_id.filter(|id| Some(*id) == expected.store_id);
-        Ok(fresh(keep, Some(expected.last_id.max(found.last_id))))
+        // Ids past the mark may have gone out under a reservation that was lost with the commits,
+        // at most one reservation ahead of the last id handed out, which the lost commits may
+        // have moved on by up to one more.
+        let past_anything_lost = expected.high_water.max(found.high_water) + 2 * ID_RESERVATION;
+        Ok(fresh(keep, Some(past_anything_lost)))
     }
 
-    /// Records `last_id` as the high-water mark, durably, if it moved (or was never written). The
-    /// caller promises everything up to `last_id` is durable in the store already.
-    pub(crate) fn record(&mut self, last_id: u64) -> Result<(), StoreError> {
-        if self.written.is_some_and(|w| w >= last_id) {
+    /// Records `high_water` (the store's highest written id) as the mark, durably, if it moved (or
+    /// was never written). The caller promises everything up to it is durable in the store.
+    pub(crate) fn record(&mut self, high_water: u64) -> Result<(), StoreError> {
+        if self.written.is_some_and(|w| w >= high_water) {
             return Ok(());
         }
         if let Some(mark) = &self.mark {
@@ -179,8 +192,8 @@ impl Identity {
                 cause,
             })?;
         }
-        write(&self.path, self.store_id, last_id)?;
-        self.written = Some(last_id);
+        write(&self.path, self.store_id, high_water)?;
+        self.written = Some(high_water);
         Ok(())
     }
 
@@ -197,17 +210,17 @@ impl Identity {
         }
     }
 
-    /// Moves the mark that follows commits to `last_id`, which a commit just made durable: one
-    /// write, no fsync. Nothing if the mark does not follow commits.
-    pub(crate) fn committed(&mut self, last_id: u64) {
+    /// Moves the mark that follows commits to `high_water`, the store's highest written id once a
+    /// commit just made durable: one write, no fsync. Nothing if the mark does not follow commits.
+    pub(crate) fn committed(&mut self, high_water: u64) {
         if let Some(mark) = self.mark.as_mut() {
-            mark.advance(last_id);
+            mark.advance(high_water);
         }
     }
 
-    /// Whether `last_id` is past the mark written, so recording it would write the file.
-    pub(crate) fn behind(&self, last_id: u64) -> bool {
-        self.written.is_none_or(|w| w < last_id)
+    /// Whether `high_water` is past the mark written, so recording it would write the file.
+    pub(crate) fn behind(&self, high_water: u64) -> bool {
+        self.written.is_none_or(|w| w < high_water)
     }
 }
 
@@ -215,27 +228,27 @@ impl Identity {
 fn problem(found: Found, expected: Found) -> Option<String> {
     let want = expected.store_id.map(hex).unwrap_or_default();
     match found.store_id {
-        None if found.last_id == 0 => Some(format!(
+        None if found.high_water == 0 => Some(format!(
             "found an empty store with no id; expected store {want} holding entries up to id {}: \
              the store's files were emptied or deleted",
-            expected.last_id
+            expected.high_water
         )),
         None => Some(format!(
             "found a store with no id holding entries up to id {}; expected store {want}: the \
              store's files were replaced by another store's",
-            found.last_id
+            found.high_water
         )),
         Some(id) if Some(id) != expected.store_id => Some(format!(
             "found store {} holding entries up to id {}; expected store {want}: the store's \
              files were replaced by another store's",
             hex(id),
-            found.last_id
+            found.high_water
         )),
-        Some(_) if found.last_id < expected.last_id => Some(format!(
+        Some(_) if found.high_water < expected.high_water => Some(format!(
             "found store {want} holding entries up to id {}; expected entries up to id {} at \
              least: the store lost its newest commits (files restored from an older copy, cut \
              short, or a WAL deleted)",
-            found.last_id, expected.last_id
+            found.high_water, expected.high_water
         )),
         Some(_) => None,
     }
@@ -264,11 +277,11 @@ fn read(path: &Path) -> Result<Option<Found>, StoreError> {
             .map(|(_, v)| v.trim().to_owned())
     };
     let store_id = field("store_id").and_then(|v| u64::from_str_radix(&v, 16).ok());
-    let last_id = field("high_water").and_then(|v| v.parse().ok());
-    match (store_id, last_id) {
-        (Some(store_id), Some(last_id)) => Ok(Some(Found {
+    let high_water = field("high_water").and_then(|v| v.parse().ok());
+    match (store_id, high_water) {
+        (Some(store_id), Some(high_water)) => Ok(Some(Found {
             store_id: Some(store_id),
-            last_id,
+            high_water,
         })),
         _ => Err(StoreError::Incompatible(format!(
             "{} is not a store identity file (it needs store_id and high_water); if it is \
@@ -279,11 +292,11 @@ fn read(path: &Path) -> Result<Option<Found>, StoreError> {
 }
 
 /// Writes the identity file, durably.
-fn write(path: &Path, store_id: u64, last_id: u64) -> Result<(), StoreError> {
+fn write(path: &Path, store_id: u64, high_water: u64) -> Result<(), StoreError> {
     let text = format!(
-        "# The identity of the store beside this file and the highest entry id it held durably.\n\
+        "# The identity of the store beside this file and the highest id it had written durably.\n\
          # Written by the broker; see GUARANTEES.md, \"A store that checks itself\". Do not copy it.\n\
-         store_id = {}\nhigh_water = {last_id}\n",
+         store_id = {}\nhigh_water = {high_water}\n",
         hex(store_id)
     );
     write_durably(path, &text)
@@ -332,13 +345,16 @@ pub(crate) fn write_id_file(path: &Path, store_id: u64) -> Result<(), StoreError
 mod tests {
     use super::*;
 
-    fn found(store_id: Option<u64>, last_id: u64) -> Found {
-        Found { store_id, last_id }
+    fn found(store_id: Option<u64>, high_water: u64) -> Found {
+        Found {
+            store_id,
+            high_water,
+        }
     }
 
     fn open(dir: &Path, what: Found, accept: bool) -> Result<Checked, StoreError> {
         let mut checked = Identity::check(dir, "log", what, accept)?;
-        checked.identity.record(what.last_id)?;
+        checked.identity.record(what.high_water)?;
         Ok(checked)
     }
 
@@ -380,7 +396,11 @@ mod tests {
             );
         }
         let accepted = open(dir.path(), found(Some(id), 9), true).expect("accepted");
-        assert_eq!(accepted.raise_last_id_to, Some(10));
+        assert_eq!(
+            accepted.raise_last_id_to,
+            Some(10 + 2 * ID_RESERVATION),
+            "past the mark by more than any reservation lost with the commits"
+        );
         assert_eq!(accepted.write_store_id, None, "the same store keeps its id");
         open(dir.path(), found(Some(id), 9), false).expect("accepted once, then it is the store");
     }

@@ -2,13 +2,11 @@
 //! file (`store/identity.rs`), which is written only at a maintenance pass and a clean close.
 //!
 //! With `durability = "fsync"`, after each group commit whose fsync succeeded and moved the
-//! store's last id, the new last id is written into this small fixed-size file: one `pwrite` at
-//! offset 0 of a file kept open, no fsync, so it costs at most one syscall per batch. A `kill -9`
-//! keeps it (it is in the page cache), so a store that then loses its newest commits (the SQLite WAL
-//! deleted, the log's newest segment cut short) is caught at the next start, as far as the loss
-//! reaches back to the newest id reservation: the last id covers the Router's reservations
-//! (`router/ids.rs`), so commits lost under a reservation that survived go unnoticed (and the file
-//! is written about once per reservation). A machine crash may leave it older than the store,
+//! store's highest written id (never a reservation: `store/identity.rs`), the new one is written
+//! into this small fixed-size file: one `pwrite` at offset 0 of a file kept open, no fsync, so it
+//! costs at most one syscall per batch. A `kill -9` keeps it (it is in the page cache), so a store
+//! that then loses its newest commits (the SQLite WAL deleted, the log's newest segment cut short)
+//! is caught at the next start. A machine crash may leave it older than the store,
 //! which is safe; it is never ahead of the store, since it is written after the fsync. It is
 //! fsynced where the identity file is written. A torn file (the checksum fails) or one naming another store is
 //! ignored with a warning: the identity file's mark still holds.

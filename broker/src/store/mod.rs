@@ -31,7 +31,9 @@ pub(crate) mod sqlite;
 mod watch;
 mod worker;
 
-pub use batch::{Batch, CommitOutcome, Duplicate, Remembered, Renumbered, PROVISIONAL_IDS};
+pub use batch::{
+    Batch, CommitOutcome, Duplicate, Remembered, Renumbered, ID_RESERVATION, PROVISIONAL_IDS,
+};
 pub use entry::{Entry, EntryKind, ExpiredEntry, MailboxUsage};
 pub use error::StoreError;
 pub use lock::DataDirLock;

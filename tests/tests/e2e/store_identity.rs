@@ -6,7 +6,9 @@
 //!
 //! The same after a `kill -9` before any maintenance pass, when the store then loses only its newest
 //! commits (the SQLite WAL deleted, the log's newest segment cut back to a frame boundary): the mark
-//! that follows every commit (`MARK.<engine>`, with `durability = "fsync"`) catches it.
+//! that follows every commit (`MARK.<engine>`, with `durability = "fsync"`) catches it, also when
+//! what was lost are commits under an id reservation that survived, so the store's last id still
+//! stands where it stood (the mark is the highest id written, never a reservation).
 
 use std::path::{Path, PathBuf};
 
@@ -135,6 +137,96 @@ async fn a_log_store_whose_newest_segment_is_cut_short_after_a_crash_is_refused_
             .expect("cut the segment back");
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_sqlite_store_that_lost_commits_under_a_surviving_reservation_is_refused() {
+    // Messages 2 to 19 of 256 KiB each fill the WAL past SQLite's automatic checkpoint (1,000
+    // pages), so the reservation their first commit carried is in the database file; message 20,
+    // after it, is only in the WAL.
+    let big = |send_id: u64| {
+        let mut body = vec![b'x'; 256 * 1024];
+        body[..8].copy_from_slice(&send_id.to_le_bytes());
+        Bytes::from(body)
+    };
+    loses_commits_under_a_surviving_reservation(
+        Engine::Sqlite,
+        &big,
+        |dir| {
+            let db = dir.join("switchboard.db");
+            let len = std::fs::metadata(&db).expect("database file").len();
+            assert!(
+                len > 2 << 20,
+                "the WAL was checkpointed into the database file ({len} bytes)"
+            );
+            std::fs::remove_file(dir.join("switchboard.db-wal")).expect("delete the WAL");
+        },
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_log_store_that_lost_commits_under_a_surviving_reservation_is_refused() {
+    let small = |send_id: u64| Bytes::from(format!("message {send_id}"));
+    let head = std::cell::RefCell::new((PathBuf::new(), 0));
+    loses_commits_under_a_surviving_reservation(
+        Engine::Log,
+        &small,
+        |_| {
+            let (segment, len) = head.borrow().clone();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&segment)
+                .and_then(|file| file.set_len(len))
+                .expect("cut the last frame off");
+        },
+        |dir| *head.borrow_mut() = newest_segment(dir),
+    )
+    .await;
+}
+
+/// Alice sends bob message 1 and the broker stops cleanly. It starts again; alice sends messages
+/// 2 to 19 (`body` gives each its body), the first commit carrying the broker's id reservation
+/// (`noted` sees the data directory once they are accepted), then message 20, and the broker is
+/// killed with SIGKILL. Then the store loses the commits after the reservation's (`lose`),
+/// message 20 among them, while the reservation stays. Refused; accepted when asked, and bob gets
+/// message 1 first.
+async fn loses_commits_under_a_surviving_reservation(
+    engine: Engine,
+    body: &dyn Fn(u64) -> Bytes,
+    lose: impl Fn(&Path),
+    noted: impl Fn(&Path),
+) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("data");
+    store_messages(engine, &dir, 1..=1).await;
+
+    let broker = start(engine, &dir, false).await;
+    let (mut alice, _) = Raw::hello(broker.addr(), "alice", 60).await;
+    for send_id in 2..=19 {
+        alice
+            .send_accepted(send_id, "bob", body(send_id), Receipts::None)
+            .await;
+    }
+    noted(&dir);
+    send_all(&mut alice, 20..=20).await;
+    broker.kill9().await;
+    lose(&dir);
+
+    let out = refused_start(engine, &dir).await;
+    assert!(
+        out.contains("lost its newest commits") && out.contains("--accept-store-loss"),
+        "{engine:?}: expected a refusal saying the store lost its newest commits, got:\n{out}"
+    );
+    let broker = start(engine, &dir, true).await;
+    let (mut bob, _) = Raw::hello(broker.addr(), "bob", 60).await;
+    match bob.recv().await {
+        Some(BrokerFrame::Deliver { body, .. }) => assert_eq!(&body[..], b"message 1"),
+        other => panic!("expected bob's stored message, got {other:?}"),
+    }
+    drop(bob);
+    broker.terminate().await;
 }
 
 /// Alice sends bob message 1 and the broker stops cleanly (the store is checkpointed, the identity

@@ -12,7 +12,8 @@ use super::segment::SegmentId;
 impl Index {
     /// Applies `frame`, found in `segment` with its payload starting at byte `payload_at`.
     pub(super) fn apply(&mut self, frame: &Decoded<'_>, segment: SegmentId, payload_at: u64) {
-        self.last_id = self.last_id.max(frame.last_id);
+        self.last_id = self.last_id.max(frame.high.last_id);
+        self.written_id = self.written_id.max(frame.high.written_id);
         let forget = frame.forget;
         // A forget carried forward by compaction, if already applied, is not applied again: it
         // would forget sends remembered since the original.

@@ -10,7 +10,7 @@ use foldhash::HashMap;
 
 use rustc_hash::FxHashSet;
 
-use super::frame::{receipt_flags, FrameBuilder, REMEMBER};
+use super::frame::{receipt_flags, FrameBuilder, High, REMEMBER};
 use super::index::Index;
 use super::remembered::Cut;
 use crate::store::{Batch, CommitOutcome, Duplicate, Entry, EntryKind};
@@ -25,12 +25,10 @@ pub(super) struct Encoded {
 
 /// Encodes `batch` against the state in `index` into `frame`.
 pub(super) fn encode(index: &Index, batch: &Batch, frame: &mut FrameBuilder) -> Encoded {
-    let high = batch
-        .appends
-        .iter()
-        .map(|e| e.id)
-        .chain(batch.remembered.iter().map(|r| r.message_id))
-        .fold(batch.reserve_ids_through.max(index.last_id), u64::max);
+    let high = High {
+        last_id: batch.highest_id().max(index.last_id),
+        written_id: batch.highest_written_id().max(index.written_id),
+    };
     let deletes: FxHashSet<u64> = batch.deletes.iter().copied().collect();
     let mut new_sends: HashMap<(&str, u64), u64> = HashMap::default();
     let mut outcome = CommitOutcome::default();
@@ -88,7 +86,7 @@ pub(super) fn encode(index: &Index, batch: &Batch, frame: &mut FrameBuilder) -> 
     }
     Encoded {
         outcome,
-        changes: records > 0 || high > index.last_id,
+        changes: records > 0 || high.last_id > index.last_id,
     }
 }
 

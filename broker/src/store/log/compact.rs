@@ -132,7 +132,7 @@ fn copy_forward(
         .map(|(e, _)| (e.peer.as_str(), e.send_id))
         .collect();
     let frame = &mut store.frame;
-    frame.start_copy(index.last_id, forget);
+    frame.start_copy(index.high(), forget);
     frame.section();
     for (sender, send_id, sent) in index.sent.iter() {
         if sent.segment == id && !carried.contains(&(&**sender, send_id)) {

@@ -8,8 +8,11 @@
 //!
 //! ```text
 //! u8  kind (1 = a batch, 2 = a copy made by compaction or migration; 3 and 4 the same with
-//!     forget_id below)
-//! u64 last_id            the store's high-water mark once this frame applies
+//!     forget_id below; plus 16 with written_id below)
+//! u64 last_id            the store's last id once this frame applies (reservations included)
+//! u64 written_id         kinds plus 16 only: the highest id written (appended or remembered) by
+//!                        this frame or any before it, which the store's identity check compares
+//!                        (`guard.rs`); frames without it count their last_id
 //! u64 forget_before_ms   remembered sends older than this are forgotten (0: none)
 //! u64 forget_id          kinds 3 and 4 only: sends accepted in the millisecond forget_before_ms
 //!                        with a broker id below this are forgotten too (the cap on remembered
@@ -43,6 +46,8 @@ const KIND_COPY: u8 = 2;
 /// only when it does, so every other frame reads as before.
 const KIND_BATCH_CUT: u8 = 3;
 const KIND_COPY_CUT: u8 = 4;
+/// Added to the kind when `written_id` follows `last_id` (every frame written now).
+const WITH_WRITTEN: u8 = 16;
 /// Append flag: the append also remembers `(peer, send_id)` → `id`.
 pub(super) const REMEMBER: u8 = 1;
 /// Where the receipt choice sits among an append's flags.
@@ -67,27 +72,38 @@ pub(super) struct FrameBuilder {
     section: Option<(usize, u32)>,
 }
 
+/// The two high-water marks a frame carries: the store's last id and its highest written id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct High {
+    /// The highest id committed or reserved: ids are handed out above it.
+    pub last_id: u64,
+    /// The highest id written (appended or remembered), never one only reserved.
+    pub written_id: u64,
+}
+
 impl FrameBuilder {
     /// Starts a new frame for a batch, forgetting the previous one.
-    pub(super) fn start(&mut self, last_id: u64, forget: Cut) {
-        self.begin(false, last_id, forget);
+    pub(super) fn start(&mut self, high: High, forget: Cut) {
+        self.begin(false, high, forget);
     }
 
     /// Starts a new frame of records copied forward.
-    pub(super) fn start_copy(&mut self, last_id: u64, forget: Cut) {
-        self.begin(true, last_id, forget);
+    pub(super) fn start_copy(&mut self, high: High, forget: Cut) {
+        self.begin(true, high, forget);
     }
 
-    fn begin(&mut self, copy: bool, last_id: u64, forget: Cut) {
+    fn begin(&mut self, copy: bool, high: High, forget: Cut) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; HEADER]);
-        self.buf.push(match (copy, forget.id != 0) {
+        let kind = match (copy, forget.id != 0) {
             (false, false) => KIND_BATCH,
             (true, false) => KIND_COPY,
             (false, true) => KIND_BATCH_CUT,
             (true, true) => KIND_COPY_CUT,
-        });
-        self.u64(last_id);
+        };
+        self.buf.push(kind + WITH_WRITTEN);
+        self.u64(high.last_id);
+        self.u64(high.written_id);
         self.u64(forget.ms);
         if forget.id != 0 {
             self.u64(forget.id);
@@ -251,7 +267,7 @@ pub(super) struct AppendRecord<'a> {
 pub(super) struct Decoded<'a> {
     /// Records copied forward rather than a batch: its forget time may have been applied already.
     pub copy: bool,
-    pub last_id: u64,
+    pub high: High,
     /// Remembered sends before this are forgotten (`Cut::NONE`: none).
     pub forget: Cut,
     pub remembered: Vec<RememberedRecord<'a>>,
@@ -267,7 +283,9 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
         buf: payload,
         at: 0,
     };
-    let (copy, with_id) = match r.u8()? {
+    let kind = r.u8()?;
+    let with_written = kind & WITH_WRITTEN != 0;
+    let (copy, with_id) = match kind & !WITH_WRITTEN {
         KIND_BATCH => (false, false),
         KIND_COPY => (true, false),
         KIND_BATCH_CUT => (false, true),
@@ -275,11 +293,16 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
         _ => return Err("unknown frame kind".into()),
     };
     let last_id = r.u64()?;
+    // A frame from before the field: its last id covers every id written, and a reservation.
+    let written_id = if with_written { r.u64()? } else { last_id };
     let ms = r.u64()?;
     let id = if with_id { r.u64()? } else { 0 };
     let mut frame = Decoded {
         copy,
-        last_id,
+        high: High {
+            last_id,
+            written_id,
+        },
         forget: Cut { ms, id },
         ..Decoded::default()
     };
@@ -401,7 +424,13 @@ mod tests {
     #[test]
     fn a_frame_decodes_to_what_was_built() {
         let mut b = FrameBuilder::default();
-        b.start(42, Cut { ms: 7, id: 3 });
+        b.start(
+            High {
+                last_id: 42,
+                written_id: 9,
+            },
+            Cut { ms: 7, id: 3 },
+        );
         b.section();
         b.remembered("alice", 1, 2, 3);
         b.section();
@@ -414,7 +443,10 @@ mod tests {
         assert_eq!(valid_frame(&frame), Some(frame.len()));
         let payload = &frame[HEADER..];
         let d = decode(payload).unwrap();
-        assert_eq!((d.last_id, d.forget), (42, Cut { ms: 7, id: 3 }));
+        assert_eq!(
+            (d.high.last_id, d.high.written_id, d.forget),
+            (42, 9, Cut { ms: 7, id: 3 })
+        );
         assert_eq!(d.remembered[0].sender, "alice");
         let a = &d.appends[0];
         assert_eq!(
@@ -427,9 +459,25 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_from_before_the_written_id_counts_its_last_id_as_written() {
+        let mut payload = vec![KIND_BATCH];
+        payload.extend_from_slice(&77u64.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&[0; 12]);
+        let d = decode(&payload).unwrap();
+        assert_eq!(
+            d.high,
+            High {
+                last_id: 77,
+                written_id: 77
+            }
+        );
+    }
+
+    #[test]
     fn a_damaged_frame_is_not_valid() {
         let mut b = FrameBuilder::default();
-        b.start(1, Cut::NONE);
+        b.start(High::default(), Cut::NONE);
         b.section();
         b.section();
         b.section();

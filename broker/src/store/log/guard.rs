@@ -5,9 +5,12 @@
 //!
 //! The id lives in the log's own directory, so a log deleted, or replaced by another store's
 //! directory, takes its id with it; the mark catches a log cut short or restored from an older copy.
+//! The mark is the highest id written, which every frame's header carries (`frame.rs`), so a frame
+//! lost takes its ids with it while the last id may stand at a reservation that survived.
 
 use std::path::Path;
 
+use super::frame::High;
 use super::remembered::Cut;
 use super::LogStore;
 use crate::store::identity::{self, Found, Identity};
@@ -35,13 +38,20 @@ impl LogStore {
         let id_file = self.segments.dir().join(STORE_ID_FILE);
         let found = Found {
             store_id: identity::read_id_file(&id_file)?,
-            last_id: self.index.last_id,
+            high_water: self.index.written_id,
         };
         let checked = Identity::check(data_dir, ENGINE, found, self.options.accept_loss)?;
-        if let Some(mark) = checked.raise_last_id_to.filter(|m| *m > self.index.last_id) {
-            // An empty frame carrying the new high-water mark: ids the lost commits used are
-            // never handed out again.
-            self.frame.start(mark, Cut::NONE);
+        if let Some(mark) = checked
+            .raise_last_id_to
+            .filter(|m| *m > self.index.written_id)
+        {
+            // An empty frame carrying the new high-water marks: ids the lost commits used or
+            // reserved are never handed out again.
+            let high = High {
+                last_id: mark.max(self.index.last_id),
+                written_id: mark,
+            };
+            self.frame.start(high, Cut::NONE);
             for _ in 0..3 {
                 self.frame.section();
             }
@@ -82,14 +92,14 @@ impl LogStore {
         Ok(())
     }
 
-    /// Records the log's last id as the high-water mark if it moved, after making sure it is on
-    /// disk (with `durability = "os"` the head may not be fsynced yet).
+    /// Records the log's highest written id as the high-water mark if it moved, after making
+    /// sure it is on disk (with `durability = "os"` the head may not be fsynced yet).
     pub(super) fn record_mark(&mut self) -> Result<(), StoreError> {
-        let last_id = self.index.last_id;
+        let high_water = self.index.written_id;
         let Some(identity) = self.identity.as_mut() else {
             return Ok(());
         };
-        if !identity.behind(last_id) {
+        if !identity.behind(high_water) {
             return Ok(());
         }
         if self.durability == Durability::Os {
@@ -98,6 +108,6 @@ impl LogStore {
                 cause,
             })?;
         }
-        identity.record(last_id)
+        identity.record(high_water)
     }
 }

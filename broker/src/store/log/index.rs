@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::frame::append_size;
+use super::frame::{append_size, High};
 use super::remembered::{Cut, Remembered, Sent};
 use super::segment::SegmentId;
 use crate::store::{EntryKind, MailboxUsage};
@@ -74,11 +74,22 @@ pub(super) struct Index {
     pub segments: BTreeMap<SegmentId, SegmentStats>,
     /// The highest id ever committed or reserved.
     pub last_id: u64,
+    /// The highest id ever written (appended or remembered), never one only reserved: the
+    /// high-water mark of the identity check (`guard.rs`).
+    pub written_id: u64,
     /// The latest "forget sends accepted before this time" applied.
     pub forgot_before: Cut,
 }
 
 impl Index {
+    /// Both high-water marks as they stand, for a frame that moves neither.
+    pub(super) fn high(&self) -> High {
+        High {
+            last_id: self.last_id,
+            written_id: self.written_id,
+        }
+    }
+
     /// The shared copy of `name`.
     pub(super) fn intern(&mut self, name: &str) -> Arc<str> {
         if let Some(name) = self.names.get(name) {

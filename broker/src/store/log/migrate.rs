@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use super::frame::High;
 use super::remembered::Cut;
 use super::segment::sync_dir;
 use super::{LogStore, LOG_DIR};
@@ -72,8 +73,12 @@ pub(super) fn finish(
     let options = store.options;
     // One fsync at the end instead of one per frame.
     store.durability = Durability::Os;
+    let high = High {
+        last_id: dump.last_id,
+        written_id: dump.written_id,
+    };
     for chunk in dump.sent.chunks(CHUNK) {
-        store.frame.start_copy(dump.last_id, Cut::NONE);
+        store.frame.start_copy(high, Cut::NONE);
         store.frame.section();
         for r in chunk {
             store
@@ -85,7 +90,7 @@ pub(super) fn finish(
         store.write_frame()?;
     }
     for chunk in dump.entries.chunks(CHUNK) {
-        store.frame.start_copy(dump.last_id, Cut::NONE);
+        store.frame.start_copy(high, Cut::NONE);
         store.frame.section();
         store.frame.section();
         chunk.iter().for_each(|e| store.frame.append(e, 0));
@@ -93,7 +98,7 @@ pub(super) fn finish(
         store.write_frame()?;
     }
     if dump.last_id > store.index.last_id {
-        store.frame.start_copy(dump.last_id, Cut::NONE);
+        store.frame.start_copy(high, Cut::NONE);
         (0..3).for_each(|_| store.frame.section());
         store.write_frame()?;
     }

@@ -196,7 +196,7 @@ impl LogStore {
         if sync {
             // Fsynced: the mark may follow.
             if let Some(identity) = self.identity.as_mut() {
-                identity.committed(self.index.last_id);
+                identity.committed(self.index.written_id);
             }
         }
         Ok(())
@@ -356,7 +356,7 @@ impl MailboxStore for LogStore {
             .sent
             .cutoff(what.forget_sent_before_ms, what.remember_at_most);
         if self.index.sent.any_before(cutoff) {
-            self.frame.start(self.index.last_id, cutoff);
+            self.frame.start(self.index.high(), cutoff);
             for _ in 0..3 {
                 self.frame.section();
             }

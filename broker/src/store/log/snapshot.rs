@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! magic "SBLOGSN3", u32 segment, u64 offset (the position covered), u64 start and u32 crc of
-//! the frame ending there (0, 0: none), u64 last_id, 2 × u64 forgot_before (ms, id)
+//! the frame ending there (0, 0: none), u64 last_id, u64 written_id, 2 × u64 forgot_before
+//! (ms, id)
 //! u32 n, n × str name                       (every name below is an index into this table)
 //! u32 n, n × (u32 segment, 2 × u64 forget (ms, id), u32 k, k × u32 dep)
 //! u32 n, n × (u32 mailbox, u32 k, k × entry: u64 id, u8 kind, u8 receipts, u32 peer,
@@ -33,9 +34,9 @@ use crate::store::StoreError;
 const FILE: &str = "index.snap";
 const TEMP: &str = "index.snap.tmp";
 /// Version 2 added each entry's receipt choice, version 3 the id in the forget cuts
-/// (`remembered::Cut`); an older snapshot is foreign, and the store reads the whole log instead,
-/// once.
-const MAGIC: &[u8; 8] = b"SBLOGSN3";
+/// (`remembered::Cut`), version 4 the highest id written (`guard.rs`); an older snapshot is
+/// foreign, and the store reads the whole log instead, once.
+const MAGIC: &[u8; 8] = b"SBLOGSN4";
 
 /// A loaded snapshot: the index as it was once every frame before `segment`/`offset` applied.
 pub(super) struct Snapshot {
@@ -71,6 +72,7 @@ fn encode(index: &Index, segments: &Segments) -> Vec<u8> {
     w.u64(last_start);
     w.u32(last_crc);
     w.u64(index.last_id);
+    w.u64(index.written_id);
     w.u64(index.forgot_before.ms);
     w.u64(index.forgot_before.id);
     let mut names: HashMap<*const u8, u32> = HashMap::default();
@@ -190,6 +192,7 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     let last_crc = r.u32()?;
     let mut index = Index::default();
     index.last_id = r.u64()?;
+    index.written_id = r.u64()?;
     index.forgot_before = Cut {
         ms: r.u64()?,
         id: r.u64()?,

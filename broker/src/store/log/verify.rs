@@ -105,7 +105,13 @@ mod tests {
 
     fn frame(last_id: u64) -> Vec<u8> {
         let mut builder = FrameBuilder::default();
-        builder.start(last_id, Cut::NONE);
+        builder.start(
+            crate::store::log::frame::High {
+                last_id,
+                written_id: last_id,
+            },
+            Cut::NONE,
+        );
         for _ in 0..3 {
             builder.section();
         }

@@ -131,6 +131,15 @@ pub(super) fn commit(
     write_usage(&tx, usage)?;
     let high = batch.highest_id();
     if high > 0 {
+        // The highest id written, for the identity check (`guard.rs`); before the last id moves,
+        // since a store made before this row starts it from its last id (a reservation
+        // included), so the row never goes below a mark recorded from that.
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('written_id', max(?1, coalesce(
+                 (SELECT value FROM meta WHERE key = 'last_id'), 0)))
+             ON CONFLICT (key) DO UPDATE SET value = max(value, ?1)",
+        )?
+        .execute([to_sql(batch.highest_written_id())])?;
         // The high-water mark outlives the entries, so ids are never reused after deletes.
         tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('last_id', ?1)

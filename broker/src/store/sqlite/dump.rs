@@ -10,6 +10,8 @@ pub(crate) struct Dump {
     pub entries: Vec<Entry>,
     pub sent: Vec<Remembered>,
     pub last_id: u64,
+    /// The highest id written (`guard.rs`), at most `last_id`.
+    pub written_id: u64,
 }
 
 impl SqliteStore {
@@ -40,6 +42,7 @@ impl SqliteStore {
             entries,
             sent,
             last_id,
+            written_id: self.written_id,
         })
     }
 

@@ -5,7 +5,9 @@
 //!
 //! The id lives in the database file, so a file emptied (truncated to 0), deleted, or replaced by
 //! another store's takes its id with it; the mark catches a file restored from an older copy or one
-//! whose WAL was lost (after a `kill -9` too, with `durability = "fsync"`).
+//! whose WAL was lost (after a `kill -9` too, with `durability = "fsync"`). The mark is the `meta`
+//! row `written_id`, which every commit raises to the highest id it writes in the same transaction
+//! (`commit.rs`); a file made before the row counts from its last id until its first commit.
 
 use std::path::Path;
 
@@ -14,7 +16,7 @@ use rusqlite::OptionalExtension;
 use super::{from_sql, to_sql, SqliteStore};
 use crate::store::identity::{Found, Identity};
 use crate::store::watch::Watch;
-use crate::store::{Durability, MailboxStore, StoreError};
+use crate::store::{Durability, StoreError};
 
 /// The engine's name in the identity file's name and in messages.
 pub(crate) const ENGINE: &str = "sqlite";
@@ -33,18 +35,20 @@ impl SqliteStore {
                 row.get(0)
             })
             .optional()?;
+        self.written_id = self.read_written_id()?;
         let found = Found {
             store_id: store_id.map(from_sql),
-            last_id: self.last_id()?,
+            high_water: self.written_id,
         };
         let checked = Identity::check(data_dir, ENGINE, found, accept_loss)?;
         if let Some(mark) = checked.raise_last_id_to {
-            // Ids the lost commits used are never handed out again.
+            // Ids the lost commits used, or reserved, are never handed out again.
             self.conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
+                "INSERT INTO meta (key, value) VALUES ('last_id', ?1), ('written_id', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
                 [to_sql(mark)],
             )?;
+            self.written_id = self.written_id.max(mark);
         }
         // On a full disk the store must still start and deliver what it holds: the id and the
         // mark are written when there is room (the mark at the next pass that finds some).
@@ -81,11 +85,28 @@ impl SqliteStore {
         }
     }
 
-    /// Records the database's last id as the high-water mark if it moved, once it is on disk: with
-    /// `durability = "os"` only a checkpoint (which fsyncs the WAL first) makes it so.
+    /// The highest id the file says it wrote: the row `written_id`, or for a file made before
+    /// it, its last id (which covers every id it wrote, and a reservation). Either way at least
+    /// its highest entry id.
+    fn read_written_id(&mut self) -> Result<u64, StoreError> {
+        let (written, last, highest): (Option<i64>, Option<i64>, Option<i64>) =
+            self.conn.query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'written_id'),
+                        (SELECT value FROM meta WHERE key = 'last_id'),
+                        (SELECT max(id) FROM entries)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
+        let counted = written.or(last).map_or(0, from_sql);
+        Ok(counted.max(highest.map_or(0, from_sql)))
+    }
+
+    /// Records the highest id written as the high-water mark if it moved, once it is on disk:
+    /// with `durability = "os"` only a checkpoint (which fsyncs the WAL first) makes it so.
     pub(super) fn record_mark(&mut self) -> Result<(), StoreError> {
-        let last_id = self.last_id()?; // Fails, and records nothing, once the directory is gone.
-        if !self.identity.as_ref().is_some_and(|i| i.behind(last_id)) {
+        self.usable()?; // Fails, and records nothing, once the directory is gone.
+        let high_water = self.written_id;
+        if !self.identity.as_ref().is_some_and(|i| i.behind(high_water)) {
             return Ok(());
         }
         if self.durability == Durability::Os {
@@ -99,7 +120,7 @@ impl SqliteStore {
             }
         }
         match self.identity.as_mut() {
-            Some(identity) => identity.record(last_id),
+            Some(identity) => identity.record(high_water),
             None => Ok(()),
         }
     }

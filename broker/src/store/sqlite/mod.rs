@@ -49,6 +49,9 @@ pub struct SqliteStore {
     /// The data directory's record of this file's id and high-water mark (`guard.rs`); set once
     /// the open has checked it.
     identity: Option<crate::store::identity::Identity>,
+    /// The highest id committed in an append or a remembered send (the `meta` row `written_id`,
+    /// `guard.rs`): the high-water mark the identity check compares.
+    written_id: u64,
     /// The lock file and the database file as they were at open: a commit into a file removed or
     /// replaced since is refused (`store/watch.rs`).
     watch: Option<crate::store::watch::Watch>,
@@ -79,9 +82,14 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        let new = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
         let conn = Connection::open(&path)?;
-        // Must precede the first table of a new file; on an existing file it is a no-op.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+        if new {
+            // Must precede the first table of a new file. Not on an existing one: there it changes
+            // nothing but still opens a write transaction, which a start on a full disk, after a
+            // crash during a checkpoint, cannot have.
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Incompatible(format!(
@@ -108,6 +116,7 @@ impl SqliteStore {
             lock: Some(lock),
             durability,
             identity: None,
+            written_id: 0,
             watch: None,
         };
         schema::migrate(&mut store.conn, &store.path)?;
@@ -249,8 +258,9 @@ impl MailboxStore for SqliteStore {
             done => done,
         }?;
         // Committed, and with `synchronous = FULL` the WAL is fsynced: the mark may follow.
+        self.written_id = self.written_id.max(batch.highest_written_id());
         if let Some(identity) = self.identity.as_mut() {
-            identity.committed(batch.highest_id());
+            identity.committed(self.written_id);
         }
         Ok(outcome)
     }

@@ -1,6 +1,7 @@
 //! Torn writes at the end of the log are cut off; damage anywhere else is refused by name.
 
 use super::*;
+use crate::store::Batch;
 
 /// A log of three batches (ids 1–6) and a fourth (ids 7–8) whose frame spans the returned byte
 /// range of the returned segment file.
@@ -112,7 +113,7 @@ fn a_damaged_frame_in_an_older_segment_is_refused_with_file_and_offset() {
 
 /// The newest segment removed behind the store's back (after a clean close recorded the
 /// high-water mark): refused as a log that lost its newest commits; accepted only when asked, and
-/// then numbering goes on above every id handed out before.
+/// then numbering goes on above every id handed out or reserved before.
 #[test]
 fn a_log_whose_newest_segment_was_removed_is_refused_unless_the_loss_is_accepted() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -140,7 +141,43 @@ fn a_log_whose_newest_segment_was_removed_is_refused_unless_the_loss_is_accepted
         ..small()
     };
     let mut store = LogStore::open_with(dir.path(), Durability::Os, accepting).expect("accepted");
-    assert_eq!(store.last_id().expect("last id"), last, "no id is reused");
+    assert_eq!(
+        store.last_id().expect("last id"),
+        last + 2 * crate::store::ID_RESERVATION,
+        "no id is reused, nor one a lost reservation covered"
+    );
     drop(store);
     open(dir.path(), small());
+}
+
+/// The newest frame cut off after a crash while the frame before it carried an id reservation:
+/// the last id still stands at the reservation, so only the highest id written, which each frame
+/// carries, shows the loss, and the start is refused.
+#[test]
+fn a_log_that_lost_commits_under_a_reservation_that_survived_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = LogStore::open_with(dir.path(), Durability::Fsync, small()).expect("open");
+    store
+        .commit(&Batch {
+            appends: vec![entry(1, "bob", &body(1))],
+            reserve_ids_through: 1_000_000,
+            ..Default::default()
+        })
+        .expect("commit under a reservation");
+    let head = segment_files(dir.path()).pop().expect("a segment");
+    let before = std::fs::metadata(&head).expect("segment").len();
+    add(&mut store, "bob", 2..=2);
+    crash(store);
+    assert_eq!(segment_files(dir.path()).pop(), Some(head.clone()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&head)
+        .and_then(|f| f.set_len(before))
+        .expect("cut the newest frame off");
+    let err = LogStore::open_with(dir.path(), Durability::Fsync, small()).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("lost its newest commits") && text.contains("expected entries up to id 2"),
+        "{text}"
+    );
 }
