@@ -11,7 +11,7 @@
 use switchboard_proto::{encode_frame, max_body_len, BrokerFrame};
 
 use super::Router;
-use crate::store::{Entry, EntryKind};
+use crate::store::{Damaged, Entry, EntryKind};
 
 /// Whether `entry`'s `deliver` frame fits in `max_frame` bytes. Receipts always fit (no body, ids of at
 /// most 128 bytes); a body within [`max_body_len`] fits whatever the ids, so only a body above it is
@@ -58,11 +58,15 @@ impl Router {
 
     /// Sets aside the entries of `page` named in `damaged` (their stored bodies cannot be read
     /// back) as [`Router::set_aside_undeliverable`] does, once each: a store that cannot delete
-    /// one either (a damaged SQLite page) keeps it, and the Router then skips it for as long as it
-    /// runs. Returns whether any was set aside.
-    pub(super) fn set_aside_damaged(&mut self, page: &[Entry], damaged: &[u64]) -> bool {
+    /// one either (a damaged SQLite page) keeps it but records it as set aside, and never returns
+    /// it again, after a restart too; the Router skips it meanwhile. The mailbox's counts drop by
+    /// the entry and its stored body length. Returns whether any was set aside.
+    pub(super) fn set_aside_damaged(&mut self, page: &[Entry], damaged: &[Damaged]) -> bool {
         let mut any = false;
-        for entry in page.iter().filter(|e| damaged.contains(&e.id)) {
+        for (entry, body_len) in page.iter().filter_map(|e| {
+            let d = damaged.iter().find(|d| d.id == e.id)?;
+            Some((e, d.body_len))
+        }) {
             if !self.damaged.insert(entry.id) {
                 continue;
             }
@@ -72,9 +76,8 @@ impl Router {
                 sender = %entry.peer,
                 "stored body is damaged; removed, its sender gets an undeliverable receipt"
             );
-            // Its body length is unknown here: the mailbox's byte count stays that much too high
-            // until the broker restarts (the entry count is right).
-            self.delete(entry.id, entry.mailbox.clone(), 0);
+            // Its body is empty here; the store said how long it was, for the byte count.
+            self.delete(entry.id, entry.mailbox.clone(), body_len);
             self.tell_sender(EntryKind::Undeliverable, entry);
             any = true;
         }

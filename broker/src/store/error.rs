@@ -57,12 +57,13 @@ pub enum StoreError {
     Corrupt { id: u64, what: String },
     /// A page read found entries of `mailbox` whose bodies are damaged on disk, though what they
     /// are (ids, sender) is known: `page` is the page read, those entries in it with empty bodies,
-    /// and `damaged` their ids. The caller sets them aside so that the rest of the mailbox flows.
+    /// and `damaged` which they are. The caller sets them aside so that the rest of the mailbox
+    /// flows.
     #[error("mailbox {mailbox}: the stored bodies of entries {damaged:?} are damaged: {what}")]
     DamagedEntries {
         mailbox: String,
         page: Vec<crate::store::Entry>,
-        damaged: Vec<u64>,
+        damaged: Vec<Damaged>,
         what: String,
     },
     #[error("{0}")]
@@ -76,13 +77,22 @@ pub enum StoreError {
     Failed(String),
 }
 
+/// An entry whose stored body cannot be read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damaged {
+    pub id: u64,
+    /// The body's length as stored (0 if not even that can be read), so the mailbox's byte count
+    /// drops by it when the entry is set aside.
+    pub body_len: u64,
+}
+
 impl StoreError {
     /// A page read's answer: `page` itself if no entry in it is `damaged`, else
     /// [`StoreError::DamagedEntries`] naming them (`what` says how they were found).
     pub(crate) fn unless_damaged(
         mailbox: &str,
         page: Vec<crate::store::Entry>,
-        damaged: Vec<u64>,
+        damaged: Vec<Damaged>,
         what: String,
     ) -> Result<Vec<crate::store::Entry>, StoreError> {
         if damaged.is_empty() {

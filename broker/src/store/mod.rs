@@ -35,7 +35,7 @@ pub use batch::{
     Batch, CommitOutcome, Duplicate, Remembered, Renumbered, ID_RESERVATION, PROVISIONAL_IDS,
 };
 pub use entry::{Entry, EntryKind, ExpiredEntry, MailboxUsage};
-pub use error::StoreError;
+pub use error::{Damaged, StoreError};
 pub use lock::DataDirLock;
 pub use log::{check as check_log, CheckReport, LogOptions, LogStore, TornTail};
 pub use memory::MemoryStore;

@@ -86,6 +86,19 @@ async fn damaged_body_is_set_aside(engine: Engine) {
         "the damage is logged with the mailbox:\n{}",
         broker.log()
     );
+    // Every entry of bob's is gone, the damaged one with its bytes (receipts have no body). The
+    // receipts may have gone out early: a send accepted after them is committed after them.
+    let marker = Bytes::from_static(b"marker");
+    alice
+        .send_accepted(99, "carol", marker.clone(), Receipts::None)
+        .await;
+    let (status, scrape) = crate::admin::get(broker.admin_addr(), "/metrics", None).await;
+    assert_eq!(status, 200, "{scrape}");
+    assert_eq!(
+        crate::admin::sample(&scrape, "switchboard_mailbox_bytes"),
+        marker.len() as f64,
+        "no bytes are left counted for the entry set aside:\n{scrape}"
+    );
     drop((alice, bob));
     broker.terminate().await;
 

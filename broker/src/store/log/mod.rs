@@ -33,8 +33,8 @@ use self::frame::{FrameBuilder, HEADER};
 use self::index::{Index, Meta};
 use self::segment::Segments;
 use super::{
-    Batch, CommitOutcome, DataDirLock, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage,
-    Maintenance, MaintenanceReport, StoreError,
+    Batch, CommitOutcome, Damaged, DataDirLock, Durability, Entry, ExpiredEntry, MailboxStore,
+    MailboxUsage, Maintenance, MaintenanceReport, StoreError,
 };
 
 /// The directory inside the data directory that holds the segments and the snapshot.
@@ -296,19 +296,23 @@ impl MailboxStore for LogStore {
                 .is_damaged(&self.segments, meta.segment, offset, len)
                 .map_err(|cause| self.io_error(meta.segment, cause))?
             {
-                damaged.push(meta.id);
+                damaged.push(Damaged {
+                    id: meta.id,
+                    body_len: len,
+                });
             }
         }
+        let is_damaged = |id: u64| damaged.iter().any(|d| d.id == id);
         let readable: Vec<&Meta> = metas
             .iter()
             .copied()
-            .filter(|m| !damaged.contains(&m.id))
+            .filter(|m| !is_damaged(m.id))
             .collect();
         let mut bodies = self.bodies(&readable)?.into_iter();
         let page = metas
             .iter()
             .map(|meta| {
-                let body = match damaged.contains(&meta.id) {
+                let body = match is_damaged(meta.id) {
                     true => Bytes::new(),
                     false => bodies.next().unwrap_or_default(),
                 };

@@ -8,13 +8,18 @@
 //! merged commit that fails on damage is tried again without the deletes that cannot be done (each
 //! tried alone in a transaction that is rolled back), so acknowledgements of healthy entries, in
 //! any mailbox, still commit; each of those is then deleted without reading its body, in a
-//! transaction of its own, or, if even that fails, stays in the file.
+//! transaction of its own, its mailbox's counts lowered by it and its stored length (which the
+//! row's header holds, so `length(body)` reads no overflow page). If even that delete fails, the
+//! entry stays in the file but is **set aside in place**: its id goes into the table `set_aside`
+//! (made the first time one is needed, so a healthy file never has it) with the same counts
+//! lowered, and no read returns it again, after a restart too, so its sender, who had its
+//! `undeliverable` receipt, never hears of it twice.
 
 use rusqlite::{params, OptionalExtension};
 
 use super::{commit, from_sql, to_sql, RawEntry, SqliteStore};
 use crate::store::error::sqlite_damage;
-use crate::store::{Batch, CommitOutcome, Entry, StoreError};
+use crate::store::{Batch, CommitOutcome, Damaged, Entry, StoreError};
 
 /// The columns stored before `body`, which a damaged body does not hide, as
 /// [`RawEntry::read_head`] reads them.
@@ -52,6 +57,9 @@ impl SqliteStore {
         let mut page = Vec::with_capacity(heads.len());
         let mut damaged = Vec::new();
         for mut raw in heads {
+            if self.set_aside.contains(&from_sql(raw.id)) {
+                continue;
+            }
             let read = rest
                 .query_row([raw.id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional();
@@ -61,13 +69,43 @@ impl SqliteStore {
                 }
                 Ok(None) => continue,
                 Err(cause) if sqlite_damage(&cause) => {
-                    damaged.push(from_sql(raw.id));
+                    damaged.push(Damaged {
+                        id: from_sql(raw.id),
+                        body_len: stored_len(&self.conn, raw.id),
+                    });
                 }
                 Err(cause) => return Err(cause.into()),
             }
             page.push(raw.into_entry()?);
         }
         StoreError::unless_damaged(mailbox, page, damaged, error.to_string())
+    }
+
+    /// Reads which entries were set aside in place (see the module documentation), at open.
+    pub(super) fn load_set_aside(&mut self) -> Result<(), StoreError> {
+        let exists: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'set_aside'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Ok(());
+        }
+        let mut stmt = self.conn.prepare("SELECT id FROM set_aside")?;
+        let ids = stmt.query_map([], |row| row.get::<_, i64>(0))?;
+        for id in ids {
+            self.set_aside.insert(from_sql(id?));
+        }
+        if !self.set_aside.is_empty() {
+            tracing::warn!(
+                entries = self.set_aside.len(),
+                "the SQLite file keeps entries on damaged pages that were set aside; they are never read again"
+            );
+        }
+        Ok(())
     }
 
     /// `batch` committed again after it failed with `error`, a damage error, without the deletes
@@ -102,21 +140,28 @@ impl SqliteStore {
         healthy.deletes.retain(|id| !undeletable.contains(id));
         let outcome = commit::commit(&mut self.conn, &self.sql, &healthy)?;
         for id in undeletable {
-            match self.delete_damaged(id) {
+            match self.delete_damaged(id, false) {
                 Ok(()) => tracing::warn!(
-                    entry = id, "deleted an entry on a damaged page of the SQLite file; its mailbox's byte count stays high until it empties"
+                    entry = id,
+                    "deleted an entry on a damaged page of the SQLite file"
                 ),
-                Err(cause) => tracing::error!(
-                    entry = id, %cause, "an entry on a damaged page of the SQLite file cannot be deleted; it stays"
-                ),
+                Err(cause) => match self.delete_damaged(id, true) {
+                    Ok(()) => tracing::error!(
+                        entry = id, %cause, "an entry on a damaged page of the SQLite file cannot be deleted; it stays in the file, set aside: never read again"
+                    ),
+                    Err(error) => tracing::error!(
+                        entry = id, %cause, %error, "an entry on a damaged page of the SQLite file can neither be deleted nor set aside; it is skipped until the broker restarts"
+                    ),
+                },
             }
         }
         Ok(outcome)
     }
 
-    /// Deletes entry `id` without reading its body, counting it out of its mailbox's entries (its
-    /// bytes are unknown). After a crash before this commits the entry is still there.
-    fn delete_damaged(&mut self, id: u64) -> Result<(), StoreError> {
+    /// Deletes entry `id` without reading its body, or with `in_place` records it in `set_aside`
+    /// instead; either way counts it and its stored length out of its mailbox. After a crash
+    /// before this commits the entry is still there, and read again.
+    pub(super) fn delete_damaged(&mut self, id: u64, in_place: bool) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let mailbox: Option<String> = tx
             .query_row(
@@ -128,16 +173,49 @@ impl SqliteStore {
         let Some(mailbox) = mailbox else {
             return Ok(());
         };
-        tx.execute("DELETE FROM entries WHERE id = ?1", [to_sql(id)])?;
+        if self.set_aside.contains(&id) {
+            return Ok(());
+        }
+        let len = stored_len(&tx, to_sql(id));
+        if in_place {
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS set_aside (id INTEGER PRIMARY KEY)")?;
+            tx.execute("INSERT OR IGNORE INTO set_aside VALUES (?1)", [to_sql(id)])?;
+        } else {
+            tx.execute("DELETE FROM entries WHERE id = ?1", [to_sql(id)])?;
+        }
         tx.execute(
-            "UPDATE mailboxes SET entries = entries - 1 WHERE mailbox = ?1",
-            [&mailbox],
+            "UPDATE mailboxes SET entries = entries - 1, bytes = max(bytes - ?2, 0)
+             WHERE mailbox = ?1",
+            params![&mailbox, to_sql(len)],
         )?;
         tx.execute(
             "DELETE FROM mailboxes WHERE mailbox = ?1 AND entries <= 0",
             [&mailbox],
         )?;
         tx.commit()?;
+        if in_place {
+            self.set_aside.insert(id);
+        }
         Ok(())
     }
+
+    /// Drops the entries set aside in place from a page that read whole (a damaged body read
+    /// back after all).
+    pub(super) fn without_set_aside(&self, mut page: Vec<Entry>) -> Vec<Entry> {
+        if !self.set_aside.is_empty() {
+            page.retain(|e| !self.set_aside.contains(&e.id));
+        }
+        page
+    }
+}
+
+/// The stored length of entry `id`'s body, from the row's header (no overflow page read); 0 if
+/// not even that can be read.
+fn stored_len(conn: &rusqlite::Connection, id: i64) -> u64 {
+    conn.query_row(
+        "SELECT length(body) FROM entries WHERE id = ?1",
+        [id],
+        |row| row.get::<_, i64>(0),
+    )
+    .map_or(0, |len| len.max(0) as u64)
 }

@@ -52,6 +52,9 @@ pub struct SqliteStore {
     /// The highest id committed in an append or a remembered send (the `meta` row `written_id`,
     /// `guard.rs`): the high-water mark the identity check compares.
     written_id: u64,
+    /// Entries on damaged pages that could not be deleted and were set aside in place
+    /// (`damage.rs`): no read returns them.
+    set_aside: rustc_hash::FxHashSet<u64>,
     /// The lock file and the database file as they were at open: a commit into a file removed or
     /// replaced since is refused (`store/watch.rs`).
     watch: Option<crate::store::watch::Watch>,
@@ -117,9 +120,11 @@ impl SqliteStore {
             durability,
             identity: None,
             written_id: 0,
+            set_aside: Default::default(),
             watch: None,
         };
         schema::migrate(&mut store.conn, &store.path)?;
+        store.load_set_aside()?;
         store.check_identity(data_dir, accept_loss)?;
         tracing::info!(path = %store.path.display(), ?durability, "opened SQLite store");
         Ok(store)
@@ -246,7 +251,11 @@ impl SqliteStore {
         let rows = stmt.query_map(params![mailbox, to_sql(after), limit], |row| {
             RawEntry::read(row, true)
         })?;
-        rows.map(|row| row?.into_entry()).collect()
+        let page = rows
+            .map(|row| row?.into_entry())
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        Ok(self.without_set_aside(page))
     }
 }
 
@@ -297,14 +306,21 @@ impl MailboxStore for SqliteStore {
         let rows = stmt.query_map(params![to_sql(now_ms), limit], |row| {
             Ok((RawEntry::read(row, false)?, row.get::<_, i64>(9)?))
         })?;
-        rows.map(|row| {
-            let (raw, body_len) = row?;
-            Ok(ExpiredEntry {
-                entry: raw.into_entry()?,
-                body_len: body_len.max(0) as u64,
+        let expired: Vec<ExpiredEntry> = rows
+            .map(|row| {
+                let (raw, body_len) = row?;
+                Ok(ExpiredEntry {
+                    entry: raw.into_entry()?,
+                    body_len: body_len.max(0) as u64,
+                })
             })
-        })
-        .collect()
+            .collect::<Result<_, StoreError>>()?;
+        drop(stmt);
+        // Set aside with an `undeliverable` receipt already: never expired as well.
+        Ok(expired
+            .into_iter()
+            .filter(|e| !self.set_aside.contains(&e.entry.id))
+            .collect())
     }
 
     fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
