@@ -384,16 +384,22 @@ impl MailboxStore for SqliteStore {
     }
 
     fn oldest_sent_at_ms(&mut self) -> Result<Option<u64>, StoreError> {
-        // The lowest id is the entry accepted first: one step down the primary key.
-        let oldest: Option<i64> = self
+        // The lowest id is the entry accepted first: one step down the primary key, a few more
+        // past entries set aside in place (`damage.rs`).
+        let skip = i64::try_from(self.set_aside.len()).unwrap_or(i64::MAX);
+        let mut stmt = self
             .conn
-            .query_row(
-                "SELECT sent_at_ms FROM entries ORDER BY id LIMIT 1",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(oldest.map(from_sql))
+            .prepare_cached("SELECT id, sent_at_ms FROM entries ORDER BY id LIMIT ?1 + 1")?;
+        let rows = stmt.query_map([skip], |row| {
+            Ok((from_sql(row.get(0)?), from_sql(row.get(1)?)))
+        })?;
+        for row in rows {
+            let (id, sent_at_ms): (u64, u64) = row?;
+            if !self.set_aside.contains(&id) {
+                return Ok(Some(sent_at_ms));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -304,9 +304,9 @@ fn sqlite_reads_and_commits_around_a_damaged_body() {
 }
 
 /// An entry that cannot even be deleted is set aside in place (`damage.rs`): counted out of its
-/// mailbox, never read or listed as expired again, after a reopen too. (A page SQLite can read
-/// but not delete from cannot be made on purpose, so the test sets a healthy entry aside the
-/// same way.)
+/// mailbox, never read, listed as expired or taken for the oldest again, after a reopen too. (A
+/// page SQLite can read but not delete from cannot be made on purpose, so the test sets healthy
+/// entries aside the same way.)
 #[test]
 fn sqlite_never_returns_an_entry_set_aside_in_place_again() {
     let (dir, mut store) = open_sqlite();
@@ -317,6 +317,7 @@ fn sqlite_never_returns_an_entry_set_aside_in_place_again() {
         vec![entry(1, "bob", "one"), expiring, entry(3, "bob", "three")],
     );
     store.delete_damaged(2, true).expect("set aside in place");
+    store.delete_damaged(1, true).expect("the oldest too");
     let check = |store: &mut SqliteStore| {
         let ids: Vec<u64> = store
             .fetch("bob", 0, 10)
@@ -324,91 +325,18 @@ fn sqlite_never_returns_an_entry_set_aside_in_place_again() {
             .iter()
             .map(|e| e.id)
             .collect();
-        assert_eq!(ids, [1, 3]);
+        assert_eq!(ids, [3]);
         assert!(store.expired(u64::MAX, 10).expect("expired").is_empty());
         let usage = store.usage().expect("usage");
         let bob = usage.iter().find(|u| u.mailbox == "bob").expect("bob");
-        assert_eq!((bob.entries, bob.bytes), (2, 8));
+        assert_eq!((bob.entries, bob.bytes), (1, 5));
+        assert_eq!(
+            store.oldest_sent_at_ms().expect("oldest"),
+            Some(entry(3, "bob", "three").sent_at_ms)
+        );
     };
     check(&mut store);
     drop(store);
     let mut store = SqliteStore::open(dir.path(), Durability::Fsync).expect("reopen");
     check(&mut store);
-}
-
-/// A commit under an id reservation that survived (checkpointed into the database file) while the
-/// commits after it were lost with the WAL after a crash: the last id still stands at the
-/// reservation, so only the highest id written shows the loss, and the start is refused.
-#[test]
-fn sqlite_refuses_a_file_that_lost_commits_under_a_reservation_that_survived() {
-    let (dir, mut store) = open_sqlite();
-    store
-        .commit(&Batch {
-            appends: vec![entry(1, "bob", "one")],
-            reserve_ids_through: 1_000_000,
-            ..Default::default()
-        })
-        .expect("commit under a reservation");
-    store
-        .conn
-        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-        .expect("checkpoint");
-    append(&mut store, vec![entry(2, "bob", "two")]);
-    // The database file as a crash that then lost the WAL would leave it.
-    let db = dir.path().join(DB_FILE);
-    let kept = std::fs::read(&db).expect("read the database file");
-    store.identity = None; // No mark recorded at close, as after `kill -9`.
-    drop(store);
-    std::fs::write(&db, kept).expect("the file without the commit");
-    for wal in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}{wal}")));
-    }
-    let err = SqliteStore::open(dir.path(), Durability::Fsync).expect_err("refused");
-    let text = err.to_string();
-    assert!(
-        text.contains("lost its newest commits") && text.contains("expected entries up to id 2"),
-        "{text}"
-    );
-    let mut store =
-        SqliteStore::open_with(dir.path(), Durability::Fsync, true).expect("loss accepted");
-    assert_eq!(count(&mut store, "bob"), 1);
-    assert!(
-        store.last_id().expect("last id") > 1_000_000,
-        "no id the lost reservation covered is handed out again"
-    );
-    drop(store);
-    SqliteStore::open(dir.path(), Durability::Fsync).expect("accepted once, then it is the store");
-}
-
-/// A file made before the row `written_id` counts its last id as written, so a mark recorded
-/// then is never above what the file shows, and its first commit starts the row there.
-#[test]
-fn sqlite_counts_an_older_file_s_last_id_as_written_until_it_commits() {
-    let (dir, mut store) = open_sqlite();
-    store
-        .commit(&Batch {
-            appends: vec![entry(1, "bob", "one")],
-            reserve_ids_through: 500,
-            ..Default::default()
-        })
-        .expect("commit");
-    store
-        .conn
-        .execute_batch("DELETE FROM meta WHERE key = 'written_id'")
-        .expect("as an older broker left it");
-    store.written_id = 0;
-    store.identity = None;
-    drop(store);
-    let store = SqliteStore::open(dir.path(), Durability::Fsync).expect("reopen");
-    assert_eq!(store.written_id, 500);
-    drop(store);
-    let mut store = SqliteStore::open(dir.path(), Durability::Fsync).expect("reopen");
-    append(&mut store, vec![entry(501, "bob", "two")]);
-    let row: i64 = store
-        .conn
-        .query_row("SELECT value FROM meta WHERE key = 'written_id'", [], |r| {
-            r.get(0)
-        })
-        .expect("the row");
-    assert_eq!(row, 501);
 }
