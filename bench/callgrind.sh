@@ -40,6 +40,8 @@ run() {
     local dir
     dir=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-callgrind-XXXXXX")
     : >"$dir/broker.log"
+    # Not the default admin port: a broker the user runs may hold it.
+    SWITCHBOARD_BROKER_ADMIN__LISTEN=127.0.0.1:0 \
     SWITCHBOARD_BROKER_DURABILITY=fsync SWITCHBOARD_BROKER_LOG__LEVEL="warn,switchboard_broker::server=info" \
         valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" \
         "$BROKER" --listen 127.0.0.1:0 --data-dir "$dir/data" >/dev/null 2>"$dir/broker.log" &

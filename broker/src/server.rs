@@ -162,6 +162,15 @@ impl Broker {
             cause,
         })?;
 
+        let admin_listener = match settings.admin_addr().map_err(BrokerError::Settings)? {
+            None => None,
+            Some(_) => Some(
+                AdminListener::bind(&settings.admin.listen).map_err(|cause| BrokerError::Bind {
+                    addr: format!("{} (admin.listen)", settings.admin.listen),
+                    cause,
+                })?,
+            ),
+        };
         let (datagrams, udp) = start_datagrams(&settings, local_addr, &metrics)?;
         let (registry, presence, takeovers) = match settings.store {
             StoreKind::Postgres => {
@@ -198,9 +207,9 @@ impl Broker {
         let readiness = Arc::new(Readiness::default());
         let admin_tls_on = admin_tls.is_some();
         let live = Arc::new(Live::new(given, auth.clone(), tls.clone(), admin_tls));
-        let admin = match settings.admin_addr().map_err(BrokerError::Settings)? {
+        let admin = match admin_listener {
             None => None,
-            Some(_) => {
+            Some(listener) => {
                 let parts = AdminParts {
                     metrics: metrics.clone(),
                     readiness: readiness.clone(),
@@ -211,11 +220,12 @@ impl Broker {
                 };
                 let state = AdminState::new(settings.clone(), parts);
                 let admin_tls = admin_tls_on.then(|| live.clone());
-                let admin = AdminListener::start(&settings.admin.listen, state, admin_tls)
-                    .map_err(|cause| BrokerError::Bind {
+                let admin = AdminListener::start(listener, state, admin_tls).map_err(|cause| {
+                    BrokerError::Bind {
                         addr: format!("{} (admin.listen)", settings.admin.listen),
                         cause,
-                    })?;
+                    }
+                })?;
                 Some(admin)
             }
         };

@@ -219,6 +219,28 @@ fn a_second_broker_on_the_same_data_directory_is_refused_naming_the_first() {
     let _third = Listening::start(again);
 }
 
+/// An admin port another process holds refuses the start with one line naming the key, and no
+/// panic: every listener is bound before any actor starts (a Router started and then dropped with
+/// the runtime used to panic in its `started`).
+#[test]
+fn an_admin_port_in_use_is_refused_naming_the_key_without_a_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = broker();
+    cmd.env("SWITCHBOARD_BROKER_ADMIN__LISTEN", addr.to_string())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path());
+    let out = output_within_bound(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("admin.listen") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// `passwd list` and `passwd remove` on a file that is not there (a typo in `--file`) say so and exit
 /// 1, rather than listing nothing and succeeding.
 #[test]

@@ -101,15 +101,21 @@ pub(crate) struct AdminListener {
 }
 
 impl AdminListener {
-    /// Binds `listen` (already validated) and serves on a new arbiter; with TLS when `tls` is
+    /// Binds `listen` (already validated), before anything else of the broker starts, so a port
+    /// in use refuses the start with nothing to undo.
+    pub(crate) fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+
+    /// Serves on `listener` ([`AdminListener::bind`]) on a new arbiter; with TLS when `tls` is
     /// given, each connection served the admin certificate `tls` holds when it arrives.
     pub(crate) fn start(
-        listen: &str,
+        listener: std::net::TcpListener,
         state: AdminState,
         tls: Option<Arc<Live>>,
     ) -> std::io::Result<AdminListener> {
-        let listener = std::net::TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let arbiter = Arbiter::new();
