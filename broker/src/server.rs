@@ -18,7 +18,7 @@ use crate::accept;
 use crate::admin::{AdminListener, AdminParts, AdminState, Readiness};
 use crate::auth::Auth;
 use crate::cluster::{self, PresenceThread, WakeListener};
-use crate::datagram::{self, Datagrams};
+use crate::datagram::{self, Datagrams, UdpOut};
 use crate::descriptors;
 use crate::metrics::Metrics;
 use crate::notify::Probe;
@@ -373,6 +373,7 @@ fn start_datagrams(
         tracing::warn!(address = %local, "udp.listen is set beside TLS: datagrams over UDP travel unencrypted (SECURITY.md)");
     }
     let receiving = socket.try_clone().map_err(bind_error)?;
+    let socket = UdpOut::new(socket).map_err(bind_error)?;
     let datagrams = Arc::new(Datagrams::new(limits, metrics.clone(), Some(socket)));
     let arbiter = Arbiter::new();
     let listener = datagrams.clone();
