@@ -66,10 +66,11 @@ enum Incoming {
     Dropped,
 }
 
-/// The session's UDP socket: its sender, and the task reading it.
+/// The session's UDP socket: its sender, the task reading it and the one sending its batches.
 pub(crate) struct UdpPath {
     pub(crate) sender: Arc<UdpSender>,
     reader: JoinHandle<()>,
+    flusher: JoinHandle<()>,
     shared: Arc<UdpShared>,
     /// How many `bound` answers the reader has seen.
     answers: watch::Receiver<u64>,
@@ -95,13 +96,18 @@ impl UdpPath {
             Ok((socket, state))
         });
         let (socket, state) = match opened {
-            Ok((socket, state)) => (Arc::new(socket), state),
+            Ok((socket, state)) => (Arc::new(socket), Arc::new(state)),
             Err(error) => {
                 tracing::debug!(%error, %broker, "no udp socket to the broker; datagrams go over tcp");
                 return None;
             }
         };
-        let sender = Arc::new(UdpSender::new(socket.clone(), session, key.clone()));
+        let sender = Arc::new(UdpSender::new(
+            socket.clone(),
+            state.clone(),
+            (broker, session, key.clone()),
+            shared.counters.clone(),
+        ));
         // Awaited, unlike later binds: a new socket may not be known writable yet, and `try_send`
         // would then drop the first bind.
         if let Err(error) = sender.send_bind().await {
@@ -120,9 +126,11 @@ impl UdpPath {
             events,
             answered,
         };
+        let flusher = tokio::spawn(flush(sender.clone()));
         Some(Self {
             sender,
             reader: tokio::spawn(reader.run()),
+            flusher,
             shared,
             answers,
         })
@@ -150,6 +158,8 @@ impl UdpPath {
     /// (so nothing it read can follow the connection's last event).
     pub(crate) async fn stop(mut self) {
         self.shared.set(None);
+        self.sender.flush();
+        self.flusher.abort();
         self.reader.abort();
         let _ = (&mut self.reader).await;
     }
@@ -157,7 +167,17 @@ impl UdpPath {
 
 impl Drop for UdpPath {
     fn drop(&mut self) {
+        self.flusher.abort();
         self.reader.abort();
+    }
+}
+
+/// Sends each batch the handles began but did not fill ([`UdpSender`]), once the task that began
+/// it yields.
+async fn flush(sender: Arc<UdpSender>) {
+    loop {
+        sender.pending.notified().await;
+        sender.flush();
     }
 }
 
@@ -220,7 +240,7 @@ fn allow_fragments(_socket: &UdpSocket) {}
 struct Reader {
     socket: Arc<UdpSocket>,
     /// What `quinn_udp` knows of the socket (GRO on), for batched reads.
-    state: UdpSocketState,
+    state: Arc<UdpSocketState>,
     session: u64,
     key: DatagramKey,
     window: ReplayWindow,
