@@ -16,9 +16,8 @@ pub(crate) mod udp;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::RngCore;
-use switchboard_proto::datagram::{seal_frame, Direction, DATAGRAM_OVERHEAD, FRAME_ROOM};
 use switchboard_proto::{BrokerFrame, ClientId, DatagramKey};
 
 pub(crate) use self::outbox::{Outbox, UdpOut};
@@ -155,7 +154,7 @@ impl Datagrams {
         match (bound, &self.udp) {
             (Some(addr), Some(_)) => {
                 let frame = BrokerFrame::Datagram { from, body };
-                out.push(addr, seal_for(&recipient, Some(&frame)), true);
+                out.push(recipient, addr, Some(frame));
                 Ok(())
             }
             _ => {
@@ -176,29 +175,6 @@ impl Datagrams {
     pub(crate) fn dropped(&self, reason: Dropped) {
         self.metrics.datagrams.dropped(reason);
     }
-}
-
-/// Seals `frame` (or nothing: the answer to a bind) for `peer`, under its next sequence number.
-fn seal_for(peer: &Peer, frame: Option<&BrokerFrame>) -> BytesMut {
-    let sequence = {
-        let mut udp = lock(&peer.udp);
-        udp.sent += 1;
-        udp.sent
-    };
-    let room = match frame {
-        Some(BrokerFrame::Datagram { from, body }) => FRAME_ROOM + from.len() + body.len(),
-        _ => 0,
-    };
-    let mut out = BytesMut::with_capacity(DATAGRAM_OVERHEAD + room);
-    seal_frame(
-        &mut out,
-        Direction::ToClient,
-        peer.session,
-        sequence,
-        &peer.key,
-        frame,
-    );
-    out
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -1,17 +1,21 @@
 //! The broker's UDP socket (its batched receive and send), and the datagrams sealed for it during one batch.
 //!
 //! The listener reads up to `quinn_udp::BATCH_SIZE` datagrams with one `recvmmsg`; what they route
-//! over UDP is sealed into an [`Outbox`] and sent once the batch is done, not one `sendto` each:
-//! grouped by destination (in order within each), and a run of equal-sized datagrams to one
+//! over UDP waits in an [`Outbox`] and is sealed and sent once the batch is done, not one `sendto`
+//! each: grouped by recipient (in order within each), and a run of equal-sized datagrams to one
 //! address leaves in one `sendmsg` with GSO (`UDP_SEGMENT`), which the kernel splits into datagrams
 //! again (or hands whole to a receiver that asked for GRO). A full socket buffer drops what did not
 //! fit, never waits.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use switchboard_proto::datagram::{seal_frame, Direction, DATAGRAM_OVERHEAD, FRAME_ROOM};
+use switchboard_proto::BrokerFrame;
 
+use super::peer::{lock, Peer};
 use crate::metrics::{Dropped, Metrics, Via};
 
 /// At most this many bytes in one GSO send: what one UDP datagram may hold.
@@ -89,80 +93,124 @@ fn allow_fragments(socket: &std::net::UdpSocket) {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn allow_fragments(_socket: &std::net::UdpSocket) {}
 
-/// One sealed datagram waiting for the end of the batch.
-struct Sealed {
+/// A datagram (or a `bound` answer: `None`) waiting for the end of the batch, sealed only then.
+struct Pending {
+    peer: Arc<Peer>,
     to: SocketAddr,
-    bytes: BytesMut,
-    /// A `datagram` (counted delivered once the socket took it), not a `bound` answer.
-    counted: bool,
+    frame: Option<BrokerFrame>,
 }
 
-/// The datagrams sealed during one batch, sent together by [`Outbox::flush`].
+/// What a batch sends over UDP, sent together by [`Outbox::flush`].
 #[derive(Default)]
 pub(crate) struct Outbox {
-    pending: Vec<Sealed>,
+    pending: Vec<Pending>,
+    /// One recipient's datagrams, sealed; kept between batches.
+    sealed: Vec<BytesMut>,
     /// Where a GSO run is put together; kept between batches.
     run: Vec<u8>,
 }
 
 impl Outbox {
-    /// Queues a sealed datagram for `to`; `counted` for a `datagram`, not a `bound` answer.
-    pub(super) fn push(&mut self, to: SocketAddr, bytes: BytesMut, counted: bool) {
-        self.pending.push(Sealed { to, bytes, counted });
+    /// Queues `frame` for `peer` at `to` (`None`: a `bound` answer).
+    pub(super) fn push(&mut self, peer: Arc<Peer>, to: SocketAddr, frame: Option<BrokerFrame>) {
+        self.pending.push(Pending { peer, to, frame });
     }
 
-    /// Sends everything queued: per destination in order, equal-sized neighbours in one GSO send.
-    /// What the socket refused is dropped and counted (`send_failed`).
+    /// Sends everything queued, per recipient in order. A recipient's datagrams are sealed (their
+    /// sequence numbers taken) and sent under its lock, so another thread's datagram to it (from a
+    /// TCP session) never overtakes them by more than its replay window. What the socket refused is
+    /// dropped and counted (`send_failed`).
     pub(crate) fn flush(&mut self, out: &UdpOut, metrics: &Metrics) {
-        if self.pending.is_empty() {
-            return;
+        // Stable: each recipient's datagrams keep their order.
+        self.pending.sort_by_key(|p| (p.to, p.peer.session));
+        let mut rest = std::mem::take(&mut self.pending);
+        let mut at = 0;
+        while let Some(first) = rest.get(at) {
+            let len = rest[at..]
+                .iter()
+                .take_while(|p| p.to == first.to && Arc::ptr_eq(&p.peer, &first.peer))
+                .count();
+            self.send_to_one(out, metrics, &rest[at..at + len]);
+            at += len;
         }
-        // Stable: each destination's datagrams keep their order (and their sequence numbers').
-        self.pending.sort_by_key(|sealed| sealed.to);
+        rest.clear();
+        self.pending = rest;
+    }
+
+    /// Seals and sends the datagrams of `group`, all for one recipient at one address.
+    fn send_to_one(&mut self, out: &UdpOut, metrics: &Metrics, group: &[Pending]) {
+        let (peer, to) = (&group[0].peer, group[0].to);
+        let mut udp = lock(&peer.udp);
+        self.sealed.clear();
+        for pending in group {
+            udp.sent += 1;
+            self.sealed
+                .push(seal(peer, udp.sent, pending.frame.as_ref()));
+        }
         let max_segments = out.state.max_gso_segments().max(1);
-        let mut rest = &self.pending[..];
-        while let Some(first) = rest.first() {
-            let segment = first.bytes.len();
-            let mut taken = 1;
-            let mut bytes = segment;
-            while let Some(next) = rest.get(taken) {
-                let fits = next.to == first.to
-                    && next.bytes.len() <= segment
-                    && taken < max_segments
-                    && bytes + next.bytes.len() <= GSO_BYTES;
-                if !fits {
-                    break;
-                }
-                bytes += next.bytes.len();
-                taken += 1;
-                if next.bytes.len() < segment {
-                    break; // only the last of a GSO run may be shorter
-                }
-            }
-            let (run, later) = rest.split_at(taken);
+        let mut at = 0;
+        while at < group.len() {
+            let taken = gso_run(&self.sealed[at..], max_segments);
+            let run = &self.sealed[at..at + taken];
+            let segment = run[0].len();
             let sent = if let [only] = run {
-                out.send(only.to, &only.bytes, segment)
+                out.send(to, only, segment)
             } else {
                 self.run.clear();
                 for sealed in run {
-                    self.run.extend_from_slice(&sealed.bytes);
+                    self.run.extend_from_slice(sealed);
                 }
-                out.send(first.to, &self.run, segment)
+                out.send(to, &self.run, segment)
             };
             if let Err(error) = &sent {
-                tracing::debug!(%error, addr = %first.to, datagrams = taken, "cannot send datagrams");
+                tracing::debug!(%error, addr = %to, datagrams = taken, "cannot send datagrams");
             }
-            for sealed in run {
+            for pending in &group[at..at + taken] {
                 match sent {
-                    Ok(()) if sealed.counted => metrics.datagrams.delivered(Via::Udp),
+                    Ok(()) if pending.frame.is_some() => metrics.datagrams.delivered(Via::Udp),
                     Ok(()) => {}
                     Err(_) => metrics.datagrams.dropped(Dropped::SendFailed),
                 }
             }
-            rest = later;
+            at += taken;
         }
-        self.pending.clear();
     }
+}
+
+/// How many of `sealed` (at least one) go in one GSO send: equal-sized, the last maybe shorter.
+fn gso_run(sealed: &[BytesMut], max_segments: usize) -> usize {
+    let segment = sealed[0].len();
+    let mut taken = 1;
+    let mut bytes = segment;
+    while let Some(next) = sealed.get(taken) {
+        if next.len() > segment || taken >= max_segments || bytes + next.len() > GSO_BYTES {
+            break;
+        }
+        bytes += next.len();
+        taken += 1;
+        if next.len() < segment {
+            break;
+        }
+    }
+    taken
+}
+
+/// Seals `frame` (or nothing: the answer to a bind) for `peer` under `sequence`.
+fn seal(peer: &Peer, sequence: u64, frame: Option<&BrokerFrame>) -> BytesMut {
+    let room = match frame {
+        Some(BrokerFrame::Datagram { from, body }) => FRAME_ROOM + from.len() + body.len(),
+        _ => 0,
+    };
+    let mut out = BytesMut::with_capacity(DATAGRAM_OVERHEAD + room);
+    seal_frame(
+        &mut out,
+        Direction::ToClient,
+        peer.session,
+        sequence,
+        &peer.key,
+        frame,
+    );
+    out
 }
 
 #[cfg(test)]
@@ -170,52 +218,81 @@ mod tests {
     use std::net::UdpSocket;
     use std::time::Duration;
 
-    use super::*;
+    use bytes::Bytes;
+    use switchboard_proto::datagram::parse;
+    use switchboard_proto::{ClientId, DatagramKey, DecodeFrame};
 
-    fn receiver() -> UdpSocket {
+    use super::*;
+    use crate::auth::Grant;
+
+    fn recipient(name: &str, session: u64) -> (Arc<Peer>, UdpSocket) {
+        let id = ClientId::new(name.to_string()).unwrap();
+        let key = DatagramKey::new([session as u8; 32]);
+        let peer = Peer::new(id, session, session, key, Grant::default(), (0, 8));
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        socket
+        (Arc::new(peer), socket)
     }
 
-    fn received(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+    fn datagram(len: usize) -> Option<BrokerFrame> {
+        Some(BrokerFrame::Datagram {
+            from: "alice".into(),
+            body: Bytes::from(vec![len as u8; len]),
+        })
+    }
+
+    /// What `socket` received: each datagram's sequence number and body length (0 for `bound`),
+    /// after its MAC is checked under `peer`'s key.
+    fn received(peer: &Peer, socket: &UdpSocket, count: usize) -> Vec<(u64, usize)> {
         let mut buf = [0u8; 2048];
         (0..count)
             .map(|_| {
                 let len = socket.recv(&mut buf).expect("a datagram within 5 s");
-                buf[..len].to_vec()
+                let sealed = parse(&buf[..len]).expect("a datagram's layout");
+                assert!(sealed.verify(&peer.key), "sealed under the recipient's key");
+                assert_eq!(sealed.session, peer.session);
+                if sealed.payload.is_empty() {
+                    return (sealed.sequence, 0);
+                }
+                match BrokerFrame::decode_frame(&Bytes::copy_from_slice(sealed.payload)) {
+                    Ok(BrokerFrame::Datagram { body, .. }) => (sealed.sequence, body.len()),
+                    other => panic!("expected a datagram frame, got {other:?}"),
+                }
             })
             .collect()
     }
 
-    fn datagram(fill: u8, len: usize) -> BytesMut {
-        BytesMut::from(&vec![fill; len][..])
-    }
-
     #[test]
-    fn a_batch_reaches_each_destination_whole_and_in_order() {
-        let sending = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    fn a_batch_reaches_each_recipient_whole_in_order_and_numbered_in_order() {
+        let sending = UdpSocket::bind("127.0.0.1:0").unwrap();
         sending.set_nonblocking(true).unwrap();
         let out = UdpOut::new(sending).unwrap();
-        let (bob, carol) = (receiver(), receiver());
-        let (to_bob, to_carol) = (bob.local_addr().unwrap(), carol.local_addr().unwrap());
+        let (bob, bob_socket) = recipient("bob", 1);
+        let (carol, carol_socket) = recipient("carol", 2);
+        let (to_bob, to_carol) = (
+            bob_socket.local_addr().unwrap(),
+            carol_socket.local_addr().unwrap(),
+        );
         let mut outbox = Outbox::default();
-        // Bob's interleaved with Carol's; equal sizes (one GSO run), a shorter one ending it, then
-        // a longer one starting the next.
-        let bobs = [(1, 100), (2, 100), (3, 100), (4, 60), (5, 300), (6, 300)];
-        for (i, &(fill, len)) in bobs.iter().enumerate() {
-            outbox.push(to_bob, datagram(fill, len), true);
+        // Bob's interleaved with Carol's: equal sizes (one GSO run), a shorter one ending it, then
+        // longer ones starting the next; Carol's begin with a `bound` answer.
+        let bobs = [100, 100, 100, 60, 300, 300];
+        for (i, &len) in bobs.iter().enumerate() {
+            outbox.push(bob.clone(), to_bob, datagram(len));
             if i % 2 == 0 {
-                outbox.push(to_carol, datagram(100 + fill, 50), i != 0);
+                let frame = if i == 0 { None } else { datagram(50) };
+                outbox.push(carol.clone(), to_carol, frame);
             }
         }
         outbox.flush(&out, &Metrics::new());
 
-        let expected: Vec<Vec<u8>> = bobs.iter().map(|&(f, l)| vec![f; l]).collect();
-        assert_eq!(received(&bob, bobs.len()), expected);
-        let expected: Vec<Vec<u8>> = [101, 103, 105].iter().map(|&f| vec![f; 50]).collect();
-        assert_eq!(received(&carol, 3), expected);
+        let expected: Vec<(u64, usize)> = (1..).zip(bobs).collect();
+        assert_eq!(received(&bob, &bob_socket, bobs.len()), expected);
+        assert_eq!(
+            received(&carol, &carol_socket, 3),
+            vec![(1, 0), (2, 50), (3, 50)]
+        );
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::peer::lock;
-use super::{seal_for, Datagrams, Outbox};
+use super::{Datagrams, Outbox};
 use crate::metrics::{Dropped, Via};
 
 /// Room for one buffer of a batch: the largest datagram the settings allow, or a GRO train (at most
@@ -95,7 +95,7 @@ impl Datagrams {
         }
         if sealed.payload.is_empty() {
             self.udp.as_ref().ok_or(Dropped::SendFailed)?;
-            out.push(addr, seal_for(&peer, None), false);
+            out.push(peer, addr, None);
             return Ok(());
         }
         let payload = Bytes::copy_from_slice(sealed.payload);
