@@ -314,8 +314,10 @@ impl Broker {
         for worker in &self.workers {
             worker.stop();
         }
-        if let Some((udp, _)) = &self.udp {
-            udp.stop();
+        if let Some((readers, _)) = &self.udp {
+            for reader in readers {
+                reader.stop();
+            }
         }
         match tokio::time::timeout(grace, self.router.send(router::Drain)).await {
             Ok(_) => tracing::info!("store writes committed"),
@@ -346,8 +348,8 @@ impl Broker {
     }
 }
 
-/// The UDP listener's arbiter (its thread) and the address it is bound to.
-type UdpListener = (Arbiter, SocketAddr);
+/// The UDP listener's arbiters (a thread per reader) and the address it is bound to.
+type UdpListener = (Vec<Arbiter>, SocketAddr);
 
 /// The datagram directory, and the UDP listener on its own arbiter when `udp.listen` asks for one
 /// (by default where TCP listens: `tcp`). A port that cannot be bound refuses the start.
@@ -367,31 +369,52 @@ fn start_datagrams(
         addr: format!("{addr} (udp.listen)"),
         cause,
     };
-    let socket = udp_socket(addr, settings.udp.socket_buffer_bytes).map_err(bind_error)?;
+    let (buffer, readers) = (
+        settings.udp.socket_buffer_bytes,
+        settings.udp.readers.max(1),
+    );
+    let socket = udp_socket(addr, buffer, readers > 1).map_err(bind_error)?;
     let local = socket.local_addr().map_err(bind_error)?;
     if !settings.tls.cert_file.as_os_str().is_empty() {
         tracing::warn!(address = %local, "udp.listen is set beside TLS: datagrams over UDP travel unencrypted (SECURITY.md)");
     }
-    let receiving = socket.try_clone().map_err(bind_error)?;
+    let mut receiving = vec![socket.try_clone().map_err(bind_error)?];
+    for _ in 1..readers {
+        receiving.push(udp_socket(local, buffer, true).map_err(bind_error)?);
+    }
     let socket = UdpOut::new(socket).map_err(bind_error)?;
     let datagrams = Arc::new(Datagrams::new(limits, metrics.clone(), Some(socket)));
-    let arbiter = Arbiter::new();
-    let listener = datagrams.clone();
-    arbiter.spawn(async move {
-        match tokio::net::UdpSocket::from_std(receiving) {
-            Ok(socket) => datagram::udp::run(socket, listener).await,
-            Err(error) => tracing::error!(%error, "cannot start the udp listener"),
-        }
-    });
-    tracing::info!(address = %local, "datagrams over udp at {local}");
-    Ok((datagrams, Some((arbiter, local))))
+    let arbiters = receiving
+        .into_iter()
+        .map(|socket| {
+            let arbiter = Arbiter::new();
+            let listener = datagrams.clone();
+            arbiter.spawn(async move {
+                match tokio::net::UdpSocket::from_std(socket) {
+                    Ok(socket) => datagram::udp::run(socket, listener).await,
+                    Err(error) => tracing::error!(%error, "cannot start the udp listener"),
+                }
+            });
+            arbiter
+        })
+        .collect();
+    tracing::info!(address = %local, readers, "datagrams over udp at {local}");
+    Ok((datagrams, Some((arbiters, local))))
 }
 
 /// A non-blocking UDP socket bound to `addr`, its buffers asked to be `buffer` bytes (a refusal is
-/// logged; the kernel's default then stays).
-fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+/// logged; the kernel's default then stays); `shared`: one of several on the port (`SO_REUSEPORT`).
+fn udp_socket(
+    addr: SocketAddr,
+    buffer: usize,
+    shared: bool,
+) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     if let Err(error) = socket
         .set_recv_buffer_size(buffer)
         .and_then(|()| socket.set_send_buffer_size(buffer))

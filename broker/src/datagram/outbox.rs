@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn_udp::{Transmit, UdpSocketState};
 use switchboard_proto::datagram::{seal_frame, Direction, DATAGRAM_OVERHEAD, FRAME_ROOM};
 use switchboard_proto::BrokerFrame;
 
@@ -42,16 +42,6 @@ impl UdpOut {
         self.socket.local_addr()
     }
 
-    /// Reads a batch from `socket` (the listener's handle on the same socket) into `bufs`.
-    pub(super) fn receive(
-        &self,
-        socket: &tokio::net::UdpSocket,
-        bufs: &mut [std::io::IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> std::io::Result<usize> {
-        self.state.recv(socket.into(), bufs, meta)
-    }
-
     /// Sends `contents` (datagrams of `segment` bytes, the last maybe shorter) to `to`.
     fn send(&self, to: SocketAddr, contents: &[u8], segment: usize) -> std::io::Result<()> {
         let transmit = Transmit {
@@ -67,10 +57,11 @@ impl UdpOut {
 
 /// Puts back `IP_PMTUDISC_WANT` (Linux's default for UDP) where `quinn_udp` set `PROBE`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn allow_fragments(socket: &std::net::UdpSocket) {
+pub(super) fn allow_fragments(socket: &impl std::os::fd::AsFd) {
     use std::os::fd::AsRawFd;
-    let (level, option) = match socket.local_addr() {
-        Ok(SocketAddr::V4(_)) => (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+    let socket = socket2::SockRef::from(socket);
+    let (level, option) = match socket.local_addr().ok().and_then(|a| a.as_socket()) {
+        Some(SocketAddr::V4(_)) => (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
         _ => (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
     };
     let want: libc::c_int = libc::IP_PMTUDISC_WANT;
@@ -91,7 +82,7 @@ fn allow_fragments(socket: &std::net::UdpSocket) {
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn allow_fragments(_socket: &std::net::UdpSocket) {}
+pub(super) fn allow_fragments<S>(_socket: &S) {}
 
 /// A datagram (or a `bound` answer: `None`) waiting for the end of the batch, sealed only then.
 struct Pending {

@@ -1,6 +1,6 @@
 //! The UDP listener: datagrams in, each proven before anything in it is believed.
 //!
-//! One tokio task on its own arbiter reads the socket, up to `quinn_udp::BATCH_SIZE` datagrams per
+//! A tokio task on its own arbiter reads each of the port's sockets (`udp.readers`), up to `quinn_udp::BATCH_SIZE` datagrams per
 //! `recvmmsg` (a GRO train, datagrams the kernel coalesced, is split at its stride). For each
 //! datagram, in order: its layout (`switchboard_proto::datagram::parse`), the session it names (open
 //! now), its MAC under that session's key (constant time), its sequence number (the replay window);
@@ -15,12 +15,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quinn_udp::{RecvMeta, BATCH_SIZE};
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 use switchboard_proto::datagram::{parse, Direction};
 use switchboard_proto::{ClientFrame, DecodeFrame};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::outbox::allow_fragments;
 use super::peer::lock;
 use super::{Datagrams, Outbox};
 use crate::metrics::{Dropped, Via};
@@ -31,9 +32,14 @@ const RECEIVE_BUFFER: usize = 70 * 1024;
 
 /// Reads datagrams until the socket fails or the task is stopped (with its arbiter, at shutdown).
 pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
-    let Some(udp) = datagrams.udp.as_ref() else {
-        return;
+    let state = match UdpSocketState::new((&socket).into()) {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::error!(%error, "cannot set up the udp listener");
+            return;
+        }
     };
+    allow_fragments(&socket);
     let mut storage = vec![0u8; RECEIVE_BUFFER * BATCH_SIZE];
     let mut meta = [RecvMeta::default(); BATCH_SIZE];
     let mut out = Outbox::default();
@@ -44,7 +50,7 @@ pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
             .collect();
         let read = socket
             .async_io(Interest::READABLE, || {
-                udp.receive(&socket, &mut bufs, &mut meta)
+                state.recv((&socket).into(), &mut bufs, &mut meta)
             })
             .await;
         match read {
