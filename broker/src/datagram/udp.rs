@@ -43,11 +43,11 @@ pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
     let mut storage = vec![0u8; RECEIVE_BUFFER * BATCH_SIZE];
     let mut meta = [RecvMeta::default(); BATCH_SIZE];
     let mut out = Outbox::default();
+    let mut bufs: Vec<IoSliceMut<'_>> = storage
+        .chunks_mut(RECEIVE_BUFFER)
+        .map(IoSliceMut::new)
+        .collect();
     loop {
-        let mut bufs: Vec<IoSliceMut<'_>> = storage
-            .chunks_mut(RECEIVE_BUFFER)
-            .map(IoSliceMut::new)
-            .collect();
         let read = socket
             .async_io(Interest::READABLE, || {
                 state.recv((&socket).into(), &mut bufs, &mut meta)

@@ -254,11 +254,11 @@ impl Reader {
     async fn run(mut self) {
         let mut storage = vec![0u8; RECEIVE_BUFFER * BATCH_SIZE];
         let mut meta = [RecvMeta::default(); BATCH_SIZE];
+        let mut bufs: Vec<IoSliceMut<'_>> = storage
+            .chunks_mut(RECEIVE_BUFFER)
+            .map(IoSliceMut::new)
+            .collect();
         loop {
-            let mut bufs: Vec<IoSliceMut<'_>> = storage
-                .chunks_mut(RECEIVE_BUFFER)
-                .map(IoSliceMut::new)
-                .collect();
             let (socket, state) = (&self.socket, &self.state);
             let read = socket
                 .async_io(Interest::READABLE, || {
