@@ -373,6 +373,15 @@ fn start_datagrams(
         settings.udp.socket_buffer_bytes,
         settings.udp.readers.max(1),
     );
+    // A port shared by several readers (`SO_REUSEPORT`) would let a second broker of this user on
+    // the same address start and take a share: a plain bind first refuses the start if the port is
+    // taken, as with one reader, and picks the port when asked for port 0.
+    let addr = if readers > 1 {
+        let probe = udp_socket(addr, buffer, false).map_err(bind_error)?;
+        probe.local_addr().map_err(bind_error)?
+    } else {
+        addr
+    };
     let socket = udp_socket(addr, buffer, readers > 1).map_err(bind_error)?;
     let local = socket.local_addr().map_err(bind_error)?;
     if !settings.tls.cert_file.as_os_str().is_empty() {
@@ -476,4 +485,40 @@ async fn open_blocking(
     tokio::task::spawn_blocking(move || open(&dir, durability))
         .await
         .map_err(|_| StoreError::Stopped)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_settings(listen: &str, readers: usize) -> Settings {
+        let mut settings = Settings::default();
+        settings.udp.listen = Some(listen.to_string());
+        settings.udp.readers = readers;
+        settings
+    }
+
+    #[test]
+    fn a_udp_port_already_taken_refuses_the_start_whatever_the_readers() {
+        actix_rt::System::new().block_on(async {
+            let metrics = Arc::new(Metrics::new());
+            let tcp: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let first = start_datagrams(&udp_settings("127.0.0.1:0", 2), tcp, &metrics);
+            let (_, Some((arbiters, taken))) = first.expect("a free port") else {
+                panic!("a udp listener was asked for");
+            };
+            for readers in [1, 2] {
+                let second =
+                    start_datagrams(&udp_settings(&taken.to_string(), readers), tcp, &metrics);
+                assert!(
+                    matches!(second, Err(BrokerError::Bind { .. })),
+                    "{readers} reader(s) on {taken}, taken by two: {:?}",
+                    second.err()
+                );
+            }
+            for arbiter in arbiters {
+                arbiter.stop();
+            }
+        });
+    }
 }
