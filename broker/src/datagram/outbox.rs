@@ -55,34 +55,16 @@ impl UdpOut {
     }
 }
 
-/// Puts back `IP_PMTUDISC_WANT` (Linux's default for UDP) where `quinn_udp` set `PROBE`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(super) fn allow_fragments(socket: &impl std::os::fd::AsFd) {
-    use std::os::fd::AsRawFd;
-    let socket = socket2::SockRef::from(socket);
-    let (level, option) = match socket.local_addr().ok().and_then(|a| a.as_socket()) {
-        Some(SocketAddr::V4(_)) => (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
-        _ => (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
-    };
-    let want: libc::c_int = libc::IP_PMTUDISC_WANT;
-    // SAFETY: a valid socket, an int option, and its size.
-    let done = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            option,
-            (&want as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if done != 0 {
-        let error = std::io::Error::last_os_error();
+/// Puts back the kernel's default IP fragmentation where `quinn_udp` forbade it
+/// (`switchboard_proto::fragments`).
+pub(super) fn allow_fragments(socket: &(impl std::os::fd::AsRawFd + std::os::fd::AsFd)) {
+    let ipv4 = socket2::SockRef::from(socket)
+        .local_addr()
+        .is_ok_and(|addr| addr.is_ipv4());
+    if let Err(error) = switchboard_proto::fragments::allow_fragments(socket, ipv4) {
         tracing::debug!(%error, "cannot allow ip fragmentation on the udp socket");
     }
 }
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(super) fn allow_fragments<S>(_socket: &S) {}
 
 /// A datagram (or a `bound` answer: `None`) waiting for the end of the batch, sealed only then.
 struct Pending {

@@ -92,7 +92,11 @@ impl UdpPath {
         } = offer;
         let opened = socket(broker, buffer).and_then(|socket| {
             let state = UdpSocketState::new((&socket).into())?;
-            allow_fragments(&socket);
+            // Fragmentation as with a plain socket (`switchboard_proto::fragments`).
+            let ipv4 = broker.is_ipv4();
+            if let Err(error) = switchboard_proto::fragments::allow_fragments(&socket, ipv4) {
+                tracing::debug!(%error, "cannot allow ip fragmentation on the udp socket");
+            }
             Ok((socket, state))
         });
         let (socket, state) = match opened {
@@ -206,35 +210,6 @@ fn socket(broker: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
 }
-
-/// Puts back `IP_PMTUDISC_WANT` (Linux's default for UDP) where `quinn_udp` set `PROBE`, so a
-/// datagram above the path MTU is fragmented as with a plain socket, not refused.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn allow_fragments(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let (level, option) = match socket.local_addr() {
-        Ok(SocketAddr::V4(_)) => (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
-        _ => (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
-    };
-    let want: libc::c_int = libc::IP_PMTUDISC_WANT;
-    // SAFETY: a valid socket, an int option, and its size.
-    let done = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            option,
-            (&want as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if done != 0 {
-        let error = std::io::Error::last_os_error();
-        tracing::debug!(%error, "cannot allow ip fragmentation on the udp socket");
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn allow_fragments(_socket: &UdpSocket) {}
 
 /// The task reading the socket.
 struct Reader {
