@@ -1,7 +1,8 @@
 //! The UDP listener: datagrams in, each proven before anything in it is believed.
 //!
-//! A tokio task on its own arbiter reads each of the port's sockets (`udp.readers`), up to `quinn_udp::BATCH_SIZE` datagrams per
-//! `recvmmsg` (a GRO train, datagrams the kernel coalesced, is split at its stride). For each
+//! A tokio task on its own arbiter reads each of the port's sockets (`udp.readers`), up to
+//! `quinn_udp::BATCH_SIZE` datagrams per `recvmmsg` (a GRO train, datagrams the kernel coalesced,
+//! is split at its stride; an empty datagram is one too, and dropped as malformed). For each
 //! datagram, in order: its layout (`switchboard_proto::datagram::parse`), the session it names (open
 //! now), its MAC under that session's key (constant time), its sequence number (the replay window);
 //! only then its payload. A datagram failing any check is dropped without a reply and counted. An
@@ -56,8 +57,7 @@ pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
         match read {
             Ok(count) => {
                 for (buf, meta) in bufs.iter().zip(&meta).take(count) {
-                    let stride = meta.stride.max(1);
-                    for datagram in buf[..meta.len].chunks(stride) {
+                    for datagram in datagrams_in(&buf[..meta.len], meta.stride) {
                         datagrams.on_udp(datagram, meta.addr, &mut out);
                     }
                 }
@@ -69,6 +69,13 @@ pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
             }
         }
     }
+}
+
+/// The datagrams in one buffer of a batch: a GRO train cut at its stride, or the one datagram
+/// (empty ones included, which a plain split would skip).
+fn datagrams_in(buf: &[u8], stride: usize) -> impl Iterator<Item = &[u8]> {
+    let empty = buf.is_empty().then_some(buf);
+    buf.chunks(stride.max(1)).chain(empty)
 }
 
 impl Datagrams {

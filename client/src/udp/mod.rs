@@ -249,6 +249,10 @@ impl Reader {
                 }
             };
             for (buf, meta) in bufs.iter().zip(&meta).take(count) {
+                // An empty datagram is not genuine, and a split would skip it: counted here.
+                if meta.len == 0 && !self.take(&[]) {
+                    return;
+                }
                 for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
                     if !self.take(datagram) {
                         return;
