@@ -18,7 +18,7 @@ use crate::accept;
 use crate::admin::{AdminListener, AdminParts, AdminState, Readiness};
 use crate::auth::Auth;
 use crate::cluster::{self, PresenceThread, WakeListener};
-use crate::datagram::{self, Datagrams};
+use crate::datagram::{self, Datagrams, UdpOut};
 use crate::descriptors;
 use crate::metrics::Metrics;
 use crate::notify::Probe;
@@ -324,8 +324,10 @@ impl Broker {
         for worker in &self.workers {
             worker.stop();
         }
-        if let Some((udp, _)) = &self.udp {
-            udp.stop();
+        if let Some((readers, _)) = &self.udp {
+            for reader in readers {
+                reader.stop();
+            }
         }
         match tokio::time::timeout(grace, self.router.send(router::Drain)).await {
             Ok(_) => tracing::info!("store writes committed"),
@@ -356,8 +358,8 @@ impl Broker {
     }
 }
 
-/// The UDP listener's arbiter (its thread) and the address it is bound to.
-type UdpListener = (Arbiter, SocketAddr);
+/// The UDP listener's arbiters (a thread per reader) and the address it is bound to.
+type UdpListener = (Vec<Arbiter>, SocketAddr);
 
 /// The datagram directory, and the UDP listener on its own arbiter when `udp.listen` asks for one
 /// (by default where TCP listens: `tcp`). A port that cannot be bound refuses the start.
@@ -377,30 +379,61 @@ fn start_datagrams(
         addr: format!("{addr} (udp.listen)"),
         cause,
     };
-    let socket = udp_socket(addr, settings.udp.socket_buffer_bytes).map_err(bind_error)?;
+    let (buffer, readers) = (
+        settings.udp.socket_buffer_bytes,
+        settings.udp.readers.max(1),
+    );
+    // A port shared by several readers (`SO_REUSEPORT`) would let a second broker of this user on
+    // the same address start and take a share: a plain bind first refuses the start if the port is
+    // taken, as with one reader, and picks the port when asked for port 0.
+    let addr = if readers > 1 {
+        let probe = udp_socket(addr, buffer, false).map_err(bind_error)?;
+        probe.local_addr().map_err(bind_error)?
+    } else {
+        addr
+    };
+    let socket = udp_socket(addr, buffer, readers > 1).map_err(bind_error)?;
     let local = socket.local_addr().map_err(bind_error)?;
     if !settings.tls.cert_file.as_os_str().is_empty() {
         tracing::warn!(address = %local, "udp.listen is set beside TLS: datagrams over UDP travel unencrypted (SECURITY.md)");
     }
-    let receiving = socket.try_clone().map_err(bind_error)?;
+    let mut receiving = vec![socket.try_clone().map_err(bind_error)?];
+    for _ in 1..readers {
+        receiving.push(udp_socket(local, buffer, true).map_err(bind_error)?);
+    }
+    let socket = UdpOut::new(socket).map_err(bind_error)?;
     let datagrams = Arc::new(Datagrams::new(limits, metrics.clone(), Some(socket)));
-    let arbiter = Arbiter::new();
-    let listener = datagrams.clone();
-    arbiter.spawn(async move {
-        match tokio::net::UdpSocket::from_std(receiving) {
-            Ok(socket) => datagram::udp::run(socket, listener).await,
-            Err(error) => tracing::error!(%error, "cannot start the udp listener"),
-        }
-    });
-    tracing::info!(address = %local, "datagrams over udp at {local}");
-    Ok((datagrams, Some((arbiter, local))))
+    let arbiters = receiving
+        .into_iter()
+        .map(|socket| {
+            let arbiter = Arbiter::new();
+            let listener = datagrams.clone();
+            arbiter.spawn(async move {
+                match tokio::net::UdpSocket::from_std(socket) {
+                    Ok(socket) => datagram::udp::run(socket, listener).await,
+                    Err(error) => tracing::error!(%error, "cannot start the udp listener"),
+                }
+            });
+            arbiter
+        })
+        .collect();
+    tracing::info!(address = %local, readers, "datagrams over udp at {local}");
+    Ok((datagrams, Some((arbiters, local))))
 }
 
 /// A non-blocking UDP socket bound to `addr`, its buffers asked to be `buffer` bytes (a refusal is
-/// logged; the kernel's default then stays).
-fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+/// logged; the kernel's default then stays); `shared`: one of several on the port (`SO_REUSEPORT`).
+fn udp_socket(
+    addr: SocketAddr,
+    buffer: usize,
+    shared: bool,
+) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     if let Err(error) = socket
         .set_recv_buffer_size(buffer)
         .and_then(|()| socket.set_send_buffer_size(buffer))
@@ -462,4 +495,40 @@ async fn open_blocking(
     tokio::task::spawn_blocking(move || open(&dir, durability))
         .await
         .map_err(|_| StoreError::Stopped)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_settings(listen: &str, readers: usize) -> Settings {
+        let mut settings = Settings::default();
+        settings.udp.listen = Some(listen.to_string());
+        settings.udp.readers = readers;
+        settings
+    }
+
+    #[test]
+    fn a_udp_port_already_taken_refuses_the_start_whatever_the_readers() {
+        actix_rt::System::new().block_on(async {
+            let metrics = Arc::new(Metrics::new());
+            let tcp: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let first = start_datagrams(&udp_settings("127.0.0.1:0", 2), tcp, &metrics);
+            let (_, Some((arbiters, taken))) = first.expect("a free port") else {
+                panic!("a udp listener was asked for");
+            };
+            for readers in [1, 2] {
+                let second =
+                    start_datagrams(&udp_settings(&taken.to_string(), readers), tcp, &metrics);
+                assert!(
+                    matches!(second, Err(BrokerError::Bind { .. })),
+                    "{readers} reader(s) on {taken}, taken by two: {:?}",
+                    second.err()
+                );
+            }
+            for arbiter in arbiters {
+                arbiter.stop();
+            }
+        });
+    }
 }

@@ -21,11 +21,6 @@ use crate::udp::{DatagramStats, UdpShared};
 use crate::welcome::Welcome;
 use crate::write_buffer::PendingAck;
 
-/// How many events wait for the program to read them before the connection stops reading the socket.
-/// Events are unacknowledged entries, which the broker's window caps (256 by default), so with such a
-/// window this never fills and answers to sends are never held up behind unread deliveries.
-const EVENTS_CAPACITY: usize = 1024;
-
 /// How many commands wait for the driver task.
 const COMMANDS_CAPACITY: usize = 256;
 
@@ -56,7 +51,7 @@ impl Client {
         tracing::debug!(server = %opts.server, address = %welcome.address, pending = welcome.pending, "connected");
 
         let (commands, commands_rx) = mpsc::channel(COMMANDS_CAPACITY);
-        let (events_tx, events_rx) = mpsc::channel(EVENTS_CAPACITY);
+        let (events_tx, events_rx) = mpsc::channel(opts.events_capacity.max(1));
         let (welcome_tx, welcome) = watch::channel(welcome);
         let room = Arc::new(Semaphore::new(MAX_UNANSWERED));
         let udp = Arc::new(UdpShared::default());

@@ -46,6 +46,12 @@ pub struct ClientOptions {
     /// `net.core.rmem_max`/`wmem_max`). UDP has no flow control: a burst larger than the buffer
     /// while the library is not scheduled is lost in the kernel. Default 2 MiB.
     pub udp_socket_buffer: usize,
+    /// How many events wait for the program to read them (at least 1). When it is full the
+    /// connection stops reading its socket (messages wait at the broker, within its window), and a
+    /// datagram arriving is dropped, counted in
+    /// [`DatagramStats::dropped_slow_reader`](crate::DatagramStats::dropped_slow_reader): a program
+    /// that reads in bursts beside a fast datagram stream asks for more. Default 1,024.
+    pub events_capacity: usize,
 }
 
 impl ClientOptions {
@@ -55,6 +61,10 @@ impl ClientOptions {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default UDP socket buffer size: 2 MiB.
     pub const DEFAULT_UDP_SOCKET_BUFFER: usize = 2 * 1024 * 1024;
+    /// The default number of events waiting to be read: 1,024, four times the broker's default
+    /// window of unacknowledged entries, so answers to sends are never held up behind unread
+    /// deliveries.
+    pub const DEFAULT_EVENTS_CAPACITY: usize = 1024;
 
     /// Options for connecting to `server` as `id`, with every other field at its default.
     pub fn new(server: impl Into<String>, id: impl Into<String>) -> Self {
@@ -68,6 +78,7 @@ impl ClientOptions {
             reconnect: None,
             tls: None,
             udp_socket_buffer: Self::DEFAULT_UDP_SOCKET_BUFFER,
+            events_capacity: Self::DEFAULT_EVENTS_CAPACITY,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod datagram;
 pub mod decode;
 pub mod encode;
+pub mod fragments;
 pub mod frame;
 mod msgpack;
 

@@ -135,15 +135,22 @@ impl Rx {
     }
 }
 
+/// How many received datagrams each client library holds for the program, the same on both sides:
+/// NATS's `subscription_capacity`, Switchboard's `events_capacity`. Past it, NATS drops (a slow
+/// consumer) and so does Switchboard (`dropped_slow_reader`).
+const CLIENT_BUFFER: usize = 1 << 20;
+
 async fn connect_switchboard(addr: SocketAddr, name: &str) -> anyhow::Result<(Client, Events)> {
-    Client::connect(ClientOptions::new(addr.to_string(), name))
+    let mut options = ClientOptions::new(addr.to_string(), name);
+    options.events_capacity = CLIENT_BUFFER;
+    Client::connect(options)
         .await
         .with_context(|| format!("cannot connect {name} to {addr}"))
 }
 
 async fn connect_nats(addr: SocketAddr) -> anyhow::Result<async_nats::Client> {
     async_nats::ConnectOptions::new()
-        .subscription_capacity(1 << 20)
+        .subscription_capacity(CLIENT_BUFFER)
         .connect(addr.to_string())
         .await
         .with_context(|| format!("cannot connect to NATS at {addr}"))

@@ -4,22 +4,23 @@
 //! joins it when its `hello` is admitted (getting the session number and key `hi` announces) and
 //! leaves when it ends, which ends its key. A datagram, from a `datagram` frame on a TCP session or
 //! from the UDP listener (`udp.rs`), is checked (size, recipient, send rules, the sender's rate) and
-//! handed straight to the recipient: over UDP to the address it bound, else into its [`Peer`]'s small
-//! queue, which its session writes out beside (never behind) its mailbox. The Router and the store
+//! handed straight to the recipient: over UDP to the address it bound (sealed into an [`Outbox`],
+//! sent at the end of the listener's batch, `outbox.rs`), else into its [`Peer`]'s small queue,
+//! which its session writes out beside (never behind) its mailbox. The Router and the store
 //! never see a datagram. Whatever is dropped is counted by reason (`metrics::Dropped`).
 
+mod outbox;
 mod peer;
 pub(crate) mod udp;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, RwLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::RngCore;
-use switchboard_proto::datagram::{seal_frame, Direction, DATAGRAM_OVERHEAD, FRAME_ROOM};
 use switchboard_proto::{BrokerFrame, ClientId, DatagramKey};
 
+pub(crate) use self::outbox::{Outbox, UdpOut};
 use self::peer::lock;
 pub(crate) use self::peer::{Peer, Queued};
 use crate::auth::Grant;
@@ -33,14 +34,14 @@ pub(crate) struct Datagrams {
     by_client: RwLock<HashMap<ClientId, Arc<Peer>>>,
     by_session: RwLock<HashMap<u64, Arc<Peer>>>,
     /// The UDP socket, for sending; `None` when the broker listens for no datagrams over UDP.
-    udp: Option<UdpSocket>,
+    udp: Option<UdpOut>,
 }
 
 impl Datagrams {
     pub(crate) fn new(
         limits: DatagramSettings,
         metrics: Arc<Metrics>,
-        udp: Option<UdpSocket>,
+        udp: Option<UdpOut>,
     ) -> Self {
         Self {
             limits,
@@ -104,15 +105,36 @@ impl Datagrams {
         read(&self.by_session).get(&number).cloned()
     }
 
-    /// A datagram from `from` for `to`: checked, then handed to the recipient, or dropped and counted.
-    pub(crate) fn route(&self, from: &Peer, to: String, body: Bytes, via: Via) {
+    /// A `datagram` frame from a TCP session: routed, and sent at once if it goes over UDP.
+    pub(crate) fn route_from_session(&self, from: &Peer, to: String, body: Bytes) {
+        let mut out = Outbox::default();
+        self.route(from, to, body, Via::Tcp, &mut out);
+        self.flush(&mut out);
+    }
+
+    /// Sends what `out` holds (the end of a batch).
+    pub(crate) fn flush(&self, out: &mut Outbox) {
+        if let Some(udp) = &self.udp {
+            out.flush(udp, &self.metrics);
+        }
+    }
+
+    /// A datagram from `from` for `to`: checked, then handed to the recipient (over UDP: sealed into
+    /// `out`), or dropped and counted.
+    fn route(&self, from: &Peer, to: String, body: Bytes, via: Via, out: &mut Outbox) {
         self.metrics.datagrams.received(via);
-        if let Err(reason) = self.check_and_deliver(from, to, body) {
+        if let Err(reason) = self.check_and_deliver(from, to, body, out) {
             self.metrics.datagrams.dropped(reason);
         }
     }
 
-    fn check_and_deliver(&self, from: &Peer, to: String, body: Bytes) -> Result<(), Dropped> {
+    fn check_and_deliver(
+        &self,
+        from: &Peer,
+        to: String,
+        body: Bytes,
+        out: &mut Outbox,
+    ) -> Result<(), Dropped> {
         if body.len() > self.limits.max_body_bytes {
             return Err(Dropped::TooLarge);
         }
@@ -130,52 +152,16 @@ impl Datagrams {
         let from = from.client.to_string();
         let bound = lock(&recipient.udp).addr;
         match (bound, &self.udp) {
-            (Some(addr), Some(socket)) => {
+            (Some(addr), Some(_)) => {
                 let frame = BrokerFrame::Datagram { from, body };
-                self.send_udp(socket, &recipient, addr, Some(&frame))
-                    .map(|()| self.metrics.datagrams.delivered(Via::Udp))
+                out.push(recipient, addr, Some(frame));
+                Ok(())
             }
             _ => {
                 if recipient.queue(Queued { from, body }) {
                     self.metrics.datagrams.dropped(Dropped::RecipientSlow);
                 }
                 Ok(())
-            }
-        }
-    }
-
-    /// Seals `frame` (or nothing: the answer to a bind) for `peer` and sends it to `addr`; a full
-    /// socket buffer drops it, never waits.
-    fn send_udp(
-        &self,
-        socket: &UdpSocket,
-        peer: &Peer,
-        addr: SocketAddr,
-        frame: Option<&BrokerFrame>,
-    ) -> Result<(), Dropped> {
-        let sequence = {
-            let mut udp = lock(&peer.udp);
-            udp.sent += 1;
-            udp.sent
-        };
-        let room = match frame {
-            Some(BrokerFrame::Datagram { from, body }) => FRAME_ROOM + from.len() + body.len(),
-            _ => 0,
-        };
-        let mut out = BytesMut::with_capacity(DATAGRAM_OVERHEAD + room);
-        seal_frame(
-            &mut out,
-            Direction::ToClient,
-            peer.session,
-            sequence,
-            &peer.key,
-            frame,
-        );
-        match socket.send_to(&out, addr) {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::debug!(%error, %addr, "cannot send a datagram");
-                Err(Dropped::SendFailed)
             }
         }
     }

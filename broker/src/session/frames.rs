@@ -11,7 +11,6 @@ use switchboard_proto::{BrokerFrame, ClientFrame, ClientId, ErrorCode, Receipts,
 
 use super::handshake::Hello;
 use super::Session;
-use crate::metrics::Via;
 use crate::router;
 
 /// A `Send` frame from an identified client.
@@ -75,7 +74,7 @@ impl Session {
             ClientFrame::Ping => self.write(BrokerFrame::Pong, ctx),
             ClientFrame::Datagram { to, body } => {
                 if let Some(peer) = &self.datagram_peer {
-                    self.datagrams.route(peer, to, body, Via::Tcp);
+                    self.datagrams.route_from_session(peer, to, body);
                 }
             }
             ClientFrame::Bye => {

@@ -21,6 +21,10 @@ pub struct UdpSettings {
     /// `net.core.rmem_max`/`wmem_max`). UDP has no flow control: a burst beyond the buffer while
     /// the listener is not scheduled is lost in the kernel.
     pub socket_buffer_bytes: usize,
+    /// Threads reading datagrams, each with a socket of its own on the one port (`SO_REUSEPORT`):
+    /// the kernel spreads senders over them by address, so each sender's datagrams stay on one
+    /// thread, in order. At least 1.
+    pub readers: usize,
 }
 
 impl Default for UdpSettings {
@@ -28,6 +32,7 @@ impl Default for UdpSettings {
         Self {
             listen: None,
             socket_buffer_bytes: 4 * 1024 * 1024,
+            readers: 2,
         }
     }
 }

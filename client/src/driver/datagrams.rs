@@ -24,7 +24,7 @@ impl Driver {
     /// it), else on the connection.
     pub(super) fn send_datagram(&self, link: &mut Link, frame: ClientFrame) {
         if let Some(udp) = link.udp.as_ref().filter(|udp| udp.sender.is_bound()) {
-            self.udp.counters.sent(udp.sender.send(&frame));
+            udp.sender.send(&frame);
             return;
         }
         self.udp.counters.sent_on_tcp();

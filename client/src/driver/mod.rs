@@ -315,7 +315,7 @@ impl Driver {
                 Some(link) => self.send_datagram(link, frame),
                 None => {
                     tracing::debug!("not connected; the datagram is dropped");
-                    self.udp.counters.sent(false);
+                    self.udp.counters.sent(false, 1);
                 }
             },
             // Handled by the loops, which end on it.

@@ -4,8 +4,9 @@
 //! and key. It sends a `bind` at once and again at every keepalive tick (which also keeps a NAT
 //! mapping open); once the broker's `bound` answer arrives, its [`UdpSender`] is published in
 //! [`UdpShared`] and every `Client` handle seals and sends its datagrams itself, over UDP; until then
-//! they go through the driver, over the TCP connection. A task of its own reads the socket: what
-//! arrives is verified (MAC, direction, session, replay window) before it is believed, and goes
+//! they go through the driver, over the TCP connection. A task of its own reads the socket, everything
+//! ready at once (`quinn_udp`: up to `BATCH_SIZE` datagrams per `recvmmsg`, and a train the broker
+//! sent with GSO split at its stride) before it waits again: what arrives is verified (MAC, direction, session, replay window) before it is believed, and goes
 //! straight into [`Events`](crate::Events), or is dropped and counted if the program has not read
 //! the ones before. Only plain connections use it: over TLS the datagrams stay inside TLS.
 //!
@@ -19,10 +20,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::IoSliceMut;
+
 use bytes::Bytes;
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 use switchboard_proto::datagram::{parse, Direction};
 use switchboard_proto::ReplayWindow;
 use switchboard_proto::{BrokerFrame, DatagramKey, DecodeFrame};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -32,7 +37,8 @@ use self::stats::Counters;
 pub use self::stats::DatagramStats;
 use crate::event::{Datagram, Event};
 
-/// Room for the largest datagram a broker may send (a 64 KiB body and what surrounds it).
+/// Room for the largest datagram a broker may send (a 64 KiB body and what surrounds it), or a GSO
+/// train of smaller ones (at most 64 KiB): one buffer of a batch.
 const RECEIVE_BUFFER: usize = 70 * 1024;
 
 /// How long closing waits for the broker to answer the last bind ([`UdpPath::drain`]): a lost bind
@@ -60,10 +66,11 @@ enum Incoming {
     Dropped,
 }
 
-/// The session's UDP socket: its sender, and the task reading it.
+/// The session's UDP socket: its sender, the task reading it and the one sending its batches.
 pub(crate) struct UdpPath {
     pub(crate) sender: Arc<UdpSender>,
     reader: JoinHandle<()>,
+    flusher: JoinHandle<()>,
     shared: Arc<UdpShared>,
     /// How many `bound` answers the reader has seen.
     answers: watch::Receiver<u64>,
@@ -83,14 +90,28 @@ impl UdpPath {
             session,
             key,
         } = offer;
-        let socket = match socket(broker, buffer) {
-            Ok(socket) => Arc::new(socket),
+        let opened = socket(broker, buffer).and_then(|socket| {
+            let state = UdpSocketState::new((&socket).into())?;
+            // Fragmentation as with a plain socket (`switchboard_proto::fragments`).
+            let ipv4 = broker.is_ipv4();
+            if let Err(error) = switchboard_proto::fragments::allow_fragments(&socket, ipv4) {
+                tracing::debug!(%error, "cannot allow ip fragmentation on the udp socket");
+            }
+            Ok((socket, state))
+        });
+        let (socket, state) = match opened {
+            Ok((socket, state)) => (Arc::new(socket), Arc::new(state)),
             Err(error) => {
                 tracing::debug!(%error, %broker, "no udp socket to the broker; datagrams go over tcp");
                 return None;
             }
         };
-        let sender = Arc::new(UdpSender::new(socket.clone(), session, key.clone()));
+        let sender = Arc::new(UdpSender::new(
+            socket.clone(),
+            state.clone(),
+            (broker, session, key.clone()),
+            shared.counters.clone(),
+        ));
         // Awaited, unlike later binds: a new socket may not be known writable yet, and `try_send`
         // would then drop the first bind.
         if let Err(error) = sender.send_bind().await {
@@ -100,6 +121,7 @@ impl UdpPath {
         let (answered, answers) = watch::channel(0);
         let reader = Reader {
             socket,
+            state,
             session,
             key,
             window: ReplayWindow::default(),
@@ -108,9 +130,11 @@ impl UdpPath {
             events,
             answered,
         };
+        let flusher = tokio::spawn(flush(sender.clone()));
         Some(Self {
             sender,
             reader: tokio::spawn(reader.run()),
+            flusher,
             shared,
             answers,
         })
@@ -138,6 +162,8 @@ impl UdpPath {
     /// (so nothing it read can follow the connection's last event).
     pub(crate) async fn stop(mut self) {
         self.shared.set(None);
+        self.sender.flush();
+        self.flusher.abort();
         self.reader.abort();
         let _ = (&mut self.reader).await;
     }
@@ -145,7 +171,17 @@ impl UdpPath {
 
 impl Drop for UdpPath {
     fn drop(&mut self) {
+        self.flusher.abort();
         self.reader.abort();
+    }
+}
+
+/// Sends each batch the handles began but did not fill ([`UdpSender`]), once the task that began
+/// it yields.
+async fn flush(sender: Arc<UdpSender>) {
+    loop {
+        sender.pending.notified().await;
+        sender.flush();
     }
 }
 
@@ -178,6 +214,8 @@ fn socket(broker: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
 /// The task reading the socket.
 struct Reader {
     socket: Arc<UdpSocket>,
+    /// What `quinn_udp` knows of the socket (GRO on), for batched reads.
+    state: Arc<UdpSocketState>,
     session: u64,
     key: DatagramKey,
     window: ReplayWindow,
@@ -189,42 +227,68 @@ struct Reader {
 
 impl Reader {
     async fn run(mut self) {
-        let mut buf = vec![0u8; RECEIVE_BUFFER];
+        let mut storage = vec![0u8; RECEIVE_BUFFER * BATCH_SIZE];
+        let mut meta = [RecvMeta::default(); BATCH_SIZE];
+        let mut bufs: Vec<IoSliceMut<'_>> = storage
+            .chunks_mut(RECEIVE_BUFFER)
+            .map(IoSliceMut::new)
+            .collect();
         loop {
-            let len = match self.socket.recv(&mut buf).await {
-                Ok(len) => len,
+            let (socket, state) = (&self.socket, &self.state);
+            let read = socket
+                .async_io(Interest::READABLE, || {
+                    state.recv(socket.as_ref().into(), &mut bufs, &mut meta)
+                })
+                .await;
+            let count = match read {
+                Ok(count) => count,
                 Err(error) => {
                     // An ICMP error for an earlier send (the port closed): nothing arrived.
                     tracing::trace!(%error, "udp receive failed");
                     continue;
                 }
             };
-            let incoming = self.verify(&buf[..len]);
-            let counters = &self.shared.counters;
-            match incoming {
-                Incoming::Bound => {
-                    self.answered.send_modify(|n| *n += 1);
-                    if !self.sender.is_bound() {
-                        self.sender.set_bound();
-                        self.shared.set(Some(self.sender.clone()));
+            for (buf, meta) in bufs.iter().zip(&meta).take(count) {
+                // An empty datagram is not genuine, and a split would skip it: counted here.
+                if meta.len == 0 && !self.take(&[]) {
+                    return;
+                }
+                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                    if !self.take(datagram) {
+                        return;
                     }
                 }
-                Incoming::Datagram { from, body } => {
-                    match self
-                        .events
-                        .try_send(Event::Datagram(Datagram { from, body }))
-                    {
-                        Ok(()) => Counters::count(&counters.received),
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            Counters::count(&counters.dropped_slow_reader);
-                        }
-                        // Nobody reads events any more.
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    }
-                }
-                Incoming::Dropped => Counters::count(&counters.dropped_invalid),
             }
         }
+    }
+
+    /// One datagram from the socket; `false` once nobody reads events any more.
+    fn take(&mut self, datagram: &[u8]) -> bool {
+        let incoming = self.verify(datagram);
+        let counters = &self.shared.counters;
+        match incoming {
+            Incoming::Bound => {
+                self.answered.send_modify(|n| *n += 1);
+                if !self.sender.is_bound() {
+                    self.sender.set_bound();
+                    self.shared.set(Some(self.sender.clone()));
+                }
+            }
+            Incoming::Datagram { from, body } => {
+                match self
+                    .events
+                    .try_send(Event::Datagram(Datagram { from, body }))
+                {
+                    Ok(()) => Counters::count(&counters.received),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        Counters::count(&counters.dropped_slow_reader);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            Incoming::Dropped => Counters::count(&counters.dropped_invalid),
+        }
+        true
     }
 
     fn verify(&mut self, bytes: &[u8]) -> Incoming {

@@ -58,13 +58,14 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a datagram handed to the UDP socket, or dropped because it would not take it.
-    pub(crate) fn sent(&self, taken: bool) {
-        Self::count(if taken {
+    /// Counts `count` datagrams handed to the UDP socket, or dropped because it would not take them.
+    pub(crate) fn sent(&self, taken: bool, count: u64) {
+        let counter = if taken {
             &self.sent_udp
         } else {
             &self.send_dropped
-        });
+        };
+        counter.fetch_add(count, Ordering::Relaxed);
     }
 
     /// Counts a datagram written to the TCP connection.

@@ -214,6 +214,7 @@ async fn bad_datagrams_are_dropped_without_a_reply_and_without_disturbing_anyone
     let other_key = wrong_key.sealed(Some(&frame));
     alice.send_bytes(&other_key).await;
     alice.send_bytes(&good[..20]).await; // truncated
+    alice.send_bytes(&[]).await; // empty
     alice.send_bytes(&good).await; // taken once: the MAC is right
     alice.send_bytes(&good).await; // replayed
     let oversized = ClientFrame::Datagram {
@@ -240,7 +241,7 @@ async fn bad_datagrams_are_dropped_without_a_reply_and_without_disturbing_anyone
     );
     for (reason, count) in [
         ("forged", 2.0),
-        ("malformed", 1.0),
+        ("malformed", 2.0),
         ("replayed", 1.0),
         ("too-large", 1.0),
         ("unknown-session", 1.0),
