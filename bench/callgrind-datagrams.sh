@@ -36,6 +36,8 @@ broker() {
     dir=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-callgrind-XXXXXX")
     local wrap=()
     [[ "$side" == broker ]] && wrap=(valgrind --tool=callgrind --callgrind-out-file="$OUT/broker-$name.out")
+    # Not the default admin port: a broker the user runs may hold it.
+    SWITCHBOARD_BROKER_ADMIN__LISTEN=127.0.0.1:0 \
     SWITCHBOARD_BROKER_STORE=memory SWITCHBOARD_BROKER_DATAGRAMS__MAX_PER_SEC=0 \
         SWITCHBOARD_BROKER_LOG__LEVEL="warn,switchboard_broker::server=info" \
         "${wrap[@]}" "$BIN/switchboard-broker" --listen 127.0.0.1:0 --data-dir "$dir/data" \
