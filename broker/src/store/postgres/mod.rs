@@ -28,6 +28,7 @@ pub mod harness;
 mod limits;
 mod row;
 mod schema;
+mod statements;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -38,6 +39,7 @@ pub use self::limits::MailboxLimits;
 
 use self::connection::Connection;
 use self::row::{from_sql, to_sql, COLUMNS};
+use self::statements::Statements;
 use super::{
     Batch, CommitOutcome, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
     MaintenanceReport, StoreError,
@@ -67,7 +69,8 @@ impl PostgresStore {
             connection: Connection::new(url, durability),
             limits: None,
         };
-        schema::migrate(store.connection.client()?)?;
+        // Connecting migrates the schema (`connection.rs`).
+        store.connection.client()?;
         tracing::info!(?durability, "opened PostgreSQL store");
         Ok(store)
     }
@@ -83,9 +86,10 @@ impl PostgresStore {
     /// connects again.
     fn with<T>(
         &mut self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Client, &Statements) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = f(self.connection.client()?);
+        let (client, statements) = self.connection.client()?;
+        let result = f(client, statements);
         if result.is_err() {
             self.connection.check();
         }
@@ -99,9 +103,9 @@ impl MailboxStore for PostgresStore {
             return Ok(CommitOutcome::default());
         }
         let limits = self.limits;
-        self.with(|client| {
+        self.with(|client, statements| {
             let mut tx = client.transaction()?;
-            let outcome = commit::commit(&mut tx, batch, limits.as_ref())?;
+            let outcome = commit::commit(&mut tx, statements, batch, limits.as_ref())?;
             if let Err(error) = tx.commit() {
                 if client.is_closed() {
                     tracing::warn!(
@@ -120,20 +124,14 @@ impl MailboxStore for PostgresStore {
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|client| {
-            let rows = client.query(
-                &format!(
-                    "SELECT {COLUMNS}, body FROM switchboard_entries
-                     WHERE mailbox = $1 AND id > $2 ORDER BY id LIMIT $3"
-                ),
-                &[&mailbox, &to_sql(after), &limit],
-            )?;
+        self.with(|client, statements| {
+            let rows = client.query(&statements.fetch, &[&mailbox, &to_sql(after), &limit])?;
             rows.iter().map(|r| row::entry(r, true)).collect()
         })
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
-        self.with(|client| {
+        self.with(|client, _| {
             let rows = client.query(
                 "SELECT mailbox, entries, bytes FROM switchboard_mailboxes WHERE entries > 0",
                 &[],
@@ -152,7 +150,7 @@ impl MailboxStore for PostgresStore {
 
     fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|client| {
+        self.with(|client, _| {
             // One broker sweeps at a time (`expiry.rs`); the others find nothing due.
             if !expiry::may_sweep(client)? {
                 return Ok(Vec::new());
@@ -170,17 +168,14 @@ impl MailboxStore for PostgresStore {
     }
 
     fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
-        self.with(|client| {
-            let row = client.query_opt(
-                "SELECT message_id FROM switchboard_sent WHERE sender = $1 AND send_id = $2",
-                &[&sender, &to_sql(send_id)],
-            )?;
+        self.with(|client, statements| {
+            let row = client.query_opt(&statements.sent, &[&sender, &to_sql(send_id)])?;
             row.map(|r| Ok(from_sql(r.try_get(0)?))).transpose()
         })
     }
 
     fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
-        self.with(|client| {
+        self.with(|client, _| {
             let mut tx = client.transaction()?;
             let mut forgotten = tx.execute(
                 "DELETE FROM switchboard_sent WHERE at_ms < $1",
@@ -211,11 +206,14 @@ impl MailboxStore for PostgresStore {
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {
-        self.with(|client| {
+        self.with(|client, _| {
+            // The sequence's value covers every id drawn, committed or not.
             let row = client.query_one(
                 "SELECT greatest(
                      (SELECT value FROM switchboard_meta WHERE key = 'last_id'),
-                     (SELECT max(id) FROM switchboard_entries))",
+                     (SELECT max(id) FROM switchboard_entries),
+                     (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                      FROM switchboard_ids))",
                 &[],
             )?;
             Ok(row.try_get::<_, Option<i64>>(0)?.map_or(0, from_sql))

@@ -1,0 +1,103 @@
+//! The statements the store runs on its hot paths, prepared once per connection.
+//!
+//! The `postgres` crate prepares a statement given as a string every time it runs it: a `Parse` and
+//! a `Describe` round trip before the `Bind`/`Execute` one. Prepared here when the connection is made
+//! (`connection.rs`; again after every reconnect, since a prepared statement lives as long as its
+//! server session), each costs one round trip from then on. The periodic ones (usage at start, the
+//! sweep, maintenance, the high-water mark) stay strings: they run seldom.
+
+use postgres::{Client, Statement};
+
+use super::row;
+use crate::store::StoreError;
+
+/// The sequence every appended entry's id is drawn from (schema version 3, `schema.rs`).
+pub(super) const IDS: &str = "switchboard_ids";
+
+/// One connection's prepared statements; see each field's SQL in [`Statements::prepare`].
+pub(super) struct Statements {
+    /// `$1` ids: deletes those entries, returning each one's id, mailbox and body length.
+    pub delete: Statement,
+    /// Locks the rows of `$1` mailboxes (sorted by name), adding `$2` entries and `$3` bytes to each
+    /// (a row is made if there is none), and returns their totals.
+    pub lock: Statement,
+    /// Draws `$1` ids from [`IDS`].
+    pub draw: Statement,
+    /// The highest id [`IDS`] gave out (0 before the first).
+    pub mark: Statement,
+    /// Moves [`IDS`] on to `$1`.
+    pub advance: Statement,
+    /// Remembers sends not remembered yet (`ON CONFLICT DO NOTHING`).
+    pub remember: Statement,
+    /// What `switchboard_sent` holds for `$1` senders' `$2` send ids.
+    pub originals: Statement,
+    /// Inserts entries (`row::INSERT`), notifying [`super::WAKE_CHANNEL`] with each one's mailbox.
+    pub insert: Statement,
+    /// Adds `$2` entries and `$3` bytes to each of `$1` mailboxes and deletes the rows of `$4`.
+    pub usage: Statement,
+    /// Deletes the sends `(sender, send_id, message_id)` of refused messages (`limits.rs`).
+    pub forget: Statement,
+    /// Raises the high-water mark `last_id` to `$1`.
+    pub raise_last_id: Statement,
+    /// A mailbox's page: `$1` mailbox, entries with ids above `$2`, at most `$3`.
+    pub fetch: Statement,
+    /// The broker id of `$1` sender's `$2` send id, if remembered.
+    pub sent: Statement,
+}
+
+impl Statements {
+    /// Prepares every statement on `client`, whose database has today's schema.
+    pub(super) fn prepare(client: &mut Client) -> Result<Self, StoreError> {
+        let mut p = |sql: &str| client.prepare(sql);
+        Ok(Self {
+            delete: p("DELETE FROM switchboard_entries WHERE id = ANY($1::bigint[])
+                       RETURNING id, mailbox, length(body)")?,
+            lock: p("INSERT INTO switchboard_mailboxes (mailbox, entries, bytes)
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+                     ON CONFLICT (mailbox) DO UPDATE
+                     SET entries = switchboard_mailboxes.entries + excluded.entries,
+                         bytes = switchboard_mailboxes.bytes + excluded.bytes
+                     RETURNING mailbox, entries, bytes")?,
+            draw: p(&format!(
+                "SELECT nextval('{IDS}') FROM generate_series(1, $1::bigint)"
+            ))?,
+            mark: p(&format!(
+                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {IDS}"
+            ))?,
+            advance: p(&format!("SELECT setval('{IDS}', $1::bigint)"))?,
+            remember: p(
+                "INSERT INTO switchboard_sent (sender, send_id, message_id, at_ms)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 ON CONFLICT (sender, send_id) DO NOTHING",
+            )?,
+            originals: p("SELECT s.sender, s.send_id, s.message_id FROM switchboard_sent s
+                          JOIN unnest($1::text[], $2::bigint[]) AS b (sender, send_id)
+                            ON s.sender = b.sender AND s.send_id = b.send_id")?,
+            insert: p(&format!(
+                "{} RETURNING pg_notify('{}', mailbox)",
+                row::INSERT,
+                super::WAKE_CHANNEL
+            ))?,
+            usage: p("WITH gone AS (
+                          DELETE FROM switchboard_mailboxes WHERE mailbox = ANY($4::text[]))
+                      UPDATE switchboard_mailboxes m
+                      SET entries = m.entries + d.entries, bytes = m.bytes + d.bytes
+                      FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d (mailbox, entries, bytes)
+                      WHERE m.mailbox = d.mailbox")?,
+            forget: p("DELETE FROM switchboard_sent s
+                       USING unnest($1::text[], $2::bigint[], $3::bigint[])
+                           AS r (sender, send_id, message_id)
+                       WHERE s.sender = r.sender AND s.send_id = r.send_id
+                         AND s.message_id = r.message_id")?,
+            raise_last_id: p("UPDATE switchboard_meta SET value = greatest(value, $1::bigint)
+                              WHERE key = 'last_id'")?,
+            fetch: p(&format!(
+                "SELECT {}, body FROM switchboard_entries
+                 WHERE mailbox = $1::text AND id > $2::bigint ORDER BY id LIMIT $3::bigint",
+                row::COLUMNS
+            ))?,
+            sent: p("SELECT message_id FROM switchboard_sent
+                     WHERE sender = $1::text AND send_id = $2::bigint")?,
+        })
+    }
+}
