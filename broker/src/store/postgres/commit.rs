@@ -41,7 +41,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use postgres::Transaction;
+use postgres::types::ToSql;
+use postgres::{Client, Transaction};
 
 use super::limits::{self, MailboxLimits};
 use super::row::{from_sql, to_sql, Columns};
@@ -71,19 +72,27 @@ pub(super) fn commit(
     st: &Statements,
     batch: &Batch,
     limits: Option<&MailboxLimits>,
+    grown: &mut Vec<String>,
 ) -> Result<CommitOutcome, StoreError> {
     let mut outcome = CommitOutcome::default();
-    // Entries of earlier batches go first, so a receipt is stored only if its delete removed them.
+    // Entries of earlier batches go first, so a receipt is stored only if its delete removed them;
+    // an append the same batch deletes is never stored at all.
     let given: HashSet<u64> = batch.appends.iter().map(|e| e.id).collect();
-    let (now, after): (Vec<u64>, Vec<u64>) =
+    let (now, dropped): (Vec<u64>, Vec<u64>) =
         batch.deletes.iter().partition(|id| !given.contains(id));
-    let mut removals = Usage::new();
-    let removed = delete(tx, st, &now, &mut removals)?;
-    for e in &batch.appends {
-        change(&mut removals, &e.mailbox, 0, 0);
-    }
-    let totals = lock(tx, st, &removals)?;
-    let appends = number(tx, st, &batch.appends, &mut outcome.renumbered)?;
+    let dropped: HashSet<u64> = dropped.into_iter().collect();
+    let provisional = batch.appends.iter().all(|e| e.id >= PROVISIONAL_IDS);
+    let draws = if provisional { batch.appends.len() } else { 0 };
+    let opened = open(tx, st, &now, &batch.appends, draws)?;
+    let appends = if provisional {
+        let mut numbered = batch.appends.clone();
+        for (e, id) in numbered.iter_mut().zip(opened.ids) {
+            renumber(e, id, &mut outcome.renumbered);
+        }
+        numbered
+    } else {
+        number(tx, st, &batch.appends, &mut outcome.renumbered)?
+    };
     let originals = remember(tx, st, &sends(batch, &appends))?;
     let mut candidates = Vec::with_capacity(appends.len());
     for (given, e) in batch.appends.iter().zip(&appends) {
@@ -107,36 +116,32 @@ pub(super) fn commit(
     let full = match limits {
         Some(limits) => {
             let fresh: Vec<&Entry> = candidates.iter().map(|(_, e)| *e).collect();
-            limits::refuse(tx, st, limits, &fresh, &totals)?
+            limits::refuse(tx, st, limits, &fresh, &opened.totals)?
         }
         None => Default::default(),
     };
-    let stored_as: HashMap<u64, u64> = outcome
-        .renumbered
-        .iter()
-        .map(|r| (r.id, r.stored_as))
-        .collect();
     let now: HashSet<u64> = now.into_iter().collect();
     let mut changes = Usage::new();
     let mut fresh = Columns::default();
     for (given, e) in candidates {
-        if full.contains(&e.id) || told_already(e, &now, &removed) {
+        if full.contains(&e.id) || told_already(e, &now, &opened.removed) {
             outcome.not_stored.push(given);
             outcome.renumbered.retain(|r| r.id != given);
             continue;
         }
+        if dropped.contains(&given) {
+            continue; // stored and deleted in one go
+        }
         fresh.push(e);
         change(&mut changes, &e.mailbox, 1, body_len(e));
     }
-    if !fresh.is_empty() {
-        tx.execute(&st.insert, &fresh.params())?;
-    }
-    let after: Vec<u64> = after
-        .iter()
-        .map(|id| stored_as.get(id).copied().unwrap_or(*id))
-        .collect();
-    delete(tx, st, &after, &mut changes)?;
-    write_usage(tx, st, &totals, &changes)?;
+    write(tx, st, &fresh, &opened.totals, &changes)?;
+    grown.extend(
+        changes
+            .into_iter()
+            .filter(|(_, (entries, _))| *entries > 0)
+            .map(|(mailbox, _)| mailbox),
+    );
     // The high-water mark outlives the entries, so ids are never reused after deletes. Every id
     // stored is covered by the sequence (`number`); what a Router with one writer remembered
     // without storing, or reserved, is not. A shared store's Router does neither.
@@ -152,25 +157,63 @@ pub(super) fn commit(
     Ok(outcome)
 }
 
-/// Locks the usage rows of `removals`' mailboxes in name order, applying the change each holds;
-/// returns their totals from then on.
-fn lock(tx: &mut Transaction<'_>, st: &Statements, removals: &Usage) -> Result<Usage, StoreError> {
-    if removals.is_empty() {
-        return Ok(Usage::new());
-    }
-    let mailboxes: Vec<&str> = removals.keys().map(String::as_str).collect();
-    let entries: Vec<i64> = removals.values().map(|u| u.0).collect();
-    let bytes: Vec<i64> = removals.values().map(|u| u.1).collect();
-    let rows = tx.query(&st.lock, &[&mailboxes, &entries, &bytes])?;
-    let mut totals = Usage::new();
-    for r in rows {
-        totals.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
-    }
-    Ok(totals)
+/// What the commit's first statement did.
+#[derive(Default)]
+struct Opened {
+    /// The ids of the entries it deleted.
+    removed: HashSet<u64>,
+    /// The totals of the mailboxes whose usage rows it locked, its deletes counted.
+    totals: Usage,
+    /// The ids it drew, in the order drawn.
+    ids: Vec<u64>,
 }
 
-/// The ids `appends` are stored under (see the module documentation); those that differ from the
-/// given ones are added to `renumbered`. Runs after [`lock`].
+/// The commit's first statement (`Statements::open`): deletes the entries `deleting`, locks the
+/// usage rows of their mailboxes and of the `appends`', in name order, counting the deletes, and
+/// then draws `draws` ids.
+fn open(
+    tx: &mut Transaction<'_>,
+    st: &Statements,
+    deleting: &[u64],
+    appends: &[Entry],
+    draws: usize,
+) -> Result<Opened, StoreError> {
+    let mut opened = Opened::default();
+    if deleting.is_empty() && appends.is_empty() {
+        return Ok(opened);
+    }
+    let mut ids: Vec<i64> = deleting.iter().map(|&id| to_sql(id)).collect();
+    ids.sort_unstable();
+    let mut mailboxes: Vec<&str> = appends.iter().map(|e| e.mailbox.as_str()).collect();
+    mailboxes.sort_unstable();
+    mailboxes.dedup();
+    let draws = i64::try_from(draws).unwrap_or(i64::MAX);
+    for r in tx.query(&st.open, &[&ids, &mailboxes, &draws])? {
+        match r.try_get::<_, i32>(0)? {
+            0 => {
+                opened
+                    .totals
+                    .insert(r.try_get(1)?, (r.try_get(2)?, r.try_get(3)?));
+            }
+            1 => {
+                opened.removed.insert(from_sql(r.try_get(2)?));
+            }
+            _ => opened.ids.push(from_sql(r.try_get(2)?)),
+        }
+    }
+    if opened.ids.len() as i64 != draws {
+        return Err(StoreError::Failed(format!(
+            "asked the sequence for {draws} ids, got {}",
+            opened.ids.len()
+        )));
+    }
+    opened.ids.sort_unstable();
+    Ok(opened)
+}
+
+/// The ids `appends` are stored under when a Router with the database to itself gave some of them
+/// (see the module documentation); those that differ from the given ones are added to
+/// `renumbered`. Runs after [`open`].
 fn number(
     tx: &mut Transaction<'_>,
     st: &Statements,
@@ -178,13 +221,6 @@ fn number(
     renumbered: &mut Vec<Renumbered>,
 ) -> Result<Vec<Entry>, StoreError> {
     let mut numbered = appends.to_vec();
-    if appends.iter().all(|e| e.id >= PROVISIONAL_IDS) {
-        let ids = draw(tx, st, appends.len())?;
-        for (e, id) in numbered.iter_mut().zip(ids) {
-            renumber(e, id, renumbered);
-        }
-        return Ok(numbered);
-    }
     // Ids given by a Router that has the database to itself.
     let mut last = from_sql(tx.query_one(&st.mark, &[])?.try_get(0)?);
     let mut ahead = false; // `last` is above the sequence
@@ -314,29 +350,6 @@ fn told_already(e: &Entry, deleting: &HashSet<u64>, removed: &HashSet<u64>) -> b
     e.kind.is_receipt() && !removed.contains(&e.message_id) && deleting.contains(&e.message_id)
 }
 
-/// Deletes the entries `ids` that exist, counting what left into `usage`; returns their ids.
-fn delete(
-    tx: &mut Transaction<'_>,
-    st: &Statements,
-    ids: &[u64],
-    usage: &mut Usage,
-) -> Result<HashSet<u64>, StoreError> {
-    if ids.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let mut ids: Vec<i64> = ids.iter().map(|&id| to_sql(id)).collect();
-    ids.sort_unstable();
-    let rows = tx.query(&st.delete, &[&ids])?;
-    let mut removed = HashSet::with_capacity(rows.len());
-    for r in rows {
-        removed.insert(from_sql(r.try_get(0)?));
-        let mailbox: &str = r.try_get(1)?;
-        let bytes: i32 = r.try_get(2)?;
-        change(usage, mailbox, -1, -i64::from(bytes));
-    }
-    Ok(removed)
-}
-
 fn body_len(e: &Entry) -> i64 {
     i64::try_from(e.body.len()).unwrap_or(i64::MAX)
 }
@@ -350,11 +363,13 @@ fn change(usage: &mut Usage, mailbox: &str, entries: i64, bytes: i64) {
     u.1 += bytes;
 }
 
-/// Adds `changes` to the locked rows' `totals`, in one statement: a row whose mailbox is left
-/// empty is deleted, every other changed row updated.
-fn write_usage(
+/// The commit's last statement (`Statements::write`): inserts `fresh` (notifying their mailboxes)
+/// and adds `changes` to the locked rows' `totals`: a row whose mailbox is left empty is deleted,
+/// every other changed row updated.
+fn write(
     tx: &mut Transaction<'_>,
     st: &Statements,
+    fresh: &Columns<'_>,
     totals: &Usage,
     changes: &Usage,
 ) -> Result<(), StoreError> {
@@ -369,9 +384,30 @@ fn write_usage(
             bytes.push(b);
         }
     }
-    if mailboxes.is_empty() && gone.is_empty() {
+    if fresh.is_empty() && mailboxes.is_empty() && gone.is_empty() {
         return Ok(());
     }
-    tx.execute(&st.usage, &[&mailboxes, &entries, &bytes, &gone])?;
+    let usage: [&(dyn ToSql + Sync); 4] = [&mailboxes, &entries, &bytes, &gone];
+    let params: Vec<&(dyn ToSql + Sync)> = fresh.params().into_iter().chain(usage).collect();
+    tx.execute(&st.write, &params)?;
     Ok(())
+}
+
+/// Tells every broker listening which mailboxes a commit appended to, once it has committed, in a
+/// transaction of its own. Not in the committing transaction: PostgreSQL serialises the commits of
+/// transactions that `NOTIFY` under one lock held through their flushes, which would make every
+/// broker's commits take turns again. A transaction that only notifies writes no WAL before its
+/// commit record, so it commits without waiting for a flush or the standby. A wake-up is a hint: one
+/// lost (the connection broke in between) is logged and caught by the listeners' safety sweep.
+pub(super) fn wake(client: &mut Client, st: &Statements, grown: &[String]) {
+    if grown.is_empty() {
+        return;
+    }
+    if let Err(error) = client.execute(&st.wake, &[&grown]) {
+        tracing::warn!(
+            mailboxes = grown.len(),
+            %error,
+            "could not send the wake-up after a commit; the safety sweep reads those mailboxes"
+        );
+    }
 }

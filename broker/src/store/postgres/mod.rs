@@ -3,7 +3,8 @@
 //!
 //! Every [`Batch`] is one transaction (`commit.rs`), written in a fixed handful of statements whatever
 //! its size; what the database holds and how its schema is created and migrated is in `schema.rs`;
-//! how an entry maps to a row, in `row.rs`. The connection is the blocking `postgres` client: the
+//! how an entry maps to a row, in `row.rs`; the statements prepared once per connection, in
+//! `statements.rs`. The connection is the blocking `postgres` client: the
 //! trait runs on the store's own thread, which may block on the network. `url` is a libpq
 //! connection string, so several hosts with `target_session_attrs=read-write` find the primary
 //! after a failover. A call that finds the connection broken fails (the Router answers
@@ -105,7 +106,8 @@ impl MailboxStore for PostgresStore {
         let limits = self.limits;
         self.with(|client, statements| {
             let mut tx = client.transaction()?;
-            let outcome = commit::commit(&mut tx, statements, batch, limits.as_ref())?;
+            let mut grown = Vec::new();
+            let outcome = commit::commit(&mut tx, statements, batch, limits.as_ref(), &mut grown)?;
             if let Err(error) = tx.commit() {
                 if client.is_closed() {
                     tracing::warn!(
@@ -118,6 +120,7 @@ impl MailboxStore for PostgresStore {
                 }
                 return Err(error.into());
             }
+            commit::wake(client, statements, &grown);
             Ok(outcome)
         })
     }

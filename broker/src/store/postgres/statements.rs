@@ -16,11 +16,11 @@ pub(super) const IDS: &str = "switchboard_ids";
 
 /// One connection's prepared statements; see each field's SQL in [`Statements::prepare`].
 pub(super) struct Statements {
-    /// `$1` ids: deletes those entries, returning each one's id, mailbox and body length.
-    pub delete: Statement,
-    /// Locks the rows of `$1` mailboxes (sorted by name), adding `$2` entries and `$3` bytes to each
-    /// (a row is made if there is none), and returns their totals.
-    pub lock: Statement,
+    /// A commit's first statement: deletes the entries `$1` (ids, sorted), then locks the usage
+    /// rows of their mailboxes and of `$2` (mailboxes appended to), in name order, counting the
+    /// deletes (a row is made where there is none), then draws `$3` ids from [`IDS`]. Rows of kind
+    /// 0: a locked row's mailbox and totals; 1: a deleted entry's id; 2: an id drawn.
+    pub open: Statement,
     /// Draws `$1` ids from [`IDS`].
     pub draw: Statement,
     /// The highest id [`IDS`] gave out (0 before the first).
@@ -31,10 +31,11 @@ pub(super) struct Statements {
     pub remember: Statement,
     /// What `switchboard_sent` holds for `$1` senders' `$2` send ids.
     pub originals: Statement,
-    /// Inserts entries (`row::INSERT`), notifying [`super::WAKE_CHANNEL`] with each one's mailbox.
-    pub insert: Statement,
-    /// Adds `$2` entries and `$3` bytes to each of `$1` mailboxes and deletes the rows of `$4`.
-    pub usage: Statement,
+    /// A commit's last statement: inserts entries (`row::INSERT`'s `$1`-`$10`), adds `$12`
+    /// entries and `$13` bytes to each of `$11` mailboxes and deletes the usage rows of `$14`.
+    pub write: Statement,
+    /// Notifies [`super::WAKE_CHANNEL`] with each of `$1` mailboxes: after a commit, on its own.
+    pub wake: Statement,
     /// Deletes the sends `(sender, send_id, message_id)` of refused messages (`limits.rs`).
     pub forget: Statement,
     /// Raises the high-water mark `last_id` to `$1`.
@@ -50,14 +51,30 @@ impl Statements {
     pub(super) fn prepare(client: &mut Client) -> Result<Self, StoreError> {
         let mut p = |sql: &str| client.prepare(sql);
         Ok(Self {
-            delete: p("DELETE FROM switchboard_entries WHERE id = ANY($1::bigint[])
-                       RETURNING id, mailbox, length(body)")?,
-            lock: p("INSERT INTO switchboard_mailboxes (mailbox, entries, bytes)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+            // The initplan `(SELECT count(*) FROM locked)` reads the upsert to its end, every row
+            // locked, before the first `nextval`: ids are drawn under the locks (`commit.rs`).
+            open: p(&format!(
+                "WITH gone AS (
+                     DELETE FROM switchboard_entries WHERE id = ANY($1::bigint[])
+                     RETURNING id, mailbox, length(body)::bigint AS len),
+                 change AS (
+                     SELECT mailbox, -count(*) AS entries, -sum(len) AS bytes
+                     FROM gone GROUP BY mailbox
+                     UNION ALL SELECT m, 0, 0 FROM unnest($2::text[]) AS m),
+                 locked AS (
+                     INSERT INTO switchboard_mailboxes (mailbox, entries, bytes)
+                     SELECT mailbox, sum(entries)::bigint, sum(bytes)::bigint
+                     FROM change GROUP BY mailbox ORDER BY mailbox
                      ON CONFLICT (mailbox) DO UPDATE
                      SET entries = switchboard_mailboxes.entries + excluded.entries,
                          bytes = switchboard_mailboxes.bytes + excluded.bytes
-                     RETURNING mailbox, entries, bytes")?,
+                     RETURNING mailbox, entries, bytes)
+                 SELECT 0, mailbox, entries, bytes FROM locked
+                 UNION ALL SELECT 1, NULL, id, NULL FROM gone
+                 UNION ALL SELECT 2, NULL, nextval('{IDS}'), NULL
+                     FROM generate_series(1, $3::bigint)
+                     WHERE (SELECT count(*) FROM locked) >= 0"
+            ))?,
             draw: p(&format!(
                 "SELECT nextval('{IDS}') FROM generate_series(1, $1::bigint)"
             ))?,
@@ -70,27 +87,36 @@ impl Statements {
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
                  ON CONFLICT (sender, send_id) DO NOTHING",
             )?,
-            originals: p("SELECT s.sender, s.send_id, s.message_id FROM switchboard_sent s
+            originals: p(
+                "SELECT s.sender, s.send_id, s.message_id FROM switchboard_sent s
                           JOIN unnest($1::text[], $2::bigint[]) AS b (sender, send_id)
-                            ON s.sender = b.sender AND s.send_id = b.send_id")?,
-            insert: p(&format!(
-                "{} RETURNING pg_notify('{}', mailbox)",
-                row::INSERT,
+                            ON s.sender = b.sender AND s.send_id = b.send_id",
+            )?,
+            write: p(&format!(
+                "WITH gone AS (
+                     DELETE FROM switchboard_mailboxes WHERE mailbox = ANY($14::text[])),
+                 usage AS (
+                     UPDATE switchboard_mailboxes m
+                     SET entries = m.entries + d.entries, bytes = m.bytes + d.bytes
+                     FROM unnest($11::text[], $12::bigint[], $13::bigint[])
+                         AS d (mailbox, entries, bytes)
+                     WHERE m.mailbox = d.mailbox)
+                 {}",
+                row::INSERT
+            ))?,
+            wake: p(&format!(
+                "SELECT pg_notify('{}', m) FROM unnest($1::text[]) AS m",
                 super::WAKE_CHANNEL
             ))?,
-            usage: p("WITH gone AS (
-                          DELETE FROM switchboard_mailboxes WHERE mailbox = ANY($4::text[]))
-                      UPDATE switchboard_mailboxes m
-                      SET entries = m.entries + d.entries, bytes = m.bytes + d.bytes
-                      FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d (mailbox, entries, bytes)
-                      WHERE m.mailbox = d.mailbox")?,
             forget: p("DELETE FROM switchboard_sent s
                        USING unnest($1::text[], $2::bigint[], $3::bigint[])
                            AS r (sender, send_id, message_id)
                        WHERE s.sender = r.sender AND s.send_id = r.send_id
                          AND s.message_id = r.message_id")?,
-            raise_last_id: p("UPDATE switchboard_meta SET value = greatest(value, $1::bigint)
-                              WHERE key = 'last_id'")?,
+            raise_last_id: p(
+                "UPDATE switchboard_meta SET value = greatest(value, $1::bigint)
+                              WHERE key = 'last_id'",
+            )?,
             fetch: p(&format!(
                 "SELECT {}, body FROM switchboard_entries
                  WHERE mailbox = $1::text AND id > $2::bigint ORDER BY id LIMIT $3::bigint",
