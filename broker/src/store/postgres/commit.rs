@@ -22,16 +22,18 @@
 //!
 //! A round trip to the server costs far more than a row, so every step takes all of the batch's rows
 //! at once as array parameters (`unnest`), through statements prepared once per connection
-//! (`statements.rs`): the deletes in one `DELETE ... RETURNING` (which also tells the usage what
-//! left), the row locks in one upsert that returns the mailboxes' totals (what the limits check
-//! counts from), the ids in one `nextval` query, the sends in one `INSERT ... ON CONFLICT DO NOTHING`
-//! (a send it did not insert was sent before: its original is looked up), the entries in one
-//! `INSERT` that also `NOTIFY`s each mailbox it appended to, the usage in one `UPDATE` (deleting the
-//! rows of mailboxes left empty). Rows are locked in a fixed order (entries being deleted, then
-//! mailboxes sorted by name, then sends sorted by sender and send id), so two brokers committing on
-//! one database at once wait for each other instead of deadlocking. A resend that reaches another
-//! broker while the original commits waits on the unique key of `switchboard_sent` and then finds
-//! the original: it is stored once.
+//! (`statements.rs`), and a commit is five round trips whatever its size: `BEGIN`; one statement
+//! ([`open`]) that deletes the entries of earlier batches (`DELETE ... RETURNING`, which also tells
+//! the usage what left), locks the usage rows in one upsert that returns the mailboxes' totals (what
+//! the limits check counts from) and then draws the ids; the sends in one `INSERT ... ON CONFLICT DO
+//! NOTHING` (a send it did not insert was sent before: its original is looked up, one more); one
+//! statement ([`write`]) that inserts the entries and writes the usage (deleting the rows of
+//! mailboxes left empty); `COMMIT`. An append the same batch deletes is never inserted. The
+//! `NOTIFY` follows the commit on its own ([`wake`]). Rows are locked in a fixed order (entries
+//! being deleted, then mailboxes sorted by name, then sends sorted by sender and send id), so two
+//! brokers committing on one database at once wait for each other instead of deadlocking. A resend
+//! that reaches another broker while the original commits waits on the unique key of
+//! `switchboard_sent` and then finds the original: it is stored once.
 //!
 //! Several brokers may remove one entry (an ack on both sides of a takeover, an expiry against an
 //! ack): the deletes of earlier batches' entries run first, and a receipt about one of them is stored
