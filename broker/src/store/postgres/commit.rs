@@ -65,8 +65,7 @@ struct Send<'a> {
     at_ms: u64,
 }
 
-/// Per mailbox, (entries, bytes): a change, or the totals of the locked rows; sorted, so rows lock
-/// in one order.
+/// Per mailbox, (entries, bytes): a change, or what it holds; sorted, so rows lock in one order.
 type Usage = BTreeMap<String, (i64, i64)>;
 
 pub(super) fn commit(
@@ -137,7 +136,7 @@ pub(super) fn commit(
         fresh.push(e);
         change(&mut changes, &e.mailbox, 1, body_len(e));
     }
-    write(tx, st, &fresh, &opened.totals, &changes)?;
+    write(tx, st, &fresh, &changes)?;
     grown.extend(
         changes
             .into_iter()
@@ -164,15 +163,15 @@ pub(super) fn commit(
 struct Opened {
     /// The ids of the entries it deleted.
     removed: HashSet<u64>,
-    /// The totals of the mailboxes whose usage rows it locked, its deletes counted.
+    /// What the mailboxes whose usage rows it locked hold, its deletes counted.
     totals: Usage,
     /// The ids it drew, in the order drawn.
     ids: Vec<u64>,
 }
 
-/// The commit's first statement (`Statements::open`): deletes the entries `deleting`, locks the
-/// usage rows of their mailboxes and of the `appends`', in name order, counting the deletes, and
-/// then draws `draws` ids.
+/// The commit's first statement (`Statements::open`): deletes the entries `deleting` (counting them
+/// in their mailboxes' rows of `switchboard_removed`), locks the usage rows of the `appends`'
+/// mailboxes in name order, and then draws `draws` ids.
 fn open(
     tx: &mut Transaction<'_>,
     st: &Statements,
@@ -190,6 +189,8 @@ fn open(
     mailboxes.sort_unstable();
     mailboxes.dedup();
     let draws = i64::try_from(draws).unwrap_or(i64::MAX);
+    let mut removed_before = Usage::new();
+    let mut removing = Usage::new();
     for r in tx.query(&st.open, &[&ids, &mailboxes, &draws])? {
         match r.try_get::<_, i32>(0)? {
             0 => {
@@ -199,8 +200,25 @@ fn open(
             }
             1 => {
                 opened.removed.insert(from_sql(r.try_get(2)?));
+                let mailbox: &str = r.try_get(1)?;
+                change(&mut removing, mailbox, 1, r.try_get(3)?);
+            }
+            3 => {
+                removed_before.insert(r.try_get(1)?, (r.try_get(2)?, r.try_get(3)?));
             }
             _ => opened.ids.push(from_sql(r.try_get(2)?)),
+        }
+    }
+    // What is in each mailbox: appended (the locked row), less removed before (as the statement's
+    // snapshot saw it, so a removal committing meanwhile is not counted: the limits err towards
+    // full) and removed now.
+    for (mailbox, total) in &mut opened.totals {
+        for (entries, bytes) in [&removed_before, &removing]
+            .iter()
+            .filter_map(|u| u.get(mailbox))
+        {
+            total.0 -= entries;
+            total.1 -= bytes;
         }
     }
     if opened.ids.len() as i64 != draws {
@@ -365,31 +383,21 @@ fn change(usage: &mut Usage, mailbox: &str, entries: i64, bytes: i64) {
     u.1 += bytes;
 }
 
-/// The commit's last statement (`Statements::write`): inserts `fresh` (notifying their mailboxes)
-/// and adds `changes` to the locked rows' `totals`: a row whose mailbox is left empty is deleted,
-/// every other changed row updated.
+/// The commit's last statement (`Statements::write`): inserts `fresh` and adds `appended` to the
+/// mailboxes' usage rows (locked since [`open`]).
 fn write(
     tx: &mut Transaction<'_>,
     st: &Statements,
     fresh: &Columns<'_>,
-    totals: &Usage,
-    changes: &Usage,
+    appended: &Usage,
 ) -> Result<(), StoreError> {
-    let (mut mailboxes, mut entries, mut bytes, mut gone) = (vec![], vec![], vec![], vec![]);
-    for (mailbox, &(total_entries, _)) in totals {
-        let (e, b) = changes.get(mailbox).copied().unwrap_or_default();
-        if total_entries + e <= 0 {
-            gone.push(mailbox.as_str());
-        } else if e != 0 || b != 0 {
-            mailboxes.push(mailbox.as_str());
-            entries.push(e);
-            bytes.push(b);
-        }
-    }
-    if fresh.is_empty() && mailboxes.is_empty() && gone.is_empty() {
+    if fresh.is_empty() {
         return Ok(());
     }
-    let usage: [&(dyn ToSql + Sync); 4] = [&mailboxes, &entries, &bytes, &gone];
+    let mailboxes: Vec<&str> = appended.keys().map(String::as_str).collect();
+    let entries: Vec<i64> = appended.values().map(|u| u.0).collect();
+    let bytes: Vec<i64> = appended.values().map(|u| u.1).collect();
+    let usage: [&(dyn ToSql + Sync); 3] = [&mailboxes, &entries, &bytes];
     let params: Vec<&(dyn ToSql + Sync)> = fresh.params().into_iter().chain(usage).collect();
     tx.execute(&st.write, &params)?;
     Ok(())

@@ -135,8 +135,14 @@ impl MailboxStore for PostgresStore {
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
         self.with(|client, _| {
+            // Appended less removed (`schema.rs`, version 3).
             let rows = client.query(
-                "SELECT mailbox, entries, bytes FROM switchboard_mailboxes WHERE entries > 0",
+                "SELECT * FROM (
+                     SELECT m.mailbox, m.entries - coalesce(r.entries, 0) AS entries,
+                            m.bytes - coalesce(r.bytes, 0) AS bytes
+                     FROM switchboard_mailboxes m
+                     LEFT JOIN switchboard_removed r ON r.mailbox = m.mailbox) AS u
+                 WHERE entries > 0",
                 &[],
             )?;
             rows.iter()
@@ -199,6 +205,22 @@ impl MailboxStore for PostgresStore {
                     &[&to_sql(what.remember_at_most)],
                 )?;
             }
+            // Mailboxes left empty lose both usage rows (appended, removed). Their rows of
+            // `switchboard_mailboxes` lock in name order, as commits lock them; a commit appending
+            // to one holds its row, so this waits for it and then finds it no longer empty.
+            tx.execute(
+                "WITH empty AS (
+                     SELECT m.mailbox FROM switchboard_mailboxes m
+                     JOIN switchboard_removed r ON r.mailbox = m.mailbox
+                     WHERE m.entries <= r.entries ORDER BY m.mailbox FOR UPDATE OF m),
+                 gone AS (
+                     DELETE FROM switchboard_mailboxes m USING switchboard_removed r
+                     WHERE m.mailbox IN (SELECT mailbox FROM empty)
+                       AND r.mailbox = m.mailbox AND m.entries <= r.entries
+                     RETURNING m.mailbox)
+                 DELETE FROM switchboard_removed WHERE mailbox IN (SELECT mailbox FROM gone)",
+                &[],
+            )?;
             tx.commit()?;
             // Free space is PostgreSQL's autovacuum's business.
             Ok(MaintenanceReport {

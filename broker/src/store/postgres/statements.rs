@@ -16,10 +16,11 @@ pub(super) const IDS: &str = "switchboard_ids";
 
 /// One connection's prepared statements; see each field's SQL in [`Statements::prepare`].
 pub(super) struct Statements {
-    /// A commit's first statement: deletes the entries `$1` (ids, sorted), then locks the usage
-    /// rows of their mailboxes and of `$2` (mailboxes appended to), in name order, counting the
-    /// deletes (a row is made where there is none), then draws `$3` ids from [`IDS`]. Rows of kind
-    /// 0: a locked row's mailbox and totals; 1: a deleted entry's id; 2: an id drawn.
+    /// A commit's first statement: deletes the entries `$1` (ids, sorted), locks the usage rows
+    /// of `$2` (mailboxes appended to, sorted; a row is made where there is none), adds the deletes
+    /// to their mailboxes' rows of `switchboard_removed`, then draws `$3` ids from [`IDS`]. Rows
+    /// of kind 0: a locked row's mailbox and what was appended to it; 1: a deleted entry's mailbox,
+    /// id and body length; 3: what was removed from a mailbox of `$2` before; 2: an id drawn.
     pub open: Statement,
     /// Draws `$1` ids from [`IDS`].
     pub draw: Statement,
@@ -31,8 +32,8 @@ pub(super) struct Statements {
     pub remember: Statement,
     /// What `switchboard_sent` holds for `$1` senders' `$2` send ids.
     pub originals: Statement,
-    /// A commit's last statement: inserts entries (`row::INSERT`'s `$1`-`$10`), adds `$12`
-    /// entries and `$13` bytes to each of `$11` mailboxes and deletes the usage rows of `$14`.
+    /// A commit's last statement: inserts entries (`row::INSERT`'s `$1`-`$10`) and adds `$12`
+    /// entries and `$13` bytes to each of `$11` mailboxes' usage rows.
     pub write: Statement,
     /// Notifies [`super::WAKE_CHANNEL`] with each of `$1` mailboxes: after a commit, on its own.
     pub wake: Statement,
@@ -51,29 +52,35 @@ impl Statements {
     pub(super) fn prepare(client: &mut Client) -> Result<Self, StoreError> {
         let mut p = |sql: &str| client.prepare(sql);
         Ok(Self {
-            // The initplan `(SELECT count(*) FROM locked)` reads the upsert to its end, every row
-            // locked, before the first `nextval`: ids are drawn under the locks (`commit.rs`).
+            // Branches run in order, so rows lock in one order in every commit: the entries
+            // deleted, then the mailboxes' usage rows (sorted), then their removal counts (sorted).
+            // The initplans read both upserts to their end, every row locked, before the first
+            // `nextval`: ids are drawn under the locks (`commit.rs`).
             open: p(&format!(
                 "WITH gone AS (
                      DELETE FROM switchboard_entries WHERE id = ANY($1::bigint[])
                      RETURNING id, mailbox, length(body)::bigint AS len),
-                 change AS (
-                     SELECT mailbox, -count(*) AS entries, -sum(len) AS bytes
-                     FROM gone GROUP BY mailbox
-                     UNION ALL SELECT m, 0, 0 FROM unnest($2::text[]) AS m),
                  locked AS (
                      INSERT INTO switchboard_mailboxes (mailbox, entries, bytes)
-                     SELECT mailbox, sum(entries)::bigint, sum(bytes)::bigint
-                     FROM change GROUP BY mailbox ORDER BY mailbox
+                     SELECT m, 0, 0 FROM unnest($2::text[]) AS m ORDER BY m
+                     ON CONFLICT (mailbox) DO UPDATE SET entries = switchboard_mailboxes.entries
+                     RETURNING mailbox, entries, bytes),
+                 removed AS (
+                     INSERT INTO switchboard_removed (mailbox, entries, bytes)
+                     SELECT mailbox, count(*), sum(len)::bigint
+                     FROM gone GROUP BY mailbox ORDER BY mailbox
                      ON CONFLICT (mailbox) DO UPDATE
-                     SET entries = switchboard_mailboxes.entries + excluded.entries,
-                         bytes = switchboard_mailboxes.bytes + excluded.bytes
-                     RETURNING mailbox, entries, bytes)
-                 SELECT 0, mailbox, entries, bytes FROM locked
-                 UNION ALL SELECT 1, NULL, id, NULL FROM gone
+                     SET entries = switchboard_removed.entries + excluded.entries,
+                         bytes = switchboard_removed.bytes + excluded.bytes
+                     RETURNING mailbox)
+                 SELECT 1, mailbox, id, len FROM gone
+                 UNION ALL SELECT 0, mailbox, entries, bytes FROM locked
+                 UNION ALL SELECT 3, mailbox, entries, bytes FROM switchboard_removed
+                     WHERE mailbox = ANY($2::text[])
                  UNION ALL SELECT 2, NULL, nextval('{IDS}'), NULL
                      FROM generate_series(1, $3::bigint)
-                     WHERE (SELECT count(*) FROM locked) >= 0"
+                     WHERE (SELECT count(*) FROM locked) >= 0
+                       AND (SELECT count(*) FROM removed) >= 0"
             ))?,
             draw: p(&format!(
                 "SELECT nextval('{IDS}') FROM generate_series(1, $1::bigint)"
@@ -93,9 +100,7 @@ impl Statements {
                             ON s.sender = b.sender AND s.send_id = b.send_id",
             )?,
             write: p(&format!(
-                "WITH gone AS (
-                     DELETE FROM switchboard_mailboxes WHERE mailbox = ANY($14::text[])),
-                 usage AS (
+                "WITH usage AS (
                      UPDATE switchboard_mailboxes m
                      SET entries = m.entries + d.entries, bytes = m.bytes + d.bytes
                      FROM unnest($11::text[], $12::bigint[], $13::bigint[])

@@ -548,3 +548,74 @@ fn postgres_concurrent_commits_keep_each_mailbox_in_commit_order() {
         assert_eq!(rounds(&format!("own-{w}")), expected);
     }
 }
+
+/// What leaves a mailbox is counted apart from what was appended (schema version 3), so an ack that
+/// deletes from a mailbox (and appends its receipt elsewhere) does not wait for a commit appending
+/// to that mailbox; the usage is right either way, and maintenance drops the rows of a mailbox left
+/// empty.
+#[test]
+fn postgres_a_delete_does_not_wait_for_appends_to_its_mailbox() {
+    let Some((db, mut store)) = open_postgres() else {
+        return;
+    };
+    append(
+        &mut store,
+        vec![entry(1, "bob", "x"), entry(2, "bob", "yy")],
+    );
+    let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+    let mut tx = holder.transaction().expect("begin");
+    tx.execute(
+        "UPDATE switchboard_mailboxes SET entries = entries WHERE mailbox = 'bob'",
+        &[],
+    )
+    .expect("hold bob's row, as a commit appending to bob does");
+    let url = db.url.clone();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut acker = PostgresStore::open(&url, Durability::Fsync).expect("open");
+        let mut receipt = entry(3, "alice", "");
+        receipt.kind = crate::store::EntryKind::Delivered;
+        receipt.message_id = 1;
+        let _ = done.send(acker.commit(&Batch {
+            appends: vec![receipt],
+            deletes: vec![1],
+            ..Default::default()
+        }));
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the ack does not wait for bob's row")
+        .expect("commit");
+    tx.commit().expect("release");
+    let mut usage = store.usage().expect("usage");
+    usage.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+    let of = |u: &crate::store::MailboxUsage| (u.mailbox.clone(), u.entries, u.bytes);
+    assert_eq!(
+        usage.iter().map(of).collect::<Vec<_>>(),
+        [("alice".to_owned(), 1, 0), ("bob".to_owned(), 1, 2)]
+    );
+    store
+        .commit(&Batch {
+            deletes: vec![2, 3],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(store.usage().expect("usage"), []);
+    store
+        .maintain(&crate::store::Maintenance {
+            forget_sent_before_ms: 0,
+            remember_at_most: u64::MAX,
+        })
+        .expect("maintain");
+    let rows: i64 = holder
+        .query_one(
+            "SELECT (SELECT count(*) FROM switchboard_mailboxes)
+                  + (SELECT count(*) FROM switchboard_removed)",
+            &[],
+        )
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 0, "an empty mailbox's usage rows are dropped");
+    append(&mut store, vec![entry(4, "bob", "again")]);
+    assert_eq!(store.usage().expect("usage").len(), 1);
+}
