@@ -5,9 +5,11 @@
 //! A MAILBOX increase in commit order (so a reader paging `id > cursor` never skips a late commit),
 //! and that is what the order of the statements gives, with no lock every commit shares:
 //!
-//! 1. The transaction first locks the rows of `switchboard_mailboxes` of every mailbox it appends to
-//!    or deletes from, in name order, in one upsert (the usage rows it changes anyway), and holds
-//!    them to its end.
+//! 1. The transaction first locks the rows of `switchboard_mailboxes` (what was appended to each
+//!    mailbox) of every mailbox it appends to, in name order, in one upsert (the rows it adds its
+//!    appends to anyway), and holds them to its end. What it deletes it counts in
+//!    `switchboard_removed` instead, so a commit that only deletes from a mailbox (an ack) does not
+//!    wait for the commits appending to it.
 //! 2. Only then does it draw its ids. The sequence is `CACHE 1`, so its values increase in the order
 //!    they are drawn, across all sessions. A later transaction appending to the same mailbox waits
 //!    in step 1 until this one has committed (or rolled back), so it draws later and its ids are
@@ -23,17 +25,18 @@
 //! A round trip to the server costs far more than a row, so every step takes all of the batch's rows
 //! at once as array parameters (`unnest`), through statements prepared once per connection
 //! (`statements.rs`), and a commit is five round trips whatever its size: `BEGIN`; one statement
-//! ([`open`]) that deletes the entries of earlier batches (`DELETE ... RETURNING`, which also tells
-//! the usage what left), locks the usage rows in one upsert that returns the mailboxes' totals (what
-//! the limits check counts from) and then draws the ids; the sends in one `INSERT ... ON CONFLICT DO
-//! NOTHING` (a send it did not insert was sent before: its original is looked up, one more); one
-//! statement ([`write`]) that inserts the entries and writes the usage (deleting the rows of
-//! mailboxes left empty); `COMMIT`. An append the same batch deletes is never inserted. The
+//! ([`open`]) that deletes the entries of earlier batches (`DELETE ... RETURNING`, counted in
+//! `switchboard_removed`), locks the appended-to mailboxes' rows in one upsert that returns what was
+//! appended to them (what the limits check counts from, less what was removed) and then draws the
+//! ids; the sends in one `INSERT ... ON CONFLICT DO NOTHING` (a send it did not insert was sent
+//! before: its original is looked up, one more); one statement ([`write`]) that inserts the entries
+//! and adds them to the usage; `COMMIT`. An append the same batch deletes is never inserted. The
 //! `NOTIFY` follows the commit on its own ([`wake`]). Rows are locked in a fixed order (entries
-//! being deleted, then mailboxes sorted by name, then sends sorted by sender and send id), so two
-//! brokers committing on one database at once wait for each other instead of deadlocking. A resend
-//! that reaches another broker while the original commits waits on the unique key of
-//! `switchboard_sent` and then finds the original: it is stored once.
+//! being deleted, then mailboxes' rows sorted by name, then their removal counts sorted by name,
+//! then sends sorted by sender and send id), so two brokers committing on one database at once wait
+//! for each other instead of deadlocking. A resend that reaches another broker while the original
+//! commits waits on the unique key of `switchboard_sent` and then finds the original: it is stored
+//! once.
 //!
 //! Several brokers may remove one entry (an ack on both sides of a takeover, an expiry against an
 //! ack): the deletes of earlier batches' entries run first, and a receipt about one of them is stored

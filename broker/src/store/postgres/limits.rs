@@ -2,15 +2,16 @@
 //! committing transaction from the database's totals, not from one broker's view of them.
 //!
 //! Each broker's Router counts only what it saw, so against a mailbox that several brokers fill (and
-//! others empty) its counts are stale both ways. The check therefore runs in the commit, on the
-//! totals the transaction's first upsert of the mailboxes' rows returned (`commit.rs`): it holds
-//! those rows locked to its end, and every transaction that appends to or deletes from a mailbox
-//! changes its row, so no other commit can change a mailbox between the count and this one's, and
-//! the totals are true, this batch's deletes of earlier entries already counted as room. The batch's
-//! own appends are counted in order on top, receipts always stored (as on one broker: no receipt is
-//! lost to a full mailbox); it costs no statement. A refused message was already remembered as a
-//! send earlier in the transaction, so its row of `switchboard_sent` is deleted again: a resend must
-//! not be answered with the id of a message that was never stored.
+//! others empty) its counts are stale both ways. The check therefore runs in the commit
+//! (`commit.rs`), on what the transaction's first statement found: what was appended to each
+//! mailbox, from the row it locked (every commit appending to the mailbox locks it to its end, so no
+//! other append can land between the count and this one's), less what was removed from it, as the
+//! statement's snapshot saw `switchboard_removed`, and less this batch's own deletes. A removal
+//! committing meanwhile is not counted as room yet: the check errs towards `mailbox-full`, never
+//! past the limit. The batch's own appends are counted in order on top, receipts always stored (as
+//! on one broker: no receipt is lost to a full mailbox); it costs no statement. A refused message
+//! was already remembered as a send earlier in the transaction, so its row of `switchboard_sent` is
+//! deleted again: a resend must not be answered with the id of a message that was never stored.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
