@@ -8,13 +8,25 @@ use std::sync::Arc;
 use super::harness::{TestDatabase, TestPostgres};
 use super::PostgresStore;
 use crate::store::conformance::{append, count, entry, ids};
-use crate::store::{Batch, Duplicate, Durability, MailboxStore, Renumbered};
+use crate::store::{Batch, Duplicate, Durability, Entry, MailboxStore, Renumbered};
 
 /// A fresh database on the shared test server and a store open on it, or `None` to skip.
 pub(crate) fn open_postgres() -> Option<(TestDatabase, PostgresStore)> {
     let db = TestPostgres::shared_or_skip("postgres store")?;
     let store = PostgresStore::open(&db.url, Durability::Fsync).expect("open");
     Some((db, store))
+}
+
+/// A database holding `kept`, taken back to an older schema by `back` (SQL), and a client on it.
+fn at_an_older_version(kept: Entry, back: &str) -> Option<(TestDatabase, postgres::Client)> {
+    let (db, mut store) = open_postgres()?;
+    append(&mut store, vec![kept]);
+    drop(store);
+    let mut client = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+    client
+        .batch_execute(back)
+        .expect("back to an older version");
+    Some((db, client))
 }
 
 #[test]
@@ -59,18 +71,15 @@ fn postgres_refuses_a_database_from_a_newer_version() {
 /// the next open, and keeps its entries.
 #[test]
 fn postgres_migrates_a_version_1_database_to_today() {
-    let Some((db, mut store)) = open_postgres() else {
+    let Some((db, mut client)) = at_an_older_version(
+        entry(1, "bob", "kept"),
+        "DROP TABLE switchboard_sessions, switchboard_removed;
+         DROP SEQUENCE switchboard_ids;
+         INSERT INTO switchboard_meta (key, value) VALUES ('stored_id', 1);
+         UPDATE switchboard_meta SET value = 1 WHERE key = 'schema_version'",
+    ) else {
         return;
     };
-    append(&mut store, vec![entry(1, "bob", "kept")]);
-    drop(store);
-    let mut client = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
-    client
-        .batch_execute(
-            "DROP TABLE switchboard_sessions;
-             UPDATE switchboard_meta SET value = 1 WHERE key = 'schema_version'",
-        )
-        .expect("back to version 1");
     let mut store = PostgresStore::open(&db.url, Durability::Fsync).expect("migrated");
     assert_eq!(ids(&store.fetch("bob", 0, 10).expect("fetch")), [1]);
     let version: i64 = client
@@ -363,19 +372,15 @@ fn postgres_stores_provisional_and_late_ids_in_commit_order() {
 /// from a sequence that starts above it (and above every id stored), and the row goes.
 #[test]
 fn postgres_migrates_a_version_2_database_to_ids_from_a_sequence() {
-    let Some((db, mut store)) = open_postgres() else {
+    let Some((db, mut client)) = at_an_older_version(
+        entry(7, "bob", "kept"),
+        "DROP TABLE switchboard_removed;
+         DROP SEQUENCE switchboard_ids;
+         INSERT INTO switchboard_meta (key, value) VALUES ('stored_id', 40);
+         UPDATE switchboard_meta SET value = 2 WHERE key = 'schema_version'",
+    ) else {
         return;
     };
-    append(&mut store, vec![entry(7, "bob", "kept")]);
-    drop(store);
-    let mut client = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
-    client
-        .batch_execute(
-            "DROP SEQUENCE switchboard_ids;
-             INSERT INTO switchboard_meta (key, value) VALUES ('stored_id', 40);
-             UPDATE switchboard_meta SET value = 2 WHERE key = 'schema_version'",
-        )
-        .expect("back to version 2");
     let mut store = PostgresStore::open(&db.url, Durability::Fsync).expect("migrated");
     let outcome = store
         .commit(&Batch {
