@@ -9,12 +9,16 @@
 //! itself, without a client having to send. Every attempt, failure and recovery is logged with
 //! structured fields (`attempt`, `retry_in_ms`, `down_ms`). A url with several hosts and
 //! `target_session_attrs=read-write` finds whichever is the primary now, so after a failover the
-//! same loop connects to the promoted standby.
+//! same loop connects to the promoted standby. Every connection made brings the schema up to date
+//! (`schema.rs`, a no-op once it is) and then prepares the hot statements (`statements.rs`), which
+//! live as long as their server session.
 
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
+use super::schema;
+use super::statements::Statements;
 use crate::store::{Durability, StoreError};
 
 /// The wait after the first failed attempt: short, so a database restarted at once is found at once.
@@ -30,7 +34,7 @@ pub(super) struct Connection {
     url: String,
     durability: Durability,
     /// `None` while there is no usable connection.
-    client: Option<Client>,
+    client: Option<(Client, Statements)>,
     backoff: Backoff,
 }
 
@@ -49,9 +53,10 @@ impl Connection {
         self.client.is_some()
     }
 
-    /// The connection, connecting first if there is none and the backoff allows an attempt.
-    pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_some_and(Client::is_closed) {
+    /// The connection and its prepared statements, connecting first if there is none and the
+    /// backoff allows an attempt.
+    pub(super) fn client(&mut self) -> Result<(&mut Client, &Statements), StoreError> {
+        if self.closed() {
             self.lost();
         }
         if self.client.is_none() {
@@ -83,14 +88,19 @@ impl Connection {
                 }
             }
         }
-        self.client.as_mut().ok_or(StoreError::Stopped)
+        let (client, statements) = self.client.as_mut().ok_or(StoreError::Stopped)?;
+        Ok((client, statements))
     }
 
     /// After a call failed: if the connection broke, drops it (the next call connects again).
     pub(super) fn check(&mut self) {
-        if self.client.as_ref().is_some_and(Client::is_closed) {
+        if self.closed() {
             self.lost();
         }
+    }
+
+    fn closed(&self) -> bool {
+        self.client.as_ref().is_some_and(|(c, _)| c.is_closed())
     }
 
     fn lost(&mut self) {
@@ -99,13 +109,15 @@ impl Connection {
         self.backoff.lost(Instant::now());
     }
 
-    fn connect(&self) -> Result<Client, StoreError> {
+    fn connect(&self) -> Result<(Client, Statements), StoreError> {
         let mut client = Client::connect(&self.url, NoTls)?;
         if self.durability == Durability::Os {
             client.batch_execute("SET synchronous_commit = off")?;
         }
+        schema::migrate(&mut client)?;
+        let statements = Statements::prepare(&mut client)?;
         tracing::debug!("connected to PostgreSQL");
-        Ok(client)
+        Ok((client, statements))
     }
 }
 

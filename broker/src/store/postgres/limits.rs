@@ -2,21 +2,23 @@
 //! committing transaction from the database's totals, not from one broker's view of them.
 //!
 //! Each broker's Router counts only what it saw, so against a mailbox that several brokers fill (and
-//! others empty) its counts are stale both ways. The check therefore runs in the commit: after the
-//! transaction took the `stored_id` lock, which every transaction that appends takes, so no other
-//! append can commit between the count and this one's, the rows of `switchboard_mailboxes` are the
-//! mailboxes' true totals. One statement reads them (only when the batch has messages); the batch's
-//! own appends are counted in order on top, receipts always stored (as on one broker: no receipt is
-//! lost to a full mailbox). A refused message was already remembered as a send earlier in the
-//! transaction, so its row of `switchboard_sent` is deleted again: a resend must not be answered with
-//! the id of a message that was never stored. An ack committing in the same batch is not counted as
-//! room (its delete runs after the appends): the check errs towards `mailbox-full` by at most a batch.
+//! others empty) its counts are stale both ways. The check therefore runs in the commit
+//! (`commit.rs`), on what the transaction's first statement found: what was appended to each
+//! mailbox, from the row it locked (every commit appending to the mailbox locks it to its end, so no
+//! other append can land between the count and this one's), less what was removed from it, as the
+//! statement's snapshot saw `switchboard_removed`, and less this batch's own deletes. A removal
+//! committing meanwhile is not counted as room yet: the check errs towards `mailbox-full`, never
+//! past the limit. The batch's own appends are counted in order on top, receipts always stored (as
+//! on one broker: no receipt is lost to a full mailbox); it costs no statement. A refused message
+//! was already remembered as a send earlier in the transaction, so its row of `switchboard_sent` is
+//! deleted again: a resend must not be answered with the id of a message that was never stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use postgres::Transaction;
 
 use super::row::to_sql;
+use super::statements::Statements;
 use crate::store::{Entry, EntryKind, StoreError};
 
 /// The most one mailbox may hold (`mailbox.max_messages`, `mailbox.max_bytes`), checked in the
@@ -28,33 +30,28 @@ pub struct MailboxLimits {
 }
 
 /// Of `fresh` (the batch's new appends as stored, in order), the ids of the messages their mailbox
-/// has no room for; their sends are forgotten again.
+/// has no room for, counted on top of `totals` (the locked rows' entries and bytes); their sends
+/// are forgotten again.
 pub(super) fn refuse(
     tx: &mut Transaction<'_>,
+    st: &Statements,
     limits: &MailboxLimits,
     fresh: &[&Entry],
+    totals: &BTreeMap<String, (i64, i64)>,
 ) -> Result<HashSet<u64>, StoreError> {
-    let mut mailboxes: Vec<&str> = fresh
+    let used: HashMap<String, (u64, u64)> = fresh
         .iter()
         .filter(|e| e.kind == EntryKind::Message)
-        .map(|e| e.mailbox.as_str())
+        .map(|e| {
+            let (entries, bytes) = totals.get(&e.mailbox).copied().unwrap_or_default();
+            (
+                e.mailbox.clone(),
+                (entries.max(0) as u64, bytes.max(0) as u64),
+            )
+        })
         .collect();
-    if mailboxes.is_empty() {
+    if used.is_empty() {
         return Ok(HashSet::new());
-    }
-    mailboxes.sort_unstable();
-    mailboxes.dedup();
-    let rows = tx.query(
-        "SELECT mailbox, entries, bytes FROM switchboard_mailboxes WHERE mailbox = ANY($1)",
-        &[&mailboxes],
-    )?;
-    let mut used: HashMap<String, (u64, u64)> = mailboxes
-        .iter()
-        .map(|m| ((*m).to_owned(), (0, 0)))
-        .collect();
-    for r in rows {
-        let (entries, bytes): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
-        used.insert(r.try_get(0)?, (entries.max(0) as u64, bytes.max(0) as u64));
     }
     let full = over(limits, fresh, used);
     if !full.is_empty() {
@@ -63,7 +60,7 @@ pub(super) fn refuse(
             .filter(|e| full.contains(&e.id))
             .copied()
             .collect();
-        forget_sends(tx, &refused)?;
+        forget_sends(tx, st, &refused)?;
         tracing::debug!(
             refused = refused.len(),
             "mailbox limit reached in the transaction"
@@ -98,16 +95,15 @@ fn over(
 
 /// Deletes the sends `remember` stored for `refused`, matching their message ids (a row of the same
 /// send with another id is an original, and stays).
-fn forget_sends(tx: &mut Transaction<'_>, refused: &[&Entry]) -> Result<(), StoreError> {
+fn forget_sends(
+    tx: &mut Transaction<'_>,
+    st: &Statements,
+    refused: &[&Entry],
+) -> Result<(), StoreError> {
     let senders: Vec<&str> = refused.iter().map(|e| e.peer.as_str()).collect();
     let send_ids: Vec<i64> = refused.iter().map(|e| to_sql(e.send_id)).collect();
     let ids: Vec<i64> = refused.iter().map(|e| to_sql(e.id)).collect();
-    tx.execute(
-        "DELETE FROM switchboard_sent s
-         USING unnest($1::text[], $2::bigint[], $3::bigint[]) AS r (sender, send_id, message_id)
-         WHERE s.sender = r.sender AND s.send_id = r.send_id AND s.message_id = r.message_id",
-        &[&senders, &send_ids, &ids],
-    )?;
+    tx.execute(&st.forget, &[&senders, &send_ids, &ids])?;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Every [`Batch`] is one transaction (`commit.rs`), written in a fixed handful of statements whatever
 //! its size; what the database holds and how its schema is created and migrated is in `schema.rs`;
-//! how an entry maps to a row, in `row.rs`. The connection is the blocking `postgres` client: the
+//! how an entry maps to a row, in `row.rs`; the statements prepared once per connection, in
+//! `statements.rs`. The connection is the blocking `postgres` client: the
 //! trait runs on the store's own thread, which may block on the network. `url` is a libpq
 //! connection string, so several hosts with `target_session_attrs=read-write` find the primary
 //! after a failover. A call that finds the connection broken fails (the Router answers
@@ -28,6 +29,7 @@ pub mod harness;
 mod limits;
 mod row;
 mod schema;
+mod statements;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -38,6 +40,7 @@ pub use self::limits::MailboxLimits;
 
 use self::connection::Connection;
 use self::row::{from_sql, to_sql, COLUMNS};
+use self::statements::Statements;
 use super::{
     Batch, CommitOutcome, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
     MaintenanceReport, StoreError,
@@ -67,7 +70,8 @@ impl PostgresStore {
             connection: Connection::new(url, durability),
             limits: None,
         };
-        schema::migrate(store.connection.client()?)?;
+        // Connecting migrates the schema (`connection.rs`).
+        store.connection.client()?;
         tracing::info!(?durability, "opened PostgreSQL store");
         Ok(store)
     }
@@ -83,9 +87,10 @@ impl PostgresStore {
     /// connects again.
     fn with<T>(
         &mut self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Client, &Statements) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = f(self.connection.client()?);
+        let (client, statements) = self.connection.client()?;
+        let result = f(client, statements);
         if result.is_err() {
             self.connection.check();
         }
@@ -99,9 +104,10 @@ impl MailboxStore for PostgresStore {
             return Ok(CommitOutcome::default());
         }
         let limits = self.limits;
-        self.with(|client| {
+        self.with(|client, statements| {
             let mut tx = client.transaction()?;
-            let outcome = commit::commit(&mut tx, batch, limits.as_ref())?;
+            let mut grown = Vec::new();
+            let outcome = commit::commit(&mut tx, statements, batch, limits.as_ref(), &mut grown)?;
             if let Err(error) = tx.commit() {
                 if client.is_closed() {
                     tracing::warn!(
@@ -114,28 +120,29 @@ impl MailboxStore for PostgresStore {
                 }
                 return Err(error.into());
             }
+            commit::wake(client, statements, &grown);
             Ok(outcome)
         })
     }
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|client| {
-            let rows = client.query(
-                &format!(
-                    "SELECT {COLUMNS}, body FROM switchboard_entries
-                     WHERE mailbox = $1 AND id > $2 ORDER BY id LIMIT $3"
-                ),
-                &[&mailbox, &to_sql(after), &limit],
-            )?;
+        self.with(|client, statements| {
+            let rows = client.query(&statements.fetch, &[&mailbox, &to_sql(after), &limit])?;
             rows.iter().map(|r| row::entry(r, true)).collect()
         })
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {
-        self.with(|client| {
+        self.with(|client, _| {
+            // Appended less removed (`schema.rs`, version 3).
             let rows = client.query(
-                "SELECT mailbox, entries, bytes FROM switchboard_mailboxes WHERE entries > 0",
+                "SELECT * FROM (
+                     SELECT m.mailbox, m.entries - coalesce(r.entries, 0) AS entries,
+                            m.bytes - coalesce(r.bytes, 0) AS bytes
+                     FROM switchboard_mailboxes m
+                     LEFT JOIN switchboard_removed r ON r.mailbox = m.mailbox) AS u
+                 WHERE entries > 0",
                 &[],
             )?;
             rows.iter()
@@ -152,7 +159,7 @@ impl MailboxStore for PostgresStore {
 
     fn expired(&mut self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|client| {
+        self.with(|client, _| {
             // One broker sweeps at a time (`expiry.rs`); the others find nothing due.
             if !expiry::may_sweep(client)? {
                 return Ok(Vec::new());
@@ -170,17 +177,14 @@ impl MailboxStore for PostgresStore {
     }
 
     fn sent(&mut self, sender: &str, send_id: u64) -> Result<Option<u64>, StoreError> {
-        self.with(|client| {
-            let row = client.query_opt(
-                "SELECT message_id FROM switchboard_sent WHERE sender = $1 AND send_id = $2",
-                &[&sender, &to_sql(send_id)],
-            )?;
+        self.with(|client, statements| {
+            let row = client.query_opt(&statements.sent, &[&sender, &to_sql(send_id)])?;
             row.map(|r| Ok(from_sql(r.try_get(0)?))).transpose()
         })
     }
 
     fn maintain(&mut self, what: &Maintenance) -> Result<MaintenanceReport, StoreError> {
-        self.with(|client| {
+        self.with(|client, _| {
             let mut tx = client.transaction()?;
             let mut forgotten = tx.execute(
                 "DELETE FROM switchboard_sent WHERE at_ms < $1",
@@ -201,6 +205,22 @@ impl MailboxStore for PostgresStore {
                     &[&to_sql(what.remember_at_most)],
                 )?;
             }
+            // Mailboxes left empty lose both usage rows (appended, removed). Their rows of
+            // `switchboard_mailboxes` lock in name order, as commits lock them; a commit appending
+            // to one holds its row, so this waits for it and then finds it no longer empty.
+            tx.execute(
+                "WITH empty AS (
+                     SELECT m.mailbox FROM switchboard_mailboxes m
+                     JOIN switchboard_removed r ON r.mailbox = m.mailbox
+                     WHERE m.entries <= r.entries ORDER BY m.mailbox FOR UPDATE OF m),
+                 gone AS (
+                     DELETE FROM switchboard_mailboxes m USING switchboard_removed r
+                     WHERE m.mailbox IN (SELECT mailbox FROM empty)
+                       AND r.mailbox = m.mailbox AND m.entries <= r.entries
+                     RETURNING m.mailbox)
+                 DELETE FROM switchboard_removed WHERE mailbox IN (SELECT mailbox FROM gone)",
+                &[],
+            )?;
             tx.commit()?;
             // Free space is PostgreSQL's autovacuum's business.
             Ok(MaintenanceReport {
@@ -211,11 +231,14 @@ impl MailboxStore for PostgresStore {
     }
 
     fn last_id(&mut self) -> Result<u64, StoreError> {
-        self.with(|client| {
+        self.with(|client, _| {
+            // The sequence's value covers every id drawn, committed or not.
             let row = client.query_one(
                 "SELECT greatest(
                      (SELECT value FROM switchboard_meta WHERE key = 'last_id'),
-                     (SELECT max(id) FROM switchboard_entries))",
+                     (SELECT max(id) FROM switchboard_entries),
+                     (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                      FROM switchboard_ids))",
                 &[],
             )?;
             Ok(row.try_get::<_, Option<i64>>(0)?.map_or(0, from_sql))

@@ -14,7 +14,7 @@ use postgres::Client;
 use crate::store::StoreError;
 
 /// The schema this code writes.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock key every broker takes while it migrates ("sb" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7362_0001;
@@ -72,6 +72,28 @@ CREATE INDEX IF NOT EXISTS switchboard_sessions_by_node ON switchboard_sessions 
 CREATE INDEX IF NOT EXISTS switchboard_sessions_by_lease ON switchboard_sessions (lease_until_ms);
 ";
 
+/// Version 3 draws ids from a sequence instead of the row `stored_id` of `switchboard_meta`, which
+/// every commit had to lock (`commit.rs`): it starts above every id stored or reserved so far, and
+/// `stored_id` goes. `CACHE 1` (each `nextval` from the shared sequence, none kept back in a session)
+/// makes the values increase in the order they are drawn across every session. And what leaves a
+/// mailbox is counted apart, in `switchboard_removed`, so a commit that only deletes from a mailbox
+/// does not lock the row that commits appending to it lock: a mailbox holds its row of
+/// `switchboard_mailboxes` (everything appended) less its row here (everything removed); the two
+/// are deleted together once equal (maintenance, `super::PostgresStore::maintain`).
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS switchboard_removed (
+    mailbox text   PRIMARY KEY,
+    entries bigint NOT NULL,
+    bytes   bigint NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS switchboard_ids AS bigint MINVALUE 1 CACHE 1;
+SELECT setval('switchboard_ids', greatest(high, 1), high > 0) FROM (
+    SELECT greatest(
+        (SELECT max(value) FROM switchboard_meta WHERE key IN ('stored_id', 'last_id')),
+        (SELECT max(id) FROM switchboard_entries), 0) AS high) AS h;
+DELETE FROM switchboard_meta WHERE key = 'stored_id';
+";
+
 /// Brings the database behind `client` to [`SCHEMA_VERSION`], or refuses one that is newer.
 pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
@@ -103,7 +125,10 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
         if version < 1 {
             tx.batch_execute(SCHEMA)?;
         }
-        tx.batch_execute(SESSIONS)?;
+        if version < 2 {
+            tx.batch_execute(SESSIONS)?;
+        }
+        tx.batch_execute(V3)?;
         tx.execute(
             "INSERT INTO switchboard_meta (key, value) VALUES ('schema_version', $1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
