@@ -213,20 +213,7 @@ async fn loses_commits_under_a_surviving_reservation(
     send_all(&mut alice, 20..=20).await;
     broker.kill9().await;
     lose(&dir);
-
-    let out = refused_start(engine, &dir).await;
-    assert!(
-        out.contains("lost its newest commits") && out.contains("--accept-store-loss"),
-        "{engine:?}: expected a refusal saying the store lost its newest commits, got:\n{out}"
-    );
-    let broker = start(engine, &dir, true).await;
-    let (mut bob, _) = Raw::hello(broker.addr(), "bob", 60).await;
-    match bob.recv().await {
-        Some(BrokerFrame::Deliver { body, .. }) => assert_eq!(&body[..], b"message 1"),
-        other => panic!("expected bob's stored message, got {other:?}"),
-    }
-    drop(bob);
-    broker.terminate().await;
+    refused_until_the_loss_is_accepted(engine, &dir).await;
 }
 
 /// Alice sends bob message 1 and the broker stops cleanly (the store is checkpointed, the identity
@@ -246,13 +233,18 @@ async fn loses_newest_commits_after_a_crash(engine: Engine, lose: impl Fn(&Path,
     send_all(&mut alice, 2..=3).await;
     broker.kill9().await;
     lose(&dir, before);
+    refused_until_the_loss_is_accepted(engine, &dir).await;
+}
 
-    let out = refused_start(engine, &dir).await;
+/// A start on `dir`, whose store lost its newest commits, is refused saying so; with
+/// `--accept-store-loss` it starts, logging the loss, and bob gets message 1.
+async fn refused_until_the_loss_is_accepted(engine: Engine, dir: &Path) {
+    let out = refused_start(engine, dir).await;
     assert!(
         out.contains("lost its newest commits") && out.contains("--accept-store-loss"),
         "{engine:?}: expected a refusal saying the store lost its newest commits, got:\n{out}"
     );
-    let broker = start(engine, &dir, true).await;
+    let broker = start(engine, dir, true).await;
     broker
         .output()
         .wait_for(1, &["ACCEPTING STORE LOSS", "lost its newest commits"])
