@@ -13,6 +13,9 @@ use tokio::sync::Notify;
 use crate::auth::Grant;
 use crate::rate::TokenBucket;
 
+/// Queued datagrams' room an empty queue keeps, so a steady trickle does not allocate per datagram.
+const KEPT_WHEN_EMPTY: usize = 4;
+
 /// A datagram waiting for its recipient's session to write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Queued {
@@ -63,7 +66,9 @@ impl Peer {
             grant,
             rate: Mutex::new(TokenBucket::new(rate, Instant::now())),
             udp: Mutex::new(UdpState::default()),
-            inbox: Mutex::new(VecDeque::with_capacity(capacity.min(16))),
+            // Nothing reserved: most sessions never get a datagram over TCP, and 16 queued ones
+            // reserved up front were 896 bytes of every idle connection (BENCHMARKS.md, idle).
+            inbox: Mutex::new(VecDeque::new()),
             capacity,
             wake: Notify::new(),
         }
@@ -82,9 +87,16 @@ impl Peer {
         lost
     }
 
-    /// The oldest queued datagram, for the session to write.
+    /// The oldest queued datagram, for the session to write. Once the queue is empty it gives back
+    /// what a burst made it reserve beyond [`KEPT_WHEN_EMPTY`], so a connection that is idle again
+    /// costs what it did before.
     pub(crate) fn next_queued(&self) -> Option<Queued> {
-        lock(&self.inbox).pop_front()
+        let mut inbox = lock(&self.inbox);
+        let next = inbox.pop_front();
+        if next.is_none() && inbox.capacity() > KEPT_WHEN_EMPTY {
+            inbox.shrink_to(KEPT_WHEN_EMPTY);
+        }
+        next
     }
 
     /// Whether a datagram still waits (the session tries again later).
@@ -132,5 +144,17 @@ mod tests {
         assert_eq!(bob.next_queued(), Some(datagram(2)));
         assert_eq!(bob.next_queued(), Some(datagram(3)));
         assert!(!bob.has_queued());
+    }
+
+    #[test]
+    fn an_idle_queue_holds_no_room_and_gives_back_what_a_burst_took() {
+        let bob = peer(64);
+        assert_eq!(lock(&bob.inbox).capacity(), 0, "nothing reserved up front");
+        for n in 0..64 {
+            bob.queue(datagram(n));
+        }
+        assert!(lock(&bob.inbox).capacity() >= 64);
+        while bob.next_queued().is_some() {}
+        assert!(lock(&bob.inbox).capacity() <= KEPT_WHEN_EMPTY);
     }
 }
