@@ -39,7 +39,7 @@ pub use error::{Damaged, StoreError};
 pub use lock::DataDirLock;
 pub use log::{check as check_log, CheckReport, LogOptions, LogStore, TornTail};
 pub use memory::MemoryStore;
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresReader, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use worker::{StoreHandle, StoreThread};
 
@@ -99,6 +99,19 @@ pub trait MailboxStore: Send + 'static {
     /// The Router continues numbering from here after a restart, so ids are never reused.
     fn last_id(&mut self) -> Result<u64, StoreError>;
 
+    /// A second way into the same mailboxes, for page reads on a thread of their own beside the
+    /// commits ([`StoreHandle`]). An engine whose commit waits on the network and on a remote flush
+    /// (PostgreSQL: the primary's WAL and a synchronous standby's) returns one, so that reading the
+    /// next page of a backlog does not queue behind a commit. `None`, the default: reads share the
+    /// commit thread (the embedded engines, whose page read costs less than the hand-off).
+    ///
+    /// A reader sees what has committed, no more: a page read may miss a commit that lands while it
+    /// runs, and may still return an entry whose delete is committing. The Router allows for both
+    /// (`router/deleting.rs` stamps every read; a window notes appends that land during a read).
+    fn page_reader(&mut self) -> Option<Box<dyn PageReader>> {
+        None
+    }
+
     /// When the oldest entry waiting in any mailbox was accepted (ms since the epoch); `None` when
     /// every mailbox is empty. The admin listener asks once per scrape for its oldest-entry-age
     /// gauge. This default reads the first entry of every mailbox; an engine with an index in
@@ -112,6 +125,12 @@ pub trait MailboxStore: Send + 'static {
         }
         Ok(oldest)
     }
+}
+
+/// Page reads of a [`MailboxStore`] from a thread of their own; see [`MailboxStore::page_reader`].
+pub trait PageReader: Send + 'static {
+    /// As [`MailboxStore::fetch`].
+    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError>;
 }
 
 #[cfg(test)]

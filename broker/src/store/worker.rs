@@ -5,6 +5,10 @@
 //! backpressure the Router wants) and answers come back on oneshot channels. Commits that queued up
 //! while the previous one ran are merged into one transaction, so the store never does more fsyncs
 //! than it has to, whoever the callers are.
+//!
+//! An engine that offers a [`PageReader`] (PostgreSQL, whose commits wait for remote flushes) gets a
+//! second thread, `switchboard-store-reads`, with a channel of its own for page reads, so the next
+//! page of a backlog is read while a commit is under way instead of after it.
 
 use std::sync::Arc;
 
@@ -15,17 +19,20 @@ use crate::metrics::Metrics;
 use super::oldest;
 use super::{
     Batch, CommitOutcome, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
-    MaintenanceReport, StoreError,
+    MaintenanceReport, PageReader, StoreError,
 };
+
+/// A page read: up to `limit` entries of `mailbox` with an id above `after`.
+struct Read {
+    mailbox: String,
+    after: u64,
+    limit: usize,
+    reply: oneshot::Sender<Result<Vec<Entry>, StoreError>>,
+}
 
 enum Request {
     Commit(Batch, oneshot::Sender<Result<CommitOutcome, StoreError>>),
-    Fetch {
-        mailbox: String,
-        after: u64,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Entry>, StoreError>>,
-    },
+    Fetch(Read),
     LastId(oneshot::Sender<Result<u64, StoreError>>),
     Usage(oneshot::Sender<Result<Vec<MailboxUsage>, StoreError>>),
     Expired {
@@ -50,17 +57,26 @@ enum Request {
 #[derive(Clone)]
 pub struct StoreHandle {
     requests: mpsc::Sender<Request>,
+    /// The page reads' own thread, when the engine has a [`PageReader`].
+    reads: Option<mpsc::Sender<Read>>,
 }
 
 /// The store thread, to wait for once every handle is gone (that is, after a clean shutdown).
 #[derive(Debug)]
-pub struct StoreThread(std::thread::JoinHandle<()>);
+pub struct StoreThread {
+    store: std::thread::JoinHandle<()>,
+    reads: Option<std::thread::JoinHandle<()>>,
+}
 
 impl StoreThread {
-    /// Blocks until the store thread has committed its last request and closed the store.
+    /// Blocks until the store thread has committed its last request and closed the store (and the
+    /// page reads' thread, if there is one, has answered its last read).
     pub fn join(self) {
-        if self.0.join().is_err() {
+        if self.store.join().is_err() {
             tracing::error!("store thread panicked");
+        }
+        if self.reads.is_some_and(|reads| reads.join().is_err()) {
+            tracing::error!("store reads thread panicked");
         }
     }
 }
@@ -70,16 +86,33 @@ impl StoreHandle {
     /// queued requests.
     /// Each commit's time and size go to `metrics`.
     pub fn spawn(
-        store: Box<dyn MailboxStore>,
+        mut store: Box<dyn MailboxStore>,
         queue_depth: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(StoreHandle, StoreThread), StoreError> {
+        let (reads, reads_thread) = match store.page_reader() {
+            Some(reader) => {
+                let (reads, rx) = mpsc::channel(queue_depth.max(1));
+                let thread = std::thread::Builder::new()
+                    .name("switchboard-store-reads".into())
+                    .spawn(move || serve_reads(reader, rx))
+                    .map_err(StoreError::Thread)?;
+                (Some(reads), Some(thread))
+            }
+            None => (None, None),
+        };
         let (requests, rx) = mpsc::channel(queue_depth.max(1));
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
             .spawn(move || serve(store, rx, &metrics))
             .map_err(StoreError::Thread)?;
-        Ok((StoreHandle { requests }, StoreThread(thread)))
+        Ok((
+            StoreHandle { requests, reads },
+            StoreThread {
+                store: thread,
+                reads: reads_thread,
+            },
+        ))
     }
 
     async fn ask<T>(
@@ -106,13 +139,21 @@ impl StoreHandle {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        self.ask(|reply| Request::Fetch {
+        let (reply, answer) = oneshot::channel();
+        let read = Read {
             mailbox,
             after,
             limit,
             reply,
-        })
-        .await
+        };
+        let sent = match &self.reads {
+            Some(reads) => reads.send(read).await.is_ok(),
+            None => self.requests.send(Request::Fetch(read)).await.is_ok(),
+        };
+        if !sent {
+            return Err(StoreError::Stopped);
+        }
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Usage of every non-empty mailbox.
@@ -202,13 +243,10 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>, metr
                 );
                 answer_merged(result, &merged, callers);
             }
-            Request::Fetch {
-                mailbox,
-                after,
-                limit,
-                reply,
-            } => {
-                let _ = reply.send(store.fetch(&mailbox, after, limit));
+            Request::Fetch(read) => {
+                let _ = read
+                    .reply
+                    .send(store.fetch(&read.mailbox, read.after, read.limit));
             }
             Request::LastId(reply) => {
                 let _ = reply.send(store.last_id());
@@ -287,6 +325,15 @@ fn answer_merged(
             renumbered,
             not_stored,
         }));
+    }
+}
+
+/// The page reads' thread: answers each read in turn until every handle is gone.
+fn serve_reads(mut reader: Box<dyn PageReader>, mut rx: mpsc::Receiver<Read>) {
+    while let Some(read) = rx.blocking_recv() {
+        let _ = read
+            .reply
+            .send(reader.fetch(&read.mailbox, read.after, read.limit));
     }
 }
 

@@ -1,4 +1,4 @@
-//! The PostgreSQL store's one connection: when to connect again after it broke, and how the broker
+//! A connection of the PostgreSQL store (it has two: commits, and page reads): when to connect again after it broke, and how the broker
 //! says so.
 //!
 //! The store runs on its own thread and blocks on the network, so a dead database must not make
@@ -28,7 +28,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// database is back.
 const LAST_RETRY: Duration = Duration::from_secs(2);
 
-/// The store's connection to the database, connected again with backoff when it breaks.
+/// A connection to the database, connected again with backoff when it breaks.
 pub(super) struct Connection {
     /// The libpq connection string. Never logged: it may hold a password.
     url: String,
@@ -47,6 +47,25 @@ impl Connection {
             client: None,
             backoff: Backoff::default(),
         }
+    }
+
+    /// A second connection to the same database with the same settings, not connected yet.
+    pub(super) fn another(&self) -> Self {
+        Self::new(&self.url, self.durability)
+    }
+
+    /// Runs `f` on the connection; a failure that broke the connection drops it, so a later call
+    /// connects again.
+    pub(super) fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Client, &Statements) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (client, statements) = self.client()?;
+        let result = f(client, statements);
+        if result.is_err() {
+            self.check();
+        }
+        result
     }
 
     pub(super) fn is_connected(&self) -> bool {

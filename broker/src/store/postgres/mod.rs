@@ -5,7 +5,8 @@
 //! its size; what the database holds and how its schema is created and migrated is in `schema.rs`;
 //! how an entry maps to a row, in `row.rs`; the statements prepared once per connection, in
 //! `statements.rs`. The connection is the blocking `postgres` client: the
-//! trait runs on the store's own thread, which may block on the network. `url` is a libpq
+//! trait runs on the store's own thread, which may block on the network. Page reads have a
+//! connection and a thread of their own ([`PostgresReader`]), so they do not wait behind commits. `url` is a libpq
 //! connection string, so several hosts with `target_session_attrs=read-write` find the primary
 //! after a failover. A call that finds the connection broken fails (the Router answers
 //! `unavailable`) and later calls connect again with backoff (`connection.rs`), so service resumes
@@ -43,7 +44,7 @@ use self::row::{from_sql, to_sql, COLUMNS};
 use self::statements::Statements;
 use super::{
     Batch, CommitOutcome, Durability, Entry, ExpiredEntry, MailboxStore, MailboxUsage, Maintenance,
-    MaintenanceReport, StoreError,
+    MaintenanceReport, PageReader, StoreError,
 };
 
 /// Mailboxes in a PostgreSQL database.
@@ -89,13 +90,43 @@ impl PostgresStore {
         &mut self,
         f: impl FnOnce(&mut Client, &Statements) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let (client, statements) = self.connection.client()?;
-        let result = f(client, statements);
-        if result.is_err() {
-            self.connection.check();
-        }
-        result
+        self.connection.with(f)
     }
+}
+
+/// Page reads of a [`PostgresStore`]'s mailboxes on a connection of their own, so a read does not
+/// wait behind a commit that waits for the flushes ([`MailboxStore::page_reader`]). It connects on
+/// its first read and again, with the same backoff, after its connection broke.
+pub struct PostgresReader {
+    connection: Connection,
+}
+
+impl std::fmt::Debug for PostgresReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresReader")
+            .field("connected", &self.connection.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PageReader for PostgresReader {
+    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        read_page(&mut self.connection, mailbox, after, limit)
+    }
+}
+
+/// Up to `limit` entries of `mailbox` above `after`, in id order.
+fn read_page(
+    connection: &mut Connection,
+    mailbox: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    connection.with(|client, statements| {
+        let rows = client.query(&statements.fetch, &[&mailbox, &to_sql(after), &limit])?;
+        rows.iter().map(|r| row::entry(r, true)).collect()
+    })
 }
 
 impl MailboxStore for PostgresStore {
@@ -126,11 +157,13 @@ impl MailboxStore for PostgresStore {
     }
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|client, statements| {
-            let rows = client.query(&statements.fetch, &[&mailbox, &to_sql(after), &limit])?;
-            rows.iter().map(|r| row::entry(r, true)).collect()
-        })
+        read_page(&mut self.connection, mailbox, after, limit)
+    }
+
+    fn page_reader(&mut self) -> Option<Box<dyn PageReader>> {
+        Some(Box::new(PostgresReader {
+            connection: self.connection.another(),
+        }))
     }
 
     fn usage(&mut self) -> Result<Vec<MailboxUsage>, StoreError> {

@@ -624,3 +624,78 @@ fn postgres_a_delete_does_not_wait_for_appends_to_its_mailbox() {
     append(&mut store, vec![entry(4, "bob", "again")]);
     assert_eq!(store.usage().expect("usage").len(), 1);
 }
+
+/// Page reads have a connection and a thread of their own: a read of one mailbox is answered while a
+/// commit waits for a row lock (as a commit waits for the flushes), and once the commit lands, a read
+/// sees what it stored.
+#[test]
+fn postgres_a_page_read_does_not_wait_behind_a_commit() {
+    let Some((db, mut store)) = open_postgres() else {
+        return;
+    };
+    append(&mut store, vec![entry(1, "carol", "waiting")]);
+    let (handle, thread) = crate::store::StoreHandle::spawn(Box::new(store), 16, Arc::default())
+        .expect("spawn the store threads");
+    let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+    let mut tx = holder.transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO switchboard_mailboxes (mailbox, entries, bytes) VALUES ('bob', 0, 0)",
+        &[],
+    )
+    .expect("hold bob's row");
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    };
+    let committing = std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            runtime().block_on(handle.commit(Batch {
+                appends: vec![entry(crate::store::PROVISIONAL_IDS + 1, "bob", "new")],
+                ..Default::default()
+            }))
+        }
+    });
+    // The commit is on the store's connection, waiting for bob's row.
+    let waiting = (0..200).any(|_| {
+        let n: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        n > 0 || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(
+        waiting,
+        "the commit reached the database and waits for bob's row"
+    );
+    let wait = std::time::Duration::from_secs(10);
+    let page = runtime()
+        .block_on(async { tokio::time::timeout(wait, handle.fetch("carol".into(), 0, 10)).await })
+        .expect("the read is answered while the commit waits")
+        .expect("fetch");
+    assert_eq!(ids(&page), [1]);
+    assert!(
+        !committing.is_finished(),
+        "the commit still waits for bob's row"
+    );
+    tx.commit().expect("release bob's row");
+    committing
+        .join()
+        .expect("commit thread")
+        .expect("the commit lands once the row is free");
+    let page = runtime()
+        .block_on(handle.fetch("bob".into(), 0, 10))
+        .expect("fetch");
+    assert_eq!(page.len(), 1, "the reader sees the commit: {page:?}");
+    drop(handle);
+    thread.join();
+}
