@@ -15,6 +15,15 @@ SB_CLUSTER_LABEL_fsync="3 brokers; PostgreSQL primary + synchronous standby, syn
 SB_CLUSTER_LABEL_os="3 brokers; PostgreSQL primary + standby, durability os: synchronous_commit off"
 JS_CLUSTER_LABEL="3-node cluster, R3 file streams"
 
+# wait_port PORT: until something listens on 127.0.0.1:PORT, for at most 10 s (the caller's log).
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "nothing listens on port $1"; return 1
+}
+
 # as_postgres CMD...: PostgreSQL refuses to run as root; then run its programs as Debian's user.
 as_postgres() {
     if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi

@@ -77,14 +77,6 @@ stop_server() {
 source "$ROOT/bench/cluster.sh"
 trap 'stop_server; stop_cluster' EXIT
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "nothing listens on port $1"; return 1
-}
-
 # Starts a fresh server for PEER with a temporary configuration; sets SERVER_PID and PORT.
 start_peer() {
     SERVER_DIR=$(mktemp -d /tmp/switchboard-compare-XXXXXX)

@@ -29,6 +29,21 @@ fn at_an_older_version(kept: Entry, back: &str) -> Option<(TestDatabase, postgre
     Some((db, client))
 }
 
+/// A transaction on `holder` that holds the usage row of `mailbox`, new: a commit appending to that
+/// mailbox waits for it, as it would for another commit to it.
+fn holding_a_new_mailbox_row<'a>(
+    holder: &'a mut postgres::Client,
+    mailbox: &str,
+) -> postgres::Transaction<'a> {
+    let mut tx = holder.transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO switchboard_mailboxes (mailbox, entries, bytes) VALUES ($1, 0, 0)",
+        &[&mailbox],
+    )
+    .expect("hold the mailbox's row");
+    tx
+}
+
 #[test]
 fn postgres_keeps_entries_and_last_id_across_reopen() {
     let Some((db, mut store)) = open_postgres() else {
@@ -423,12 +438,7 @@ fn postgres_commits_to_different_mailboxes_do_not_wait_for_each_other() {
     };
     drop(store);
     let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
-    let mut tx = holder.transaction().expect("begin");
-    tx.execute(
-        "INSERT INTO switchboard_mailboxes (mailbox, entries, bytes) VALUES ('bob', 0, 0)",
-        &[],
-    )
-    .expect("hold bob's row");
+    let mut tx = holding_a_new_mailbox_row(&mut holder, "bob");
     let commit_to = |mailbox: &'static str| {
         let url = db.url.clone();
         let (done, finished) = std::sync::mpsc::channel();
@@ -637,12 +647,7 @@ fn postgres_a_page_read_does_not_wait_behind_a_commit() {
     let (handle, thread) = crate::store::StoreHandle::spawn(Box::new(store), 16, Arc::default())
         .expect("spawn the store threads");
     let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
-    let mut tx = holder.transaction().expect("begin");
-    tx.execute(
-        "INSERT INTO switchboard_mailboxes (mailbox, entries, bytes) VALUES ('bob', 0, 0)",
-        &[],
-    )
-    .expect("hold bob's row");
+    let mut tx = holding_a_new_mailbox_row(&mut holder, "bob");
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
