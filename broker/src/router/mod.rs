@@ -295,7 +295,7 @@ impl Router {
 }
 
 impl Handler<Attach> for Router {
-    type Result = Result<u64, StoreError>;
+    type Result = ResponseActFuture<Self, Result<u64, StoreError>>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         // A takeover replaces the old state: what the old session held unacknowledged is still in
@@ -308,14 +308,29 @@ impl Handler<Attach> for Router {
         self.online.attach(msg.client.clone(), window);
         self.early.requeue(msg.client.as_str(), &self.queue);
         self.refill(&msg.client, ctx);
-        // What this session will be handed: the committed entries less those being deleted, and the
-        // receipts on their way to the store (an ack just before this connection must not leave
-        // its receipt uncounted). Queued messages are left out: one may be a resend the store
-        // turns away, and `pending` must never promise an entry that does not come.
+        // What this session will be handed (`hi.pending`): the committed entries less those being
+        // deleted, never an entry that will not come. Queued messages are left out: one may be a
+        // resend the store turns away.
         let client = msg.client.as_str();
-        let stored = self.usage.stored_entries(client);
         let leaving = self.deleting.count_in(client);
-        Ok(stored.saturating_sub(leaving) + self.usage.queued_receipts(client))
+        if !self.config.shared_store {
+            // Counted here, and the receipts on their way to the store too (an ack just before
+            // this connection must not leave its receipt uncounted).
+            let stored = self.usage.stored_entries(client);
+            let pending = stored.saturating_sub(leaving) + self.usage.queued_receipts(client);
+            return Box::pin(actix::fut::ready(Ok(pending)));
+        }
+        // Other brokers append to this mailbox and delete from it: only the store knows what it
+        // holds. Receipts queued here are left out, since one may commit before the count and be in
+        // it already; what is being deleted here is taken off as it stands now (no new delete of
+        // this mailbox can start before `hi`), so the count errs low, never high.
+        let store = self.store.clone();
+        let mailbox = client.to_owned();
+        Box::pin(
+            async move { store.entries_in(mailbox).await }
+                .into_actor(self)
+                .map(move |held, _, _| Ok(held?.saturating_sub(leaving))),
+        )
     }
 }
 

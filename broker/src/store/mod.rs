@@ -99,6 +99,17 @@ pub trait MailboxStore: Send + 'static {
     /// The Router continues numbering from here after a restart, so ids are never reused.
     fn last_id(&mut self) -> Result<u64, StoreError>;
 
+    /// How many entries `mailbox` holds now, as [`usage`](Self::usage) counts them. A broker sharing
+    /// the store asks it when a client attaches, since its own counts miss what other brokers
+    /// appended and deleted; this default reads every mailbox's usage.
+    fn entries_in(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .usage()?
+            .into_iter()
+            .find(|u| u.mailbox == mailbox)
+            .map_or(0, |u| u.entries))
+    }
+
     /// A second way into the same mailboxes, for page reads on a thread of their own beside the
     /// commits ([`StoreHandle`]). An engine whose commit waits on the network and on a remote flush
     /// (PostgreSQL: the primary's WAL and a synchronous standby's) returns one, so that reading the
@@ -131,6 +142,9 @@ pub trait MailboxStore: Send + 'static {
 pub trait PageReader: Send + 'static {
     /// As [`MailboxStore::fetch`].
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// As [`MailboxStore::entries_in`].
+    fn entries_in(&mut self, mailbox: &str) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

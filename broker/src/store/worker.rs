@@ -22,17 +22,67 @@ use super::{
     MaintenanceReport, PageReader, StoreError,
 };
 
-/// A page read: up to `limit` entries of `mailbox` with an id above `after`.
-struct Read {
-    mailbox: String,
-    after: u64,
-    limit: usize,
-    reply: oneshot::Sender<Result<Vec<Entry>, StoreError>>,
+/// A read that may run beside the commits (on the reads' thread when there is one).
+enum Read {
+    /// Up to `limit` entries of `mailbox` with an id above `after`.
+    Page {
+        mailbox: String,
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Entry>, StoreError>>,
+    },
+    /// How many entries `mailbox` holds.
+    Count {
+        mailbox: String,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+impl Read {
+    fn answer(self, store: &mut (impl ReadSide + ?Sized)) {
+        match self {
+            Read::Page {
+                mailbox,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(store.page(&mailbox, after, limit));
+            }
+            Read::Count { mailbox, reply } => {
+                let _ = reply.send(store.count(&mailbox));
+            }
+        }
+    }
+}
+
+/// What answers a [`Read`]: the store itself, or its [`PageReader`].
+trait ReadSide {
+    fn page(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError>;
+    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError>;
+}
+
+impl ReadSide for dyn MailboxStore {
+    fn page(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.fetch(mailbox, after, limit)
+    }
+    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+        self.entries_in(mailbox)
+    }
+}
+
+impl ReadSide for dyn PageReader {
+    fn page(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.fetch(mailbox, after, limit)
+    }
+    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+        self.entries_in(mailbox)
+    }
 }
 
 enum Request {
     Commit(Batch, oneshot::Sender<Result<CommitOutcome, StoreError>>),
-    Fetch(Read),
+    Read(Read),
     LastId(oneshot::Sender<Result<u64, StoreError>>),
     Usage(oneshot::Sender<Result<Vec<MailboxUsage>, StoreError>>),
     Expired {
@@ -139,16 +189,31 @@ impl StoreHandle {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let read = Read {
+        self.read(|reply| Read::Page {
             mailbox,
             after,
             limit,
             reply,
-        };
+        })
+        .await
+    }
+
+    /// How many entries `mailbox` holds, as the store counts them now (beside the commits, where
+    /// the engine reads on a thread of its own).
+    pub async fn entries_in(&self, mailbox: String) -> Result<u64, StoreError> {
+        self.read(|reply| Read::Count { mailbox, reply }).await
+    }
+
+    /// Asks a [`Read`] of the reads' thread, or of the store thread when there is none.
+    async fn read<T>(
+        &self,
+        read: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Read,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let read = read(reply);
         let sent = match &self.reads {
             Some(reads) => reads.send(read).await.is_ok(),
-            None => self.requests.send(Request::Fetch(read)).await.is_ok(),
+            None => self.requests.send(Request::Read(read)).await.is_ok(),
         };
         if !sent {
             return Err(StoreError::Stopped);
@@ -243,11 +308,7 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>, metr
                 );
                 answer_merged(result, &merged, callers);
             }
-            Request::Fetch(read) => {
-                let _ = read
-                    .reply
-                    .send(store.fetch(&read.mailbox, read.after, read.limit));
-            }
+            Request::Read(read) => read.answer(store.as_mut()),
             Request::LastId(reply) => {
                 let _ = reply.send(store.last_id());
             }
@@ -331,9 +392,7 @@ fn answer_merged(
 /// The page reads' thread: answers each read in turn until every handle is gone.
 fn serve_reads(mut reader: Box<dyn PageReader>, mut rx: mpsc::Receiver<Read>) {
     while let Some(read) = rx.blocking_recv() {
-        let _ = read
-            .reply
-            .send(reader.fetch(&read.mailbox, read.after, read.limit));
+        read.answer(reader.as_mut());
     }
 }
 

@@ -120,3 +120,47 @@ async fn two_nodes_sending_into_one_mailbox_at_once_lose_nothing_and_keep_each_s
         other => panic!("expected the last message, got {other:?}"),
     }
 }
+
+/// `hi.pending` counts what the mailbox holds in the database, not what the answering broker stored
+/// itself: alice fills bob's mailbox through node 0 while he is offline, and bob, connecting to
+/// node 1, hears 3 (it heard 0). Once he has drained it there, node 0, which stored the three, says 0
+/// (it said 3, and `switchboard poll` waited for three entries that never came).
+#[tokio::test]
+async fn hi_counts_the_mailbox_as_the_database_holds_it_whichever_node_answers() {
+    let Some(cluster) = Cluster::start("pending across nodes", 2).await else {
+        return;
+    };
+    let (alice, _alice_events) = cluster.connect(0, "alice").await;
+    for body in ["one", "two", "three"] {
+        alice.send("bob", body).await.expect("accepted");
+    }
+    let (bob, mut bob_events) = cluster.connect(1, "bob").await;
+    assert_eq!(bob.welcome().pending, 3, "node 1 counts what node 0 stored");
+    receive_and_ack(&bob, &mut bob_events, 3).await;
+    bob.close().await.expect("close");
+    let url = cluster.url().to_owned();
+    let emptied = blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        (0..200).any(|_| {
+            let held: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM switchboard_entries WHERE mailbox = 'bob'",
+                    &[],
+                )
+                .expect("count")
+                .get(0);
+            held == 0 || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                false
+            }
+        })
+    })
+    .await;
+    assert!(emptied, "bob's acks reach the database");
+    let (bob, _bob_events) = cluster.connect(0, "bob").await;
+    assert_eq!(
+        bob.welcome().pending,
+        0,
+        "node 0 no longer counts what was deleted through node 1"
+    );
+}

@@ -113,6 +113,21 @@ impl PageReader for PostgresReader {
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         read_page(&mut self.connection, mailbox, after, limit)
     }
+
+    fn entries_in(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+        count_entries(&mut self.connection, mailbox)
+    }
+}
+
+/// What `mailbox` holds: appended less removed (`schema.rs`, version 3), as one snapshot sees them.
+fn count_entries(connection: &mut Connection, mailbox: &str) -> Result<u64, StoreError> {
+    connection.with(|client, statements| {
+        let held: Option<i64> = match client.query_opt(&statements.entries_in, &[&mailbox])? {
+            Some(row) => row.try_get(0)?,
+            None => None, // Never written to, or emptied and tidied away.
+        };
+        Ok(held.map_or(0, |n| n.max(0) as u64))
+    })
 }
 
 /// Up to `limit` entries of `mailbox` above `after`, in id order.
@@ -158,6 +173,10 @@ impl MailboxStore for PostgresStore {
 
     fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         read_page(&mut self.connection, mailbox, after, limit)
+    }
+
+    fn entries_in(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+        count_entries(&mut self.connection, mailbox)
     }
 
     fn page_reader(&mut self) -> Option<Box<dyn PageReader>> {

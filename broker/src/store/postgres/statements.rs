@@ -45,6 +45,8 @@ pub(super) struct Statements {
     pub fetch: Statement,
     /// The broker id of `$1` sender's `$2` send id, if remembered.
     pub sent: Statement,
+    /// What mailbox `$1` holds (appended less removed); null for a mailbox without a usage row.
+    pub entries_in: Statement,
 }
 
 impl Statements {
@@ -129,6 +131,11 @@ impl Statements {
             ))?,
             sent: p("SELECT message_id FROM switchboard_sent
                      WHERE sender = $1::text AND send_id = $2::bigint")?,
+            entries_in: p(
+                "SELECT m.entries - coalesce(r.entries, 0) FROM switchboard_mailboxes m
+                           LEFT JOIN switchboard_removed r ON r.mailbox = m.mailbox
+                           WHERE m.mailbox = $1::text",
+            )?,
         })
     }
 }

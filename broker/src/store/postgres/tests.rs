@@ -438,7 +438,7 @@ fn postgres_commits_to_different_mailboxes_do_not_wait_for_each_other() {
     };
     drop(store);
     let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
-    let mut tx = holding_a_new_mailbox_row(&mut holder, "bob");
+    let tx = holding_a_new_mailbox_row(&mut holder, "bob");
     let commit_to = |mailbox: &'static str| {
         let url = db.url.clone();
         let (done, finished) = std::sync::mpsc::channel();
@@ -703,4 +703,28 @@ fn postgres_a_page_read_does_not_wait_behind_a_commit() {
     assert_eq!(page.len(), 1, "the reader sees the commit: {page:?}");
     drop(handle);
     thread.join();
+}
+
+/// A mailbox holds what was appended less what was removed, through the store and its reader alike;
+/// one never written to holds nothing.
+#[test]
+fn postgres_counts_what_a_mailbox_holds() {
+    let Some((_db, mut store)) = open_postgres() else {
+        return;
+    };
+    append(
+        &mut store,
+        vec![entry(1, "bob", "one"), entry(2, "bob", "two")],
+    );
+    store
+        .commit(&Batch {
+            deletes: vec![1],
+            ..Default::default()
+        })
+        .expect("delete");
+    let mut reader = store.page_reader().expect("a reader");
+    assert_eq!(store.entries_in("bob").expect("count"), 1);
+    assert_eq!(reader.entries_in("bob").expect("count"), 1);
+    assert_eq!(store.entries_in("nobody").expect("count"), 0);
+    assert_eq!(reader.entries_in("nobody").expect("count"), 0);
 }
