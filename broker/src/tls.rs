@@ -1,12 +1,13 @@
 //! TLS for the listeners, with rustls: the broker's certificate and key, and optionally the CA that
 //! client certificates must be signed by. The main listener and the admin listener (`admin/tls.rs`)
-//! both build their acceptor here.
+//! both build their acceptor here; the connections to PostgreSQL their client configuration
+//! ([`client_config`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -86,4 +87,35 @@ pub fn acceptor_for(
         ))
     })?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// A client configuration that trusts the CA certificates in `ca_file` (the file of the settings key
+/// `key`) or, without one, the system's roots. rustls checks the chain and the server's name (the
+/// host connected to) on every connection.
+pub fn client_config(ca_file: Option<&Path>, key: &str) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in certificates(path, key)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError(format!("{key}: {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let (added, _) =
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if added == 0 {
+                return Err(TlsError(format!(
+                    "no system CA certificates to verify the server with; set {key}"
+                )));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

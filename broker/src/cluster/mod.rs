@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use actix::Recipient;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::registry::TakenOver;
 use crate::router::Wake;
-use crate::store::postgres::WAKE_CHANNEL;
+use crate::store::postgres::{Database, WAKE_CHANNEL};
 
 /// How long one wait for notifications lasts: the bound on noticing a stop.
 const POLL: Duration = Duration::from_millis(250);
@@ -69,7 +69,7 @@ pub struct WakeListener {
 impl WakeListener {
     /// Starts listening on the database at `url`, waking `router` and telling `takeovers`.
     pub fn spawn(
-        url: String,
+        database: Database,
         router: Recipient<Wake>,
         takeovers: Takeovers,
     ) -> std::io::Result<Self> {
@@ -77,7 +77,7 @@ impl WakeListener {
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("switchboard-listen".into())
-            .spawn(move || run(&url, &router, &takeovers, &stopping))?;
+            .spawn(move || run(&database, &router, &takeovers, &stopping))?;
         Ok(Self { stop, thread })
     }
 
@@ -91,9 +91,9 @@ impl WakeListener {
 }
 
 /// Connects, listens, and connects again whenever the connection breaks, until `stop`.
-fn run(url: &str, router: &Recipient<Wake>, takeovers: &Takeovers, stop: &AtomicBool) {
+fn run(database: &Database, router: &Recipient<Wake>, takeovers: &Takeovers, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        match listen(url, router, takeovers, stop) {
+        match listen(database, router, takeovers, stop) {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(%error, "wake-up listener lost PostgreSQL; connecting again");
@@ -106,12 +106,12 @@ fn run(url: &str, router: &Recipient<Wake>, takeovers: &Takeovers, stop: &Atomic
 /// One connection's life: `LISTEN`, wake everyone (what was missed before is unknown), then pass
 /// on every notification. Returns `Ok` only when stopped.
 fn listen(
-    url: &str,
+    database: &Database,
     router: &Recipient<Wake>,
     takeovers: &Takeovers,
     stop: &AtomicBool,
 ) -> Result<(), postgres::Error> {
-    let mut client = Client::connect(url, NoTls)?;
+    let mut client: Client = database.connect()?;
     client.batch_execute(&format!("LISTEN {WAKE_CHANNEL}; LISTEN {PRESENCE_CHANNEL}"))?;
     tracing::debug!("listening for other brokers' commits");
     router.do_send(Wake { mailboxes: vec![] });

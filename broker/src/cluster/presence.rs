@@ -17,11 +17,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Recipient};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::lease::{self, Held, Holder};
 use super::Takeovers;
 use crate::registry::{Registry, TakenOver};
+use crate::store::postgres::Database;
 
 /// How long a `hello` waits for its claim before the session is admitted anyway (the claim still
 /// goes ahead, and the renewals catch up): a database that hangs must not hold every `hello`.
@@ -90,10 +91,10 @@ impl Presence {
     }
 }
 
-/// The Registry of a broker in cluster mode, with its presence thread on the database at `url` and
+/// The Registry of a broker in cluster mode, with its presence thread on the database `db` and
 /// what the wake-up listener needs to pass takeovers to it.
 pub fn start_registry(
-    url: &str,
+    db: &Database,
     lease: Duration,
 ) -> std::io::Result<(Addr<Registry>, PresenceThread, Takeovers)> {
     let node = node_id();
@@ -103,7 +104,7 @@ pub fn start_registry(
     let thread = PresenceThread::spawn(
         &presence,
         requests,
-        url.to_owned(),
+        db.clone(),
         node.clone(),
         lease,
         recipient.clone(),
@@ -134,19 +135,19 @@ impl PresenceThread {
         (Presence { requests }, PresenceRequests(receiver))
     }
 
-    /// Starts the thread on the database at `url`, as broker `node`; `registry` hears of every
+    /// Starts the thread on the database `database`, as broker `node`; `registry` hears of every
     /// session this broker lost to another at renewal time.
     pub fn spawn(
         presence: &Presence,
         requests: PresenceRequests,
-        url: String,
+        database: Database,
         node: String,
         lease: Duration,
         registry: Recipient<TakenOver>,
     ) -> std::io::Result<Self> {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let mut state = State {
-            url,
+            database,
             db: None,
             holder: Holder { node, lease_ms },
             held: HashMap::new(),
@@ -175,7 +176,7 @@ pub struct PresenceRequests(Receiver<Request>);
 
 /// What the presence thread keeps.
 struct State {
-    url: String,
+    database: Database,
     /// `None` after the connection broke, until the next statement connects again.
     db: Option<Client>,
     holder: Holder,
@@ -271,7 +272,7 @@ impl State {
         }
         let db = match self.db.take() {
             Some(db) => db,
-            None => connect(&self.url)?,
+            None => connect(&self.database)?,
         };
         let db = self.db.insert(db);
         let result = f(db);
@@ -285,8 +286,8 @@ impl State {
 /// The presence connection. Its rows are soft state: a claim lost in a crash of the database server
 /// is put back by the next renewal, so its commits need not wait for the WAL to reach the disk
 /// (`synchronous_commit = off`), which would cost every `hello` a flush.
-fn connect(url: &str) -> Result<Client, postgres::Error> {
-    let mut db = Client::connect(url, NoTls)?;
+fn connect(database: &Database) -> Result<Client, postgres::Error> {
+    let mut db = database.connect()?;
     db.batch_execute("SET synchronous_commit = off")?;
     Ok(db)
 }

@@ -26,6 +26,7 @@ use crate::reload::{self, Live, ReloadError, Reloaded};
 use crate::router::{self, Router, RouterConfig};
 use crate::session::{FrameBudget, SessionDeps};
 use crate::settings::{Settings, StoreKind};
+use crate::store::postgres::Database;
 use crate::store::{
     LogOptions, LogStore, MailboxStore, MemoryStore, PostgresStore, SqliteStore, StoreError,
     StoreHandle, StoreThread,
@@ -178,7 +179,7 @@ impl Broker {
             StoreKind::Postgres => {
                 let lease = std::time::Duration::from_secs(settings.cluster.lease_secs);
                 let (registry, thread, takeovers) =
-                    cluster::start_registry(&settings.postgres.url, lease)
+                    cluster::start_registry(&database(&settings)?, lease)
                         .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?;
                 (registry, Some(thread), Some(takeovers))
             }
@@ -194,9 +195,9 @@ impl Broker {
         .start();
         let wake_listener = match takeovers {
             Some(takeovers) => {
-                let (url, wake) = (settings.postgres.url.clone(), router.clone().recipient());
+                let (database, wake) = (database(&settings)?, router.clone().recipient());
                 Some(
-                    WakeListener::spawn(url, wake, takeovers)
+                    WakeListener::spawn(database, wake, takeovers)
                         .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?,
                 )
             }
@@ -381,18 +382,27 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
             .await
         }
         StoreKind::Postgres => {
-            let url = settings.postgres.url.clone();
+            let database = database(settings)?;
             let limits = crate::store::postgres::MailboxLimits {
                 entries: settings.mailbox.max_messages,
                 bytes: settings.mailbox.max_bytes,
             };
             open_blocking(settings, move |_, durability| {
-                let store = PostgresStore::open(&url, durability)?;
+                let store = PostgresStore::open_on(database, durability)?;
                 Ok(Box::new(store.with_mailbox_limits(limits)))
             })
             .await
         }
     }
+}
+
+/// The shared database of `store = "postgres"` (`postgres.url`, `postgres.ca_file`).
+fn database(settings: &Settings) -> Result<Database, StoreError> {
+    let ca_file = &settings.postgres.ca_file;
+    Database::new(
+        &settings.postgres.url,
+        (!ca_file.as_os_str().is_empty()).then_some(ca_file.as_path()),
+    )
 }
 
 /// Opens a store on disk with `open(data_dir, durability)`, off the actor threads.

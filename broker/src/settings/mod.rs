@@ -204,8 +204,12 @@ pub struct TlsSettings {
 pub struct PostgresSettings {
     /// A libpq connection string (`host=db1,db2 port=5432 dbname=switchboard user=switchboard
     /// target_session_attrs=read-write`) or URL; several hosts with `read-write` find the primary
-    /// after a failover. A password is better given as `SWITCHBOARD_BROKER_POSTGRES__URL`.
+    /// after a failover. A password is better given as `SWITCHBOARD_BROKER_POSTGRES__URL`. With
+    /// `sslmode=require` every connection is TLS, the server verified (`store/postgres/database.rs`).
     pub url: String,
+    /// The CA certificates (PEM) the database server's certificate must chain to; without it the
+    /// system's roots (empty). Setting it turns TLS on for `sslmode=prefer` (the default) too.
+    pub ca_file: PathBuf,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -214,6 +218,7 @@ impl std::fmt::Debug for PostgresSettings {
         let url = if self.url.is_empty() { "" } else { "<set>" };
         f.debug_struct("PostgresSettings")
             .field("url", &url)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

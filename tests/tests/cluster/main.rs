@@ -18,4 +18,5 @@ mod load;
 mod presence;
 mod soak;
 mod support;
+mod tls;
 mod unreachable;

@@ -15,8 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
+use super::database::Database;
 use super::schema;
 use super::statements::Statements;
 use crate::store::{Durability, StoreError};
@@ -30,8 +31,8 @@ const LAST_RETRY: Duration = Duration::from_secs(2);
 
 /// A connection to the database, connected again with backoff when it breaks.
 pub(super) struct Connection {
-    /// The libpq connection string. Never logged: it may hold a password.
-    url: String,
+    /// Where the database is and how to reach it. Never logged: its url may hold a password.
+    database: Database,
     durability: Durability,
     /// `None` while there is no usable connection.
     client: Option<(Client, Statements)>,
@@ -40,9 +41,9 @@ pub(super) struct Connection {
 
 impl Connection {
     /// Not connected yet: the first [`client`](Self::client) call connects.
-    pub(super) fn new(url: &str, durability: Durability) -> Self {
+    pub(super) fn new(database: Database, durability: Durability) -> Self {
         Self {
-            url: url.to_owned(),
+            database,
             durability,
             client: None,
             backoff: Backoff::default(),
@@ -51,7 +52,7 @@ impl Connection {
 
     /// A second connection to the same database with the same settings, not connected yet.
     pub(super) fn another(&self) -> Self {
-        Self::new(&self.url, self.durability)
+        Self::new(self.database.clone(), self.durability)
     }
 
     /// Runs `f` on the connection; a failure that broke the connection drops it, so a later call
@@ -129,7 +130,7 @@ impl Connection {
     }
 
     fn connect(&self) -> Result<(Client, Statements), StoreError> {
-        let mut client = Client::connect(&self.url, NoTls)?;
+        let mut client = self.database.connect()?;
         if self.durability == Durability::Os {
             client.batch_execute("SET synchronous_commit = off")?;
         }

@@ -155,6 +155,42 @@ impl TestPostgres {
         self.pg_ctl_start()
     }
 
+    /// Turns TLS on with the certificate chain `cert_pem` and its key `key_pem` (PEM), and returns
+    /// once new connections are offered it. The server reloads its configuration; nothing restarts.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), HarnessError> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            let what = format!("cannot write {}", path.display());
+            std::fs::write(&path, pem).map_err(|cause| io(&what, cause))?;
+            // PostgreSQL refuses a key that others may read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|cause| io(&what, cause))?;
+            if let Some((uid, gid)) = self.run_as {
+                chown(&path, uid, gid)?;
+            }
+        }
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)?;
+        admin.batch_execute("ALTER SYSTEM SET ssl = on")?;
+        admin.batch_execute("SELECT pg_reload_conf()")?;
+        for _ in 0..200 {
+            let mut probe = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)?;
+            let ssl: String = probe.query_one("SHOW ssl", &[])?.get(0);
+            if ssl == "on" {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(HarnessError::Command {
+            command: "pg_reload_conf".into(),
+            output: format!(
+                "ssl is still off 10 s after the reload; server log: {}",
+                self.log_tail()
+            ),
+        })
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -199,15 +235,20 @@ impl TestPostgres {
 
     /// A failed command's output, and the end of the server's log.
     fn describe(&self, output: &Output) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
         format!(
             "{}\n{}\n{}\nserver log:\n{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            self.log_tail()
         )
+    }
+
+    /// The last lines of the server's log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 }
 

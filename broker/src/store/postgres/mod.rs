@@ -24,6 +24,7 @@
 
 mod commit;
 mod connection;
+mod database;
 mod expiry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod harness;
@@ -37,6 +38,7 @@ pub(crate) mod tests;
 use postgres::Client;
 
 pub use self::commit::WAKE_CHANNEL;
+pub use self::database::Database;
 pub use self::limits::MailboxLimits;
 
 use self::connection::Connection;
@@ -67,8 +69,13 @@ impl PostgresStore {
     /// Connects to `url`, creates or migrates the schema, and refuses a database whose schema is
     /// newer than this broker's. Blocks on the network: call it off the actor threads.
     pub fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_on(Database::new(url, None)?, durability)
+    }
+
+    /// Like [`open`](Self::open), on `database` (its url and TLS, `database.rs`).
+    pub fn open_on(database: Database, durability: Durability) -> Result<Self, StoreError> {
         let mut store = Self {
-            connection: Connection::new(url, durability),
+            connection: Connection::new(database, durability),
             limits: None,
         };
         // Connecting migrates the schema (`connection.rs`).

@@ -44,21 +44,23 @@ fn holding_a_new_mailbox_row<'a>(
     tx
 }
 
+/// Stores "one" (id 1) and "two" (id 2) for bob, then deletes `id`.
+fn two_for_bob_then_delete(store: &mut PostgresStore, id: u64) {
+    append(store, vec![entry(1, "bob", "one"), entry(2, "bob", "two")]);
+    store
+        .commit(&Batch {
+            deletes: vec![id],
+            ..Default::default()
+        })
+        .expect("delete");
+}
+
 #[test]
 fn postgres_keeps_entries_and_last_id_across_reopen() {
     let Some((db, mut store)) = open_postgres() else {
         return;
     };
-    append(
-        &mut store,
-        vec![entry(1, "bob", "one"), entry(2, "bob", "two")],
-    );
-    store
-        .commit(&Batch {
-            deletes: vec![2],
-            ..Default::default()
-        })
-        .expect("commit");
+    two_for_bob_then_delete(&mut store, 2);
     drop(store);
     let mut store = PostgresStore::open(&db.url, Durability::Os).expect("reopen");
     assert_eq!(
@@ -712,16 +714,7 @@ fn postgres_counts_what_a_mailbox_holds() {
     let Some((_db, mut store)) = open_postgres() else {
         return;
     };
-    append(
-        &mut store,
-        vec![entry(1, "bob", "one"), entry(2, "bob", "two")],
-    );
-    store
-        .commit(&Batch {
-            deletes: vec![1],
-            ..Default::default()
-        })
-        .expect("delete");
+    two_for_bob_then_delete(&mut store, 1);
     let mut reader = store.page_reader().expect("a reader");
     assert_eq!(store.entries_in("bob").expect("count"), 1);
     assert_eq!(reader.entries_in("bob").expect("count"), 1);
