@@ -42,6 +42,8 @@ pub(crate) struct Peer {
     pub(crate) key: DatagramKey,
     pub(super) grant: Grant,
     pub(super) rate: Mutex<TokenBucket>,
+    /// `datagrams.max_per_sec` is 0: no bucket to take from (nor a clock to read) per datagram.
+    unlimited: bool,
     pub(super) udp: Mutex<UdpState>,
     inbox: Mutex<VecDeque<Queued>>,
     capacity: usize,
@@ -65,6 +67,7 @@ impl Peer {
             key,
             grant,
             rate: Mutex::new(TokenBucket::new(rate, Instant::now())),
+            unlimited: rate == 0,
             udp: Mutex::new(UdpState::default()),
             // Nothing reserved: most sessions never get a datagram over TCP, and 16 queued ones
             // reserved up front were 896 bytes of every idle connection (BENCHMARKS.md, idle).
@@ -106,7 +109,7 @@ impl Peer {
 
     /// Takes one token of this sender's datagram rate.
     pub(super) fn take_rate(&self) -> bool {
-        lock(&self.rate).take(Instant::now())
+        self.unlimited || lock(&self.rate).take(Instant::now())
     }
 }
 

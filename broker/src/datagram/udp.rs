@@ -24,7 +24,7 @@ use tokio::net::UdpSocket;
 
 use super::outbox::allow_fragments;
 use super::peer::lock;
-use super::{Datagrams, Outbox};
+use super::{Datagrams, Directory, Outbox};
 use crate::metrics::{Dropped, Via};
 
 /// Room for one buffer of a batch: the largest datagram the settings allow, or a GRO train (at most
@@ -56,11 +56,13 @@ pub(crate) async fn run(socket: UdpSocket, datagrams: Arc<Datagrams>) {
             .await;
         match read {
             Ok(count) => {
+                let directory = datagrams.directory();
                 for (buf, meta) in bufs.iter().zip(&meta).take(count) {
                     for datagram in datagrams_in(&buf[..meta.len], meta.stride) {
-                        datagrams.on_udp(datagram, meta.addr, &mut out);
+                        datagrams.on_udp(&directory, datagram, meta.addr, &mut out);
                     }
                 }
+                drop(directory);
                 datagrams.flush(&mut out);
             }
             Err(error) => {
@@ -81,20 +83,33 @@ fn datagrams_in(buf: &[u8], stride: usize) -> impl Iterator<Item = &[u8]> {
 impl Datagrams {
     /// One datagram from `addr`: checked, then a bind or a datagram to route; what it sends over
     /// UDP goes into `out`.
-    pub(crate) fn on_udp(&self, bytes: &[u8], addr: SocketAddr, out: &mut Outbox) {
-        if let Err(reason) = self.take_udp(bytes, addr, out) {
+    pub(crate) fn on_udp(
+        &self,
+        directory: &Directory<'_>,
+        bytes: &[u8],
+        addr: SocketAddr,
+        out: &mut Outbox,
+    ) {
+        if let Err(reason) = self.take_udp(directory, bytes, addr, out) {
             tracing::trace!(%addr, ?reason, "udp datagram dropped");
             self.dropped(reason);
         }
     }
 
-    fn take_udp(&self, bytes: &[u8], addr: SocketAddr, out: &mut Outbox) -> Result<(), Dropped> {
+    fn take_udp(
+        &self,
+        directory: &Directory<'_>,
+        bytes: &[u8],
+        addr: SocketAddr,
+        out: &mut Outbox,
+    ) -> Result<(), Dropped> {
         let sealed = parse(bytes).map_err(|_| Dropped::Malformed)?;
         if sealed.direction != Direction::ToBroker {
             return Err(Dropped::Malformed);
         }
-        let peer = self
-            .session(sealed.session)
+        let peer = directory
+            .sessions
+            .get(&sealed.session)
             .ok_or(Dropped::UnknownSession)?;
         if !sealed.verify(&peer.key) {
             return Err(Dropped::Forged);
@@ -108,13 +123,13 @@ impl Datagrams {
         }
         if sealed.payload.is_empty() {
             self.udp.as_ref().ok_or(Dropped::SendFailed)?;
-            out.push(peer, addr, None);
+            out.push(peer.clone(), addr, None);
             return Ok(());
         }
         let payload = Bytes::copy_from_slice(sealed.payload);
         match ClientFrame::decode_frame(&payload) {
             Ok(ClientFrame::Datagram { to, body }) => {
-                self.route(&peer, to, body, Via::Udp, out);
+                self.route(&directory.clients, peer, to, body, Via::Udp, out);
                 Ok(())
             }
             _ => Err(Dropped::Malformed),
