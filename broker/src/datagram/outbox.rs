@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use quinn_udp::{Transmit, UdpSocketState};
-use switchboard_proto::datagram::{seal_frame, Direction, DATAGRAM_OVERHEAD, FRAME_ROOM};
+use switchboard_proto::datagram::{seal_frame, Direction};
 use switchboard_proto::BrokerFrame;
 
 use super::peer::{lock, Peer};
@@ -77,10 +77,11 @@ struct Pending {
 #[derive(Default)]
 pub(crate) struct Outbox {
     pending: Vec<Pending>,
-    /// One recipient's datagrams, sealed; kept between batches.
-    sealed: Vec<BytesMut>,
-    /// Where a GSO run is put together; kept between batches.
-    run: Vec<u8>,
+    /// One recipient's datagrams, sealed back to back, so that a GSO run is a slice of it with no
+    /// copy; kept between batches.
+    sealed: BytesMut,
+    /// Where each of them ends in `sealed`.
+    ends: Vec<usize>,
 }
 
 impl Outbox {
@@ -115,26 +116,26 @@ impl Outbox {
         let (peer, to) = (&group[0].peer, group[0].to);
         let mut udp = lock(&peer.udp);
         self.sealed.clear();
+        self.ends.clear();
         for pending in group {
             udp.sent += 1;
-            self.sealed
-                .push(seal(peer, udp.sent, pending.frame.as_ref()));
+            seal_frame(
+                &mut self.sealed,
+                Direction::ToClient,
+                peer.session,
+                udp.sent,
+                &peer.key,
+                pending.frame.as_ref(),
+            );
+            self.ends.push(self.sealed.len());
         }
         let max_segments = out.state.max_gso_segments().max(1);
         let mut at = 0;
         while at < group.len() {
-            let taken = gso_run(&self.sealed[at..], max_segments);
-            let run = &self.sealed[at..at + taken];
-            let segment = run[0].len();
-            let sent = if let [only] = run {
-                out.send(to, only, segment)
-            } else {
-                self.run.clear();
-                for sealed in run {
-                    self.run.extend_from_slice(sealed);
-                }
-                out.send(to, &self.run, segment)
-            };
+            let taken = gso_run(&self.ends, at, max_segments);
+            let start = start_of(&self.ends, at);
+            let segment = self.ends[at] - start;
+            let sent = out.send(to, &self.sealed[start..self.ends[at + taken - 1]], segment);
             if let Err(error) = &sent {
                 tracing::debug!(%error, addr = %to, datagrams = taken, "cannot send datagrams");
             }
@@ -150,40 +151,30 @@ impl Outbox {
     }
 }
 
-/// How many of `sealed` (at least one) go in one GSO send: equal-sized, the last maybe shorter.
-fn gso_run(sealed: &[BytesMut], max_segments: usize) -> usize {
-    let segment = sealed[0].len();
+/// Where datagram `i` starts, of those that end at `ends`.
+fn start_of(ends: &[usize], i: usize) -> usize {
+    i.checked_sub(1).map_or(0, |before| ends[before])
+}
+
+/// How many datagrams from the `at`-th (at least one) go in one GSO send: equal-sized, the last
+/// maybe shorter. `ends[i]` is where datagram `i` ends.
+fn gso_run(ends: &[usize], at: usize, max_segments: usize) -> usize {
+    let len = |i: usize| ends[i] - start_of(ends, i);
+    let segment = len(at);
     let mut taken = 1;
     let mut bytes = segment;
-    while let Some(next) = sealed.get(taken) {
-        if next.len() > segment || taken >= max_segments || bytes + next.len() > GSO_BYTES {
+    while at + taken < ends.len() {
+        let next = len(at + taken);
+        if next > segment || taken >= max_segments || bytes + next > GSO_BYTES {
             break;
         }
-        bytes += next.len();
+        bytes += next;
         taken += 1;
-        if next.len() < segment {
+        if next < segment {
             break;
         }
     }
     taken
-}
-
-/// Seals `frame` (or nothing: the answer to a bind) for `peer` under `sequence`.
-fn seal(peer: &Peer, sequence: u64, frame: Option<&BrokerFrame>) -> BytesMut {
-    let room = match frame {
-        Some(BrokerFrame::Datagram { from, body }) => FRAME_ROOM + from.len() + body.len(),
-        _ => 0,
-    };
-    let mut out = BytesMut::with_capacity(DATAGRAM_OVERHEAD + room);
-    seal_frame(
-        &mut out,
-        Direction::ToClient,
-        peer.session,
-        sequence,
-        &peer.key,
-        frame,
-    );
-    out
 }
 
 #[cfg(test)]
