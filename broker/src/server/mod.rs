@@ -34,7 +34,7 @@ use crate::store::{
 use crate::tls;
 
 mod udp;
-use self::udp::{start_datagrams, UdpListener};
+use self::udp::{start_datagrams, DatagramPath, UdpListener};
 
 /// Requests the store thread may have queued before senders wait.
 const STORE_QUEUE_DEPTH: usize = 1_024;
@@ -153,18 +153,7 @@ impl Broker {
         let usage = store.usage().await?;
         let (mailboxes, entries) = (usage.len(), usage.iter().map(|u| u.entries).sum::<u64>());
 
-        let listener =
-            TcpListener::bind(&settings.listen)
-                .await
-                .map_err(|cause| BrokerError::Bind {
-                    addr: settings.listen.clone(),
-                    cause,
-                })?;
-        let local_addr = listener.local_addr().map_err(|cause| BrokerError::Bind {
-            addr: settings.listen.clone(),
-            cause,
-        })?;
-
+        let (listener, local_addr, (datagrams, udp)) = bind_listeners(&settings, &metrics).await?;
         let admin_listener = match settings.admin_addr().map_err(BrokerError::Settings)? {
             None => None,
             Some(_) => Some(
@@ -174,7 +163,6 @@ impl Broker {
                 })?,
             ),
         };
-        let (datagrams, udp) = start_datagrams(&settings, local_addr, &metrics)?;
         let (registry, presence, takeovers) = match settings.store {
             StoreKind::Postgres => {
                 let lease = std::time::Duration::from_secs(settings.cluster.lease_secs);
@@ -392,6 +380,52 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
                 Ok(Box::new(store.with_mailbox_limits(limits)))
             })
             .await
+        }
+    }
+}
+
+/// How many times the TCP and UDP ports are bound again when the kernel's pick for TCP is taken for
+/// UDP.
+const PORT_ATTEMPTS: usize = 32;
+
+/// The TCP listener, and the datagram path (on the same port unless `udp.listen` says otherwise).
+/// With `listen` on port 0, the kernel picks a TCP port that some other socket (any client's UDP
+/// socket, say) may hold for UDP: then both are bound again on a new pick, a few times, rather than
+/// refusing the start. A port the settings name that is taken refuses it at once.
+async fn bind_listeners(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<(TcpListener, SocketAddr, DatagramPath), BrokerError> {
+    let picked_by_kernel = settings
+        .listen
+        .parse::<SocketAddr>()
+        .is_ok_and(|addr| addr.port() == 0);
+    let mut attempt = 1;
+    loop {
+        let bind_error = |cause| BrokerError::Bind {
+            addr: settings.listen.clone(),
+            cause,
+        };
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let follows = settings.udp_addr(local_addr) == Ok(Some(local_addr));
+        match start_datagrams(settings, local_addr, metrics) {
+            Err(BrokerError::Bind { cause, .. })
+                if picked_by_kernel
+                    && follows
+                    && cause.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < PORT_ATTEMPTS =>
+            {
+                tracing::debug!(
+                    port = local_addr.port(),
+                    attempt,
+                    "the port picked for tcp is taken for udp; picking another"
+                );
+                attempt += 1;
+            }
+            started => return Ok((listener, local_addr, started?)),
         }
     }
 }

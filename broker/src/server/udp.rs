@@ -14,13 +14,16 @@ use crate::settings::Settings;
 /// The UDP listener's arbiters (a thread per reader) and the address it is bound to.
 pub(super) type UdpListener = (Vec<Arbiter>, SocketAddr);
 
+/// The datagram directory, and the UDP listener when there is one.
+pub(super) type DatagramPath = (Arc<Datagrams>, Option<UdpListener>);
+
 /// The datagram directory, and the UDP listener on its own arbiter when `udp.listen` asks for one
 /// (by default where TCP listens: `tcp`). A port that cannot be bound refuses the start.
 pub(super) fn start_datagrams(
     settings: &Settings,
     tcp: SocketAddr,
     metrics: &Arc<Metrics>,
-) -> Result<(Arc<Datagrams>, Option<UdpListener>), BrokerError> {
+) -> Result<DatagramPath, BrokerError> {
     let limits = settings.datagrams.clone();
     let Some(addr) = settings.udp_addr(tcp).map_err(BrokerError::Settings)? else {
         return Ok((
