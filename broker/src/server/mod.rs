@@ -396,6 +396,14 @@ async fn bind_listeners(
     settings: &Settings,
     metrics: &Arc<Metrics>,
 ) -> Result<(TcpListener, SocketAddr, DatagramPath), BrokerError> {
+    bind_listeners_with(settings, |tcp| start_datagrams(settings, tcp, metrics)).await
+}
+
+/// [`bind_listeners`], the datagram path started by `start_udp` given the TCP listener's address.
+async fn bind_listeners_with<T>(
+    settings: &Settings,
+    mut start_udp: impl FnMut(SocketAddr) -> Result<T, BrokerError>,
+) -> Result<(TcpListener, SocketAddr, T), BrokerError> {
     let picked_by_kernel = settings
         .listen
         .parse::<SocketAddr>()
@@ -411,7 +419,7 @@ async fn bind_listeners(
             .map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let follows = settings.udp_addr(local_addr) == Ok(Some(local_addr));
-        match start_datagrams(settings, local_addr, metrics) {
+        match start_udp(local_addr) {
             Err(BrokerError::Bind { cause, .. })
                 if picked_by_kernel
                     && follows
@@ -457,37 +465,4 @@ async fn open_blocking(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn udp_settings(listen: &str, readers: usize) -> Settings {
-        let mut settings = Settings::default();
-        settings.udp.listen = Some(listen.to_string());
-        settings.udp.readers = readers;
-        settings
-    }
-
-    #[test]
-    fn a_udp_port_already_taken_refuses_the_start_whatever_the_readers() {
-        actix_rt::System::new().block_on(async {
-            let metrics = Arc::new(Metrics::new());
-            let tcp: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            let first = start_datagrams(&udp_settings("127.0.0.1:0", 2), tcp, &metrics);
-            let (_, Some((arbiters, taken))) = first.expect("a free port") else {
-                panic!("a udp listener was asked for");
-            };
-            for readers in [1, 2] {
-                let second =
-                    start_datagrams(&udp_settings(&taken.to_string(), readers), tcp, &metrics);
-                assert!(
-                    matches!(second, Err(BrokerError::Bind { .. })),
-                    "{readers} reader(s) on {taken}, taken by two: {:?}",
-                    second.err()
-                );
-            }
-            for arbiter in arbiters {
-                arbiter.stop();
-            }
-        });
-    }
-}
+mod tests;
