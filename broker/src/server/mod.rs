@@ -66,6 +66,9 @@ struct Checked {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The admin listener's TLS (`[admin.tls]`).
     admin_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `store = "postgres"`: the shared database and how to reach it, made once (its CA file read
+    /// and checked) for every connection the broker opens to it.
+    database: Option<Database>,
 }
 
 impl Checked {
@@ -88,12 +91,20 @@ impl Checked {
             .map_err(BrokerError::Settings)?;
         let admin_tls = crate::admin::tls_acceptor(&settings)
             .map_err(|e| BrokerError::Settings(e.to_string()))?;
+        let database = match settings.store {
+            StoreKind::Postgres => Some(
+                shared_database(&settings.postgres)
+                    .map_err(|e| BrokerError::Settings(e.to_string()))?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             given,
             settings: Arc::new(settings),
             auth: Arc::new(auth),
             tls,
             admin_tls,
+            database,
         })
     }
 }
@@ -126,7 +137,7 @@ impl Broker {
     /// directory locked).
     pub async fn start(settings: Settings) -> Result<Broker, BrokerError> {
         let checked = Checked::new(settings)?;
-        let store = open_store(&checked.settings).await?;
+        let store = open_store(&checked.settings, checked.database.clone()).await?;
         Self::serve(checked, store).await
     }
 
@@ -146,6 +157,7 @@ impl Broker {
             auth,
             tls,
             admin_tls,
+            database,
         } = checked;
         let metrics = Arc::new(Metrics::new());
         let (store, store_thread) = StoreHandle::spawn(store, STORE_QUEUE_DEPTH, metrics.clone())?;
@@ -163,15 +175,14 @@ impl Broker {
                 })?,
             ),
         };
-        let (registry, presence, takeovers) = match settings.store {
-            StoreKind::Postgres => {
+        let (registry, presence, cluster) = match database {
+            Some(database) => {
                 let lease = std::time::Duration::from_secs(settings.cluster.lease_secs);
-                let (registry, thread, takeovers) =
-                    cluster::start_registry(&database(&settings)?, lease)
-                        .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?;
-                (registry, Some(thread), Some(takeovers))
+                let (registry, thread, takeovers) = cluster::start_registry(&database, lease)
+                    .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?;
+                (registry, Some(thread), Some((takeovers, database)))
             }
-            _ => (Registry::default().start(), None, None),
+            None => (Registry::default().start(), None, None),
         };
         let router = Router::new(
             store.clone(),
@@ -181,14 +192,11 @@ impl Broker {
         )
         .with_metrics(metrics.clone())
         .start();
-        let wake_listener = match takeovers {
-            Some(takeovers) => {
-                let (database, wake) = (database(&settings)?, router.clone().recipient());
-                Some(
-                    WakeListener::spawn(database, wake, takeovers)
-                        .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?,
-                )
-            }
+        let wake_listener = match cluster {
+            Some((takeovers, database)) => Some(
+                WakeListener::spawn(database, router.clone().recipient(), takeovers)
+                    .map_err(|e| BrokerError::Store(StoreError::Thread(e)))?,
+            ),
             None => None,
         };
         let workers: Vec<Arbiter> = (0..settings.worker_threads())
@@ -349,7 +357,11 @@ impl Broker {
     }
 }
 
-async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreError> {
+/// Opens the store `settings.store` names (`database`: the shared one, for `postgres`).
+async fn open_store(
+    settings: &Settings,
+    database: Option<Database>,
+) -> Result<Box<dyn MailboxStore>, StoreError> {
     match settings.store {
         StoreKind::Memory => Ok(Box::new(MemoryStore::new())),
         StoreKind::Sqlite => {
@@ -370,7 +382,10 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn MailboxStore>, StoreE
             .await
         }
         StoreKind::Postgres => {
-            let database = database(settings)?;
+            let database = match database {
+                Some(database) => database,
+                None => shared_database(&settings.postgres)?,
+            };
             let limits = crate::store::postgres::MailboxLimits {
                 entries: settings.mailbox.max_messages,
                 bytes: settings.mailbox.max_bytes,
@@ -439,10 +454,10 @@ async fn bind_listeners_with<T>(
 }
 
 /// The shared database of `store = "postgres"` (`postgres.url`, `postgres.ca_file`).
-fn database(settings: &Settings) -> Result<Database, StoreError> {
-    let ca_file = &settings.postgres.ca_file;
+fn shared_database(settings: &crate::settings::PostgresSettings) -> Result<Database, StoreError> {
+    let ca_file = &settings.ca_file;
     Database::new(
-        &settings.postgres.url,
+        &settings.url,
         (!ca_file.as_os_str().is_empty()).then_some(ca_file.as_path()),
     )
 }

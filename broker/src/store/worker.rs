@@ -39,7 +39,8 @@ enum Read {
 }
 
 impl Read {
-    fn answer(self, store: &mut (impl ReadSide + ?Sized)) {
+    /// Answers the read from `reader`: the engine's [`PageReader`], or the store itself.
+    fn answer(self, reader: &mut dyn PageReader) {
         match self {
             Read::Page {
                 mailbox,
@@ -47,36 +48,23 @@ impl Read {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(store.page(&mailbox, after, limit));
+                let _ = reply.send(reader.fetch(&mailbox, after, limit));
             }
             Read::Count { mailbox, reply } => {
-                let _ = reply.send(store.count(&mailbox));
+                let _ = reply.send(reader.entries_in(&mailbox));
             }
         }
     }
 }
 
-/// What answers a [`Read`]: the store itself, or its [`PageReader`].
-trait ReadSide {
-    fn page(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError>;
-    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError>;
-}
+/// A store without a reader of its own answers reads on its commit thread.
+impl PageReader for Box<dyn MailboxStore> {
+    fn fetch(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        (**self).fetch(mailbox, after, limit)
+    }
 
-impl ReadSide for dyn MailboxStore {
-    fn page(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.fetch(mailbox, after, limit)
-    }
-    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
-        self.entries_in(mailbox)
-    }
-}
-
-impl ReadSide for dyn PageReader {
-    fn page(&mut self, mailbox: &str, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.fetch(mailbox, after, limit)
-    }
-    fn count(&mut self, mailbox: &str) -> Result<u64, StoreError> {
-        self.entries_in(mailbox)
+    fn entries_in(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+        (**self).entries_in(mailbox)
     }
 }
 
@@ -308,7 +296,7 @@ fn serve(mut store: Box<dyn MailboxStore>, mut rx: mpsc::Receiver<Request>, metr
                 );
                 answer_merged(result, &merged, callers);
             }
-            Request::Read(read) => read.answer(store.as_mut()),
+            Request::Read(read) => read.answer(&mut store),
             Request::LastId(reply) => {
                 let _ = reply.send(store.last_id());
             }

@@ -2,10 +2,9 @@
 //! they make, and one that cannot verify the server and refuses to start.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use switchboard_broker::store::postgres::harness::TestPostgres;
+use switchboard_broker::store::postgres::harness::TestDatabase;
 use switchboard_client::Event;
 use switchboard_tests::binary;
 
@@ -40,18 +39,18 @@ fn pki() -> Pki {
     }
 }
 
-/// A server of the test's own serving TLS with `pki`'s certificate, or `None` to skip.
-async fn tls_server(test: &str, pki: &Pki) -> Option<Arc<TestPostgres>> {
+/// A database on a server of the test's own serving TLS with `pki`'s certificate (the database
+/// holds the server up), or `None` to skip.
+async fn tls_database(test: &str, pki: &Pki) -> Option<TestDatabase> {
     let server = own_server(test).await?;
-    let (cert, key, on) = (
-        pki.server_cert.clone(),
-        pki.server_key.clone(),
-        server.clone(),
-    );
-    blocking(move || on.enable_tls(&cert, &key))
-        .await
-        .expect("turn TLS on");
-    Some(server)
+    let (cert, key) = (pki.server_cert.clone(), pki.server_key.clone());
+    let db = blocking(move || {
+        server.enable_tls(&cert, &key)?;
+        server.database()
+    })
+    .await
+    .expect("turn TLS on and make a database");
+    Some(db)
 }
 
 /// Two brokers on `sslmode=require` with the CA: a message crosses between them (the store, the
@@ -60,11 +59,9 @@ async fn tls_server(test: &str, pki: &Pki) -> Option<Arc<TestPostgres>> {
 #[tokio::test]
 async fn brokers_reach_their_database_over_verified_tls() {
     let pki = pki();
-    let Some(server) = tls_server("postgres over TLS", &pki).await else {
+    let Some(db) = tls_database("postgres over TLS", &pki).await else {
         return;
     };
-    let on = server.clone();
-    let db = blocking(move || on.database()).await.expect("database");
     let (name, plain_url) = (db.name.clone(), db.url.clone());
     let url = format!("{} sslmode=require", db.url);
     let ca = pki.ca_file.to_string_lossy().into_owned();
@@ -101,11 +98,9 @@ async fn brokers_reach_their_database_over_verified_tls() {
 #[tokio::test]
 async fn a_broker_that_cannot_verify_its_database_refuses_to_start() {
     let pki = pki();
-    let Some(server) = tls_server("postgres over unverified TLS", &pki).await else {
+    let Some(db) = tls_database("postgres over unverified TLS", &pki).await else {
         return;
     };
-    let on = server.clone();
-    let db = blocking(move || on.database()).await.expect("database");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = within(
         "a refused start",
